@@ -1,0 +1,133 @@
+"""Run the whole HISP on one machine with embedded defaults, until Ctrl-C.
+
+Migrates, creates a demo domain and users (unless --no-demo), then runs web, SMTP ingress and
+submission, the DNS responder, a Celery worker and the scheduler as one process group. A port
+given as 0 leaves that service closed.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+DEMO_DOMAIN = "direct.demo.test"
+DEMO_USERS = (("alice", "Alice Adams, MD"), ("bob", "Bob Brown, RN"))
+
+
+class Command(BaseCommand):
+    help = "Run web, SMTP, submission, DNS, worker and scheduler with embedded defaults."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--bind", default="127.0.0.1")
+        parser.add_argument("--web-port", type=int, default=8000)
+        parser.add_argument("--smtp-port", type=int, default=2525)
+        parser.add_argument("--submission-port", type=int, default=2587)
+        parser.add_argument("--dns-port", type=int, default=5353)
+        parser.add_argument("--no-demo", action="store_true", help="create no demo domain/users")
+
+    def handle(self, *args: Any, **opts: Any) -> None:
+        for name in ("web_port", "smtp_port", "submission_port", "dns_port"):
+            if not 0 <= opts[name] <= 65535:
+                raise CommandError(f"--{name.replace('_', '-')} must be between 0 and 65535")
+        call_command("migrate", interactive=False, verbosity=0)
+        logins = [] if opts["no_demo"] else self._demo()
+        children = self._start(opts)
+        self._banner(opts, logins)
+        self._supervise(children)
+
+    def _demo(self) -> list[tuple[str, str]]:
+        from hisp.models import Address, Domain
+        from hisp.services import identity
+
+        logins: list[tuple[str, str]] = []
+        if not Domain.objects.filter(name=DEMO_DOMAIN).exists():
+            identity.add_domain(DEMO_DOMAIN)
+        for local, name in DEMO_USERS:
+            address = f"{local}@{DEMO_DOMAIN}"
+            if Address.objects.filter(address=address).exists():
+                logins.append((address, "(unchanged since the first run)"))
+                continue
+            password = secrets.token_urlsafe(12)
+            identity.add_address(address, name=name, password=password, address_cert=True)
+            logins.append((address, password))
+        return logins
+
+    def _start(self, opts: dict[str, Any]) -> list[tuple[str, subprocess.Popen[bytes]]]:
+        bind = opts["bind"]
+        manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
+        venv_bin = os.path.dirname(sys.executable)
+        plan: list[tuple[str, list[str]]] = []
+        if opts["web_port"]:
+            plan.append(("web", [os.path.join(venv_bin, "gunicorn"), "hisp.wsgi",
+                                 "--bind", f"{bind}:{opts['web_port']}", "--workers", "2",
+                                 "--access-logfile", "-"]))
+        if opts["smtp_port"] or opts["submission_port"]:
+            plan.append(("smtp", [*manage, "runsmtp", "--bind", bind,
+                                  "--port", str(opts["smtp_port"]),
+                                  "--submission-port", str(opts["submission_port"])]))
+        if opts["dns_port"]:
+            plan.append(("dns", [*manage, "rundns", "--bind", bind,
+                                 "--port", str(opts["dns_port"])]))
+        celery = [sys.executable, "-m", "celery", "-A", "hisp"]
+        plan.append(("worker", [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2"]))
+        plan.append(("beat", [*celery, "beat", "--loglevel", "INFO"]))
+        children = []
+        for name, argv in plan:
+            children.append((name, subprocess.Popen(argv, cwd=settings.BASE_DIR)))
+        return children
+
+    def _banner(self, opts: dict[str, Any], logins: list[tuple[str, str]]) -> None:
+        bind = opts["bind"]
+        lines = ["", "HISP quick start is running (Ctrl-C stops everything)."]
+        if opts["web_port"]:
+            lines.append(f"  Web UI:      http://{bind}:{opts['web_port']}/")
+        if opts["smtp_port"]:
+            lines.append(f"  SMTP (backbone, STARTTLS): {bind}:{opts['smtp_port']}")
+        if opts["submission_port"]:
+            lines.append(f"  Submission (STARTTLS+AUTH): {bind}:{opts['submission_port']}")
+        if opts["dns_port"]:
+            lines.append(f"  DNS (CERT records):        {bind}:{opts['dns_port']} (UDP and TCP)")
+        lines.append(f"  Data folder: {settings.DATA_DIR}")
+        for address, password in logins:
+            lines.append(f"  Demo login:  {address}  password: {password}")
+        if logins:
+            lines.append("  (first sign-in asks you to enrol an authenticator app for TOTP)")
+        self.stdout.write("\n".join(lines) + "\n")
+        self.stdout.flush()
+
+    def _supervise(self, children: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
+        stopping = False
+
+        def stop(signum: int, frame: object) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        try:
+            while not stopping:
+                for name, child in children:
+                    if child.poll() is not None:
+                        self.stderr.write(f"{name} exited with status {child.returncode}; stopping")
+                        stopping = True
+                        break
+                time.sleep(0.5)
+        finally:
+            for _, child in children:
+                if child.poll() is None:
+                    child.terminate()
+            deadline = time.monotonic() + 10
+            for _, child in children:
+                try:
+                    child.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    child.kill()

@@ -1,0 +1,235 @@
+"""Settings, read from the environment through django-environ.
+
+Every variable falls back to an embedded default (SQLite and a filesystem broker in
+``HISP_DATA_DIR``, secrets generated there on first run) so the quick start needs nothing.
+Every variable is documented in README.md and docker/.env.example.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+
+from hisp.bootstrap import generated_secret, new_kek, new_secret_key
+from hisp.durations import parse_duration
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = environ.FileAwareEnv()  # NAME_FILE variants for every secret
+
+# --- Data folder and secrets -----------------------------------------------------------------
+DATA_DIR = Path(env.str("HISP_DATA_DIR", default=str(BASE_DIR / "var"))).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+REQUIRE_SECRETS = env.bool("HISP_REQUIRE_SECRETS", default=False)
+
+SECRET_KEY = env.str("SECRET_KEY", default="") or generated_secret(
+    DATA_DIR / "secret_key", name="SECRET_KEY", make=new_secret_key, require=REQUIRE_SECRETS
+)
+HISP_KEY_ENCRYPTION_KEY = env.str("HISP_KEY_ENCRYPTION_KEY", default="") or generated_secret(
+    DATA_DIR / "key_encryption_key",
+    name="HISP_KEY_ENCRYPTION_KEY",
+    make=new_kek,
+    require=REQUIRE_SECRETS,
+)
+
+DEBUG = env.bool("DEBUG", default=False)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# --- Identity of this HISP -------------------------------------------------------------------
+HISP_HOSTNAME = env.str("HISP_HOSTNAME", default="localhost")
+# Base URL of the web service: CRL distribution points, AIA and OCSP URLs are built on it.
+HISP_WEB_URL = env.str("HISP_WEB_URL", default="http://localhost:8000").rstrip("/")
+
+# --- Mail flow -------------------------------------------------------------------------------
+HISP_MAX_MESSAGE_BYTES = env.int("HISP_MAX_MESSAGE_BYTES", default=25 * 1024 * 1024)
+HISP_MDN_PROCESSED_TIMEOUT = parse_duration(env.str("HISP_MDN_PROCESSED_TIMEOUT", default="1h"))
+HISP_MDN_DISPATCHED_TIMEOUT = parse_duration(
+    env.str("HISP_MDN_DISPATCHED_TIMEOUT", default="24h")
+)
+HISP_RETRY_PERIOD = parse_duration(env.str("HISP_RETRY_PERIOD", default="3d"))
+HISP_SMTP_PORT = env.int("HISP_SMTP_PORT", default=2525)
+HISP_SUBMISSION_PORT = env.int("HISP_SUBMISSION_PORT", default=2587)
+HISP_SMTP_BIND = env.str("HISP_SMTP_BIND", default="127.0.0.1")
+HISP_TLS_CERT_FILE = env.str("HISP_TLS_CERT_FILE", default=str(DATA_DIR / "tls" / "cert.pem"))
+HISP_TLS_KEY_FILE = env.str("HISP_TLS_KEY_FILE", default=str(DATA_DIR / "tls" / "key.pem"))
+# Outer Subject replaced by this text when set (the real Subject travels inside the encryption).
+HISP_NEUTRAL_SUBJECT = env.str("HISP_NEUTRAL_SUBJECT", default="")
+
+# --- Discovery and DNS -----------------------------------------------------------------------
+HISP_DNS_SERVERS = env.list("HISP_DNS_SERVERS", default=[])
+HISP_DNS_PORT = env.int("HISP_DNS_PORT", default=5353)
+HISP_DNS_BIND = env.str("HISP_DNS_BIND", default="127.0.0.1")
+
+# --- Webmail ---------------------------------------------------------------------------------
+HISP_SESSION_IDLE_TIMEOUT = parse_duration(env.str("HISP_SESSION_IDLE_TIMEOUT", default="15m"))
+
+# --- Django core -----------------------------------------------------------------------------
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "axes",
+    "template_partials",
+    "hisp",
+    "webmail",
+    "adminconsole",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",
+]
+
+ROOT_URLCONF = "hisp.urls"
+WSGI_APPLICATION = "hisp.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "csp.context_processors.nonce",
+            ],
+        },
+    }
+]
+
+DATABASES = {
+    "default": env.db_url(
+        "DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'hisp.sqlite3'}"
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL and immediate transactions let the web, SMTP and worker processes of the quick start
+    # share one SQLite file without "database is locked" errors.
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+    }
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
+    DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+     "OPTIONS": {"min_length": 10}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "webmail:login"
+LOGIN_REDIRECT_URL = "webmail:inbox"
+
+# Sessions: short idle timeout (refreshed on every request), never readable by scripts.
+SESSION_COOKIE_AGE = int(HISP_SESSION_IDLE_TIMEOUT.total_seconds())
+SESSION_SAVE_EVERY_REQUEST = True
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = env.bool("HISP_SECURE_COOKIES", default=False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+
+# Lockout of repeated failed sign-ins (django-axes).
+AXES_FAILURE_LIMIT = env.int("HISP_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = parse_duration(env.str("HISP_LOGIN_COOLOFF", default="15m"))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+
+# Content Security Policy (django-csp 4): our own assets only, no inline scripts.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+        "base-uri": ["'none'"],
+        "object-src": ["'none'"],
+    }
+}
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True  # the quick start serves assets without collectstatic
+
+DATA_UPLOAD_MAX_MEMORY_SIZE = HISP_MAX_MESSAGE_BYTES + 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+
+# --- Cache (discovery answers, revocation responses, rate limits) ----------------------------
+REDIS_URL = env.str("REDIS_URL", default="")
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                          "LOCATION": REDIS_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+                          "LOCATION": str(DATA_DIR / "cache")}}
+
+# --- Celery ----------------------------------------------------------------------------------
+_broker_dir = DATA_DIR / "broker"
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    for sub in ("queue", "processed"):
+        (_broker_dir / sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True  # a worker killed mid-task leaves the task for another worker
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# --- Logging: ids and Message-IDs only, never bodies, subjects or keys -----------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+}

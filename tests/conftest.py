@@ -1,0 +1,15 @@
+"""Personas and shared fixtures. alice and bob are clinicians, charlie is an outsider."""
+
+from __future__ import annotations
+
+import pytest
+from django.conf import settings
+
+from tests.support.services import in_ci, missing
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _database_is_what_ci_promised() -> None:
+    # CI runs against the real PostgreSQL; a silent fall-back to SQLite would hide that.
+    if in_ci() and settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        missing("PostgreSQL (DATABASE_URL is not a postgres:// URL)")
