@@ -24,10 +24,11 @@ mkdir -p "$run_dir"
 # --- PostgreSQL ---------------------------------------------------------------------------
 pg_url="${HISP_TEST_DATABASE_URL:-}"
 if [ -z "$pg_url" ]; then
-  if answers 5432; then
-    pg_url="postgres://postgres@127.0.0.1:5432/hisp"
+  pg_port="${HISP_TEST_PG_PORT:-5432}"
+  if answers "$pg_port"; then
+    pg_url="postgres://postgres@127.0.0.1:$pg_port/hisp"
   else
-    log "PostgreSQL does not answer on 5432; starting a private instance"
+    log "PostgreSQL does not answer on $pg_port; starting a private instance"
     if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then apt_install postgresql; fi
     bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
     if [ -n "$bindir" ]; then
@@ -38,9 +39,9 @@ if [ -z "$pg_url" ]; then
         mkdir -p "$pgdata"; chown "$owner" "$pgdata" "$run_dir"
         as_owner "$bindir/initdb" -D "$pgdata" -A trust -U postgres >/dev/null
       fi
-      as_owner "$bindir/pg_ctl" -D "$pgdata" -o "-p 5432 -k $run_dir -c listen_addresses=127.0.0.1" \
+      as_owner "$bindir/pg_ctl" -D "$pgdata" -o "-p $pg_port -k $run_dir -c listen_addresses=127.0.0.1" \
         -l "$run_dir/pg.log" -w start >/dev/null || log "private PostgreSQL failed to start"
-      pg_url="postgres://postgres@127.0.0.1:5432/hisp"
+      pg_url="postgres://postgres@127.0.0.1:$pg_port/hisp"
     fi
   fi
 fi

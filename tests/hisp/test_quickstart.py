@@ -1,0 +1,72 @@
+"""The quick start, run as an operator would: one process group serving web, SMTP and DNS."""
+
+from __future__ import annotations
+
+import os
+import signal
+import smtplib
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.support.services import free_port, port_open
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"quickstart exited ({proc.returncode}) before {what}")
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+def test_quickstart_serves_login_page_smtp_and_demo_logins(tmp_path: Path) -> None:
+    web, smtp, dns = free_port(), free_port(), free_port()
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE",
+                        "SECRET_KEY", "HISP_KEY_ENCRYPTION_KEY"}}
+    env["HISP_DATA_DIR"] = str(tmp_path / "var")
+    log = (tmp_path / "quickstart.log").open("w+")
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "quickstart", "--web-port", str(web),
+         "--smtp-port", str(smtp), "--submission-port", "0", "--dns-port", str(dns)],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )
+    try:
+        _wait_for(lambda: "Demo login" in (tmp_path / "quickstart.log").read_text(), 120,
+                  "the banner with demo logins", proc)
+        _wait_for(lambda: port_open("127.0.0.1", web) and port_open("127.0.0.1", smtp), 60,
+                  "web and SMTP ports", proc)
+        banner = (tmp_path / "quickstart.log").read_text()
+        assert f"http://127.0.0.1:{web}/" in banner
+        assert "alice@direct.demo.test" in banner
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{web}/mail/login/", timeout=10) as page:
+            assert page.status == 200
+            assert b"Sign in" in page.read()
+
+        with smtplib.SMTP("127.0.0.1", smtp, timeout=10) as client:
+            code, _ = client.ehlo("test.example")
+            assert code == 250
+            assert client.has_extn("starttls")
+        # --submission-port 0 leaves the submission listener closed.
+        assert "Submission" not in banner
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError("quickstart did not stop on Ctrl-C")
+    assert not port_open("127.0.0.1", web)
