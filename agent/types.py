@@ -74,13 +74,16 @@ class Candidates:
     """One level of certificate discovery for a recipient, in the order levels are tried.
 
     ``source`` names where they came from (``hosted``, ``dns``, ``ldap``, ``imported``...);
-    ``error`` is set when the lookup itself failed (time-out, malformed answer) and says why.
+    ``error`` is set when the lookup itself failed (time-out, malformed answer) and says why;
+    ``notes`` say what was skipped on the way (a record that does not parse, an unreachable
+    server that was failed over) so a "no usable certificate" reason can be explained.
     """
 
     source: str
     binding: Binding
     certificates: tuple[x509.Certificate, ...] = ()
     error: str | None = None
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

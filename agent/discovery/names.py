@@ -1,0 +1,63 @@
+"""Turning a Direct address into the names discovery asks for."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import dns.exception
+import dns.name
+
+
+class AddressError(ValueError):
+    """The address cannot be looked up (no ``@``, empty parts, a name DNS cannot hold)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One recipient, split into what each discovery level queries."""
+
+    address: str  # local@domain, domain lower-cased
+    domain: str
+    address_name: dns.name.Name  # owner name of the address-bound CERT
+    domain_name: dns.name.Name  # owner name of the domain-bound CERT
+    address_owner: str  # the same names as text, for cache keys
+    domain_owner: str
+
+
+def target_for(address: str) -> Target:
+    """Split ``address`` and build its DNS owner names (memoised: cached lookups are hot).
+
+    The address-bound owner name is the address with its ``@`` replaced by a dot (Direct
+    Applicability Statement 5.1 and the reference implementation), so a local part
+    ``john.smith`` gives the two labels ``john`` and ``smith``.
+    """
+    return _target(address)
+
+
+@lru_cache(maxsize=4096)
+def _target(address: str) -> Target:
+    local, at, domain = address.strip().rpartition("@")
+    if not at or not local or not domain:
+        raise AddressError(f"not an address: {address!r}")
+    domain = domain.rstrip(".").lower()
+    try:
+        domain_name = dns.name.from_text(domain)
+        local_labels = [label.encode("utf-8") for label in local.split(".")]
+        if any(not label for label in local_labels):
+            raise AddressError(f"local part has an empty label: {address!r}")
+        # Built label by label so characters DNS zone syntax treats specially ('\', '"', ' ')
+        # stay literal instead of being parsed as escapes.
+        address_name = dns.name.Name([*local_labels, *domain_name.labels])
+    except dns.exception.DNSException as exc:
+        raise AddressError(f"address does not fit in a DNS name: {exc}") from None
+    if len(domain_name.labels) < 3:  # at least two labels plus the root: no bare "localhost"
+        raise AddressError(f"domain is not a DNS name: {domain!r}")
+    return Target(
+        address=f"{local}@{domain}",
+        domain=domain,
+        address_name=address_name,
+        domain_name=domain_name,
+        address_owner=address_name.to_text(),
+        domain_owner=domain_name.to_text(),
+    )

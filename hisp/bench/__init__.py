@@ -1,0 +1,1 @@
+"""Benchmarks that run outside Django (``python -m hisp.bench.<name> --json``)."""
