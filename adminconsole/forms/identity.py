@@ -1,0 +1,107 @@
+"""Forms for domains, addresses, identity proofing and mailbox access."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from django import forms
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.utils import timezone
+
+from adminconsole.forms.fields import (
+    DomainField,
+    PlainTextField,
+)
+from adminconsole.models import ProofingRecord
+from hisp.models import Address, AddressGrant, Domain
+
+# --- Domains ---------------------------------------------------------------------------------
+
+
+class DomainAddForm(forms.Form):
+    name = DomainField(label="Domain name")
+    kind = forms.ChoiceField(choices=Domain.Kind.choices, initial=Domain.Kind.PROVIDER)
+
+    def clean_name(self) -> str:
+        name: str = self.cleaned_data["name"]
+        if Domain.objects.filter(name=name).exists():
+            raise ValidationError("This domain is hosted already.")
+        return name
+
+
+# --- Addresses and proofing ------------------------------------------------------------------
+
+
+class AddressFilterForm(forms.Form):
+    status = forms.ChoiceField(choices=[("", "Any status"), *Address.Status.choices], required=False)
+    kind = forms.ChoiceField(choices=[("", "Any kind"), *Address.Kind.choices], required=False)
+    q = PlainTextField(label="Search", max_length=320, required=False)
+
+
+class ProofingForm(forms.Form):
+    proofed_by = PlainTextField(
+        label="Proofed by", max_length=200, help_text="The person who checked the evidence."
+    )
+    method = forms.ChoiceField(choices=ProofingRecord.Method.choices)
+    evidence_reference = PlainTextField(
+        label="Evidence reference", max_length=200,
+        help_text="Case number or document reference; never the ID number itself.",
+    )
+    proofed_on = forms.DateField(label="Date proofed", widget=forms.DateInput(attrs={"type": "date"}))
+
+    def clean_proofed_on(self) -> date:
+        proofed_on: date = self.cleaned_data["proofed_on"]
+        if proofed_on > timezone.localdate():
+            raise ValidationError("The proofing date cannot be in the future.")
+        return proofed_on
+
+
+class StatusForm(forms.Form):
+    transition = forms.ChoiceField(
+        choices=[("activate", "Activate"), ("suspend", "Suspend"), ("disable", "Disable")]
+    )
+    note = PlainTextField(max_length=500, required=False)
+
+
+class GrantForm(forms.Form):
+    username = PlainTextField(max_length=150)
+    role = forms.ChoiceField(
+        choices=[
+            (AddressGrant.Role.READ, AddressGrant.Role.READ.label),
+            (AddressGrant.Role.READ_SEND, AddressGrant.Role.READ_SEND.label),
+        ]
+    )
+
+    def clean_username(self) -> Any:
+        username = self.cleaned_data["username"].strip()
+        user = get_user_model().objects.filter(username=username, is_active=True).first()
+        if user is None:
+            raise ValidationError("No active user with this username.")
+        return user
+
+
+class AddressAddForm(forms.Form):
+    address = forms.CharField(label="Direct address", max_length=320)
+    name = PlainTextField(label="Display name", max_length=200)
+    patient = forms.BooleanField(required=False, label="Patient address (portal domain)")
+    address_cert = forms.BooleanField(
+        required=False, initial=True, label="Issue an address-bound certificate"
+    )
+    with_owner = forms.BooleanField(
+        required=False, initial=True,
+        label="Create a webmail user for it (temporary password shown once)",
+    )
+
+    def clean_address(self) -> str:
+        address = self.cleaned_data["address"].strip()
+        validate_email(address)
+        local, _, domain = address.rpartition("@")
+        normalised = f"{local}@{domain.lower()}"
+        if not Domain.objects.filter(name=domain.lower()).exists():
+            raise ValidationError("The domain of this address is not hosted here.")
+        if Address.objects.filter(address=normalised).exists():
+            raise ValidationError("This address exists already.")
+        return normalised

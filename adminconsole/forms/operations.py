@@ -1,0 +1,137 @@
+"""Forms for routes, queues, the audit log and discovery."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, time
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.utils import timezone
+
+from adminconsole.forms.fields import (
+    DomainField,
+    PlainTextField,
+    domain_name,
+)
+from hisp.models import Delivery, Domain, Message
+
+# --- Routes ----------------------------------------------------------------------------------
+
+# A host name (RFC 1123 2.1 labels) or a dotted IPv4 address.
+_HOST = re.compile(r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+class RouteForm(forms.Form):
+    domain = DomainField(label="Destination domain")
+    host = forms.CharField(max_length=253)
+    port = forms.IntegerField(min_value=1, max_value=65535, initial=25)
+    require_tls = forms.BooleanField(required=False, label="Require STARTTLS")
+    hold_pending_certificate = forms.BooleanField(
+        required=False, label="Hold messages until a certificate is found"
+    )
+
+    def clean_host(self) -> str:
+        host = self.cleaned_data["host"].strip().rstrip(".").lower()
+        if not _HOST.match(host):
+            raise ValidationError("Enter a host name or IPv4 address.")
+        return host
+
+
+# --- Queues ----------------------------------------------------------------------------------
+
+
+class MessageFilterForm(forms.Form):
+    direction = forms.ChoiceField(
+        choices=[("", "Both directions"), *Message.Direction.choices], required=False
+    )
+    state = forms.ChoiceField(choices=[("", "Any state"), *Message.State.choices], required=False)
+    q = PlainTextField(label="Message-ID or address", max_length=320, required=False)
+
+
+class DeliveryFilterForm(forms.Form):
+    state = forms.ChoiceField(choices=[("", "Any state"), *Delivery.State.choices], required=False)
+    q = PlainTextField(label="Recipient", max_length=320, required=False)
+
+
+class FailDeliveryForm(forms.Form):
+    note = PlainTextField(
+        max_length=200, help_text="Why delivery is stopped (kept in the audit log, not sent)."
+    )
+
+
+# --- Audit -----------------------------------------------------------------------------------
+
+
+class AuditFilterForm(forms.Form):
+    actor = PlainTextField(max_length=200, required=False)
+    action = PlainTextField(max_length=64, required=False)
+    object_type = PlainTextField(label="Object type", max_length=64, required=False)
+    object_id = PlainTextField(label="Object id", max_length=64, required=False)
+    since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        since, until = cleaned.get("since"), cleaned.get("until")
+        if since and until and since > until:
+            raise ValidationError("The start date is after the end date.")
+        return cleaned
+
+    def filter(self, events: Any) -> Any:
+        data = self.cleaned_data
+        if data.get("actor"):
+            events = events.filter(actor_label__icontains=data["actor"])
+        if data.get("action"):
+            events = events.filter(action__startswith=data["action"])
+        if data.get("object_type"):
+            events = events.filter(object_type=data["object_type"])
+        if data.get("object_id"):
+            events = events.filter(object_id=data["object_id"])
+        zone = timezone.get_current_timezone()
+        if data.get("since"):
+            events = events.filter(at__gte=datetime.combine(data["since"], time.min, zone))
+        if data.get("until"):
+            events = events.filter(at__lte=datetime.combine(data["until"], time.max, zone))
+        return events
+
+    def used_filters(self) -> dict[str, str]:
+        return {key: str(value) for key, value in self.cleaned_data.items() if value}
+
+
+# --- Discovery -------------------------------------------------------------------------------
+
+
+class DiscoveryForm(forms.Form):
+    address = forms.CharField(label="Recipient's Direct address", max_length=320)
+    sender_domain = forms.ModelChoiceField(
+        queryset=Domain.objects.all(),
+        required=False,
+        empty_label="(do not check trust)",
+        label="Check as a sender from",
+        help_text="Whether mail from this hosted domain could be encrypted to what was found.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["sender_domain"].queryset = Domain.objects.all()
+
+    def clean_address(self) -> str:
+        value = self.cleaned_data["address"].strip()
+        validate_email(value)
+        local, _, domain = value.rpartition("@")
+        return f"{local}@{domain_name(domain)}"
+
+
+class FlushForm(forms.Form):
+    entry = forms.CharField(label="Address or domain", max_length=320)
+
+    def clean_entry(self) -> str:
+        value = self.cleaned_data["entry"].strip()
+        if "@" in value:
+            validate_email(value)
+            local, _, domain = value.rpartition("@")
+            return f"{local}@{domain_name(domain)}"
+        return domain_name(value)

@@ -1,0 +1,142 @@
+"""Forms for trust anchors (two-step import with fingerprint confirmation) and bundles."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from cryptography.hazmat.primitives.serialization import Encoding
+from django import forms
+from django.core.exceptions import ValidationError
+
+from adminconsole import certinfo
+from adminconsole.forms.fields import (
+    MAX_ANCHOR_BYTES,
+    MAX_BUNDLE_BYTES,
+    PlainTextField,
+    read_upload,
+)
+from hisp.models import Domain
+
+# --- Trust -----------------------------------------------------------------------------------
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _domain_choice() -> forms.ModelChoiceField:
+    return forms.ModelChoiceField(queryset=Domain.objects.all(), empty_label=None)
+
+
+class AnchorUploadForm(forms.Form):
+    domain = _domain_choice()
+    certificate = forms.FileField(label="Anchor certificate (PEM or DER)")
+    incoming = forms.BooleanField(required=False, initial=True, label="Trust for incoming mail")
+    outgoing = forms.BooleanField(required=False, initial=True, label="Trust for outgoing mail")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["domain"] = _domain_choice()
+
+    def clean_certificate(self) -> bytes:
+        data = read_upload(self.cleaned_data["certificate"], limit=MAX_ANCHOR_BYTES, what="file")
+        try:
+            certificate = certinfo.load(data)
+        except certinfo.NotACertificate as exc:
+            raise ValidationError(f"Not a certificate: {exc}.")
+        if not certinfo.describe(certificate).is_ca:
+            raise ValidationError("A trust anchor must be a CA certificate (basicConstraints CA).")
+        return certificate.public_bytes(Encoding.DER)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if not cleaned.get("incoming") and not cleaned.get("outgoing"):
+            raise ValidationError("Trust the anchor for incoming mail, outgoing mail, or both.")
+        return cleaned
+
+
+class AnchorConfirmForm(forms.Form):
+    """Second step: the operator types the fingerprint the partner read out by phone."""
+
+    domain = _domain_choice()
+    certificate_pem = forms.CharField(widget=forms.HiddenInput, max_length=MAX_ANCHOR_BYTES * 2)
+    incoming = forms.BooleanField(required=False, widget=forms.HiddenInput)
+    outgoing = forms.BooleanField(required=False, widget=forms.HiddenInput)
+    fingerprint = forms.CharField(
+        label="SHA-256 fingerprint read out by the partner", max_length=200,
+        help_text="Type it as you hear it; colons and spaces are ignored.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["domain"] = _domain_choice()
+        self.fields["domain"].widget = forms.HiddenInput()
+
+    def clean_certificate_pem(self) -> bytes:
+        try:
+            certificate = certinfo.load(self.cleaned_data["certificate_pem"].encode("ascii"))
+        except (certinfo.NotACertificate, UnicodeEncodeError):
+            raise ValidationError("The certificate was changed; upload it again.")
+        return certificate.public_bytes(Encoding.DER)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        der = cleaned.get("certificate_pem")
+        typed = certinfo.normalise_fingerprint(cleaned.get("fingerprint") or "")
+        if der is None or "fingerprint" not in cleaned:
+            return cleaned
+        if not _HEX64.match(typed):
+            self.add_error("fingerprint", "A SHA-256 fingerprint is 64 hexadecimal digits.")
+        elif typed != certinfo.describe_der(der).fingerprint_sha256:
+            self.add_error(
+                "fingerprint",
+                "This does not match the certificate's fingerprint. Do not import it; "
+                "call the partner back on a known number.",
+            )
+        if not cleaned.get("incoming") and not cleaned.get("outgoing"):
+            raise ValidationError("Trust the anchor for incoming mail, outgoing mail, or both.")
+        return cleaned
+
+
+class BundleAddForm(forms.Form):
+    name = PlainTextField(max_length=200)
+    domain = _domain_choice()
+    url = forms.URLField(label="Bundle URL", max_length=1000, required=False, assume_scheme="https")
+    upload = forms.FileField(label="or a bundle file (.p7b / .p7c / .p7m)", required=False)
+    signer = forms.FileField(label="Pinned signer certificate (optional)", required=False)
+    incoming = forms.BooleanField(required=False, initial=True)
+    outgoing = forms.BooleanField(required=False, initial=True)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["domain"] = _domain_choice()
+
+    def clean_upload(self) -> bytes | None:
+        upload = self.cleaned_data.get("upload")
+        if not upload:
+            return None
+        return read_upload(upload, limit=MAX_BUNDLE_BYTES, what="bundle")
+
+    def clean_signer(self) -> bytes | None:
+        upload = self.cleaned_data.get("signer")
+        if not upload:
+            return None
+        data = read_upload(upload, limit=MAX_ANCHOR_BYTES, what="signer certificate")
+        try:
+            certificate = certinfo.load(data)
+        except certinfo.NotACertificate as exc:
+            raise ValidationError(f"Not a certificate: {exc}.")
+        return certificate.public_bytes(Encoding.DER)
+
+    def clean_url(self) -> str:
+        url: str = self.cleaned_data.get("url") or ""
+        if url and not url.lower().startswith(("https://", "http://")):
+            raise ValidationError("Bundles are fetched over HTTP or HTTPS.")
+        return url
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if bool(cleaned.get("url")) == bool(cleaned.get("upload")) and not self.errors:
+            raise ValidationError("Give either a bundle URL or a bundle file.")
+        if not cleaned.get("incoming") and not cleaned.get("outgoing"):
+            raise ValidationError("Trust the bundle for incoming mail, outgoing mail, or both.")
+        return cleaned

@@ -1,0 +1,80 @@
+"""Dashboard: what needs a staff member's attention, in counts."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from adminconsole.access import staff_required
+from hisp.models import Address, Certificate, Delivery, Domain, Message, TrustBundle
+
+EXPIRY_WINDOW = timedelta(days=30)
+BUNDLE_ERRORS = (
+    TrustBundle.Result.FETCH_ERROR,
+    TrustBundle.Result.FORMAT_ERROR,
+    TrustBundle.Result.SIGNATURE_ERROR,
+)
+
+
+def _address_counts() -> list[tuple[str, str, int]]:
+    """(status, label, count) for every address status, zero included."""
+    found = {
+        row["status"]: row["n"] for row in Address.objects.values("status").annotate(n=Count("id"))
+    }
+    return [(value, label, found.get(value, 0)) for value, label in Address.Status.choices]
+
+
+def expiring_certificates() -> QuerySet[Certificate]:
+    """Ours and partners' certificates in use that expire within the window (discovered ones
+    are the partner's business and are looked up again anyway)."""
+    now = timezone.now()
+    return Certificate.objects.filter(
+        revoked_at__isnull=True,
+        superseded_by__isnull=True,
+        not_after__gte=now,
+        not_after__lt=now + EXPIRY_WINDOW,
+    ).exclude(source=Certificate.Source.DISCOVERED)
+
+
+def _message_rows(recent: QuerySet[Message]) -> list[tuple[str, str, int, int]]:
+    """(state, label, inbound count, outbound count) for each message state."""
+    counted = {
+        (row["direction"], row["state"]): row["n"]
+        for row in recent.values("direction", "state").annotate(n=Count("id"))
+    }
+    return [
+        (
+            value,
+            label,
+            counted.get((Message.Direction.INBOUND, value), 0),
+            counted.get((Message.Direction.OUTBOUND, value), 0),
+        )
+        for value, label in Message.State.choices
+    ]
+
+
+@staff_required
+@require_GET
+def dashboard(request: HttpRequest) -> HttpResponse:
+    since = timezone.now() - timedelta(hours=24)
+    expiring = expiring_certificates()
+    context = {
+        "domain_count": Domain.objects.count(),
+        "addresses": _address_counts(),
+        "message_rows": _message_rows(Message.objects.filter(created_at__gte=since)),
+        "deferred_count": Delivery.objects.filter(state=Delivery.State.DEFERRED).count(),
+        "failed_count": Delivery.objects.filter(state=Delivery.State.FAILED).count(),
+        "pending_certificate_count": Delivery.objects.filter(
+            state=Delivery.State.PENDING_CERTIFICATE
+        ).count(),
+        "bundle_errors": TrustBundle.objects.filter(last_result__in=BUNDLE_ERRORS)
+        .select_related("domain"),
+        "expiring_count": expiring.count(),
+        "expiring": expiring.order_by("not_after")[:10],
+    }
+    return render(request, "adminconsole/dashboard.html", context)

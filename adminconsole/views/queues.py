@@ -1,0 +1,141 @@
+"""Queues: messages and deliveries by state, with a per-delivery timeline.
+
+Metadata only: ids, Message-IDs, addresses, states, reason codes and times. The stored bytes
+(``raw``, ``content``, ``wire``) are deferred so they are never even read, and subjects are not
+shown (they may carry PHI).
+"""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from adminconsole import access, services
+from adminconsole.access import staff_required
+from adminconsole.forms.operations import DeliveryFilterForm, FailDeliveryForm, MessageFilterForm
+from adminconsole.views.common import paginate, query_without_page
+from hisp.models import Delivery, Message
+
+MESSAGE_METADATA = (
+    "id", "direction", "kind", "state", "reason", "message_id", "envelope_from", "envelope_to",
+    "peer", "attempts", "created_at", "updated_at",
+)
+
+
+@staff_required
+@require_GET
+def message_list(request: HttpRequest) -> HttpResponse:
+    form = MessageFilterForm(request.GET or None)
+    found = Message.objects.only(*MESSAGE_METADATA)
+    if form.is_valid():
+        data = form.cleaned_data
+        if data["direction"]:
+            found = found.filter(direction=data["direction"])
+        if data["state"]:
+            found = found.filter(state=data["state"])
+        if data["q"]:
+            found = found.filter(
+                Q(message_id__icontains=data["q"]) | Q(envelope_from__icontains=data["q"])
+            )
+    return render(
+        request,
+        "adminconsole/message_list.html",
+        {"form": form, "page": paginate(request, found), "query": query_without_page(request)},
+    )
+
+
+@staff_required
+@require_GET
+def delivery_list(request: HttpRequest) -> HttpResponse:
+    form = DeliveryFilterForm(request.GET or None)
+    found = (
+        Delivery.objects.defer("wire")
+        .select_related("message")
+        .only(
+            "id", "recipient", "state", "detail", "attempts", "next_attempt_at", "updated_at",
+            "message__id", "message__direction", "message__message_id",
+            "message__envelope_from",
+        )
+        .order_by("-updated_at", "-id")
+    )
+    if form.is_valid():
+        data = form.cleaned_data
+        if data["state"]:
+            found = found.filter(state=data["state"])
+        if data["q"]:
+            found = found.filter(recipient__icontains=data["q"])
+    return render(
+        request,
+        "adminconsole/delivery_list.html",
+        {"form": form, "page": paginate(request, found), "query": query_without_page(request)},
+    )
+
+
+@staff_required
+@require_GET
+def message_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    message = access.get_message(pk)
+    deliveries = message.deliveries.defer("wire").order_by("recipient")
+    return render(
+        request,
+        "adminconsole/message_detail.html",
+        {"message": message, "deliveries": deliveries},
+    )
+
+
+def _delivery_page(
+    request: HttpRequest, delivery: Delivery, *, fail_form: FailDeliveryForm | None = None
+) -> HttpResponse:
+    outbound = delivery.message.direction == Message.Direction.OUTBOUND
+    return render(
+        request,
+        "adminconsole/delivery_detail.html",
+        {
+            "delivery": delivery,
+            "events": delivery.events.all(),
+            "may_retry": outbound and delivery.state in services.RETRYABLE,
+            "may_fail": outbound and delivery.state in services.FAILABLE,
+            "fail_form": fail_form or FailDeliveryForm(),
+        },
+        status=400 if fail_form is not None else 200,
+    )
+
+
+@staff_required
+@require_GET
+def delivery_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    return _delivery_page(request, access.get_delivery(pk))
+
+
+@staff_required
+@require_POST
+def delivery_retry(request: HttpRequest, pk: int) -> HttpResponse:
+    delivery = access.get_delivery(pk)
+    try:
+        services.retry_delivery_now(request=request, delivery=delivery)
+    except services.StaffActionError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "Queued for delivery now.")
+    return redirect("adminconsole:delivery-detail", pk=delivery.pk)
+
+
+@staff_required
+@require_POST
+def delivery_fail(request: HttpRequest, pk: int) -> HttpResponse:
+    delivery = access.get_delivery(pk)
+    form = FailDeliveryForm(request.POST)
+    if form.is_valid():
+        try:
+            services.fail_delivery_now(
+                request=request, delivery=delivery, note=form.cleaned_data["note"]
+            )
+        except services.StaffActionError as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, "Delivery failed; the sender gets a failure notice.")
+            return redirect("adminconsole:delivery-detail", pk=delivery.pk)
+    return _delivery_page(request, delivery, fail_form=form)

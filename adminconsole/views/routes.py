@@ -1,0 +1,65 @@
+"""Static routes: destination domains delivered to a fixed host instead of their MX."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from adminconsole import access
+from adminconsole.access import staff_required
+from adminconsole.forms.operations import RouteForm
+from hisp.models import Route
+from hisp.services import identity, routes
+
+
+def _list(request: HttpRequest, form: RouteForm, *, status: int = 200) -> HttpResponse:
+    return render(
+        request,
+        "adminconsole/route_list.html",
+        {"routes": Route.objects.all(), "form": form},
+        status=status,
+    )
+
+
+@staff_required
+@require_GET
+def route_list(request: HttpRequest) -> HttpResponse:
+    return _list(request, RouteForm())
+
+
+@staff_required
+@require_POST
+def route_set(request: HttpRequest) -> HttpResponse:
+    """Create or replace the route of one destination domain."""
+    form = RouteForm(request.POST)
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            route = routes.set_route(
+                data["domain"],
+                f"{data['host']}:{data['port']}",
+                require_tls=data["require_tls"],
+                hold_pending_certificate=data["hold_pending_certificate"],
+                actor=request.user,
+            )
+        except (routes.RouteError, identity.IdentityError) as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, f"Mail for {route.domain} now goes to {route.host}:{route.port}.")
+            return redirect("adminconsole:route-list")
+    return _list(request, form, status=400)
+
+
+@staff_required
+@require_POST
+def route_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    route = access.get_route(pk)
+    try:
+        routes.delete_route(route.domain, actor=request.user)
+    except routes.RouteError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Mail for {route.domain} goes through its MX records again.")
+    return redirect("adminconsole:route-list")

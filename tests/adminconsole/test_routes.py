@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from hisp.models import AuditEvent, Route
+
+SET = "adminconsole:route-set"
+
+
+def test_staff_sets_a_route_and_it_is_audited(staff_client: Client, sam: Any) -> None:
+    response = staff_client.post(
+        reverse(SET),
+        {"domain": "Partner.Example.NET", "host": "mx1.partner.example.net", "port": "2525",
+         "require_tls": "on"},
+    )
+    assert response.status_code == 302
+    route = Route.objects.get(domain="partner.example.net")
+    assert (route.host, route.port, route.require_tls, route.hold_pending_certificate) == (
+        "mx1.partner.example.net", 2525, True, False
+    )
+    event = AuditEvent.objects.get(action="route.set")
+    assert event.actor == sam
+    assert event.detail["target"] == "mx1.partner.example.net:2525"
+
+
+def test_setting_a_route_again_replaces_it(staff_client: Client, world: Any) -> None:
+    staff_client.post(
+        reverse(SET), {"domain": world.route.domain, "host": "10.0.0.5", "port": "25"}
+    )
+    route = Route.objects.get(domain=world.route.domain)
+    assert route.host == "10.0.0.5"
+    assert Route.objects.count() == 1
+
+
+def test_staff_deletes_a_route_and_it_is_audited(staff_client: Client, world: Any, sam: Any) -> None:
+    response = staff_client.post(reverse("adminconsole:route-delete", kwargs={"pk": world.route.pk}))
+    assert response.status_code == 302
+    assert not Route.objects.exists()
+    assert AuditEvent.objects.get(action="route.delete").actor == sam
+
+
+@pytest.mark.parametrize(
+    "fields,field",
+    [
+        ({"host": "<script>alert(1)</script>"}, "host"),
+        ({"host": "h" * 300}, "host"),
+        ({"port": "0"}, "port"),
+        ({"port": "70000"}, "port"),
+        ({"port": "twenty-five"}, "port"),
+        ({"domain": "not a domain"}, "domain"),
+    ],
+)
+def test_route_form_rejects_hostile_input(
+    staff_client: Client, fields: dict[str, str], field: str
+) -> None:
+    data = {"domain": "partner.example.net", "host": "mx.partner.example.net", "port": "25", **fields}
+    response = staff_client.post(reverse(SET), data)
+    assert response.status_code == 400
+    assert response.context["form"].errors[field]
+    assert b"<script>alert" not in response.content
+    assert not Route.objects.exists()
+    assert not AuditEvent.objects.filter(action="route.set").exists()
