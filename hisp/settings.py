@@ -8,6 +8,7 @@ Every variable is documented in README.md and docker/.env.example.
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 
@@ -40,6 +41,10 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 HISP_HOSTNAME = env.str("HISP_HOSTNAME", default="localhost")
 # Base URL of the web service: CRL distribution points, AIA and OCSP URLs are built on it.
 HISP_WEB_URL = env.str("HISP_WEB_URL", default="http://localhost:8000").rstrip("/")
+# Partners fetch our CRLs, CA certificates and OCSP answers at HISP_WEB_URL: always answer it.
+_web_host = urlsplit(HISP_WEB_URL).hostname
+if _web_host and _web_host not in ALLOWED_HOSTS:
+    ALLOWED_HOSTS.append(_web_host)
 
 # --- Mail flow -------------------------------------------------------------------------------
 HISP_MAX_MESSAGE_BYTES = env.int("HISP_MAX_MESSAGE_BYTES", default=25 * 1024 * 1024)
@@ -55,14 +60,61 @@ HISP_TLS_CERT_FILE = env.str("HISP_TLS_CERT_FILE", default=str(DATA_DIR / "tls" 
 HISP_TLS_KEY_FILE = env.str("HISP_TLS_KEY_FILE", default=str(DATA_DIR / "tls" / "key.pem"))
 # Outer Subject replaced by this text when set (the real Subject travels inside the encryption).
 HISP_NEUTRAL_SUBJECT = env.str("HISP_NEUTRAL_SUBJECT", default="")
+# A worker's claim on a message or delivery; past it the sweeper presumes the worker dead and
+# re-queues the work. Work stored but never picked up is re-queued after the grace period.
+HISP_CLAIM_LEASE = parse_duration(env.str("HISP_CLAIM_LEASE", default="10m"))
+HISP_QUEUE_GRACE = parse_duration(env.str("HISP_QUEUE_GRACE", default="2m"))
+HISP_SWEEP_INTERVAL = parse_duration(env.str("HISP_SWEEP_INTERVAL", default="60s"))
+# Routes with hold_pending_certificate: how long a delivery waits for a usable certificate, and
+# how often discovery is retried meanwhile.
+HISP_PENDING_CERTIFICATE_HOLD = parse_duration(
+    env.str("HISP_PENDING_CERTIFICATE_HOLD", default="3d")
+)
+HISP_PENDING_CERTIFICATE_RECHECK = parse_duration(
+    env.str("HISP_PENDING_CERTIFICATE_RECHECK", default="15m")
+)
+
+# --- Certificate authority, key custody and trust bundles ----------------------------------
+# "domain": one issuing CA per hosted domain; "community": one CA shared by all provider domains
+# (and another shared by all patient-portal domains).
+HISP_CA_SCOPE = env.str("HISP_CA_SCOPE", default="domain")
+HISP_CA_KEY_BITS = env.int("HISP_CA_KEY_BITS", default=3072)
+HISP_CA_VALIDITY = parse_duration(env.str("HISP_CA_VALIDITY", default="3650d"))
+HISP_CERT_KEY_BITS = env.int("HISP_CERT_KEY_BITS", default=2048)  # 2048, 3072 or 4096
+# Separate signing and encryption certificates (and keys) instead of one dual-use pair.
+HISP_CERT_SEPARATE_KEYS = env.bool("HISP_CERT_SEPARATE_KEYS", default=False)
+HISP_CERT_VALIDITY = parse_duration(env.str("HISP_CERT_VALIDITY", default="548d"))  # 18 months
+HISP_CERT_RENEW_AFTER = parse_duration(env.str("HISP_CERT_RENEW_AFTER", default="365d"))
+# Certificate policy OIDs put in every end-entity certificate (e.g. DirectTrust LoA/category).
+HISP_CERT_POLICY_OIDS = env.list("HISP_CERT_POLICY_OIDS", default=[])
+HISP_CRL_VALIDITY = parse_duration(env.str("HISP_CRL_VALIDITY", default="7d"))
+HISP_CRL_REFRESH_BEFORE = parse_duration(env.str("HISP_CRL_REFRESH_BEFORE", default="2d"))
+HISP_BUNDLE_REFRESH_INTERVAL = parse_duration(
+    env.str("HISP_BUNDLE_REFRESH_INTERVAL", default="1h")
+)
+# Let CRL/OCSP/AIA fetches reach private and loopback addresses (closed deployments, tests).
+HISP_FETCH_ALLOW_PRIVATE_NETWORKS = env.bool("HISP_FETCH_ALLOW_PRIVATE_NETWORKS", default=False)
 
 # --- Discovery and DNS -----------------------------------------------------------------------
 HISP_DNS_SERVERS = env.list("HISP_DNS_SERVERS", default=[])
 HISP_DNS_PORT = env.int("HISP_DNS_PORT", default=5353)
 HISP_DNS_BIND = env.str("HISP_DNS_BIND", default="127.0.0.1")
+# Time limit for one discovery level (DNS CERT with its IPKIX fetch, or LDAP), and how long LDAP
+# results are kept (LDAP carries no TTL; DNS answers are kept for their own TTL).
+HISP_DISCOVERY_TIMEOUT = parse_duration(env.str("HISP_DISCOVERY_TIMEOUT", default="10s"))
+HISP_LDAP_CACHE_TTL = parse_duration(env.str("HISP_LDAP_CACHE_TTL", default="1h"))
+# Publication (rundns, dnszone): A/AAAA of HISP_HOSTNAME when it lies in a hosted zone, and the
+# directory (host[:port]) loaded with `manage.py ldif`, announced by SRV _ldap._tcp when set.
+HISP_PUBLIC_IPV4 = env.str("HISP_PUBLIC_IPV4", default="")
+HISP_PUBLIC_IPV6 = env.str("HISP_PUBLIC_IPV6", default="")
+HISP_LDAP_SERVER = env.str("HISP_LDAP_SERVER", default="")
 
 # --- Webmail ---------------------------------------------------------------------------------
 HISP_SESSION_IDLE_TIMEOUT = parse_duration(env.str("HISP_SESSION_IDLE_TIMEOUT", default="15m"))
+# Entries in Trash are purged after this long (webmail purge task / `manage.py webmail_purge`).
+HISP_TRASH_RETENTION = parse_duration(env.str("HISP_TRASH_RETENTION", default="30d"))
+# At most one "a message is waiting" notice (no PHI) per user per interval, for users who opt in.
+HISP_NOTIFY_INTERVAL = parse_duration(env.str("HISP_NOTIFY_INTERVAL", default="1h"))
 
 # --- Django core -----------------------------------------------------------------------------
 INSTALLED_APPS = [
@@ -161,6 +213,7 @@ AXES_FAILURE_LIMIT = env.int("HISP_LOGIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = parse_duration(env.str("HISP_LOGIN_COOLOFF", default="15m"))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "webmail/locked.html"  # a readable page instead of plain text
 
 # Content Security Policy (django-csp 4): our own assets only, no inline scripts.
 CONTENT_SECURITY_POLICY = {
@@ -217,12 +270,29 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_TASK_IGNORE_RESULT = True
+# Deployments (and test runs) sharing one Redis keep their tasks apart by queue name.
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery")
 CELERY_TASK_ACKS_LATE = True  # a worker killed mid-task leaves the task for another worker
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = globals().get("CELERY_BEAT_SCHEDULE", {})
+CELERY_BEAT_SCHEDULE.update({
+    # PKI: renewal from 12 months, CRLs before nextUpdate, bundles when their interval is up.
+    "pki-renew-certificates": {"task": "hisp.pki.renew_certificates", "schedule": 6 * 3600.0},
+    "pki-regenerate-crls": {"task": "hisp.pki.regenerate_crls", "schedule": 3600.0},
+    "pki-refresh-bundles": {"task": "hisp.pki.refresh_bundles", "schedule": 300.0},
+    # Mail flow: lost claims and due retries back to the queue; missing MDNs turned to failures.
+    "mail-sweep": {"task": "hisp.mail.sweep",
+                   "schedule": HISP_SWEEP_INTERVAL.total_seconds()},
+    "mail-delivery-timeouts": {"task": "hisp.mail.check_delivery_timeouts",
+                               "schedule": HISP_SWEEP_INTERVAL.total_seconds()},
+    # Webmail: Trash past HISP_TRASH_RETENTION purged; "a message is waiting" notices (no PHI).
+    "webmail-purge-trash": {"task": "webmail.purge_trash", "schedule": 3600.0},
+    "webmail-waiting-notices": {"task": "webmail.send_waiting_notices", "schedule": 60.0},
+})
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # --- Logging: ids and Message-IDs only, never bodies, subjects or keys -----------------------

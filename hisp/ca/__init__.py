@@ -1,0 +1,1 @@
+"""The built-in certificate authority: issuing CAs, certificates, CRLs and the OCSP responder."""

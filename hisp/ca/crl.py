@@ -1,0 +1,110 @@
+"""Certificate revocation lists for our CAs (RFC 5280 section 5).
+
+A CRL is regenerated in the same transaction as every revocation, and by a scheduled task before
+its nextUpdate, so the list at the distribution point is never stale.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from hisp.certificates import load
+from hisp.keystore import unwrap_private_key
+from hisp.models import Certificate, CertificateRevocationList, PrivateKey
+
+REASON_FLAGS: dict[str, x509.ReasonFlags] = {
+    Certificate.RevocationReason.UNSPECIFIED: x509.ReasonFlags.unspecified,
+    Certificate.RevocationReason.KEY_COMPROMISE: x509.ReasonFlags.key_compromise,
+    Certificate.RevocationReason.CA_COMPROMISE: x509.ReasonFlags.ca_compromise,
+    Certificate.RevocationReason.AFFILIATION_CHANGED: x509.ReasonFlags.affiliation_changed,
+    Certificate.RevocationReason.SUPERSEDED: x509.ReasonFlags.superseded,
+    Certificate.RevocationReason.CESSATION_OF_OPERATION: x509.ReasonFlags.cessation_of_operation,
+    Certificate.RevocationReason.CERTIFICATE_HOLD: x509.ReasonFlags.certificate_hold,
+}
+
+
+def our_cas() -> list[Certificate]:
+    return list(
+        Certificate.objects.filter(
+            binding=Certificate.Binding.CA,
+            source=Certificate.Source.HOSTED,
+            private_key__isnull=False,
+        )
+    )
+
+
+def generate(ca: Certificate, *, at: datetime | None = None) -> CertificateRevocationList:
+    """Sign and store a new CRL for ``ca`` listing every certificate it has revoked."""
+    now = at or timezone.now()
+    with transaction.atomic():
+        # Serialise CRL numbers per CA: two revocations at once must not both pick number n+1.
+        Certificate.objects.select_for_update().filter(pk=ca.pk).first()
+        last = ca.crls.aggregate(n=Max("number"))["n"] or 0
+        number = last + 1
+        ca_cert = load(ca)
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(ca_cert.subject)
+            .last_update(now)
+            .next_update(now + settings.HISP_CRL_VALIDITY)
+            .add_extension(x509.CRLNumber(number), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
+                    ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+                ),
+                critical=False,
+            )
+        )
+        revoked = Certificate.objects.filter(issued_by=ca, revoked_at__isnull=False)
+        for row in revoked.order_by("revoked_at", "pk"):
+            entry = (
+                x509.RevokedCertificateBuilder()
+                .serial_number(int(row.serial, 16))
+                .revocation_date(row.revoked_at)
+            )
+            flag = REASON_FLAGS.get(row.revocation_reason)
+            # RFC 5280 5.3.1: reasonCode "unspecified" SHOULD be absent rather than present.
+            if flag is not None and flag != x509.ReasonFlags.unspecified:
+                entry = entry.add_extension(x509.CRLReason(flag), critical=False)
+            builder = builder.add_revoked_certificate(entry.build())
+        key = unwrap_private_key(PrivateKey.objects.get(pk=ca.private_key_id))
+        crl = builder.sign(key, hashes.SHA256())
+        del key
+        return CertificateRevocationList.objects.create(
+            issuer=ca,
+            number=number,
+            der=crl.public_bytes(serialization.Encoding.DER),
+            this_update=crl.last_update_utc,
+            next_update=crl.next_update_utc,
+        )
+
+
+def is_due(crl: CertificateRevocationList | None, *, at: datetime | None = None) -> bool:
+    now = at or timezone.now()
+    return crl is None or crl.next_update - settings.HISP_CRL_REFRESH_BEFORE <= now
+
+
+def current(ca: Certificate, *, at: datetime | None = None) -> CertificateRevocationList:
+    """The CRL to publish for ``ca``: the latest, regenerated first when it is close to expiry."""
+    latest = ca.crls.order_by("-number").first()
+    if is_due(latest, at=at):
+        return generate(ca, at=at)
+    assert latest is not None
+    return latest
+
+
+def refresh_due(*, at: datetime | None = None) -> int:
+    """Regenerate every CRL that is within ``HISP_CRL_REFRESH_BEFORE`` of its nextUpdate."""
+    count = 0
+    for ca in our_cas():
+        if is_due(ca.crls.order_by("-number").first(), at=at):
+            generate(ca, at=at)
+            count += 1
+    return count

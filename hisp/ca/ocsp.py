@@ -1,0 +1,110 @@
+"""OCSP responder for the certificates our CAs issue (RFC 6960).
+
+Each response is signed by the CA that issued the certificate in question (RFC 6960 section
+4.2.2.2, no delegated responder), answers from the database as it is at that moment (a revocation
+shows in the very next response), and echoes the request's nonce (RFC 8954).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
+from django.utils import timezone
+
+from hisp.ca.crl import REASON_FLAGS, our_cas
+from hisp.certificates import load
+from hisp.keystore import unwrap_private_key
+from hisp.models import Certificate, PrivateKey
+
+_VALIDITY = timedelta(hours=1)
+_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+    "sha1": hashes.SHA1,
+    "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512,
+}
+
+
+def _unsuccessful(status: ocsp.OCSPResponseStatus) -> bytes:
+    return ocsp.OCSPResponseBuilder.build_unsuccessful(status).public_bytes(
+        serialization.Encoding.DER
+    )
+
+
+def _digest(algorithm: hashes.HashAlgorithm, data: bytes) -> bytes:
+    hasher = hashes.Hash(algorithm)
+    hasher.update(data)
+    return hasher.finalize()
+
+
+def _find_issuer(request: ocsp.OCSPRequest) -> tuple[Certificate, x509.Certificate] | None:
+    """Our CA whose name and key hashes match the request's CertID (RFC 6960 section 4.1.1)."""
+    algorithm = request.hash_algorithm
+    for row in our_cas():
+        cert = load(row)
+        key_bits = cert.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.PKCS1
+        )
+        if _digest(algorithm, key_bits) != request.issuer_key_hash:
+            continue
+        if _digest(algorithm, cert.subject.public_bytes()) != request.issuer_name_hash:
+            continue
+        return row, cert
+    return None
+
+
+def respond(request_der: bytes, *, at: datetime | None = None) -> bytes:
+    """A DER OCSPResponse for one DER OCSPRequest; malformed input gets malformedRequest and a
+    certificate of someone else's CA gets unauthorized (RFC 6960 section 2.3)."""
+    try:
+        request = ocsp.load_der_ocsp_request(request_der)
+        algorithm = request.hash_algorithm
+    except (ValueError, TypeError, NotImplementedError):
+        # Also raised for requests with more than one CertID, which we do not answer.
+        return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+    if type(algorithm).__name__.lower() not in _HASHES:
+        return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+    found = _find_issuer(request)
+    if found is None:
+        return _unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
+    ca_row, ca_cert = found
+    now = at or timezone.now()
+    serial = format(request.serial_number, "x")
+    leaf = Certificate.objects.filter(issued_by=ca_row, serial=serial).first()
+    revocation_time = None
+    revocation_reason = None
+    if leaf is None:
+        status = ocsp.OCSPCertStatus.UNKNOWN
+    elif leaf.revoked_at is not None:
+        status = ocsp.OCSPCertStatus.REVOKED
+        revocation_time = leaf.revoked_at
+        flag = REASON_FLAGS.get(leaf.revocation_reason)
+        revocation_reason = flag if flag != x509.ReasonFlags.unspecified else None
+    else:
+        status = ocsp.OCSPCertStatus.GOOD
+    builder = ocsp.OCSPResponseBuilder().add_response_by_hash(
+        issuer_name_hash=request.issuer_name_hash,
+        issuer_key_hash=request.issuer_key_hash,
+        serial_number=request.serial_number,
+        algorithm=algorithm,
+        cert_status=status,
+        this_update=now,
+        # Relying parties cache an answer until nextUpdate (RFC 6960 4.2.2.1): keep it short so a
+        # revocation reaches them within the hour, not at the next CRL.
+        next_update=now + _VALIDITY,
+        revocation_time=revocation_time,
+        revocation_reason=revocation_reason,
+    )
+    builder = builder.responder_id(ocsp.OCSPResponderEncoding.HASH, ca_cert)
+    try:
+        nonce = request.extensions.get_extension_for_class(x509.OCSPNonce)
+        builder = builder.add_extension(nonce.value, critical=False)
+    except x509.ExtensionNotFound:
+        pass
+    key = unwrap_private_key(PrivateKey.objects.get(pk=ca_row.private_key_id))
+    response = builder.sign(key, hashes.SHA256())
+    del key
+    return response.public_bytes(serialization.Encoding.DER)

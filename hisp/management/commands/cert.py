@@ -1,0 +1,54 @@
+"""``manage.py cert export ADDRESS_OR_DOMAIN [--out FILE]`` and
+``manage.py cert import FILE [--key FILE] [--password-stdin]``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from hisp.certificates import display_fingerprint, load, to_pem
+from hisp.management.cli import (
+    CLI_ACTOR,
+    read_file,
+    read_secret,
+    user_errors,
+    write_output,
+)
+from hisp.services import pki
+
+
+class Command(BaseCommand):
+    help = "Export public certificates; import a partner's certificate or a hosted one with its key."
+    stealth_options = ("stdin",)  # tests pass a stream instead of the process's stdin
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        sub = parser.add_subparsers(dest="action", required=True)
+        exp = sub.add_parser("export", help="PEM of the certificates used for an address/domain")
+        exp.add_argument("name", metavar="ADDRESS_OR_DOMAIN")
+        exp.add_argument("--out", help="write to this file instead of stdout")
+        imp = sub.add_parser("import", help="import a certificate (PEM, DER or PKCS#12)")
+        imp.add_argument("file")
+        imp.add_argument("--key", help="the private key (PEM or DER) of a hosted certificate")
+        imp.add_argument(
+            "--password-stdin", action="store_true", help="password of the PKCS#12 file or key"
+        )
+
+    def handle(self, *args: Any, **opts: Any) -> None:
+        if opts["action"] == "export":
+            with user_errors():
+                rows = pki.current_certificates(opts["name"])
+            if not rows:
+                raise CommandError(f"no certificate in use for {opts['name']}")
+            write_output(self, to_pem(load(row) for row in rows), opts["out"])
+            return
+        data = read_file(opts["file"])
+        key = read_file(opts["key"]) if opts["key"] else None
+        password = read_secret(opts.get("stdin")) if opts["password_stdin"] else None
+        with user_errors():
+            row = pki.import_certificate(data, key_data=key, password=password, actor=CLI_ACTOR)
+        kind = "with its key" if row.private_key_id else "without key"
+        self.stdout.write(
+            f"imported {row.get_binding_display().lower()} certificate for {row.bound_name} "
+            f"({kind}); SHA-256 fingerprint {display_fingerprint(row.fingerprint_sha256)}"
+        )

@@ -1,0 +1,40 @@
+"""``manage.py keys rotate-kek --new-key-file F``: re-wrap every private key under a new KEK."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from hisp.keystore import KeystoreError, parse_kek, rotate_kek
+from hisp.management.cli import read_file, user_errors
+
+
+class Command(BaseCommand):
+    help = "Key custody operations."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        sub = parser.add_subparsers(dest="action", required=True)
+        rotate = sub.add_parser(
+            "rotate-kek", help="re-wrap every private key under a new key-encryption key"
+        )
+        rotate.add_argument(
+            "--new-key-file",
+            required=True,
+            help="file holding the new KEK: 32 random bytes, URL-safe base64",
+        )
+
+    def handle(self, *args: Any, **opts: Any) -> None:
+        raw = read_file(opts["new_key_file"])
+        with user_errors(KeystoreError):
+            try:
+                text = raw.decode("ascii")
+            except UnicodeDecodeError:
+                raise KeystoreError("the new key file is not URL-safe base64 text") from None
+            count = rotate_kek(new=parse_kek(text))
+        self.stdout.write(
+            f"re-wrapped {count} private keys under the new key-encryption key. Now set "
+            f"HISP_KEY_ENCRYPTION_KEY (or HISP_KEY_ENCRYPTION_KEY_FILE) to the new key (or replace "
+            f"the generated key_encryption_key file in the data folder) and restart every process: "
+            f"the old key no longer opens anything."
+        )

@@ -1,0 +1,367 @@
+"""Certificates of hosted addresses and domains: issue, renew, revoke, export and import.
+
+Every function here is a staff or system action and leaves an AuditEvent. Key material never
+appears in an audit detail, a log line or an exception message: fingerprints and ids only.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from hisp.ca import crl as crls
+from hisp.ca.authority import CAError, issue, issue_set
+from hisp.certificates import (
+    CertificateFormatError,
+    fingerprint,
+    load,
+    load_certificates,
+    row_fields,
+    san_names,
+)
+from hisp.keystore import unwrap_private_key, wrap_private_key
+from hisp.models import Address, Certificate, Domain, PrivateKey
+from hisp.services import audit
+from hisp.services.identity import Actor, IdentityError, normalise_address, normalise_domain
+
+MIN_PASSPHRASE = 10
+
+
+class PkiError(ValueError):
+    """A certificate operation cannot be done as asked (the message says why)."""
+
+
+# --- Lookups -------------------------------------------------------------------------------------
+
+
+def current_certificates(name: str, *, at: datetime | None = None) -> list[Certificate]:
+    """The certificates in use for a hosted address or domain (or a partner's imported ones):
+    unexpired, unrevoked and not superseded, newest first. For an address without address-bound
+    certificates, those of its domain (Direct Applicability Statement 4.0: domain binding)."""
+    now = at or timezone.now()
+    if "@" in name:
+        value = normalise_address(name)
+        domain = value.rsplit("@", 1)[1]
+        if Domain.objects.filter(name=domain).exists() and not Address.objects.filter(
+            address=value
+        ).exists():
+            raise PkiError(f"address {value} is not hosted here")
+        rows = _usable(value, Certificate.Binding.ADDRESS, now)
+        if rows:
+            return rows
+        return _usable(domain, Certificate.Binding.DOMAIN, now)
+    return _usable(normalise_domain(name), Certificate.Binding.DOMAIN, now)
+
+
+def _usable(name: str, binding: str, now: datetime) -> list[Certificate]:
+    return list(
+        Certificate.objects.filter(
+            bound_name=name,
+            binding=binding,
+            revoked_at__isnull=True,
+            superseded_by__isnull=True,
+            not_before__lte=now,
+            not_after__gt=now,
+        ).order_by("-not_before", "-pk")
+    )
+
+
+# --- Issuance and renewal ---------------------------------------------------------------------
+
+
+def issue_for(
+    name: str,
+    *,
+    key_bits: int | None = None,
+    separate: bool | None = None,
+    actor: Actor = None,
+) -> list[Certificate]:
+    """Issue new certificate(s) for a hosted address (address-bound) or domain (domain-bound)."""
+    if "@" in name:
+        address = Address.objects.filter(address=normalise_address(name)).first()
+        if address is None:
+            raise PkiError(f"address {name} is not hosted here")
+        domain = address.domain
+        binding, bound = Certificate.Binding.ADDRESS, address.address
+    else:
+        address = None
+        found = Domain.objects.filter(name=normalise_domain(name)).first()
+        if found is None:
+            raise PkiError(f"domain {name} is not hosted here")
+        domain = found
+        binding, bound = Certificate.Binding.DOMAIN, domain.name
+    if domain.issuing_ca is None:
+        raise PkiError(f"domain {domain.name} has no issuing CA")
+    with transaction.atomic():
+        try:
+            rows = issue_set(
+                domain.issuing_ca,
+                binding=binding,
+                name=bound,
+                domain=domain,
+                address=address,
+                key_bits=key_bits,
+                separate=separate,
+            )
+        except CAError as exc:
+            raise PkiError(str(exc)) from None
+        for row in rows:
+            audit.record(action="certificate.issue", obj=row, actor=actor,
+                         fingerprint=row.fingerprint_sha256, binding=binding)
+    return rows
+
+
+def due_for_renewal(*, at: datetime | None = None) -> QuerySet[Certificate]:
+    """Our issued end-entity certificates old enough to renew (``HISP_CERT_RENEW_AFTER``, 12
+    months by default) or within 30 days of expiry, not yet renewed or revoked."""
+    now = at or timezone.now()
+    return Certificate.objects.filter(
+        Q(not_before__lte=now - settings.HISP_CERT_RENEW_AFTER)
+        | Q(not_after__lte=now + (settings.HISP_CERT_VALIDITY - settings.HISP_CERT_RENEW_AFTER)),
+        source=Certificate.Source.HOSTED,
+        binding__in=[Certificate.Binding.ADDRESS, Certificate.Binding.DOMAIN],
+        issued_by__isnull=False,
+        superseded_by__isnull=True,
+        revoked_at__isnull=True,
+        not_after__gt=now,
+    )
+
+
+def renew(certificate: Certificate, *, actor: Actor = None, at: datetime | None = None) -> Certificate:
+    """Issue the successor of ``certificate`` with a new key and publish it. The old certificate
+    and key stay (marked superseded) so mail already encrypted to them still decrypts.
+    Running twice is harmless: the second call returns the successor the first one made."""
+    with transaction.atomic():
+        old = Certificate.objects.select_for_update().get(pk=certificate.pk)
+        if old.superseded_by_id is not None:
+            return Certificate.objects.get(pk=old.superseded_by_id)
+        if old.source != Certificate.Source.HOSTED or old.issued_by_id is None:
+            raise PkiError("only certificates issued by this HISP can be renewed")
+        if old.revoked_at is not None:
+            raise PkiError("a revoked certificate cannot be renewed")
+        ca = old.issued_by
+        assert ca is not None
+        key_bits = old.private_key.key_bits if old.private_key else None
+        try:
+            new = issue(
+                ca,
+                binding=old.binding,
+                name=old.bound_name,
+                usage=old.usage,
+                key_bits=key_bits,
+                domain=old.domain,
+                address=old.address,
+                at=at,
+            )
+        except CAError as exc:
+            raise PkiError(str(exc)) from None
+        Certificate.objects.filter(pk=old.pk, superseded_by__isnull=True).update(superseded_by=new)
+        audit.record(action="certificate.renew", obj=new, actor=actor,
+                     fingerprint=new.fingerprint_sha256, previous=old.fingerprint_sha256)
+    return new
+
+
+def renew_due(*, at: datetime | None = None) -> list[Certificate]:
+    return [renew(row, at=at) for row in due_for_renewal(at=at)]
+
+
+# --- Revocation ------------------------------------------------------------------------------------
+
+
+def revoke(
+    certificate: Certificate,
+    *,
+    reason: str = Certificate.RevocationReason.UNSPECIFIED,
+    actor: Actor = None,
+    at: datetime | None = None,
+) -> Certificate:
+    """Revoke one of our certificates. The CA's CRL is regenerated in the same transaction and
+    the OCSP responder reads the database, so both show it from the next request on."""
+    if reason not in Certificate.RevocationReason.values:
+        raise PkiError(f"unknown revocation reason {reason!r}")
+    now = at or timezone.now()
+    with transaction.atomic():
+        row = Certificate.objects.select_for_update().get(pk=certificate.pk)
+        if row.issued_by_id is None or row.source != Certificate.Source.HOSTED:
+            raise PkiError("only certificates issued by this HISP can be revoked here")
+        if row.revoked_at is not None:
+            raise PkiError("the certificate is already revoked")
+        # RFC 5280 5.1.2.6: revocation dates are whole seconds in the CRL; store what we publish.
+        when = now.replace(microsecond=0)
+        Certificate.objects.filter(pk=row.pk, revoked_at__isnull=True).update(
+            revoked_at=when, revocation_reason=reason
+        )
+        ca = row.issued_by
+        assert ca is not None
+        crls.generate(ca, at=now)
+        audit.record(action="certificate.revoke", obj=row, actor=actor,
+                     fingerprint=row.fingerprint_sha256, reason=reason)
+        row.refresh_from_db()
+    return row
+
+
+# --- PKCS#12 export and import ---------------------------------------------------------------------
+
+
+def export_pkcs12(
+    certificate: Certificate,
+    *,
+    passphrase: str,
+    actor: Actor,
+    client: str | None = None,
+) -> bytes:
+    """A passphrase-protected PKCS#12 of a hosted certificate, its key and its CA, for an edge
+    client that does its own S/MIME. Always audited: the key leaves our custody."""
+    if certificate.private_key_id is None:
+        raise PkiError("this certificate has no private key here")
+    if certificate.binding == Certificate.Binding.CA:
+        # An edge client needs its own end-entity key; a CA key never leaves the HISP.
+        raise PkiError("a CA key is never exported")
+    if len(passphrase) < MIN_PASSPHRASE:
+        raise PkiError(f"the passphrase must be at least {MIN_PASSPHRASE} characters")
+    key = unwrap_private_key(PrivateKey.objects.get(pk=certificate.private_key_id))
+    cas = [load(certificate.issued_by)] if certificate.issued_by is not None else []
+    # AES-256-CBC with PBKDF2 and an HMAC-SHA256 MAC: readable by OpenSSL 3 and current clients.
+    encryption = (
+        serialization.PrivateFormat.PKCS12.encryption_builder()
+        .kdf_rounds(200_000)
+        .key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC)
+        .hmac_hash(hashes.SHA256())
+        .build(passphrase.encode())
+    )
+    data = pkcs12.serialize_key_and_certificates(
+        name=certificate.bound_name.encode(),
+        key=key,
+        cert=load(certificate),
+        cas=cas or None,
+        encryption_algorithm=encryption,
+    )
+    del key
+    audit.record(action="certificate.export_pkcs12", obj=certificate, actor=actor, client=client,
+                 fingerprint=certificate.fingerprint_sha256)
+    return data
+
+
+def _load_key(data: bytes, password: bytes | None) -> rsa.RSAPrivateKey:
+    loaders = (serialization.load_pem_private_key, serialization.load_der_private_key)
+    for loader in loaders:
+        try:
+            key = loader(data, password=password)
+        except TypeError:
+            raise PkiError("the key is encrypted: give its password on stdin") from None
+        except ValueError:
+            continue
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise PkiError("only RSA keys are supported")
+        return key
+    # The message never repeats the bytes: they may be a private key.
+    raise PkiError("the key file is not a readable private key (PEM or DER, right password?)")
+
+
+def _parse_import(
+    data: bytes, key_data: bytes | None, password: bytes | None
+) -> tuple[x509.Certificate, rsa.RSAPrivateKey | None]:
+    certificates: list[x509.Certificate] = []
+    key: rsa.RSAPrivateKey | None = None
+    try:
+        certificates = load_certificates(data)
+    except CertificateFormatError:
+        try:
+            p12_key, p12_cert, _extra = pkcs12.load_key_and_certificates(data, password)
+        except ValueError:
+            raise PkiError(
+                "not a certificate (PEM/DER) or a PKCS#12 file this password opens"
+            ) from None
+        if p12_cert is None:
+            raise PkiError("the PKCS#12 file holds no certificate")
+        if p12_key is not None and not isinstance(p12_key, rsa.RSAPrivateKey):
+            raise PkiError("only RSA keys are supported")
+        certificates, key = [p12_cert], p12_key
+    if key_data is not None:
+        key = _load_key(key_data, password)
+    elif key is None and b"PRIVATE KEY-----" in data:
+        key = _load_key(data, password)
+    if key is None:
+        return certificates[0], None
+    public = key.public_key().public_numbers()
+    for cert in certificates:
+        cert_key = cert.public_key()
+        if isinstance(cert_key, rsa.RSAPublicKey) and cert_key.public_numbers() == public:
+            return cert, key
+    raise PkiError("the private key does not belong to the certificate")
+
+
+def import_certificate(
+    data: bytes,
+    *,
+    key_data: bytes | None = None,
+    password: str | None = None,
+    actor: Actor = None,
+) -> Certificate:
+    """Import a partner's certificate exchanged out of band (no key), or a hosted address's or
+    domain's own certificate with its key (PEM, DER or PKCS#12) for organisations that bring
+    their own. The binding comes from the subjectAltName (rfc822Name before dNSName)."""
+    secret = password.encode() if password is not None else None
+    cert, key = _parse_import(data, key_data, secret)
+    emails, dns_names = san_names(cert)
+    if emails:
+        binding, bound = Certificate.Binding.ADDRESS, emails[0]
+    elif dns_names:
+        binding, bound = Certificate.Binding.DOMAIN, dns_names[0]
+    else:
+        raise PkiError("the certificate binds no Direct address or domain (no rfc822Name/dNSName)")
+    if Certificate.objects.filter(fingerprint_sha256=fingerprint(cert)).exists():
+        raise PkiError(f"certificate {fingerprint(cert)} is already stored")
+    address = domain = None
+    if binding == Certificate.Binding.ADDRESS:
+        address = Address.objects.filter(address=bound).first()
+        domain = address.domain if address else None
+    else:
+        domain = Domain.objects.filter(name=bound).first()
+    if key is not None and domain is None:
+        raise PkiError(f"{bound} is not hosted here: only hosted certificates come with a key")
+    if key is None and domain is not None:
+        raise PkiError(f"{bound} is hosted here: import its certificate together with its key")
+    issuer = (
+        Certificate.objects.filter(
+            binding=Certificate.Binding.CA, source=Certificate.Source.HOSTED,
+            subject=cert.issuer.rfc4514_string()[:1024],
+        ).first()
+    )
+    with transaction.atomic():
+        row = Certificate.objects.create(
+            **row_fields(cert),
+            binding=binding,
+            bound_name=bound,
+            source=Certificate.Source.IMPORTED,
+            address=address,
+            domain=domain,
+            issued_by=issuer,
+            private_key=wrap_private_key(key) if key is not None else None,
+        )
+        audit.record(action="certificate.import", obj=row, actor=actor,
+                     fingerprint=row.fingerprint_sha256, with_key=key is not None)
+    del key
+    return row
+
+
+__all__ = [
+    "IdentityError",
+    "PkiError",
+    "current_certificates",
+    "due_for_renewal",
+    "export_pkcs12",
+    "import_certificate",
+    "issue_for",
+    "renew",
+    "renew_due",
+    "revoke",
+]

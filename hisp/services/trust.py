@@ -1,0 +1,458 @@
+"""Trust anchors per hosted domain (incoming and outgoing) and trust bundles.
+
+Bundles are certs-only PKCS#7 (DER or PEM) or signed bundles: CMS SignedData whose content is
+such a .p7b, optionally with a pinned signer certificate (the DirectTrust / Direct Project trust
+bundle formats). A refresh only ever changes anchors after a bundle was fetched, parsed and (when
+signed) verified: a fetch failure, a format error or a bad signature leaves the existing anchors
+as they are and is recorded in the bundle's history.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from asn1crypto import cms as asn1_cms
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from agent import cms as agent_cms
+from agent.errors import AgentError
+from agent.trust.fetch import Fetcher, FetchError
+from agent.types import AlgorithmPolicy, Direction
+from hisp.certificates import (
+    CertificateFormatError,
+    anchor_row,
+    display_fingerprint,
+    fingerprint,
+    lenient_serials,
+    load,
+    load_certificates,
+    to_pem,
+)
+from hisp.models import Certificate, Domain, TrustAnchor, TrustBundle, TrustBundleEvent
+from hisp.services import audit
+from hisp.services.identity import Actor, normalise_domain
+
+log = logging.getLogger(__name__)
+
+# Published bundles (Direct Project reference implementations, older DirectTrust bundles) are
+# signed with SHA-1; the signature only protects transport of a list staff chose to trust, and a
+# pinned signer is what actually authenticates it, so SHA-1 is accepted here and nowhere else.
+_BUNDLE_SIGNATURE_POLICY = AlgorithmPolicy(allow_sha1_digest=True, allow_sha1_certificates=True)
+_MAX_BUNDLE_BYTES = 16 << 20
+_PEM_BLOCK = re.compile(rb"-----BEGIN (PKCS7|CMS)-----(.+?)-----END \1-----", re.S)
+
+
+class TrustError(ValueError):
+    """A trust operation cannot be done as asked (the message says why)."""
+
+
+class BundleFormatError(TrustError):
+    pass
+
+
+class BundleSignatureError(TrustError):
+    pass
+
+
+class BundleFetchError(TrustError):
+    pass
+
+
+# --- Anchors ---------------------------------------------------------------------------------
+
+
+def _domain(name: str) -> Domain:
+    found = Domain.objects.filter(name=normalise_domain(name)).first()
+    if found is None:
+        raise TrustError(f"domain {name} is not hosted here")
+    return found
+
+
+def anchors_for(domain: str, direction: Direction) -> list[x509.Certificate]:
+    """The certificates ``domain`` trusts for mail in ``direction``."""
+    flag = Q(incoming=True) if direction == Direction.INCOMING else Q(outgoing=True)
+    rows = (
+        TrustAnchor.objects.filter(flag, domain__name=domain.lower())
+        .select_related("certificate")
+        .order_by("pk")
+    )
+    seen: dict[str, x509.Certificate] = {}
+    for row in rows:
+        seen.setdefault(row.certificate.fingerprint_sha256, load(row.certificate))
+    return list(seen.values())
+
+
+def import_anchors(
+    data: bytes,
+    *,
+    domain: str,
+    incoming: bool = True,
+    outgoing: bool = True,
+    actor: Actor = None,
+) -> list[TrustAnchor]:
+    """Trust the certificate(s) in ``data`` (PEM/DER certificate or PKCS#7 bundle) for
+    ``domain``. Each SHA-256 fingerprint is recorded as the one shown to the operator."""
+    if not (incoming or outgoing):
+        raise TrustError("an anchor must be trusted for incoming or outgoing mail (or both)")
+    target = _domain(domain)
+    try:
+        certificates = load_certificates(data)
+    except CertificateFormatError as exc:
+        raise TrustError(str(exc)) from None
+    rows: list[TrustAnchor] = []
+    with transaction.atomic():
+        for certificate in certificates:
+            cert_row = anchor_row(certificate)
+            row = TrustAnchor.objects.filter(
+                domain=target, certificate=cert_row, bundle__isnull=True
+            ).first()
+            if row is None:
+                row = TrustAnchor.objects.create(
+                    certificate=cert_row,
+                    domain=target,
+                    incoming=incoming,
+                    outgoing=outgoing,
+                    confirmed_fingerprint=cert_row.fingerprint_sha256,
+                )
+            else:
+                TrustAnchor.objects.filter(pk=row.pk).update(
+                    incoming=row.incoming or incoming, outgoing=row.outgoing or outgoing
+                )
+                row.refresh_from_db()
+            audit.record(action="anchor.import", obj=row, actor=actor, domain=target.name,
+                         fingerprint=cert_row.fingerprint_sha256,
+                         incoming=row.incoming, outgoing=row.outgoing)
+            rows.append(row)
+    return rows
+
+
+@dataclass(frozen=True)
+class ExportedAnchor:
+    certificate: Certificate
+    pem: bytes
+
+    @property
+    def fingerprint(self) -> str:
+        return display_fingerprint(self.certificate.fingerprint_sha256)
+
+
+def export_anchor(domain: str, *, actor: Actor = None) -> ExportedAnchor:
+    """The CA that issues ``domain``'s certificates, as partners import it, with its SHA-256
+    fingerprint for confirmation out of band."""
+    target = _domain(domain)
+    if target.issuing_ca is None:
+        raise TrustError(f"domain {target.name} has no issuing CA")
+    audit.record(action="anchor.export", obj=target.issuing_ca, actor=actor, domain=target.name)
+    return ExportedAnchor(target.issuing_ca, to_pem([load(target.issuing_ca)]))
+
+
+# --- Bundle formats ----------------------------------------------------------------------------
+
+
+def _pem_to_der(data: bytes) -> bytes:
+    match = _PEM_BLOCK.search(data)
+    if match is None:
+        raise BundleFormatError("PEM file holds no PKCS7 block")
+    try:
+        return base64.b64decode(b"".join(match.group(2).split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise BundleFormatError("PEM PKCS7 block is not valid base64") from None
+
+
+def _signed_data(der: bytes) -> asn1_cms.SignedData:
+    try:
+        info = asn1_cms.ContentInfo.load(der, strict=True)
+        if info["content_type"].native != "signed_data":
+            raise BundleFormatError("not a PKCS#7 SignedData bundle")
+        signed = info["content"]
+        signed["signer_infos"].native  # noqa: B018 (parses lazily: force it here)
+        signed["certificates"].native  # noqa: B018
+        return signed
+    except BundleFormatError:
+        raise
+    except (ValueError, TypeError, KeyError, OverflowError):
+        raise BundleFormatError("not a PKCS#7 bundle (unparseable DER)") from None
+
+
+def _bundle_certificates(signed: asn1_cms.SignedData) -> list[x509.Certificate]:
+    out: list[x509.Certificate] = []
+    choices = signed["certificates"]
+    if choices.native is None:
+        return out
+    for choice in choices:
+        if choice.name != "certificate":
+            continue
+        try:
+            with lenient_serials():
+                out.append(x509.load_der_x509_certificate(choice.chosen.dump()))
+        except ValueError:
+            raise BundleFormatError("bundle holds an unreadable certificate") from None
+    return out
+
+
+def parse_bundle(
+    data: bytes, *, signer_pin: x509.Certificate | None = None, at: datetime | None = None
+) -> list[x509.Certificate]:
+    """The anchors in a trust bundle.
+
+    A signed bundle's signature is always checked; with ``signer_pin`` it must also be signed by
+    exactly that certificate, valid at ``at``. A pinned bundle that arrives unsigned is refused.
+    """
+    when = at or timezone.now()
+    body = data
+    if not data.strip():
+        raise BundleFormatError("empty bundle")
+    if data.lstrip().startswith(b"-----BEGIN"):
+        body = data.strip()
+        if _PEM_BLOCK.search(body) is None:
+            if signer_pin is not None:
+                raise BundleSignatureError("a signer is pinned but the bundle is not signed")
+            try:
+                certificates = load_certificates(body)
+            except CertificateFormatError as exc:
+                raise BundleFormatError(str(exc)) from None
+            return _unique(certificates)
+        body = _pem_to_der(body)
+    signed = _signed_data(body)
+    if len(signed["signer_infos"]) == 0:
+        # Certs-only (RFC 5652 5.1 "degenerate" SignedData); its content may carry metadata.
+        if signer_pin is not None:
+            raise BundleSignatureError("a signer is pinned but the bundle is not signed")
+        certificates = _bundle_certificates(signed)
+    else:
+        try:
+            verified = agent_cms.verify(body, detached=None, policy=_BUNDLE_SIGNATURE_POLICY)
+        except AgentError as exc:
+            raise BundleSignatureError(f"bundle signature: {exc}") from None
+        if signer_pin is not None:
+            pinned = signer_pin.public_bytes(serialization.Encoding.DER)
+            if verified.signer.public_bytes(serialization.Encoding.DER) != pinned:
+                raise BundleSignatureError(
+                    "bundle is signed by "
+                    f"{verified.signer.subject.rfc4514_string()}, not by the pinned signer"
+                )
+            if not (
+                verified.signer.not_valid_before_utc <= when <= verified.signer.not_valid_after_utc
+            ):
+                raise BundleSignatureError(
+                    f"the pinned bundle signer is not valid at {when.isoformat()}"
+                )
+        inner = bytes(verified.content)
+        # The signed content is itself a certs-only bundle (.p7b, PEM or DER); never nested again.
+        inner_body = inner
+        if inner.lstrip().startswith(b"-----BEGIN"):
+            inner_body = _pem_to_der(inner)
+        inner_signed = _signed_data(inner_body)
+        if len(inner_signed["signer_infos"]) != 0:
+            raise BundleFormatError("a signed bundle must wrap a certs-only bundle")
+        certificates = _bundle_certificates(inner_signed)
+    if not certificates:
+        raise BundleFormatError("bundle holds no certificates")
+    return _unique(certificates)
+
+
+def _unique(certificates: list[x509.Certificate]) -> list[x509.Certificate]:
+    return list({fingerprint(c): c for c in certificates}.values())
+
+
+# --- Bundles -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RefreshOutcome:
+    bundle: TrustBundle
+    result: str  # TrustBundle.Result
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.result in (
+            TrustBundle.Result.FETCH_ERROR,
+            TrustBundle.Result.FORMAT_ERROR,
+            TrustBundle.Result.SIGNATURE_ERROR,
+        )
+
+
+def _fetcher() -> Fetcher:
+    # Bundle URLs are chosen by staff, not taken from certificates a stranger sent, so private
+    # networks are allowed (a community may publish its bundle on an internal host).
+    return Fetcher(timeout=30.0, max_bytes=_MAX_BUNDLE_BYTES, allow_private_networks=True)
+
+
+def _fetch(url: str) -> bytes:
+    try:
+        return _fetcher().get(url)
+    except FetchError as exc:
+        raise BundleFetchError(f"fetch failed: {exc}") from None
+    except (OSError, ValueError) as exc:
+        raise BundleFetchError(f"fetch failed: {type(exc).__name__}: {exc}") from None
+
+
+def _pin(bundle: TrustBundle) -> x509.Certificate | None:
+    if not bundle.signer_pin:
+        return None
+    return x509.load_der_x509_certificate(bytes(bundle.signer_pin))
+
+
+def _record_failure(bundle: TrustBundle, result: str, error: str, digest: str) -> RefreshOutcome:
+    now = timezone.now()
+    TrustBundle.objects.filter(pk=bundle.pk).update(
+        last_fetched_at=now, last_result=result, last_error=error[:2000]
+    )
+    TrustBundleEvent.objects.create(bundle=bundle, result=result, digest=digest, error=error[:2000])
+    log.warning("trust bundle %s refresh failed: %s", bundle.pk, result)
+    bundle.refresh_from_db()
+    return RefreshOutcome(bundle, result, error=error)
+
+
+def refresh_bundle(
+    bundle: TrustBundle,
+    *,
+    at: datetime | None = None,
+    body: bytes | None = None,
+    force: bool = False,
+) -> RefreshOutcome:
+    """Fetch (or re-read the upload of) one bundle and bring its anchors in line with it.
+
+    Unchanged content (same SHA-256) changes nothing; ``force`` re-applies it anyway. ``at`` is
+    the time the pinned signer must be valid at (default now).
+    """
+    if body is None:
+        if bundle.url:
+            try:
+                body = _fetch(bundle.url)
+            except BundleFetchError as exc:
+                return _record_failure(bundle, TrustBundle.Result.FETCH_ERROR, str(exc), "")
+        else:
+            body = bytes(bundle.uploaded or b"")
+    digest = hashlib.sha256(body).hexdigest()
+    if digest == bundle.last_digest and not force:
+        TrustBundle.objects.filter(pk=bundle.pk).update(
+            last_fetched_at=timezone.now(), last_result=TrustBundle.Result.UNCHANGED, last_error=""
+        )
+        bundle.refresh_from_db()
+        return RefreshOutcome(bundle, TrustBundle.Result.UNCHANGED)
+    try:
+        certificates = parse_bundle(body, signer_pin=_pin(bundle), at=at)
+    except BundleSignatureError as exc:
+        return _record_failure(bundle, TrustBundle.Result.SIGNATURE_ERROR, str(exc), digest)
+    except BundleFormatError as exc:
+        return _record_failure(bundle, TrustBundle.Result.FORMAT_ERROR, str(exc), digest)
+    wanted = {fingerprint(c): c for c in certificates}
+    with transaction.atomic():
+        current = {
+            row.certificate.fingerprint_sha256: row
+            for row in TrustAnchor.objects.select_for_update()
+            .filter(bundle=bundle)
+            .select_related("certificate")
+        }
+        added = sorted(set(wanted) - set(current))
+        removed = sorted(set(current) - set(wanted))
+        for fp in added:
+            TrustAnchor.objects.create(
+                certificate=anchor_row(wanted[fp]),
+                domain_id=bundle.domain_id,
+                incoming=bundle.incoming,
+                outgoing=bundle.outgoing,
+                bundle=bundle,
+            )
+        TrustAnchor.objects.filter(pk__in=[current[fp].pk for fp in removed]).delete()
+        TrustBundle.objects.filter(pk=bundle.pk).update(
+            last_digest=digest,
+            last_fetched_at=timezone.now(),
+            last_result=TrustBundle.Result.OK,
+            last_error="",
+        )
+        TrustBundleEvent.objects.create(
+            bundle=bundle, result=TrustBundle.Result.OK, digest=digest, added=added, removed=removed
+        )
+    bundle.refresh_from_db()
+    return RefreshOutcome(bundle, TrustBundle.Result.OK, added, removed)
+
+
+def add_bundle(
+    source: str | bytes,
+    *,
+    domain: str,
+    name: str = "",
+    incoming: bool = True,
+    outgoing: bool = True,
+    signer_pin: bytes | None = None,
+    refresh_interval: timedelta | None = None,
+    at: datetime | None = None,
+    actor: Actor = None,
+) -> RefreshOutcome:
+    """Add a bundle from a URL (``str``) or an upload (``bytes``) for ``domain`` and load it.
+
+    The bundle is only kept if it loads: a URL that cannot be fetched, a file that is not a
+    bundle or a bad signature is an error and nothing is stored.
+    """
+    target = _domain(domain)
+    if not (incoming or outgoing):
+        raise TrustError("a bundle must be trusted for incoming or outgoing mail (or both)")
+    pin_der: bytes | None = None
+    if signer_pin is not None:
+        try:
+            pin_der = load_certificates(signer_pin)[0].public_bytes(serialization.Encoding.DER)
+        except CertificateFormatError as exc:
+            raise TrustError(f"signer certificate: {exc}") from None
+    if isinstance(source, str):
+        url = source.strip()
+        if not url.lower().startswith(("http://", "https://")):
+            raise TrustError("a bundle URL must start with http:// or https://")
+        if TrustBundle.objects.filter(domain=target, url=url).exists():
+            raise TrustError(f"bundle {url} is already configured for {target.name}")
+        body = _fetch(url)
+        uploaded = None
+    else:
+        url, body, uploaded = "", source, source
+    with transaction.atomic():
+        bundle = TrustBundle.objects.create(
+            name=name or url or f"upload {hashlib.sha256(body).hexdigest()[:12]}",
+            url=url,
+            uploaded=uploaded,
+            domain=target,
+            incoming=incoming,
+            outgoing=outgoing,
+            signer_pin=pin_der,
+            refresh_interval=refresh_interval,
+        )
+        outcome = refresh_bundle(bundle, at=at, body=body)
+        if outcome.failed:
+            error_type = (
+                BundleSignatureError
+                if outcome.result == TrustBundle.Result.SIGNATURE_ERROR
+                else BundleFormatError
+            )
+            raise error_type(outcome.error)
+        audit.record(action="bundle.add", obj=bundle, actor=actor, domain=target.name,
+                     url=url, digest=bundle.last_digest, anchors=len(outcome.added))
+    return outcome
+
+
+def due_bundles(*, at: datetime | None = None) -> list[TrustBundle]:
+    now = at or timezone.now()
+    due = []
+    for bundle in TrustBundle.objects.exclude(url="").order_by("pk"):
+        interval = bundle.refresh_interval or settings.HISP_BUNDLE_REFRESH_INTERVAL
+        if bundle.last_fetched_at is None or bundle.last_fetched_at + interval <= now:
+            due.append(bundle)
+    return due
+
+
+def refresh_all(*, due_only: bool = False) -> list[RefreshOutcome]:
+    bundles = due_bundles() if due_only else list(TrustBundle.objects.order_by("pk"))
+    return [refresh_bundle(bundle) for bundle in bundles]

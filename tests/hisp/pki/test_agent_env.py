@@ -1,0 +1,178 @@
+"""The agent's adapters over the database: keys, anchors, recipient certificates, the whole
+environment driving agent.protect/unprotect between two hosted domains."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from agent.errors import AgentError, Code
+from agent.protect import protect
+from agent.types import Binding, Direction
+from agent.unprotect import unprotect
+from hisp.agent_env import (
+    DatabaseCertificateResolver,
+    DatabaseKeyStore,
+    DatabaseTrustStore,
+    DjangoByteCache,
+    build_environment,
+)
+from hisp.certificates import fingerprint, load
+from hisp.models import Address, Certificate, Domain, PrivateKey
+from hisp.services import identity, pki, trust
+
+
+def _fps(identities: Any) -> list[str]:
+    return [fingerprint(i.certificate) for i in identities]
+
+
+def test_signing_identities_are_address_bound_first_then_domain(alice: Address,
+                                                               provider: Domain) -> None:
+    identities = DatabaseKeyStore().signing_identities("alice@HOSPITAL.example.org")
+    assert [i.binding for i in identities] == [Binding.ADDRESS, Binding.DOMAIN]
+    assert identities[0].certificate == load(Certificate.objects.get(address=alice))
+
+
+def test_address_without_own_certificate_signs_with_the_domain_certificate(bob: Address) -> None:
+    (only,) = DatabaseKeyStore().signing_identities(bob.address)
+    assert only.binding == Binding.DOMAIN
+
+
+def test_no_identities_for_addresses_not_hosted(alice: Address) -> None:
+    store = DatabaseKeyStore()
+    assert store.signing_identities("mallory@hospital.example.org") == []
+    assert store.decryption_identities(["x@elsewhere.example.net"]) == []
+
+
+def test_keys_are_unwrapped_only_when_the_agent_asks(alice: Address,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import hisp.agent_env as module
+
+    calls: list[int] = []
+    real = module.unwrap_private_key
+
+    def counting(row: PrivateKey, **kwargs: Any) -> Any:
+        calls.append(row.pk)
+        return real(row, **kwargs)
+
+    monkeypatch.setattr(module, "unwrap_private_key", counting)
+    identities = DatabaseKeyStore().decryption_identities([alice.address])
+    assert len(identities) == 2 and calls == []
+    key = identities[0].private_key()
+    assert calls == [Certificate.objects.get(address=alice).private_key_id]
+    assert key.public_key().public_numbers() == identities[0].certificate.public_key(
+        ).public_numbers()
+    assert "PRIVATE" not in repr(identities[0])
+
+
+def test_decryption_identities_include_superseded_and_revoked_keys(alice: Address) -> None:
+    old = Certificate.objects.get(address=alice)
+    new = pki.renew(old)
+    pki.revoke(new)
+    fps = _fps(DatabaseKeyStore().decryption_identities([alice.address]))
+    assert old.fingerprint_sha256 in fps and new.fingerprint_sha256 in fps
+
+
+def test_trust_store_separates_directions(provider: Domain) -> None:
+    partner = identity.add_domain("partner.example.net")
+    trust.import_anchors(trust.export_anchor(partner.name).pem, domain=provider.name,
+                         incoming=True, outgoing=False)
+    store = DatabaseTrustStore()
+    partner_ca = load(partner.issuing_ca)
+    assert partner_ca in store.anchors(provider.name, Direction.INCOMING)
+    assert partner_ca not in store.anchors(provider.name, Direction.OUTGOING)
+    assert load(provider.issuing_ca) in store.anchors(provider.name, Direction.OUTGOING)
+    assert store.anchors("unknown.example", Direction.INCOMING) == []
+
+
+def test_resolver_gives_hosted_levels_address_then_domain(alice: Address) -> None:
+    levels = list(DatabaseCertificateResolver().candidates(alice.address))
+    assert [(lv.source, lv.binding) for lv in levels] == [
+        ("hosted", Binding.ADDRESS), ("hosted", Binding.DOMAIN)]
+    assert len(levels[0].certificates) == 1 and len(levels[1].certificates) == 1
+
+
+def test_resolver_skips_revoked_and_superseded_hosted_certificates(alice: Address) -> None:
+    old = Certificate.objects.get(address=alice)
+    new = pki.renew(old)
+    (address_level, _domain) = DatabaseCertificateResolver().candidates(alice.address)
+    assert [fingerprint(c) for c in address_level.certificates] == [new.fingerprint_sha256]
+    pki.revoke(new)
+    (address_level, _domain) = DatabaseCertificateResolver().candidates(alice.address)
+    assert address_level.certificates == ()
+
+
+def test_resolver_uses_imported_then_discovery_for_other_domains(provider: Domain) -> None:
+    class Discovery:
+        asked: list[str] = []
+
+        def candidates(self, address: str) -> Any:
+            self.asked.append(address)
+            return iter(())
+
+    discovery = Discovery()
+    levels = list(DatabaseCertificateResolver(discovery=discovery).candidates("x@far.example"))
+    assert levels == [] and discovery.asked == ["x@far.example"]
+
+
+def test_django_byte_cache_round_trips_bytes(db: None) -> None:
+    cache = DjangoByteCache()
+    cache.set("revocation:http://example/crl", b"\x00\x01", 60)
+    assert cache.get("revocation:http://example/crl") == b"\x00\x01"
+    cache.set("zero", b"x", 0)
+    assert cache.get("zero") is None
+
+
+MESSAGE = (b"From: {sender}\r\nTo: {rcpt}\r\nSubject: hello\r\nMessage-ID: <m1@x>\r\n"
+           b"Date: Tue, 24 Nov 2026 05:00:00 +0000\r\n\r\nhello across HISP domains\r\n")
+
+
+def _message(sender: str, rcpt: str) -> bytes:
+    return MESSAGE.replace(b"{sender}", sender.encode()).replace(b"{rcpt}", rcpt.encode())
+
+
+def test_environment_protects_and_unprotects_between_domains_after_anchor_exchange(
+    alice: Address,
+) -> None:
+    other = identity.add_domain("clinic.example.net")
+    carol = identity.add_address("carol@clinic.example.net", address_cert=True)
+    env = build_environment()
+    now = timezone.now()
+    raw = _message(alice.address, carol.address)
+    # Without the anchor exchange the recipient's certificate is not trusted.
+    refused = protect(raw, sender=alice.address, recipients=[carol.address], env=env, at=now)
+    assert refused.message is None
+    assert refused.rejected[carol.address].code == Code.UNTRUSTED_RECIPIENT
+    trust.import_anchors(trust.export_anchor(other.name).pem, domain="hospital.example.org")
+    trust.import_anchors(trust.export_anchor("hospital.example.org").pem, domain=other.name)
+    sent = protect(raw, sender=alice.address, recipients=[carol.address], env=env, at=now)
+    assert sent.message is not None
+    opened = unprotect(sent.message, recipients=[carol.address], env=env, at=now)
+    assert b"hello across HISP domains" in opened.message
+    assert opened.delivered[carol.address] == load(Domain.objects.get(
+        name="hospital.example.org").issuing_ca)
+
+
+def test_environment_refuses_a_revoked_signer(alice: Address) -> None:
+    other = identity.add_domain("clinic.example.net")
+    carol = identity.add_address("carol@clinic.example.net", address_cert=True)
+    trust.import_anchors(trust.export_anchor(other.name).pem, domain="hospital.example.org")
+    trust.import_anchors(trust.export_anchor("hospital.example.org").pem, domain=other.name)
+    env = build_environment()
+    sent = protect(_message(alice.address, carol.address), sender=alice.address,
+                   recipients=[carol.address], env=env, at=timezone.now())
+    pki.revoke(Certificate.objects.get(address=alice))
+    opened = unprotect(sent.message, recipients=[carol.address], env=env, at=timezone.now())
+    assert opened.delivered == {}
+    assert opened.rejected[carol.address].code == Code.SIGNER_REVOKED
+
+
+def test_no_sender_key_for_an_unknown_sender(provider: Domain) -> None:
+    env = build_environment()
+    with pytest.raises(AgentError) as caught:
+        protect(_message("ghost@hospital.example.org", "x@y.example"),
+                sender="ghost@hospital.example.org", recipients=["x@y.example"], env=env,
+                at=timezone.now())
+    assert caught.value.code == Code.NO_SENDER_KEY
