@@ -23,7 +23,7 @@ class AuditEvent(models.Model):
     actor_label = models.CharField(max_length=200)  # username, "system" or "smtp:<peer>"
     action = models.CharField(max_length=64, db_index=True)
     object_type = models.CharField(max_length=64)
-    object_id = models.CharField(max_length=64)
+    object_id = models.CharField(max_length=320)  # ids, or an address or domain
     at = models.DateTimeField(auto_now_add=True, db_index=True)
     client_address = models.GenericIPAddressField(null=True, blank=True)
     detail = models.JSONField(default=dict)
