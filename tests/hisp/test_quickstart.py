@@ -11,6 +11,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+import dns.flags
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
 import pytest
 
 from tests.support.services import free_port, port_open
@@ -31,7 +36,7 @@ def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen[str])
 
 @pytest.mark.slow
 def test_quickstart_serves_login_page_smtp_and_demo_logins(tmp_path: Path) -> None:
-    web, smtp, dns = free_port(), free_port(), free_port()
+    web, smtp, dns_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items()
            if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE",
                         "SECRET_KEY", "HISP_KEY_ENCRYPTION_KEY"}}
@@ -39,7 +44,7 @@ def test_quickstart_serves_login_page_smtp_and_demo_logins(tmp_path: Path) -> No
     log = (tmp_path / "quickstart.log").open("w+")
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "quickstart", "--web-port", str(web),
-         "--smtp-port", str(smtp), "--submission-port", "0", "--dns-port", str(dns)],
+         "--smtp-port", str(smtp), "--submission-port", "0", "--dns-port", str(dns_port)],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
     )
@@ -60,6 +65,14 @@ def test_quickstart_serves_login_page_smtp_and_demo_logins(tmp_path: Path) -> No
             code, _ = client.ehlo("test.example")
             assert code == 250
             assert client.has_extn("starttls")
+        # The DNS responder publishes the demo domain's certificate (RFC 4398 CERT, PKIX).
+        query = dns.message.make_query("direct.demo.test", "CERT")
+        _wait_for(lambda: port_open("127.0.0.1", dns_port), 30, "the DNS port (TCP)", proc)
+        answer = dns.query.udp(query, "127.0.0.1", port=dns_port, timeout=5)
+        if answer.flags & dns.flags.TC:
+            answer = dns.query.tcp(query, "127.0.0.1", port=dns_port, timeout=5)
+        assert answer.rcode() == dns.rcode.NOERROR
+        assert any(rrset.rdtype == dns.rdatatype.CERT for rrset in answer.answer)
         # --submission-port 0 leaves the submission listener closed.
         assert "Submission" not in banner
     finally:
