@@ -73,6 +73,10 @@ HISP_PENDING_CERTIFICATE_HOLD = parse_duration(
 HISP_PENDING_CERTIFICATE_RECHECK = parse_duration(
     env.str("HISP_PENDING_CERTIFICATE_RECHECK", default="15m")
 )
+# Unsecured inbound mail (not signed or not encrypted) is rejected; optionally the sender gets
+# one courtesy notice per interval (never for auto-generated mail, never without encryption).
+HISP_COURTESY_NOTICES = env.bool("HISP_COURTESY_NOTICES", default=False)
+HISP_COURTESY_INTERVAL = parse_duration(env.str("HISP_COURTESY_INTERVAL", default="24h"))
 
 # --- Certificate authority, key custody and trust bundles ----------------------------------
 # "domain": one issuing CA per hosted domain; "community": one CA shared by all provider domains

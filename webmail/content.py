@@ -1,0 +1,125 @@
+"""A stored message's bytes, opened for reading: body, HTML and attachments.
+
+Inbound mail is shown from ``Message.content`` (the inner message the agent decrypted and
+verified), never from the wire bytes; outbound mail from ``Message.raw`` (what the user
+submitted, before protection).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from email import policy
+from email.message import EmailMessage
+from email.message import Message as MimeMessage
+from email.parser import BytesParser
+
+from hisp.models import Message
+
+_UNSAFE_FILENAME = re.compile(r"[^\w.\- ()]+")
+_XML_TYPES = frozenset({"text/xml", "application/xml", "application/hl7-v3+xml",
+                        "application/cda+xml", "text/x-cda-r2+xml"})
+_ZIP_TYPES = frozenset({"application/zip", "application/x-zip-compressed",
+                        "application/octet-stream"})
+
+
+@dataclass(frozen=True)
+class Attachment:
+    index: int  # position among the message's leaf parts: stable for a given message
+    filename: str
+    content_type: str
+    data: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    @property
+    def looks_like_cda(self) -> bool:
+        xmlish = self.content_type in _XML_TYPES or self.filename.lower().endswith(".xml")
+        return xmlish and b"ClinicalDocument" in self.data[:4096]
+
+    @property
+    def looks_like_xdm(self) -> bool:
+        zipish = self.content_type in _ZIP_TYPES or self.filename.lower().endswith(".zip")
+        return zipish and self.data[:4] == b"PK\x03\x04" and b"IHE_XDM/" in self.data
+
+
+@dataclass(frozen=True)
+class OpenedMessage:
+    headers: dict[str, str]
+    text: str
+    html: str
+    attachments: tuple[Attachment, ...]
+
+
+def message_bytes(message: Message) -> bytes:
+    if message.direction == Message.Direction.INBOUND and message.content:
+        return bytes(message.content)
+    return bytes(message.raw)
+
+
+def safe_filename(name: str | None, *, index: int, content_type: str = "") -> str:
+    """A file name that is only a name: no path, no control or shell characters."""
+    base = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    base = _UNSAFE_FILENAME.sub("_", base).strip(" .")[:120]
+    if base:
+        return base
+    extension = {"text/plain": ".txt", "application/pdf": ".pdf", "text/xml": ".xml",
+                 "application/xml": ".xml", "application/zip": ".zip"}.get(content_type, ".bin")
+    return f"attachment-{index}{extension}"
+
+
+def _text_of(part: MimeMessage) -> str:
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        return payload.decode(charset, errors="replace")
+    except LookupError:  # an unknown charset name in a header
+        return payload.decode("utf-8", errors="replace")
+
+
+def open_bytes(data: bytes) -> OpenedMessage:
+    parsed: EmailMessage = BytesParser(policy=policy.default).parsebytes(data)  # type: ignore[assignment]
+    headers = {}
+    for name in ("From", "To", "Cc", "Subject", "Date", "Message-ID"):
+        try:
+            value = parsed.get(name)
+        except (ValueError, IndexError, TypeError):  # a header the parser cannot make sense of
+            value = None
+        if value is not None:
+            headers[name] = str(value)
+    text = html = ""
+    attachments: list[Attachment] = []
+    for index, part in enumerate(p for p in parsed.walk() if not p.is_multipart()):
+        content_type = part.get_content_type()
+        disposition = part.get_content_disposition()
+        if disposition != "attachment" and content_type == "text/plain" and not text:
+            text = _text_of(part)
+            continue
+        if disposition != "attachment" and content_type == "text/html" and not html:
+            html = _text_of(part)
+            continue
+        payload = part.get_payload(decode=True)
+        attachments.append(
+            Attachment(
+                index=index,
+                filename=safe_filename(part.get_filename(), index=index, content_type=content_type),
+                content_type=content_type,
+                data=payload if isinstance(payload, bytes) else b"",
+            )
+        )
+    return OpenedMessage(headers=headers, text=text, html=html, attachments=tuple(attachments))
+
+
+def open_message(message: Message) -> OpenedMessage:
+    return open_bytes(message_bytes(message))
+
+
+def attachment(message: Message, index: int) -> Attachment | None:
+    for item in open_message(message).attachments:
+        if item.index == index:
+            return item
+    return None

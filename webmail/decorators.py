@@ -1,0 +1,31 @@
+"""Every mail page needs a password sign-in *and* a verified second factor."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib.auth.views import redirect_to_login
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.urls import reverse
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+View = Callable[..., HttpResponse]
+
+
+def mail_login_required(view: View) -> View:
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        user = request.user
+        if not user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        if not user.is_verified():  # type: ignore[union-attr]  # set by OTPMiddleware
+            has_device = TOTPDevice.objects.filter(user_id=user.pk, confirmed=True).exists()
+            target = "webmail:otp-verify" if has_device else "webmail:otp-enrol"
+            return redirect(f"{reverse(target)}?{urlencode({'next': request.get_full_path()})}")
+        return view(request, *args, **kwargs)
+
+    return wrapper

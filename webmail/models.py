@@ -1,0 +1,62 @@
+"""Webmail-only state: personal contacts, drafts and "a message is waiting" notices.
+
+Mailboxes, messages and grants are core models in ``hisp.models``; these belong to one user.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class Contact(models.Model):
+    """A personal address-book entry, offered by recipient autocomplete."""
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="mail_contacts"
+    )
+    address = models.CharField(max_length=320)
+    name = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "address"]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "address"], name="one_contact_per_address")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.address}>" if self.name else self.address
+
+
+class Draft(models.Model):
+    """An unsent message, saved as the user types (autosave) and listed in Drafts."""
+
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="mail_drafts"
+    )
+    address = models.ForeignKey("hisp.Address", on_delete=models.CASCADE, related_name="drafts")
+    to = models.TextField(blank=True)
+    cc = models.TextField(blank=True)
+    subject = models.CharField(max_length=998, blank=True)
+    body = models.TextField(blank=True)
+    delivery_notification = models.BooleanField(default=True)
+    # The mailbox entry this draft replies to or forwards (its attachments travel on forward).
+    forward_of = models.ForeignKey(
+        "hisp.MailboxEntry", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at", "-id"]
+        indexes = [models.Index(fields=["address", "-updated_at"])]
+
+
+class NotificationPreference(models.Model):
+    """Opt-in notice to the user's ordinary e-mail address; it never carries PHI."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="mail_notification"
+    )
+    enabled = models.BooleanField(default=False)
+    last_sent_at = models.DateTimeField(null=True, blank=True)

@@ -1,0 +1,249 @@
+"""Every write the webmail makes, with its audit event: folders, moves, read flags, contacts,
+drafts, delegation, app passwords, second-factor enrolment and notices."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.contrib.auth.hashers import make_password
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.mail import send_mail
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils import timezone
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from hisp.models import Address, AddressGrant, AppPassword, Folder, MailboxEntry
+from hisp.services.audit import record
+from webmail.models import Contact, Draft, NotificationPreference
+
+Box = MailboxEntry.SystemFolder
+
+
+# --- Reading -----------------------------------------------------------------------------------
+def open_entry(*, entry: MailboxEntry, request: HttpRequest, mark_read: bool = True) -> None:
+    """Opening a message is audited every time (who, which message, from where)."""
+    record(action="message.open", obj=entry.message, request=request, entry=entry.pk,
+           mailbox=entry.address_id)
+    if mark_read and not entry.read:
+        MailboxEntry.objects.filter(pk=entry.pk, read=False).update(read=True)
+        entry.read = True
+
+
+def set_read(*, entry: MailboxEntry, read: bool, request: HttpRequest) -> None:
+    MailboxEntry.objects.filter(pk=entry.pk).update(read=read)
+    entry.read = read
+    record(action="message.mark-read" if read else "message.mark-unread", obj=entry.message,
+           request=request, entry=entry.pk)
+
+
+def set_flag(*, entry: MailboxEntry, flagged: bool, request: HttpRequest) -> None:
+    MailboxEntry.objects.filter(pk=entry.pk).update(flagged=flagged)
+    entry.flagged = flagged
+
+
+# --- Moving ------------------------------------------------------------------------------------
+def move_entry(
+    *, entry: MailboxEntry, folder: str, user_folder: Folder | None = None, request: HttpRequest
+) -> MailboxEntry:
+    """Move to a system folder or a user folder of the same mailbox. Moving to Trash stamps
+    ``trashed_at`` (the retention clock); moving out clears it."""
+    if folder == Box.USER and (user_folder is None or user_folder.address_id != entry.address_id):
+        raise ValueError("a user folder of the same mailbox is required")
+    if folder not in Box.values:
+        raise ValueError(f"unknown folder {folder!r}")
+    trashed_at = timezone.now() if folder == Box.TRASH else None
+    target_user_folder = user_folder if folder == Box.USER else None
+    try:
+        with transaction.atomic():
+            MailboxEntry.objects.filter(pk=entry.pk).update(
+                folder=folder, user_folder=target_user_folder, trashed_at=trashed_at
+            )
+    except IntegrityError:
+        # The same message already sits in that folder of this mailbox (sent to oneself):
+        # the moved copy merges into it.
+        MailboxEntry.objects.filter(pk=entry.pk).delete()
+    entry.folder, entry.user_folder, entry.trashed_at = folder, target_user_folder, trashed_at
+    record(action="message.move", obj=entry.message, request=request, entry=entry.pk,
+           folder=folder, user_folder=target_user_folder.pk if target_user_folder else None)
+    return entry
+
+
+def delete_entry(*, entry: MailboxEntry, request: HttpRequest) -> None:
+    """Delete goes to Trash; deleting from Trash purges at once."""
+    if entry.folder == Box.TRASH:
+        record(action="message.purge", obj=entry.message, request=request, entry=entry.pk)
+        MailboxEntry.objects.filter(pk=entry.pk).delete()
+    else:
+        move_entry(entry=entry, folder=Box.TRASH, request=request)
+
+
+def purge_trash(*, now: datetime | None = None) -> int:
+    """Remove Trash entries older than HISP_TRASH_RETENTION. The Message rows stay (other
+    mailboxes and delivery tracking refer to them)."""
+    cutoff = (now or timezone.now()) - settings.HISP_TRASH_RETENTION
+    stale = MailboxEntry.objects.filter(folder=Box.TRASH, trashed_at__lt=cutoff)
+    count, _ = stale.delete()
+    if count:
+        record(action="mailbox.purge-trash", obj=("mailbox", "*"), actor="system",
+               entries=count, cutoff=cutoff.isoformat())
+    return count
+
+
+# --- Folders -----------------------------------------------------------------------------------
+def create_folder(*, address: Address, name: str, request: HttpRequest) -> Folder:
+    folder = Folder.objects.create(address=address, name=name)
+    record(action="folder.create", obj=folder, request=request, mailbox=address.pk)
+    return folder
+
+
+def rename_folder(*, folder: Folder, name: str, request: HttpRequest) -> None:
+    Folder.objects.filter(pk=folder.pk).update(name=name)
+    folder.name = name
+    record(action="folder.rename", obj=folder, request=request)
+
+
+def delete_folder(*, folder: Folder, request: HttpRequest) -> None:
+    """A deleted folder's messages go back to the Inbox, never silently away."""
+    with transaction.atomic():
+        for entry in MailboxEntry.objects.filter(user_folder=folder):
+            move_entry(entry=entry, folder=Box.INBOX, request=request)
+        record(action="folder.delete", obj=folder, request=request)
+        folder.delete()
+
+
+# --- Contacts and drafts -----------------------------------------------------------------------
+def add_contact(*, owner: AbstractBaseUser, address: str, name: str) -> Contact:
+    contact, _ = Contact.objects.update_or_create(
+        owner=owner, address=address.lower(), defaults={"name": name}
+    )
+    return contact
+
+
+def delete_contact(*, contact: Contact) -> None:
+    contact.delete()
+
+
+def save_draft(
+    *, author: AbstractBaseUser, address: Address, draft: Draft | None, to: str, cc: str,
+    subject: str, body: str, delivery_notification: bool, forward_of: MailboxEntry | None,
+) -> Draft:
+    if draft is None:
+        draft = Draft(author=author)
+    draft.address = address
+    draft.to, draft.cc, draft.subject, draft.body = to, cc, subject, body
+    draft.delivery_notification = delivery_notification
+    draft.forward_of = forward_of
+    draft.save()
+    return draft
+
+
+def delete_draft(*, draft: Draft) -> None:
+    draft.delete()
+
+
+def discard_sent_draft(*, author: AbstractBaseUser, draft_id: int) -> None:
+    """After sending: the draft it came from is gone (only ever the author's own)."""
+    Draft.objects.filter(pk=draft_id, author_id=author.pk).delete()
+
+
+# --- Delegation --------------------------------------------------------------------------------
+def grant_delegate(
+    *, address: Address, user: AbstractBaseUser, role: str, request: HttpRequest
+) -> AddressGrant:
+    if role not in (AddressGrant.Role.READ, AddressGrant.Role.READ_SEND):
+        raise ValueError("a delegate is read-only or read-and-send")
+    grant, created = AddressGrant.objects.get_or_create(
+        user=user, address=address, defaults={"role": role}
+    )
+    if not created and grant.role != AddressGrant.Role.OWNER:
+        AddressGrant.objects.filter(pk=grant.pk).update(role=role)
+        grant.role = role
+    record(action="mailbox.delegate", obj=address, request=request, delegate=user.pk, role=role)
+    return grant
+
+
+def revoke_delegate(*, grant: AddressGrant, request: HttpRequest) -> None:
+    record(action="mailbox.revoke-delegate", obj=grant.address, request=request,
+           delegate=grant.user_id, role=grant.role)
+    grant.delete()
+
+
+# --- App passwords and the second factor -------------------------------------------------------
+def create_app_password(*, user: AbstractBaseUser, name: str, request: HttpRequest) -> tuple[AppPassword, str]:
+    """Returns the row and the clear password, which is shown once and never stored."""
+    clear = "-".join(secrets.token_hex(3) for _ in range(4))  # 96 bits, easy to type
+    app_password = AppPassword.objects.create(user=user, name=name, password_hash=make_password(clear))
+    record(action="app-password.create", obj=app_password, request=request)
+    return app_password, clear
+
+
+def delete_app_password(*, app_password: AppPassword, request: HttpRequest) -> None:
+    record(action="app-password.delete", obj=app_password, request=request)
+    app_password.delete()
+
+
+def pending_totp_device(*, user: AbstractBaseUser) -> TOTPDevice:
+    """The unconfirmed device being enrolled (one per user, reused across page loads so the QR
+    code does not change under the user's phone)."""
+    device = TOTPDevice.objects.filter(user=user, confirmed=False).first()
+    return device or TOTPDevice.objects.create(user=user, name="Authenticator app", confirmed=False)
+
+
+def confirm_totp_device(*, device: TOTPDevice, request: HttpRequest) -> None:
+    TOTPDevice.objects.filter(pk=device.pk).update(confirmed=True)
+    device.confirmed = True
+    record(action="otp.enrol", obj=device, request=request)
+
+
+# --- "A message is waiting" --------------------------------------------------------------------
+def set_notifications(*, user: AbstractBaseUser, enabled: bool) -> NotificationPreference:
+    preference, _ = NotificationPreference.objects.update_or_create(
+        user=user, defaults={"enabled": enabled}
+    )
+    return preference
+
+
+def send_waiting_notices(*, now: datetime | None = None) -> int:
+    """One notice per opted-in user with unread mail that arrived since the last notice, at
+    most once per HISP_NOTIFY_INTERVAL. The text carries no PHI: no sender, no subject."""
+    now = now or timezone.now()
+    interval: timedelta = settings.HISP_NOTIFY_INTERVAL
+    sent = 0
+    due = NotificationPreference.objects.filter(enabled=True).filter(
+        Q(last_sent_at__isnull=True) | Q(last_sent_at__lte=now - interval)
+    ).select_related("user")
+    for preference in due:
+        user = preference.user
+        if not user.email:
+            continue
+        waiting = MailboxEntry.objects.filter(
+            address__grants__user=user, folder=Box.INBOX, read=False
+        )
+        if preference.last_sent_at is not None:
+            waiting = waiting.filter(received_at__gt=preference.last_sent_at)
+        if not waiting.exists():
+            continue
+        # Claim the slot first (conditional UPDATE): two workers never both send.
+        claimed = NotificationPreference.objects.filter(
+            pk=preference.pk, last_sent_at=preference.last_sent_at
+        ).update(last_sent_at=now)
+        if not claimed:
+            continue
+        send_mail(
+            subject="A secure message is waiting for you",
+            message=(
+                "A new secure message is waiting in your Direct mailbox.\n\n"
+                f"Sign in to read it: {settings.HISP_WEB_URL}{reverse('webmail:inbox')}\n\n"
+                "For your privacy this notice does not say who sent it or what it is about.\n"
+            ),
+            from_email=None,
+            recipient_list=[user.email],
+        )
+        record(action="notice.waiting", obj=user, actor="system")
+        sent += 1
+    return sent

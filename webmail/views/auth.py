@@ -1,0 +1,147 @@
+"""Sign-in (password, then TOTP), second-factor enrolment, sign-out, app passwords."""
+
+from __future__ import annotations
+
+from base64 import b32encode
+
+import segno
+from django.contrib import messages
+from django.contrib.auth import logout
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.signals import user_login_failed
+from django.contrib.auth.views import LoginView, PasswordChangeView
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse, reverse_lazy
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.safestring import mark_safe
+from django.views.decorators.http import require_http_methods, require_POST
+from django_otp import login as otp_login
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from hisp.models import AppPassword
+from hisp.services.audit import record
+from webmail import access, services
+from webmail.decorators import mail_login_required
+from webmail.forms import AppPasswordForm, TokenForm
+
+
+class SignInView(LoginView):
+    """Step one: the password (authenticate() runs through django-axes, which counts failures
+    and locks out). Step two is ``otp_verify`` or, on first sign-in, ``otp_enrol``."""
+
+    template_name = "webmail/login.html"
+
+
+def _next_url(request: HttpRequest) -> str:
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
+                                       require_https=request.is_secure()):
+        return target
+    return reverse("webmail:inbox")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def otp_verify(request: HttpRequest) -> HttpResponse:
+    devices = list(TOTPDevice.objects.filter(user_id=request.user.pk, confirmed=True))
+    if not devices:
+        return redirect("webmail:otp-enrol")
+    form = TokenForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        tried = False
+        for device in devices:
+            allowed, _ = device.verify_is_allowed()
+            tried = tried or allowed
+            # verify_token throttles itself: each failure doubles the wait before the next try.
+            if allowed and device.verify_token(form.cleaned_data["token"]):
+                otp_login(request, device)
+                record(action="auth.sign-in", obj=request.user, request=request)
+                return redirect(_next_url(request))
+        if not tried:
+            form.add_error("token", "Too many wrong codes. Wait a minute and try again.")
+        else:
+            form.add_error("token", "That code is not right. Check your authenticator app.")
+            # A wrong second factor counts as a failed sign-in for django-axes too, so someone
+            # holding the password is locked out after HISP_LOGIN_FAILURE_LIMIT wrong codes.
+            user_login_failed.send(
+                sender=__name__, credentials={"username": request.user.get_username()},
+                request=request,
+            )
+        record(action="auth.otp-failed", obj=request.user, request=request)
+    return render(request, "webmail/otp_verify.html",
+                  {"form": form, "next": _next_url(request)})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def otp_enrol(request: HttpRequest) -> HttpResponse:
+    user = request.user
+    if TOTPDevice.objects.filter(user_id=user.pk, confirmed=True).exists():
+        # Adding a device needs the existing second factor first.
+        return redirect("webmail:otp-verify")
+    device = services.pending_totp_device(user=user)
+    form = TokenForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        if device.verify_token(form.cleaned_data["token"]):
+            services.confirm_totp_device(device=device, request=request)
+            otp_login(request, device)
+            messages.success(request, "Your authenticator app is set up.")
+            return redirect(_next_url(request))
+        form.add_error("token", "That code is not right. Scan the code again and retry.")
+    qr_svg = segno.make(device.config_url, error="m").svg_inline(scale=5, dark="#111", light="#fff")
+    return render(request, "webmail/otp_enrol.html", {
+        "form": form,
+        "next": _next_url(request),
+        "qr_svg": mark_safe(qr_svg),  # noqa: S308 - segno output from our own otpauth URL
+        "secret": b32encode(device.bin_key).decode(),
+    })
+
+
+@require_POST
+def sign_out(request: HttpRequest) -> HttpResponse:
+    if request.user.is_authenticated:
+        record(action="auth.sign-out", obj=request.user, request=request)
+    logout(request)
+    return redirect("webmail:login")
+
+
+@mail_login_required
+@require_http_methods(["GET", "POST"])
+def app_passwords(request: HttpRequest) -> HttpResponse:
+    form = AppPasswordForm(request.POST or None)
+    created = None
+    if request.method == "POST" and form.is_valid():
+        created = services.create_app_password(
+            user=request.user, name=form.cleaned_data["name"], request=request
+        )
+        form = AppPasswordForm()
+    rows = AppPassword.objects.filter(user_id=request.user.pk).order_by("-created_at")
+    return render(request, "webmail/app_passwords.html", {
+        "form": form,
+        "app_passwords": rows,
+        "created": created[0] if created else None,
+        "created_password": created[1] if created else None,
+    })
+
+
+@mail_login_required
+@require_POST
+def app_password_delete(request: HttpRequest, app_password_id: int) -> HttpResponse:
+    row = access.app_password_for(request.user, app_password_id)
+    services.delete_app_password(app_password=row, request=request)
+    messages.success(request, f"App password “{row.name}” removed.")
+    return redirect("webmail:app-passwords")
+
+
+class ChangePasswordView(PasswordChangeView):
+    template_name = "webmail/password_change.html"
+    success_url = reverse_lazy("webmail:account")
+
+    def form_valid(self, form):  # type: ignore[no-untyped-def]
+        record(action="auth.password-change", obj=self.request.user, request=self.request)
+        messages.success(self.request, "Your password was changed.")
+        return super().form_valid(form)
+
+
+password_change = mail_login_required(ChangePasswordView.as_view())

@@ -1,0 +1,246 @@
+"""Compose, reply, reply-all and forward; recipient autocomplete, per-recipient certificate
+check, subject PHI warning and draft autosave (htmx fragments of the compose page)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from hisp.models import Address, AddressGrant, MailboxEntry
+from webmail import access, services
+from webmail.certcheck import check_recipients
+from webmail.content import open_message
+from webmail.decorators import mail_login_required
+from webmail.forms import ComposeForm, DraftForm, parse_recipients
+from webmail.models import Contact
+from webmail.navigation import sidebar
+from webmail.phi import phi_reasons
+from webmail.sending import SubmissionError, send
+
+Box = MailboxEntry.SystemFolder
+
+
+def _sendable(user: Any) -> list[Address]:
+    return list(
+        Address.objects.filter(
+            grants__user_id=user.pk,
+            grants__role__in=[AddressGrant.Role.OWNER, AddressGrant.Role.READ_SEND],
+            status=Address.Status.ACTIVE,
+        ).order_by("address")
+    )
+
+
+def _quote(text: str) -> str:
+    return "\n".join("> " + line for line in text.splitlines())
+
+
+def _prefill(request: HttpRequest, sendable: list[Address]) -> dict[str, Any]:
+    """Initial values from ?draft=, ?reply=&mode=reply|all|forward, ?to= and ?from=."""
+    initial: dict[str, Any] = {"delivery_notification": True}
+    if sendable:
+        initial["sender"] = sendable[0].pk
+    wanted = request.GET.get("from", "")
+    if wanted.isdigit() and any(a.pk == int(wanted) for a in sendable):
+        initial["sender"] = int(wanted)
+    if request.GET.get("to"):
+        initial["to"] = request.GET["to"][:500]
+    draft_id = request.GET.get("draft", "")
+    if draft_id.isdigit():
+        draft = access.draft_for(request.user, int(draft_id))
+        initial.update(
+            sender=draft.address_id, to=draft.to, cc=draft.cc, subject=draft.subject,
+            body=draft.body, delivery_notification=draft.delivery_notification,
+            draft=draft.pk, forward_of=draft.forward_of_id,
+        )
+        return initial
+    reply_id = request.GET.get("reply", "")
+    if reply_id.isdigit():
+        entry = access.entry_for(request.user, int(reply_id))
+        mode = request.GET.get("mode", "reply")
+        opened = open_message(entry.message)
+        subject = entry.subject or opened.headers.get("Subject", "")
+        own = entry.address.address
+        if entry.address in sendable:
+            initial["sender"] = entry.address.pk
+        header_from = opened.headers.get("From", entry.sender)
+        quoted = (f"\n\nOn {entry.received_at:%Y-%m-%d %H:%M}, {header_from} wrote:\n"
+                  + _quote(opened.text))
+        if mode == "forward":
+            initial["subject"] = subject if subject.lower().startswith("fwd:") else f"Fwd: {subject}"
+            initial["body"] = ("\n\n---------- Forwarded message ----------\n"
+                               f"From: {header_from}\nSubject: {subject}\n\n{opened.text}")
+            initial["forward_of"] = entry.pk
+        else:
+            initial["subject"] = subject if subject.lower().startswith("re:") else f"Re: {subject}"
+            initial["body"] = quoted
+            try:
+                reply_to = parse_recipients(header_from)
+            except ValidationError:
+                reply_to = []
+            if entry.folder == Box.SENT:
+                reply_to = list(entry.recipients)
+            initial["to"] = ", ".join(reply_to)
+            if mode == "all":
+                others = []
+                for field in ("To", "Cc"):
+                    try:
+                        others += parse_recipients(opened.headers.get(field, ""))
+                    except ValidationError:
+                        continue
+                initial["cc"] = ", ".join(
+                    a for a in dict.fromkeys(others) if a != own and a not in reply_to
+                )
+    return initial
+
+
+@mail_login_required
+@require_http_methods(["GET", "POST"])
+def compose(request: HttpRequest) -> HttpResponse:
+    sendable = _sendable(request.user)
+    if not sendable:
+        messages.error(request, "You have no mailbox you may send from.")
+        return redirect("webmail:inbox")
+    if request.method == "POST":
+        form = ComposeForm(request.POST, request.FILES, user=request.user)
+        if form.is_valid():
+            data = form.cleaned_data
+            forward_of = None
+            if data.get("forward_of"):
+                forward_of = access.entry_for(request.user, data["forward_of"])
+            try:
+                message = send(
+                    address=data["sender"], user=request.user, to=data["to"], cc=data["cc"],
+                    subject=data["subject"], body=data["body"], uploads=data["attachments"],
+                    forward_of=forward_of, delivery_notification=data["delivery_notification"],
+                )
+            except SubmissionError as exc:
+                form.add_error(None, f"The message could not be sent: {exc}")
+                return _compose_page(request, form, sendable)
+            if data.get("draft"):
+                services.discard_sent_draft(author=request.user, draft_id=data["draft"])
+            messages.success(request, "Your message is on its way. Its progress is shown in Sent.")
+            sent_entry = MailboxEntry.objects.filter(
+                message=message, address=data["sender"], folder=Box.SENT
+            ).first()
+            if sent_entry is not None:
+                return redirect("webmail:message-detail", sent_entry.pk)
+            return redirect("webmail:folder", data["sender"].pk, Box.SENT)
+    else:
+        form = ComposeForm(initial=_prefill(request, sendable), user=request.user)
+    return _compose_page(request, form, sendable)
+
+
+def _compose_page(request: HttpRequest, form: ComposeForm, sendable: list[Address]) -> HttpResponse:
+    address = sendable[0]
+    sender_value = form["sender"].value()
+    if sender_value and str(sender_value).isdigit():
+        address = next((a for a in sendable if a.pk == int(sender_value)), address)
+    forward_value = form["forward_of"].value()
+    forwarded = None
+    if forward_value and str(forward_value).isdigit():
+        forwarded_entry = access.entry_for(request.user, int(forward_value))
+        forwarded = open_message(forwarded_entry.message).attachments
+    return render(request, "webmail/compose.html", {
+        **sidebar(user=request.user, address=address, current="compose"),
+        "form": form,
+        "forwarded_attachments": forwarded,
+        "phi_reasons": phi_reasons(str(form["subject"].value() or "")),
+    })
+
+
+@mail_login_required
+@require_GET
+def recipient_suggestions(request: HttpRequest) -> HttpResponse:
+    """Autocomplete for a comma-separated recipients field. Each option's value is the whole
+    field with the last, partly typed address completed, so a plain <datalist> does the rest."""
+    field = request.GET.get("field", "to")
+    field = field if field in ("to", "cc") else "to"
+    text = request.GET.get(field, "")[:2000]
+    head, _, token = text.rpartition(",")
+    token = token.strip().lower()
+    prefix = (head.strip() + ", ") if head.strip() else ""
+    found: dict[str, str] = {}
+    if len(token) >= 2:
+        for contact in Contact.objects.filter(owner_id=request.user.pk).filter(
+            Q(address__icontains=token) | Q(name__icontains=token)
+        )[:8]:
+            found.setdefault(contact.address, contact.name)
+        for hosted in Address.objects.filter(status=Address.Status.ACTIVE).filter(
+            Q(address__icontains=token) | Q(display_name__icontains=token)
+        )[:8]:
+            found.setdefault(hosted.address, hosted.display_name)
+        mailboxes = AddressGrant.objects.filter(user_id=request.user.pk).values("address_id")
+        correspondents = (
+            MailboxEntry.objects.filter(address_id__in=mailboxes, sender__icontains=token)
+            .order_by("-received_at").values_list("sender", flat=True)[:50]
+        )
+        for sender in correspondents:
+            try:
+                for parsed in parse_recipients(sender):
+                    found.setdefault(parsed, "")
+            except ValidationError:
+                continue
+            if len(found) >= 15:
+                break
+    options = [(prefix + address, name) for address, name in list(found.items())[:15]]
+    return render(request, "webmail/compose.html#suggestions",
+                  {"options": options, "field": field})
+
+
+@mail_login_required
+@require_POST
+def certificate_check(request: HttpRequest) -> HttpResponse:
+    sendable = _sendable(request.user)
+    sender_id = request.POST.get("sender", "")
+    address = next((a for a in sendable if str(a.pk) == sender_id), None)
+    rows: list[Any] = []
+    invalid = False
+    if address is not None:
+        try:
+            recipients = parse_recipients(request.POST.get("to", "") + "," + request.POST.get("cc", ""))
+        except ValidationError:
+            recipients, invalid = [], True
+        rows = check_recipients(recipients[:50], sender=address, at=timezone.now())
+    return render(request, "webmail/compose.html#certificates", {"checks": rows, "invalid": invalid})
+
+
+@mail_login_required
+@require_POST
+def subject_check(request: HttpRequest) -> HttpResponse:
+    return render(request, "webmail/compose.html#phi",
+                  {"phi_reasons": phi_reasons(request.POST.get("subject", "")[:998])})
+
+
+@mail_login_required
+@require_POST
+def draft_save(request: HttpRequest) -> HttpResponse:
+    form = DraftForm(request.POST)
+    if not form.is_valid():
+        return render(request, "webmail/compose.html#draft-status", {"error": True})
+    data = form.cleaned_data
+    address = access.sending_address_for(request.user, data["sender"])
+    draft = access.draft_for(request.user, data["draft"]) if data.get("draft") else None
+    forward_of = access.entry_for(request.user, data["forward_of"]) if data.get("forward_of") else None
+    draft = services.save_draft(
+        author=request.user, address=address, draft=draft, to=data["to"], cc=data["cc"],
+        subject=data["subject"], body=data["body"],
+        delivery_notification=data["delivery_notification"], forward_of=forward_of,
+    )
+    return render(request, "webmail/compose.html#draft-status", {"draft": draft})
+
+
+@mail_login_required
+@require_POST
+def draft_delete(request: HttpRequest, draft_id: int) -> HttpResponse:
+    draft = access.draft_for(request.user, draft_id)
+    address_id = draft.address_id
+    services.delete_draft(draft=draft)
+    messages.success(request, "Draft discarded.")
+    return redirect("webmail:folder", address_id, Box.DRAFTS)

@@ -1,0 +1,191 @@
+"""Reading a message: trust banner, body, attachments, C-CDA and XDM documents, the delivery
+timeline of sent mail, and single-message actions."""
+
+from __future__ import annotations
+
+import re
+
+from django.contrib import messages
+from django.db.models import Prefetch
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.http import content_disposition_header
+from django.views.decorators.http import require_GET, require_POST
+
+from hisp.models import AddressGrant, Delivery, DeliveryEvent, MailboxEntry, Message
+from hisp.services.audit import record
+from webmail import access, services
+from webmail.cda import DocumentError, parse_cda
+from webmail.content import Attachment, attachment, open_message, safe_filename
+from webmail.decorators import mail_login_required
+from webmail.forms import MoveForm
+from webmail.navigation import move_targets, sidebar
+from webmail.reasons import sentence
+from webmail.sanitise import clean_html
+from webmail.trustinfo import banner
+from webmail.xdm import ArchiveError, documents, read_document
+
+Box = MailboxEntry.SystemFolder
+_SIMPLE_TYPE = re.compile(r"^[a-z0-9][a-z0-9.+-]*/[a-z0-9][a-z0-9.+-]*$")
+# Types a browser would render or run in our origin are always served as a plain download.
+_ACTIVE_TYPES = {"text/html", "application/xhtml+xml", "image/svg+xml", "text/xml",
+                 "application/xml", "application/javascript", "text/javascript"}
+
+
+def _timeline(message: Message) -> list[dict[str, object]]:
+    deliveries = message.deliveries.order_by("recipient").prefetch_related(
+        Prefetch("events", queryset=DeliveryEvent.objects.order_by("at", "id"))
+    )
+    timeline = []
+    for delivery in deliveries:
+        steps = [
+            {"state": e.state, "label": Delivery.State(e.state).label if e.state in Delivery.State.values else e.state,
+             "at": e.at, "sentence": sentence(e.state, e.detail), "detail": e.detail,
+             "failed": e.state == Delivery.State.FAILED}
+            for e in delivery.events.all()
+        ]
+        timeline.append({
+            "recipient": delivery.recipient,
+            "state": delivery.state,
+            "label": delivery.get_state_display(),
+            "sentence": sentence(delivery.state, delivery.detail),
+            "steps": steps,
+        })
+    return timeline
+
+
+@mail_login_required
+@require_GET
+def message_detail(request: HttpRequest, entry_id: int) -> HttpResponse:
+    entry = access.entry_for(request.user, entry_id)
+    navigation = sidebar(
+        user=request.user, address=entry.address,
+        current=f"folder:{entry.user_folder_id}" if entry.folder == Box.USER else entry.folder,
+    )
+    # A read-only delegate reads without changing the owner's unread state.
+    services.open_entry(entry=entry, request=request,
+                        mark_read=navigation["grant"].role != AddressGrant.Role.READ)
+    message = entry.message
+    opened = open_message(message)
+    outbound = message.direction == Message.Direction.OUTBOUND
+    return render(request, "webmail/message_detail.html", {
+        **navigation,
+        "entry": entry,
+        "message": message,
+        "opened": opened,
+        "html": clean_html(opened.html) if opened.html else None,
+        "trust": banner(message),
+        "timeline": _timeline(message) if outbound else [],
+        "move_targets": move_targets(entry.address),
+    })
+
+
+def _attachment_or_404(entry: MailboxEntry, index: int) -> Attachment:
+    found = attachment(entry.message, index)
+    if found is None:
+        raise Http404("no such attachment")
+    return found
+
+
+def _download(data: bytes, *, filename: str, content_type: str) -> HttpResponse:
+    if not _SIMPLE_TYPE.match(content_type) or content_type in _ACTIVE_TYPES:
+        content_type = "application/octet-stream"
+    response = HttpResponse(data, content_type=content_type)
+    response["Content-Disposition"] = content_disposition_header(True, filename)
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+@mail_login_required
+@require_GET
+def attachment_download(request: HttpRequest, entry_id: int, index: int) -> HttpResponse:
+    entry = access.entry_for(request.user, entry_id)
+    found = _attachment_or_404(entry, index)
+    record(action="attachment.download", obj=entry.message, request=request, part=index)
+    return _download(found.data, filename=found.filename, content_type=found.content_type)
+
+
+@mail_login_required
+@require_GET
+def attachment_view(request: HttpRequest, entry_id: int, index: int) -> HttpResponse:
+    """A C-CDA rendered readably, or the document list of an IHE XDM package."""
+    entry = access.entry_for(request.user, entry_id)
+    found = _attachment_or_404(entry, index)
+    record(action="attachment.view", obj=entry.message, request=request, part=index)
+    context: dict[str, object] = {
+        **sidebar(user=request.user, address=entry.address, current=entry.folder),
+        "entry": entry, "attachment": found,
+    }
+    if found.looks_like_xdm:
+        try:
+            context["xdm_documents"] = documents(found.data)
+        except ArchiveError as exc:
+            context["error"] = str(exc)
+        return render(request, "webmail/xdm.html", context)
+    try:
+        context["document"] = parse_cda(found.data)
+    except DocumentError as exc:
+        context["error"] = str(exc)
+    return render(request, "webmail/document.html", context)
+
+
+@mail_login_required
+@require_GET
+def xdm_document(request: HttpRequest, entry_id: int, index: int, member: int) -> HttpResponse:
+    entry = access.entry_for(request.user, entry_id)
+    found = _attachment_or_404(entry, index)
+    if not found.looks_like_xdm:
+        raise Http404("not an XDM package")
+    try:
+        document, data = read_document(found.data, member)
+    except ArchiveError as exc:
+        if exc.code == "no-such-document":
+            raise Http404("no such document") from exc
+        return render(request, "webmail/document.html", {
+            **sidebar(user=request.user, address=entry.address, current=entry.folder),
+            "entry": entry, "attachment": found, "error": str(exc),
+        }, status=422)
+    record(action="attachment.view", obj=entry.message, request=request, part=index, member=member)
+    filename = safe_filename(document.name, index=member, content_type=document.content_type)
+    if request.GET.get("download") or not document.is_xml:
+        return _download(data, filename=filename, content_type=document.content_type)
+    context: dict[str, object] = {
+        **sidebar(user=request.user, address=entry.address, current=entry.folder),
+        "entry": entry, "attachment": found, "member": document,
+    }
+    try:
+        context["document"] = parse_cda(data)
+    except DocumentError as exc:
+        context["error"] = str(exc)
+    return render(request, "webmail/document.html", context)
+
+
+@mail_login_required
+@require_POST
+def message_action(request: HttpRequest, entry_id: int) -> HttpResponse:
+    entry = access.entry_for(request.user, entry_id, write=True)
+    action = request.POST.get("action", "")
+    back = redirect("webmail:folder", entry.address_id,
+                    entry.folder if entry.folder != Box.USER else Box.INBOX)
+    if entry.folder == Box.USER and entry.user_folder_id:
+        back = redirect("webmail:user-folder", entry.address_id, entry.user_folder_id)
+    if action == "archive":
+        services.move_entry(entry=entry, folder=Box.ARCHIVE, request=request)
+        messages.success(request, "Archived.")
+    elif action == "delete":
+        services.delete_entry(entry=entry, request=request)
+        messages.success(request, "Moved to Trash." if entry.folder == Box.TRASH else "Deleted.")
+    elif action == "unread":
+        services.set_read(entry=entry, read=False, request=request)
+    elif action == "move":
+        form = MoveForm(request.POST, address=entry.address)
+        if not form.is_valid():
+            messages.error(request, "Choose a folder to move to.")
+            return redirect("webmail:message-detail", entry.pk)
+        target, user_folder = form.cleaned_data["target"]
+        services.move_entry(entry=entry, folder=target, user_folder=user_folder, request=request)
+        messages.success(request, "Moved.")
+    else:
+        raise Http404("unknown action")
+    return back
