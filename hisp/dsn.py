@@ -1,0 +1,108 @@
+"""Delivery Status Notifications (RFC 3464): the failure reports a sender finds in their mailbox
+when a Direct message could not be delivered (Implementation Guide for Delivery Notification
+section 3.4), and the ones other HISPs send us."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hisp.reports import ReportError, assemble, field_blocks, first, strip_address_type
+
+REPORT_TYPE = "delivery-status"
+
+
+@dataclass(frozen=True)
+class RecipientStatus:
+    final_recipient: str
+    action: str  # failed, delayed, delivered, relayed, expanded (RFC 3464 2.3.3)
+    status: str  # e.g. 5.7.31 (RFC 3463 class.subject.detail)
+    original_recipient: str | None = None
+    diagnostic: str | None = None
+
+
+@dataclass(frozen=True)
+class Dsn:
+    reporting_mta: str
+    original_message_id: str | None
+    recipients: tuple[RecipientStatus, ...]
+
+
+def parse(raw: bytes) -> Dsn:
+    blocks = field_blocks(raw, REPORT_TYPE)
+    per_message, per_recipient = blocks[0], blocks[1:]
+    if first(per_message, "Final-Recipient") is not None:
+        # No per-message block at all: malformed (RFC 3464 section 2.2 requires Reporting-MTA).
+        raise ReportError("a DSN starts with its per-message fields (Reporting-MTA)")
+    reporting = first(per_message, "Reporting-MTA")
+    if not reporting:
+        raise ReportError("a DSN needs Reporting-MTA (RFC 3464 2.2.2)")
+    # The original Message-ID is an extension field; implementations name it differently
+    # (Original-Message-ID, X-Original-Message-ID, X-CERN-Original-Message-Id...).
+    original_id = next(
+        (v for k, v in per_message if k.lower().endswith("original-message-id")), None
+    )
+    recipients = []
+    for block in per_recipient:
+        final = strip_address_type(first(block, "Final-Recipient"))
+        action = (first(block, "Action") or "").strip().lower()
+        status = (first(block, "Status") or "").strip()
+        if not final or not action or not status:
+            raise ReportError("each recipient needs Final-Recipient, Action and Status (2.3)")
+        recipients.append(
+            RecipientStatus(
+                final_recipient=final,
+                action=action,
+                status=status.split()[0],
+                original_recipient=strip_address_type(first(block, "Original-Recipient")),
+                diagnostic=first(block, "Diagnostic-Code"),
+            )
+        )
+    if not recipients:
+        raise ReportError("a DSN needs at least one recipient block")
+    return Dsn(
+        reporting_mta=strip_address_type(reporting) or reporting,
+        original_message_id=original_id.strip() if original_id else None,
+        recipients=tuple(recipients),
+    )
+
+
+def build(
+    *,
+    reporting_host: str,
+    sender: str,
+    to: str,
+    message_id: str,
+    original_message_id: str,
+    original_headers: bytes | None,
+    recipients: Sequence[RecipientStatus],
+    explanation: str,
+    subject: str = "",
+) -> bytes:
+    per_message = [
+        ("Reporting-MTA", f"dns; {reporting_host}"),
+        ("X-Original-Message-ID", original_message_id),
+    ]
+    blocks = [per_message]
+    for rcpt in recipients:
+        block = [("Final-Recipient", f"rfc822;{rcpt.final_recipient}")]
+        if rcpt.original_recipient:
+            block.insert(0, ("Original-Recipient", f"rfc822;{rcpt.original_recipient}"))
+        block += [("Action", rcpt.action), ("Status", rcpt.status)]
+        if rcpt.diagnostic:
+            block.append(("Diagnostic-Code", rcpt.diagnostic))
+        blocks.append(block)
+    failed = all(r.action == "failed" for r in recipients)
+    title = "Delivery failed" if failed else "Delivery status"
+    return assemble(
+        sender=sender,
+        to=to,
+        subject=f"{title}: {subject}" if subject else title,
+        message_id=message_id,
+        report_type=REPORT_TYPE,
+        human=explanation,
+        machine=blocks,
+        machine_type="message/delivery-status",
+        original_headers=original_headers,
+        extra_headers=(("Auto-Submitted", "auto-replied"),),
+    )

@@ -1,0 +1,196 @@
+"""Reading messages for people and for the flow's decisions: header summaries, the text body,
+the attachment list, and the few header fields that steer processing.
+
+Display parsing goes through the standard ``email`` package; nothing here ever rewrites the
+bytes a signature covers.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import getaddresses, parseaddr
+
+from agent.mime import CRLF, parse_entity, to_crlf
+
+SNIPPET_CHARS = 200
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content_type: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Summary:
+    message_id: str
+    sender: str  # the From header as written (display name included)
+    sender_address: str
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    subject: str
+    body_text: str
+    attachments: tuple[Attachment, ...]
+
+    @property
+    def snippet(self) -> str:
+        return " ".join(self.body_text.split())[:SNIPPET_CHARS]
+
+
+def parse(raw: bytes) -> EmailMessage:
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def _header(message: EmailMessage, name: str) -> str:
+    try:
+        value = message.get(name)
+    except (ValueError, IndexError, TypeError):  # broken encoded-words and the like
+        value = message.get_all(name, failobj=[""])[0] if name in message else ""
+    return " ".join(str(value or "").split())
+
+
+def addresses(message: EmailMessage, name: str) -> tuple[str, ...]:
+    values = [str(v) for v in message.get_all(name, failobj=[])]
+    return tuple(addr for _n, addr in getaddresses(values) if addr)
+
+
+def summarise(raw: bytes) -> Summary:
+    message = parse(raw)
+    sender = _header(message, "From")
+    return Summary(
+        message_id=_header(message, "Message-ID"),
+        sender=sender,
+        sender_address=parseaddr(sender)[1],
+        to=addresses(message, "To"),
+        cc=addresses(message, "Cc"),
+        subject=_header(message, "Subject"),
+        body_text=body_text(message),
+        attachments=tuple(attachments(message)),
+    )
+
+
+def body_text(message: EmailMessage) -> str:
+    try:
+        part = message.get_body(preferencelist=("plain", "html"))
+    except (KeyError, LookupError):
+        part = None
+    if part is None:
+        return ""
+    try:
+        text = part.get_content()
+    except (LookupError, ValueError, AssertionError):
+        payload = part.get_payload(decode=True)
+        text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+    if not isinstance(text, str):
+        return ""
+    if part.get_content_subtype() == "html":
+        # Search text only: tags out. Rendering sanitises separately (webmail uses nh3).
+        text = re.sub(r"<[^>]*>", " ", text)
+    return text
+
+
+def attachments(message: EmailMessage) -> list[Attachment]:
+    found: list[Attachment] = []
+    for part in message.iter_attachments() if message.is_multipart() else ():
+        assert isinstance(part, EmailMessage)
+        payload = part.get_payload(decode=True)
+        found.append(
+            Attachment(
+                filename=part.get_filename() or "",
+                content_type=part.get_content_type(),
+                size=len(payload) if isinstance(payload, bytes) else 0,
+            )
+        )
+    return found
+
+
+# --- Header fields that steer the flow -------------------------------------------------------
+
+FINAL_DELIVERY = "x-direct-final-destination-delivery"
+
+
+class OptionsMalformed(ValueError):
+    pass
+
+
+def wants_final_delivery(raw: bytes) -> bool:
+    """Whether the sender asked for timely and reliable delivery (Implementation Guide for
+    Delivery Notification 3.0 section 3.2, RFC 3798 section 2.2 syntax):
+    ``Disposition-Notification-Options: X-DIRECT-FINAL-DESTINATION-DELIVERY=optional,true``.
+
+    Raises :class:`OptionsMalformed` when the field is present but does not parse."""
+    values = header_values(raw, "disposition-notification-options")
+    asked = False
+    for value in values:
+        for parameter in value.split(";"):
+            if not parameter.strip():
+                continue
+            attribute, eq, rest = parameter.partition("=")
+            if not eq:
+                raise OptionsMalformed("parameter without '='")
+            importance, comma, tail = rest.partition(",")
+            if importance.strip().lower() not in ("required", "optional") or not comma:
+                raise OptionsMalformed("importance must be 'required' or 'optional'")
+            settings = [v.strip().lower() for v in tail.split(",")]
+            if attribute.strip().lower() == FINAL_DELIVERY:
+                if settings != ["true"]:
+                    raise OptionsMalformed("X-DIRECT-FINAL-DESTINATION-DELIVERY must be 'true'")
+                asked = True
+    return asked
+
+
+def header_values(raw: bytes, name: str) -> list[str]:
+    return parse_entity(to_crlf(head_of(raw))).get_all(name)
+
+
+def head_of(raw: bytes) -> bytes:
+    """The header block, with its final CRLF (cheap: no body copy beyond the block)."""
+    end = raw.find(b"\r\n\r\n")
+    if end < 0:
+        end = raw.find(b"\n\n")
+        return raw if end < 0 else raw[: end + 1]
+    return raw[: end + 2]
+
+
+def is_report(raw: bytes) -> str | None:
+    """``disposition-notification`` or ``delivery-status`` for an MDN or DSN, else None."""
+    content_type = parse_entity(to_crlf(head_of(raw))).content_type
+    if content_type.type != "multipart/report":
+        return None
+    kind = (content_type.param("report-type") or "").lower()
+    return kind if kind in ("disposition-notification", "delivery-status") else None
+
+
+def is_auto_generated(raw: bytes, *, envelope_from: str = "") -> bool:
+    """Mail that must never be answered automatically (RFC 3834 section 2; RFC 3798 2.1)."""
+    if not envelope_from or envelope_from.lower().startswith(("mailer-daemon@", "postmaster@")):
+        return True
+    entity = parse_entity(to_crlf(head_of(raw)))
+    auto = (entity.get("auto-submitted") or "no").strip().lower()
+    precedence = (entity.get("precedence") or "").strip().lower()
+    return (
+        auto != "no"
+        or precedence in ("bulk", "list", "junk")
+        or entity.get("list-id") is not None
+        or is_report(raw) is not None
+    )
+
+
+def without_fields(raw: bytes, names: frozenset[str]) -> bytes:
+    """``raw`` with the named header fields removed (folded lines included), body untouched."""
+    data = to_crlf(raw)
+    entity = parse_entity(data)
+    kept = b"".join(h.raw for h in entity.headers if h.key not in names)
+    return kept + CRLF + bytes(entity.body)
+
+
+def prepend_fields(raw: bytes, fields: list[tuple[str, str]]) -> bytes:
+    lines = b"".join(f"{name}: {value}".encode("ascii") + CRLF for name, value in fields)
+    return lines + raw

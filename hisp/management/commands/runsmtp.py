@@ -1,0 +1,54 @@
+"""Run backbone SMTP ingress and the submission port until interrupted."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+
+class Command(BaseCommand):
+    help = "Run the backbone SMTP listener (STARTTLS offered) and the submission port."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--bind", default=None, help="address to listen on")
+        parser.add_argument("--port", type=int, default=None, help="backbone port (0: closed)")
+        parser.add_argument(
+            "--submission-port", type=int, default=None, help="submission port (0: closed)"
+        )
+
+    def handle(self, *args: Any, **opts: Any) -> None:
+        from hisp.smtp import server
+
+        bind = opts["bind"] or settings.HISP_SMTP_BIND
+        port = settings.HISP_SMTP_PORT if opts["port"] is None else opts["port"]
+        submission = (
+            settings.HISP_SUBMISSION_PORT
+            if opts["submission_port"] is None
+            else opts["submission_port"]
+        )
+        for name, value in (("--port", port), ("--submission-port", submission)):
+            if not 0 <= value <= 65535:
+                raise CommandError(f"{name} must be between 0 and 65535")
+        if not port and not submission:
+            raise CommandError("both ports are 0: nothing to run")
+        try:
+            listeners = server.start(bind=bind, port=port, submission_port=submission)
+        except (OSError, RuntimeError) as exc:
+            raise CommandError(f"cannot start SMTP listeners: {exc}") from None
+        stop = threading.Event()
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        if port:
+            self.stdout.write(f"SMTP backbone listening on {bind}:{port}")
+        if submission:
+            self.stdout.write(f"SMTP submission listening on {bind}:{submission}")
+        self.stdout.flush()
+        try:
+            while not stop.wait(1.0):
+                pass
+        finally:
+            listeners.stop()

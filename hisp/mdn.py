@@ -1,0 +1,115 @@
+"""Message Disposition Notifications (RFC 3798) as Direct uses them (Implementation Guide for
+Delivery Notification in Direct 1.0): ``processed`` when a HISP has accepted a message after
+security and trust processing, ``dispatched`` (with the ``X-DIRECT-FINAL-DESTINATION-DELIVERY``
+extension field) once it is in the recipient's mailbox, ``failed`` when it cannot be delivered."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hisp.reports import ReportError, assemble, field_blocks, first, strip_address_type
+
+REPORT_TYPE = "disposition-notification"
+# Implementation Guide section 3.3: the extension field that marks a dispatched MDN as the
+# final-destination-delivery confirmation the sender asked for.
+FINAL_DELIVERY_FIELD = "X-DIRECT-FINAL-DESTINATION-DELIVERY"
+AUTOMATIC = "automatic-action/MDN-sent-automatically"
+TYPES = frozenset({"processed", "dispatched", "failed", "displayed", "deleted", "denied"})
+
+
+@dataclass(frozen=True)
+class Mdn:
+    disposition: str  # the disposition type: processed, dispatched, failed, ...
+    modifiers: tuple[str, ...]  # e.g. ("error",)
+    original_message_id: str
+    final_recipient: str
+    original_recipient: str | None
+    reporting_ua: str
+    final_delivery: bool  # carries X-DIRECT-FINAL-DESTINATION-DELIVERY
+    failure: str | None = None
+
+    @property
+    def is_failure(self) -> bool:
+        return self.disposition in ("failed", "deleted", "denied") or "error" in self.modifiers
+
+
+def parse(raw: bytes) -> Mdn:
+    """Parse an MDN; raises :class:`ReportError` when a required field is missing."""
+    block = [field for group in field_blocks(raw, REPORT_TYPE) for field in group]
+    disposition = first(block, "Disposition")
+    original_id = first(block, "Original-Message-ID")
+    final = strip_address_type(first(block, "Final-Recipient"))
+    if not disposition or not original_id or not final:
+        raise ReportError(
+            "an MDN needs Disposition, Final-Recipient and Original-Message-ID (RFC 3798 3.1)"
+        )
+    # disposition-field = disposition-mode ";" disposition-type ["/" modifier *("," modifier)]
+    _mode, sep, rest = disposition.partition(";")
+    if not sep:
+        raise ReportError("Disposition without a disposition type")
+    kind, _, modifiers = rest.strip().partition("/")
+    kind = kind.strip().lower()
+    if kind not in TYPES:
+        raise ReportError(f"unknown disposition type {kind!r}")
+    return Mdn(
+        disposition=kind,
+        modifiers=tuple(m.strip().lower() for m in modifiers.split(",") if m.strip()),
+        original_message_id=original_id.strip(),
+        final_recipient=final,
+        original_recipient=strip_address_type(first(block, "Original-Recipient")),
+        reporting_ua=first(block, "Reporting-UA") or "",
+        final_delivery=first(block, FINAL_DELIVERY_FIELD) is not None,
+        failure=first(block, "Failure") or first(block, "Error"),
+    )
+
+
+def build(
+    *,
+    reporting_host: str,
+    sender: str,
+    to: str,
+    message_id: str,
+    original_message_id: str,
+    original_recipient: str,
+    final_recipient: str,
+    disposition: str,
+    subject: str = "",
+    final_delivery: bool = False,
+    failure: str | None = None,
+) -> bytes:
+    """An MDN from ``sender`` (the recipient that reports) to ``to`` (the original sender).
+
+    It carries no Disposition-Notification-To: an MDN is never answered with an MDN
+    (RFC 3798 section 2.1)."""
+    if disposition not in ("processed", "dispatched", "failed"):
+        raise ValueError(f"unsupported disposition {disposition!r}")
+    if final_delivery and disposition != "dispatched":
+        raise ValueError("only a dispatched MDN carries X-DIRECT-FINAL-DESTINATION-DELIVERY")
+    fields = [
+        ("Reporting-UA", f"{reporting_host}; HISP Direct security agent"),
+        ("Original-Recipient", f"rfc822;{original_recipient}"),
+        ("Final-Recipient", f"rfc822;{final_recipient}"),
+        ("Original-Message-ID", original_message_id),
+        ("Disposition", f"{AUTOMATIC};{disposition}"),
+    ]
+    if failure:
+        fields.append(("Failure", failure))
+    if final_delivery:
+        fields.append((FINAL_DELIVERY_FIELD, ""))
+    human = {
+        "processed": f"The message was processed for {final_recipient}.",
+        "dispatched": f"The message was delivered to the mailbox of {final_recipient}.",
+        "failed": f"The message could not be delivered to {final_recipient}.",
+    }[disposition]
+    title = disposition.capitalize()
+    return assemble(
+        sender=sender,
+        to=to,
+        subject=f"{title}: {subject}" if subject else title,
+        message_id=message_id,
+        report_type=REPORT_TYPE,
+        human=human,
+        machine=[fields],
+        machine_type="message/disposition-notification",
+        extra_headers=(("Auto-Submitted", "auto-replied"),),
+    )

@@ -1,0 +1,189 @@
+"""New outgoing messages: building one from a form or the CLI, and submitting raw RFC 5322 mail
+(webmail, the submission port, ``manage.py send``) into the outbound pipeline."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from email.headerregistry import Address as HeaderAddress
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, parseaddr
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from agent.errors import AgentError
+from hisp import mailtext
+from hisp.models import Address, Delivery, DeliveryEvent, MailboxEntry, Message
+from hisp.services import audit
+from hisp.services.mail import enqueue, find_address
+
+# (filename, content type, bytes)
+AttachmentData = tuple[str, str, bytes]
+
+FINAL_DELIVERY_OPTION = "X-DIRECT-FINAL-DESTINATION-DELIVERY=optional,true"
+
+
+class SubmissionError(ValueError):
+    """The message cannot be sent as submitted; the text says why (safe to show the user)."""
+
+
+def new_message_id() -> str:
+    # 128 random bits: unique without coordination between processes (RFC 5322 3.6.4).
+    return f"<{secrets.token_hex(16)}@{settings.HISP_HOSTNAME}>"
+
+
+def build_message(
+    *,
+    sender: str,
+    to: Sequence[str],
+    cc: Sequence[str] = (),
+    subject: str,
+    body_text: str,
+    attachments: Sequence[AttachmentData] = (),
+    delivery_notification: bool = True,
+    sender_name: str = "",
+) -> bytes:
+    """An RFC 5322 message with a unique Message-ID on ``HISP_HOSTNAME``; with
+    ``delivery_notification`` it asks for timely and reliable delivery (Implementation Guide for
+    Delivery Notification section 3.2)."""
+    if not to:
+        raise SubmissionError("at least one recipient is required")
+    message = EmailMessage(policy=SMTP)
+    local, _, domain = sender.rpartition("@")
+    message["From"] = HeaderAddress(display_name=sender_name, username=local, domain=domain)
+    message["To"] = ", ".join(to)
+    if cc:
+        message["Cc"] = ", ".join(cc)
+    message["Subject"] = subject
+    message["Date"] = format_datetime(timezone.now())
+    message["Message-ID"] = new_message_id()
+    if delivery_notification:
+        message["Disposition-Notification-Options"] = FINAL_DELIVERY_OPTION
+    message.set_content(body_text)
+    for filename, content_type, data in attachments:
+        maintype, _, subtype = content_type.partition("/")
+        if not subtype:
+            maintype, subtype = "application", "octet-stream"
+        message.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
+    return message.as_bytes()
+
+
+def _hosted_sender(address: Address | str) -> Address:
+    if isinstance(address, Address):
+        row: Address | None = address
+    else:
+        row = find_address(address)
+    if row is None:
+        raise SubmissionError(f"{address} is not an address hosted here")
+    if row.status != Address.Status.ACTIVE:
+        raise SubmissionError(f"{row.address} is not active")
+    return row
+
+
+def submit(
+    *,
+    address: Address | str,
+    raw: bytes,
+    actor: AbstractBaseUser | str | None,
+    peer: str,
+    recipients: Sequence[str] | None = None,
+) -> Message:
+    """Store an outgoing message as the hosted ``address`` and queue its protection.
+
+    ``recipients`` is the SMTP envelope on the submission port; otherwise To, Cc and Bcc.
+    The From header must be the sending address: the recipient's agent binds it to our
+    signature (Applicability Statement 4.0), so anything else would be rejected there anyway.
+    """
+    sender = _hosted_sender(address)
+    try:
+        head = mailtext.parse(mailtext.head_of(raw))
+        header_from = [a for _n, a in [parseaddr(v) for v in head.get_all("From", [])] if a]
+    except (AgentError, ValueError, IndexError, TypeError) as exc:
+        raise SubmissionError(f"the message headers do not parse: {exc}") from None
+    if len(header_from) != 1 or header_from[0].lower() != sender.address.lower():
+        raise SubmissionError(f"the From header must be {sender.address}")
+    if recipients is None:
+        recipients = [
+            *mailtext.addresses(head, "To"),
+            *mailtext.addresses(head, "Cc"),
+            *mailtext.addresses(head, "Bcc"),
+        ]
+    rcpts = list(dict.fromkeys(r.strip() for r in recipients if r.strip()))
+    if not rcpts:
+        raise SubmissionError("the message has no recipients")
+    for rcpt in rcpts:
+        local, at, domain = rcpt.rpartition("@")
+        if not at or not local or "." not in domain:
+            raise SubmissionError(f"not a Direct address: {rcpt}")
+    try:
+        raw = mailtext.without_fields(raw, frozenset({"bcc"}))  # RFC 5322 section 3.6.3
+        added: list[tuple[str, str]] = []
+        message_id = " ".join(str(head.get("Message-ID") or "").split())
+        if not message_id:
+            message_id = new_message_id()
+            added.append(("Message-ID", message_id))
+        if head.get("Date") is None:
+            added.append(("Date", format_datetime(timezone.now())))
+        raw = mailtext.prepend_fields(raw, added)  # RFC 6409 section 8: the MSA may add them
+        try:
+            timely = mailtext.wants_final_delivery(raw)
+        except mailtext.OptionsMalformed:
+            timely = False
+    except AgentError as exc:
+        raise SubmissionError(f"the message headers do not parse: {exc.detail}") from None
+    summary = mailtext.summarise(raw)
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            if Message.objects.filter(
+                direction=Message.Direction.OUTBOUND, message_id=message_id
+            ).exists():
+                raise SubmissionError(f"Message-ID {message_id} was already sent")
+            message = Message.objects.create(
+                direction=Message.Direction.OUTBOUND,
+                kind=Message.Kind.REGULAR,
+                state=Message.State.QUEUED,
+                raw=raw,
+                message_id=message_id,
+                envelope_from=sender.address,
+                envelope_to=rcpts,
+                header_from=summary.sender,
+                header_to=list(summary.to + summary.cc),
+                subject=summary.subject[:998],
+                peer=peer[:255],
+            )
+            for rcpt in rcpts:
+                delivery = Delivery.objects.create(
+                    message=message, recipient=rcpt, state=Delivery.State.QUEUED, timely=timely
+                )
+                DeliveryEvent.objects.create(delivery=delivery, state=Delivery.State.QUEUED)
+            MailboxEntry.objects.create(
+                address=sender,
+                message=message,
+                folder=MailboxEntry.SystemFolder.SENT,
+                read=True,
+                sender=summary.sender,
+                recipients=rcpts,
+                subject=summary.subject[:998],
+                snippet=summary.snippet,
+                body_text=summary.body_text,
+                has_attachments=bool(summary.attachments),
+                received_at=now,
+            )
+            audit.record(
+                action="message.submitted",
+                obj=message,
+                actor=actor,
+                client=None,
+                sender=sender.address,
+                recipients=len(rcpts),
+                via=peer[:40],
+            )
+            enqueue("process_outgoing", message.pk)
+    except IntegrityError as exc:
+        raise SubmissionError(f"the message could not be stored: {exc}") from None
+    return message

@@ -1,0 +1,199 @@
+"""The mail flow's front door and its bookkeeping: accepting SMTP mail, queueing work on commit,
+and the sweeper that returns stalled work to the queue.
+
+The flow itself lives next to this module: :mod:`hisp.services.inbound` (unprotect and deliver),
+:mod:`hisp.services.outbound` (protect, egress, retries), :mod:`hisp.services.tracking` (MDNs,
+DSNs and time-outs) and :mod:`hisp.services.compose` (new messages). Every state change is a
+conditional UPDATE, so a task that runs twice does nothing the second time.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from hisp.models import Address, Delivery, Domain, Message
+from hisp.services import audit
+
+log = logging.getLogger(__name__)
+
+def claim_lease() -> timedelta:
+    return settings.HISP_CLAIM_LEASE
+
+
+def queue_grace() -> timedelta:
+    return settings.HISP_QUEUE_GRACE
+
+
+class Verdict(enum.Enum):
+    ACCEPT = "250 2.1.5 OK"
+    UNKNOWN = "550 5.1.1 No such user here"
+    RELAY = "550 5.7.1 Relaying denied: not a domain hosted here"
+
+
+def find_address(address: str) -> Address | None:
+    """The hosted Address for ``address``: the stored form (domain lower-cased) first, which
+    the unique index answers; a case-insensitive match only when that misses."""
+    local, at, domain = address.strip().rpartition("@")
+    if not at or not local:
+        return None
+    value = f"{local}@{domain.lower().rstrip('.')}"
+    return (
+        Address.objects.filter(address=value).first()
+        or Address.objects.filter(address__iexact=value).first()
+    )
+
+
+def recipient_verdict(address: str) -> Verdict:
+    """Whether backbone ingress accepts mail for ``address`` (never an open relay)."""
+    local, _, domain = address.rpartition("@")
+    domain = domain.lower().rstrip(".")
+    if not local or not Domain.objects.filter(name=domain).exists():
+        return Verdict.RELAY
+    row = find_address(address)
+    return Verdict.ACCEPT if row and row.status == Address.Status.ACTIVE else Verdict.UNKNOWN
+
+
+def enqueue(task_name: str, pk: int) -> None:
+    """Queue a task by primary key once the current transaction commits.
+
+    Like Celery's ``delay_on_commit``, but robust: if the broker is unreachable the commit still
+    stands (the SMTP client already has or will get its 250) and the sweeper queues the work
+    later, instead of the error turning into a 4xx that makes the client send a duplicate.
+    """
+    from hisp.tasks import mail as tasks
+
+    task = getattr(tasks, task_name)
+    transaction.on_commit(lambda: task.delay(pk), robust=True)
+
+
+def accept_incoming(
+    *, raw: bytes, mail_from: str, rcpt_tos: Sequence[str], peer: str
+) -> Message:
+    """Store a message received on the backbone and queue its processing.
+
+    Called from the SMTP DATA handler (in a worker thread): the bytes are stored exactly as
+    received, in one transaction with the envelope, and nothing is parsed here.
+    """
+    with transaction.atomic():
+        message = Message.objects.create(
+            direction=Message.Direction.INBOUND,
+            state=Message.State.RECEIVED,
+            raw=raw,
+            envelope_from=mail_from,
+            envelope_to=list(rcpt_tos),
+            peer=peer,
+        )
+        audit.record(
+            action="message.received",
+            obj=message,
+            actor=f"smtp:{peer}",
+            client=_ip(peer),
+            size=len(raw),
+            recipients=len(rcpt_tos),
+        )
+        enqueue("process_incoming", message.pk)
+    return message
+
+
+def _ip(peer: str) -> str | None:
+    host = peer.rsplit(":", 1)[0].strip("[]") if peer.count(":") <= 1 else peer
+    try:
+        import ipaddress
+
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return None
+
+
+def claim_message(pk: int, *, from_state: str) -> Message | None:
+    """Take the lease on one message; None when another worker has it or it is done."""
+    now = timezone.now()
+    won = Message.objects.filter(pk=pk, state=from_state).update(
+        state=Message.State.PROCESSING, claimed_at=now
+    )
+    if not won:
+        return None
+    return Message.objects.get(pk=pk)
+
+
+def finish_message(message: Message, *, state: str, **fields: Any) -> bool:
+    """Leave PROCESSING for ``state``, only if our lease is still the current one. Called inside
+    the transaction that wrote the results, so results and state commit together or not at all."""
+    done = Message.objects.filter(
+        pk=message.pk, state=Message.State.PROCESSING, claimed_at=message.claimed_at
+    ).update(state=state, claimed_at=None, **fields)
+    return bool(done)
+
+
+def release_message(message: Message, *, back_to: str) -> None:
+    Message.objects.filter(
+        pk=message.pk, state=Message.State.PROCESSING, claimed_at=message.claimed_at
+    ).update(state=back_to, claimed_at=None)
+
+
+def sweep() -> dict[str, int]:
+    """Return expired claims to the queue and re-queue work that was never picked up.
+
+    Safe to run any time and from several schedulers at once: every step is a conditional
+    UPDATE, and a task queued twice finds the claim taken the second time.
+    """
+    now = timezone.now()
+    expired = now - claim_lease()
+    stale = now - queue_grace()
+    counts = {"incoming": 0, "outgoing": 0, "deliveries": 0}
+    for direction, back_to, task_name, key in (
+        (Message.Direction.INBOUND, Message.State.RECEIVED, "process_incoming", "incoming"),
+        (Message.Direction.OUTBOUND, Message.State.QUEUED, "process_outgoing", "outgoing"),
+    ):
+        lost = list(
+            Message.objects.filter(
+                direction=direction, state=Message.State.PROCESSING, claimed_at__lt=expired
+            ).values_list("pk", "claimed_at")
+        )
+        for pk, claimed in lost:
+            Message.objects.filter(
+                pk=pk, state=Message.State.PROCESSING, claimed_at=claimed
+            ).update(state=back_to, claimed_at=None, updated_at=now)
+        waiting = Message.objects.filter(direction=direction, state=back_to).filter(
+            Q(updated_at__lt=stale) | Q(pk__in=[pk for pk, _ in lost])
+        )
+        for pk in waiting.values_list("pk", flat=True):
+            # Touch the row so the next sweep does not queue it again straight away.
+            if Message.objects.filter(pk=pk, state=back_to).update(updated_at=now):
+                enqueue(task_name, pk)
+                counts[key] += 1
+    # Deliveries: an expired lease on an attempt, a retry (or a pending-certificate re-check)
+    # that fell due, or a queued attempt whose task was lost.
+    due = Delivery.objects.filter(
+        message__direction=Message.Direction.OUTBOUND,
+        state__in=[
+            Delivery.State.QUEUED,
+            Delivery.State.DEFERRED,
+            Delivery.State.PENDING_CERTIFICATE,
+        ],
+    ).filter(
+        Q(claimed_at__lt=expired)
+        | Q(claimed_at__isnull=True, next_attempt_at__lte=now)
+        | Q(claimed_at__isnull=True, next_attempt_at__isnull=True, updated_at__lt=stale)
+    )
+    for pk in due.values_list("pk", flat=True):
+        # Clearing next_attempt_at hands the row to the "queued but lost" rule above, so a
+        # due retry is queued once per grace period, not on every sweep.
+        touched = Delivery.objects.filter(pk=pk).filter(
+            Q(claimed_at__lt=expired) | Q(claimed_at__isnull=True)
+        ).update(claimed_at=None, next_attempt_at=None, updated_at=now)
+        if touched:
+            enqueue("deliver", pk)
+            counts["deliveries"] += 1
+    if any(counts.values()):
+        log.info("sweeper re-queued %s", counts)
+    return counts

@@ -1,0 +1,230 @@
+"""Reports this HISP writes: MDNs it sends for its recipients (queued as outbound messages, so
+they are signed and encrypted like any other mail) and DSNs / notices it puts straight into a
+hosted sender's mailbox.
+
+Every function here is called inside the transaction that made the state change the report is
+about, so a report exists exactly when its state change committed (never twice, never lost).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.utils import timezone
+
+from hisp import dsn, mailtext, mdn
+from hisp.models import Address, Delivery, DeliveryEvent, MailboxEntry, Message
+from hisp.services.compose import new_message_id
+from hisp.services.mail import enqueue, find_address
+
+log = logging.getLogger(__name__)
+
+# RFC 3463 status codes for the agent's reasons. The issue's Direct-specific 5.7.x details:
+# 5.7.11 untrusted, 5.7.31 no usable certificate.
+STATUS_FOR_CODE = {
+    "no-recipient-certificate": "5.7.31",
+    "untrusted-recipient": "5.7.11",
+    "no-sender-key": "5.7.0",
+}
+EXPIRED = "5.4.7"  # RFC 3463: delivery time expired
+
+
+def status_for(code: str) -> str:
+    return STATUS_FOR_CODE.get(code, "5.7.0")
+
+
+def queue_mdn(
+    *,
+    inbound: Message,
+    reporter: Address,
+    to: str,
+    original_message_id: str,
+    original_recipient: str,
+    disposition: str,
+    subject: str,
+    final_delivery: bool = False,
+    failure: str | None = None,
+    queue: bool = True,
+) -> Message:
+    """Queue an MDN from the hosted ``reporter`` to the original sender ``to``. With
+    ``queue=False`` the caller processes it itself right after the commit (the sweeper still
+    picks it up if that never happens)."""
+    message_id = new_message_id()
+    raw = mdn.build(
+        reporting_host=settings.HISP_HOSTNAME,
+        sender=reporter.address,
+        to=to,
+        message_id=message_id,
+        original_message_id=original_message_id,
+        original_recipient=original_recipient,
+        final_recipient=reporter.address,
+        disposition=disposition,
+        subject=subject,
+        final_delivery=final_delivery,
+        failure=failure,
+    )
+    report = Message.objects.create(
+        direction=Message.Direction.OUTBOUND,
+        kind=Message.Kind.MDN,
+        state=Message.State.QUEUED,
+        raw=raw,
+        message_id=message_id,
+        envelope_from=reporter.address,
+        envelope_to=[to],
+        header_from=reporter.address,
+        header_to=[to],
+        subject=f"{disposition.capitalize()}: {subject}"[:998],
+        original=inbound,
+        peer="hisp",
+    )
+    delivery = Delivery.objects.create(message=report, recipient=to, state=Delivery.State.QUEUED)
+    DeliveryEvent.objects.create(delivery=delivery, state=Delivery.State.QUEUED, detail=disposition)
+    if queue:
+        enqueue("process_outgoing", report.pk)
+    return report
+
+
+def _sender_mailbox(delivery: Delivery) -> Address | None:
+    message = delivery.message
+    if message.kind != Message.Kind.REGULAR or message.direction != Message.Direction.OUTBOUND:
+        return None  # never a report about a report (RFC 3798 2.1, RFC 3464 section 1)
+    return find_address(message.envelope_from)
+
+
+def _file(*, mailbox: Address, kind: str, raw: bytes, original: Message) -> Message:
+    summary = mailtext.summarise(raw)
+    notice = Message.objects.create(
+        direction=Message.Direction.INBOUND,
+        kind=kind,
+        state=Message.State.DELIVERED,
+        raw=raw,
+        content=raw,
+        message_id=summary.message_id,
+        envelope_from="",
+        envelope_to=[mailbox.address],
+        header_from=summary.sender,
+        header_to=[mailbox.address],
+        subject=summary.subject[:998],
+        original=original,
+        peer="hisp",
+    )
+    MailboxEntry.objects.create(
+        address=mailbox,
+        message=notice,
+        sender=summary.sender,
+        recipients=[mailbox.address],
+        subject=summary.subject[:998],
+        snippet=summary.snippet,
+        body_text=summary.body_text,
+        received_at=timezone.now(),
+    )
+    return notice
+
+
+def file_dsn(
+    delivery: Delivery, *, action: str, status: str, diagnostic: str, explanation: str
+) -> Message | None:
+    """Put one DSN about ``delivery`` into its sender's mailbox (RFC 3464)."""
+    mailbox = _sender_mailbox(delivery)
+    if mailbox is None:
+        return None
+    original = delivery.message
+    raw = dsn.build(
+        reporting_host=settings.HISP_HOSTNAME,
+        sender=f"postmaster@{settings.HISP_HOSTNAME}",
+        to=mailbox.address,
+        message_id=new_message_id(),
+        original_message_id=original.message_id,
+        original_headers=mailtext.head_of(bytes(original.raw)),
+        recipients=[
+            dsn.RecipientStatus(
+                final_recipient=delivery.recipient,
+                action=action,
+                status=status,
+                diagnostic=diagnostic,
+            )
+        ],
+        explanation=explanation,
+        subject=original.subject,
+    )
+    return _file(mailbox=mailbox, kind=Message.Kind.DSN, raw=raw, original=original)
+
+
+def file_failure(delivery: Delivery, *, status: str, diagnostic: str, why: str) -> Message | None:
+    return file_dsn(
+        delivery,
+        action="failed",
+        status=status,
+        diagnostic=diagnostic,
+        explanation=f"Your message could not be delivered to {delivery.recipient}: {why}",
+    )
+
+
+def file_delivered_notice(delivery: Delivery) -> Message | None:
+    """The one final positive notice of timely and reliable delivery (Implementation Guide for
+    Delivery Notification section 3.3)."""
+    return file_dsn(
+        delivery,
+        action="delivered",
+        status="2.0.0",
+        diagnostic="x-direct; dispatched",
+        explanation=f"Your message was delivered to the mailbox of {delivery.recipient}.",
+    )
+
+
+def file_pending_notice(delivery: Delivery, *, until: str) -> Message | None:
+    return file_dsn(
+        delivery,
+        action="delayed",
+        status="4.7.31",
+        diagnostic="x-direct; pending-certificate",
+        explanation=(
+            f"Delivery to {delivery.recipient} is pending: no usable certificate was found for "
+            f"this recipient yet. Delivery is retried until {until}, then fails."
+        ),
+    )
+
+
+COURTESY_TEXT = (
+    "Your message to {recipient} was not accepted: Direct messages must be signed and "
+    "encrypted (S/MIME). Please send it through your Direct provider (HISP). This notice is "
+    "sent at most once per {interval}."
+)
+
+
+def queue_courtesy_notice(*, inbound: Message, reporter: Address, to: str) -> Message | None:
+    """Tell the sender of unsecured mail, at most once per ``HISP_COURTESY_INTERVAL`` (the
+    threat model's "notification without loops"). It travels signed and encrypted like all our
+    mail, so a sender without a Direct certificate gets nothing: a plaintext notice would be a
+    back-scatter channel."""
+    from django.core.cache import cache
+
+    interval = settings.HISP_COURTESY_INTERVAL
+    if not cache.add(f"hisp:courtesy:{to.lower()}", 1, timeout=int(interval.total_seconds())):
+        return None
+    message_id = new_message_id()
+    text = COURTESY_TEXT.format(recipient=reporter.address, interval=interval)
+    raw = (
+        f"From: {reporter.address}\r\nTo: {to}\r\nSubject: Message not accepted\r\n"
+        f"Message-ID: {message_id}\r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
+        f"Content-Type: text/plain; charset=us-ascii\r\n\r\n{text}\r\n"
+    ).encode("ascii")
+    notice = Message.objects.create(
+        direction=Message.Direction.OUTBOUND,
+        kind=Message.Kind.NOTICE,
+        state=Message.State.QUEUED,
+        raw=raw,
+        message_id=message_id,
+        envelope_from=reporter.address,
+        envelope_to=[to],
+        header_from=reporter.address,
+        header_to=[to],
+        subject="Message not accepted",
+        original=inbound,
+        peer="hisp",
+    )
+    delivery = Delivery.objects.create(message=notice, recipient=to, state=Delivery.State.QUEUED)
+    DeliveryEvent.objects.create(delivery=delivery, state=Delivery.State.QUEUED, detail="courtesy")
+    enqueue("process_outgoing", notice.pk)
+    return notice

@@ -1,0 +1,382 @@
+"""Outbound processing: protect a queued message once per destination domain, then deliver it to
+each recipient (egress SMTP, or this HISP's own inbound path for hosted recipients), retrying
+temporary failures with exponential backoff and failing the rest with one DSN each."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+import agent
+from agent.errors import AgentError, Code
+from agent.types import ProtectOptions
+from hisp import egress
+from hisp.models import Delivery, DeliveryEvent, Domain, Message, Route
+from hisp.services import audit, notices, tracking
+from hisp.services.mail import (
+    claim_lease,
+    enqueue,
+    find_address,
+    finish_message,
+    release_message,
+)
+
+log = logging.getLogger(__name__)
+
+# Reasons a hold-pending-certificate route may wait out (discovery may succeed later, or staff
+# import the partner's certificate out of band).
+_HOLDABLE = frozenset({Code.NO_RECIPIENT_CERTIFICATE, Code.UNTRUSTED_RECIPIENT})
+MAX_BACKOFF = timedelta(hours=1)
+FIRST_BACKOFF = timedelta(minutes=1)
+
+
+def pending_hold() -> timedelta:
+    return settings.HISP_PENDING_CERTIFICATE_HOLD
+
+
+def pending_recheck() -> timedelta:
+    return settings.HISP_PENDING_CERTIFICATE_RECHECK
+
+
+def backoff(attempts: int) -> timedelta:
+    """1, 2, 4 ... minutes, at most an hour apart (RFC 5321 4.5.4.1: at least 30 minutes is
+    the classic advice; shorter first retries help the common brief outage)."""
+    return min(FIRST_BACKOFF * 2 ** max(attempts - 1, 0), MAX_BACKOFF)
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].lower()
+
+
+def _options() -> ProtectOptions:
+    neutral = settings.HISP_NEUTRAL_SUBJECT or None
+    return ProtectOptions(neutral_subject=neutral)
+
+
+def _protect(
+    message: Message, recipients: Sequence[str], now: datetime
+) -> tuple[bytes | None, dict[str, AgentError]]:
+    """One protection for one destination domain's recipients: (wire, rejected)."""
+    from hisp.agent_env import build_environment
+
+    try:
+        protected = agent.protect(
+            bytes(message.raw),
+            sender=message.envelope_from,
+            recipients=list(recipients),
+            env=build_environment(),
+            at=now,
+            options=_options(),
+        )
+    except AgentError as exc:
+        return None, {rcpt: exc for rcpt in recipients}
+    encrypted = {r.lower() for r in protected.encrypted_to}
+    rejected = {
+        rcpt: protected.rejected.get(rcpt) or AgentError(Code.NO_RECIPIENT_CERTIFICATE)
+        for rcpt in recipients
+        if rcpt.lower() not in encrypted
+    }
+    return protected.message, rejected
+
+
+def process(pk: int) -> str:
+    message = claim_message_out(pk)
+    if message is None:
+        return "not-claimed"
+    try:
+        return _process(message)
+    except Exception:
+        # Never a silent drop or an endless loop: retry a few times, then fail with DSNs.
+        log.exception("message %s: protection failed", pk)
+        if message.attempts + 1 < MAX_ATTEMPTS:
+            _retry_later(message)
+            return "retry"
+        with transaction.atomic():
+            for delivery in message.deliveries.filter(state=Delivery.State.QUEUED):
+                tracking.fail(delivery, detail="internal-error", status="5.3.0",
+                              why="this HISP could not process it")
+            finish_message(message, state=Message.State.FAILED, reason="internal-error")
+        return "failed"
+
+
+MAX_ATTEMPTS = 5
+
+
+def _retry_later(message: Message) -> None:
+    from hisp.tasks.mail import process_outgoing
+
+    Message.objects.filter(pk=message.pk).update(attempts=message.attempts + 1)
+    release_message(message, back_to=Message.State.QUEUED)
+    process_outgoing.apply_async((message.pk,), countdown=60 * 2**message.attempts)
+
+
+def _process(message: Message) -> str:
+    now = timezone.now()
+    deliveries = list(message.deliveries.filter(state=Delivery.State.QUEUED, wire__isnull=True))
+    by_domain: dict[str, list[Delivery]] = defaultdict(list)
+    for delivery in deliveries:
+        by_domain[_domain(delivery.recipient)].append(delivery)
+    results: list[tuple[Delivery, bytes | None, AgentError | None]] = []
+    for group in by_domain.values():
+        wire, rejected = _protect(message, [d.recipient for d in group], now)
+        for delivery in group:
+            error = rejected.get(delivery.recipient)
+            results.append((delivery, None if error else wire, error))
+    transient = [e for _d, _w, e in results if e is not None and not e.permanent]
+    if transient and message.attempts + 1 < MAX_ATTEMPTS:
+        _retry_later(message)
+        return "retry"
+    wired: list[int] = []
+    with transaction.atomic():
+        held = 0
+        for delivery, wire, error in results:
+            if wire is not None:
+                if Delivery.objects.filter(pk=delivery.pk, state=Delivery.State.QUEUED).update(
+                    wire=wire, updated_at=now
+                ):
+                    wired.append(delivery.pk)
+            else:
+                assert error is not None
+                held += _refuse(delivery, error, now)
+        ready = len(wired) + held
+        state = Message.State.SENT if ready else Message.State.FAILED
+        reason = "" if ready else _common_reason(results)
+        if not finish_message(message, state=state, reason=reason):
+            transaction.set_rollback(True)
+            return "lease-lost"
+        if len(wired) > 1:
+            for pk in wired:
+                enqueue("deliver", pk)
+    if len(wired) == 1:
+        # One destination (every MDN, most mail): deliver in this task, no queue round trip.
+        # Committed first, so if this worker dies now the sweeper queues the delivery.
+        deliver(wired[0])
+    return f"protected:{ready}/{len(results)}"
+
+
+def claim_message_out(pk: int) -> Message | None:
+    from hisp.services.mail import claim_message
+
+    return claim_message(pk, from_state=Message.State.QUEUED)
+
+
+def _common_reason(results: list[tuple[Delivery, bytes | None, AgentError | None]]) -> str:
+    codes = {str(e.code) for _d, _w, e in results if e is not None}
+    return codes.pop() if len(codes) == 1 else "no-recipient-protected"
+
+
+def _holds(recipient: str) -> bool:
+    return Route.objects.filter(domain=_domain(recipient), hold_pending_certificate=True).exists()
+
+
+def _refuse(delivery: Delivery, error: AgentError, now: datetime) -> int:
+    """A recipient we could not protect for: hold it (route setting) or fail it. Returns 1
+    when the delivery is still alive (held)."""
+    if error.code in _HOLDABLE and _holds(delivery.recipient):
+        if Delivery.objects.filter(pk=delivery.pk, state=Delivery.State.QUEUED).update(
+            state=Delivery.State.PENDING_CERTIFICATE,
+            detail=str(error.code),
+            first_attempt_at=now,
+            next_attempt_at=now + pending_recheck(),
+            updated_at=now,
+        ):
+            DeliveryEvent.objects.create(
+                delivery=delivery, state=Delivery.State.PENDING_CERTIFICATE, detail=str(error.code)
+            )
+            until = (now + pending_hold()).strftime("%Y-%m-%d %H:%M UTC")
+            notices.file_pending_notice(delivery, until=until)
+        return 1
+    tracking.fail(
+        delivery,
+        detail=str(error.code),
+        status=notices.status_for(str(error.code)),
+        why=f"it could not be protected for this recipient ({error.code})",
+    )
+    return 0
+
+
+def _claim_delivery(pk: int) -> Delivery | None:
+    now = timezone.now()
+    expired = now - claim_lease()
+    won = Delivery.objects.filter(
+        Q(claimed_at__isnull=True) | Q(claimed_at__lt=expired),
+        pk=pk,
+        state__in=[
+            Delivery.State.QUEUED,
+            Delivery.State.DEFERRED,
+            Delivery.State.PENDING_CERTIFICATE,
+        ],
+        message__direction=Message.Direction.OUTBOUND,
+    ).update(claimed_at=now)
+    if not won:
+        return None
+    return Delivery.objects.select_related("message").get(pk=pk)
+
+
+def deliver(pk: int) -> str:
+    delivery = _claim_delivery(pk)
+    if delivery is None:
+        return "not-claimed"
+    now = timezone.now()
+    if delivery.state == Delivery.State.PENDING_CERTIFICATE:
+        return _recheck_pending(delivery, now)
+    if delivery.wire is None:
+        # Not protected yet (its message is still being processed): let that finish first.
+        Delivery.objects.filter(pk=pk, claimed_at=delivery.claimed_at).update(claimed_at=None)
+        return "not-ready"
+    if Domain.objects.filter(name=_domain(delivery.recipient)).exists():
+        return _deliver_locally(delivery, now)
+    outcome = egress.send(
+        wire=bytes(delivery.wire),
+        mail_from=delivery.message.envelope_from,
+        recipient=delivery.recipient,
+    )
+    return _record(delivery, outcome, now)
+
+
+def _mine(delivery: Delivery) -> Q:
+    return Q(pk=delivery.pk, claimed_at=delivery.claimed_at)
+
+
+def _deliver_locally(delivery: Delivery, now: datetime) -> str:
+    """Hosted recipient: the protected bytes enter our own inbound path, exactly as if another
+    HISP had sent them (same unprotect, same trust decision, same MDNs)."""
+    if find_address(delivery.recipient) is None:
+        # What backbone ingress would answer with 550 5.1.1 (no MDN would ever come).
+        with transaction.atomic():
+            tracking.fail(delivery, detail="550 5.1.1 No such user here", status="5.1.1",
+                          why="there is no such address at this HISP")
+        return "failed"
+    with transaction.atomic():
+        moved = Delivery.objects.filter(_mine(delivery)).update(
+            state=Delivery.State.SENT,
+            detail="delivered to this HISP's inbound queue",
+            sent_at=now,
+            first_attempt_at=delivery.first_attempt_at or now,
+            attempts=delivery.attempts + 1,
+            claimed_at=None,
+            updated_at=now,
+        )
+        if not moved:
+            return "lease-lost"
+        DeliveryEvent.objects.create(delivery=delivery, state=Delivery.State.SENT, detail="local")
+        inbound = Message.objects.create(
+            direction=Message.Direction.INBOUND,
+            state=Message.State.RECEIVED,
+            raw=bytes(delivery.wire or b""),
+            envelope_from=delivery.message.envelope_from,
+            envelope_to=[delivery.recipient],
+            peer="local",
+        )
+        enqueue("process_incoming", inbound.pk)
+    return "sent:local"
+
+
+def _record(delivery: Delivery, outcome: egress.Outcome, now: datetime) -> str:
+    first = delivery.first_attempt_at or now
+    attempts = delivery.attempts + 1
+    with transaction.atomic():
+        if outcome.result is egress.Result.SENT:
+            moved = Delivery.objects.filter(_mine(delivery)).update(
+                state=Delivery.State.SENT,
+                detail=outcome.detail[:500],
+                sent_at=now,
+                first_attempt_at=first,
+                attempts=attempts,
+                claimed_at=None,
+                next_attempt_at=None,
+                updated_at=now,
+            )
+            if moved:
+                DeliveryEvent.objects.create(
+                    delivery=delivery, state=Delivery.State.SENT, detail=outcome.detail[:500]
+                )
+                audit.record(action="delivery.sent", obj=delivery, actor="system")
+            return "sent"
+        expired = now >= first + settings.HISP_RETRY_PERIOD
+        if outcome.result is egress.Result.TEMPORARY and not expired:
+            moved = Delivery.objects.filter(_mine(delivery)).update(
+                state=Delivery.State.DEFERRED,
+                detail=outcome.detail[:500],
+                first_attempt_at=first,
+                attempts=attempts,
+                claimed_at=None,
+                next_attempt_at=now + backoff(attempts),
+                updated_at=now,
+            )
+            if moved:
+                DeliveryEvent.objects.create(
+                    delivery=delivery, state=Delivery.State.DEFERRED, detail=outcome.detail[:500]
+                )
+            return "deferred"
+        if not Delivery.objects.filter(_mine(delivery)).update(
+            first_attempt_at=first, attempts=attempts
+        ):
+            return "lease-lost"
+        status = outcome.status if not expired else notices.EXPIRED
+        if status.startswith("4"):
+            status = "5" + status[1:]
+        why = (
+            f"the destination kept refusing or was unreachable for "
+            f"{settings.HISP_RETRY_PERIOD} (last: {outcome.detail})"
+            if expired
+            else f"the destination refused it: {outcome.detail}"
+        )
+        tracking.fail(delivery, detail=outcome.detail, status=status, why=why)
+    return "failed"
+
+
+def _recheck_pending(delivery: Delivery, now: datetime) -> str:
+    message = delivery.message
+    wire, rejected = _protect(message, [delivery.recipient], now)
+    first = delivery.first_attempt_at or now
+    with transaction.atomic():
+        if wire is not None:
+            moved = Delivery.objects.filter(
+                _mine(delivery), state=Delivery.State.PENDING_CERTIFICATE
+            ).update(
+                state=Delivery.State.QUEUED,
+                wire=wire,
+                detail="certificate found",
+                claimed_at=None,
+                next_attempt_at=None,
+                updated_at=now,
+            )
+            if moved:
+                DeliveryEvent.objects.create(
+                    delivery=delivery, state=Delivery.State.QUEUED, detail="certificate found"
+                )
+                enqueue("deliver", delivery.pk)
+            return "released"
+        error = rejected[delivery.recipient]
+        if now < first + pending_hold() and error.code in _HOLDABLE:
+            Delivery.objects.filter(_mine(delivery)).update(
+                claimed_at=None, next_attempt_at=now + pending_recheck(), updated_at=now
+            )
+            return "still-pending"
+        tracking.fail(
+            delivery,
+            detail=str(error.code),
+            status=notices.status_for(str(error.code)),
+            why=f"no usable certificate was found for this recipient in time ({error.code})",
+        )
+    return "failed"
+
+
+def release_pending(*, domain: str | None = None) -> int:
+    """Re-check held deliveries now (after staff imported a partner's certificate)."""
+    held = Delivery.objects.filter(state=Delivery.State.PENDING_CERTIFICATE)
+    if domain:
+        held = held.filter(recipient__iendswith="@" + domain.lower())
+    count = 0
+    for pk in held.values_list("pk", flat=True):
+        deliver(pk)
+        count += 1
+    return count

@@ -1,0 +1,62 @@
+"""Static routes: a destination domain delivered to a fixed host:port instead of its MX."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser
+
+from hisp.models import Route
+from hisp.services import audit
+from hisp.services.identity import normalise_domain
+
+Actor = AbstractBaseUser | str | None
+
+
+class RouteError(ValueError):
+    pass
+
+
+def parse_target(target: str) -> tuple[str, int]:
+    host, sep, port_text = target.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) <= 65535:
+        raise RouteError(f"expected HOST:PORT, got {target!r}")
+    return host, int(port_text)
+
+
+def set_route(
+    domain: str,
+    target: str,
+    *,
+    require_tls: bool | None = None,
+    hold_pending_certificate: bool | None = None,
+    actor: Actor = None,
+) -> Route:
+    name = normalise_domain(domain)
+    host, port = parse_target(target)
+    route, created = Route.objects.get_or_create(domain=name, defaults={"host": host, "port": port})
+    route.host, route.port = host, port
+    if require_tls is not None:
+        route.require_tls = require_tls
+    if hold_pending_certificate is not None:
+        route.hold_pending_certificate = hold_pending_certificate
+    route.save()
+    audit.record(
+        action="route.set",
+        obj=route,
+        actor=actor,
+        domain=name,
+        target=f"{host}:{port}",
+        created=created,
+        require_tls=route.require_tls,
+        hold_pending_certificate=route.hold_pending_certificate,
+    )
+    return route
+
+
+def delete_route(domain: str, *, actor: Actor = None) -> None:
+    name = normalise_domain(domain)
+    route = Route.objects.filter(domain=name).first()
+    if route is None:
+        raise RouteError(f"no route for {name}")
+    audit.record(action="route.delete", obj=route, actor=actor, domain=name)
+    route.delete()

@@ -1,0 +1,196 @@
+"""Delivery tracking (Implementation Guide for Delivery Notification in Direct 1.0).
+
+Per outbound recipient: ``sent`` -> ``processed`` (processed MDN) -> ``dispatched`` (dispatched
+MDN), or ``failed`` (failed MDN, failure DSN, or no MDN in time). Each transition is a conditional
+UPDATE from the states it may leave, made in the same transaction as the notice it causes, so a
+late or repeated MDN changes nothing and notifies nobody.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+import agent
+from hisp import dsn, mdn
+from hisp.models import Delivery, DeliveryEvent, Message
+from hisp.reports import ReportError
+from hisp.services import audit, notices
+from hisp.services.mail import finish_message
+
+log = logging.getLogger(__name__)
+
+OPEN = (Delivery.State.QUEUED, Delivery.State.DEFERRED, Delivery.State.SENT)
+NOT_FINAL = (*OPEN, Delivery.State.PROCESSED, Delivery.State.PENDING_CERTIFICATE)
+
+
+def _move(
+    delivery: Delivery, *, to: str, leaving: tuple[str, ...], detail: str = "", **fields: object
+) -> bool:
+    now = timezone.now()
+    moved = Delivery.objects.filter(pk=delivery.pk, state__in=leaving).update(
+        state=to, detail=detail[:500], updated_at=now, **fields
+    )
+    if moved:
+        DeliveryEvent.objects.create(delivery=delivery, state=to, detail=detail[:500])
+        delivery.state = to
+    return bool(moved)
+
+
+def fail(delivery: Delivery, *, detail: str, status: str, why: str) -> bool:
+    """Fail a delivery that is not final yet and file exactly one failure DSN for it."""
+    if not _move(delivery, to=Delivery.State.FAILED, leaving=NOT_FINAL, detail=detail,
+                 claimed_at=None, next_attempt_at=None):
+        return False
+    notices.file_failure(delivery, status=status, diagnostic=f"x-direct; {detail}", why=why)
+    audit.record(action="delivery.failed", obj=delivery, actor="system", reason=detail[:100])
+    return True
+
+
+def processed(delivery: Delivery, *, at: datetime) -> bool:
+    return _move(delivery, to=Delivery.State.PROCESSED, leaving=OPEN, detail="processed MDN",
+                 processed_at=at)
+
+
+def dispatched(delivery: Delivery, *, at: datetime, final_delivery: bool) -> bool:
+    if delivery.timely and not final_delivery:
+        # Timely delivery was asked for: only a dispatched MDN carrying the extension field
+        # confirms final delivery (IG for Delivery Notification section 3.3).
+        return False
+    moved = _move(
+        delivery,
+        to=Delivery.State.DISPATCHED,
+        leaving=(*OPEN, Delivery.State.PROCESSED),
+        detail="dispatched MDN",
+        dispatched_at=at,
+    )
+    if moved and delivery.timely:
+        notices.file_delivered_notice(delivery)
+    return moved
+
+
+def _find(original_message_id: str, recipients: list[str], reporter: str) -> Delivery | None:
+    """Our outbound delivery an MDN/DSN reports on. The report must come from the recipient's
+    own domain (its signer is bound to it, checked by the agent), so nobody can fail or confirm
+    deliveries to other people."""
+    message = (
+        Message.objects.filter(
+            direction=Message.Direction.OUTBOUND,
+            kind=Message.Kind.REGULAR,
+            message_id=original_message_id,
+        )
+        .order_by("-id")
+        .first()
+    )
+    if message is None:
+        return None
+    reporter_domain = reporter.rpartition("@")[2].lower()
+    query = Q()
+    for rcpt in recipients:
+        query |= Q(recipient__iexact=rcpt)
+    for delivery in Delivery.objects.filter(query, message=message).select_related("message"):
+        if delivery.recipient.rpartition("@")[2].lower() == reporter_domain:
+            return delivery
+    return None
+
+
+def handle_report(message: Message, result: agent.Unprotected, kind: str) -> str:
+    """An MDN or DSN arrived for one of our users: update tracking, show no inbox mail."""
+    now = timezone.now()
+    original: Message | None = None
+    with transaction.atomic():
+        try:
+            if kind == "disposition-notification":
+                outcome, original = _apply_mdn(mdn.parse(result.message), result.sender, now)
+                report_kind = Message.Kind.MDN
+            else:
+                outcome, original = _apply_dsn(dsn.parse(result.message), result.sender)
+                report_kind = Message.Kind.DSN
+        except ReportError as exc:
+            log.info("message %s: malformed report (%s)", message.pk, exc)
+            outcome, report_kind = "malformed", Message.Kind.REGULAR
+        Message.objects.filter(pk=message.pk).update(kind=report_kind, original=original)
+        if not finish_message(
+            message,
+            state=Message.State.DELIVERED if outcome != "malformed" else Message.State.REJECTED,
+            reason="" if outcome in ("applied", "unchanged") else f"report-{outcome}",
+            content=result.message,
+        ):
+            transaction.set_rollback(True)
+            return "lease-lost"
+    return f"report:{outcome}"
+
+
+def _apply_mdn(report: mdn.Mdn, reporter: str, now: datetime) -> tuple[str, Message | None]:
+    recipients = [r for r in (report.final_recipient, report.original_recipient) if r]
+    delivery = _find(report.original_message_id, recipients, reporter)
+    if delivery is None:
+        return "unmatched", None
+    if report.is_failure:
+        changed = fail(
+            delivery,
+            detail=f"failed MDN: {report.failure or report.disposition}"[:200],
+            status="5.0.0",
+            why="the recipient's HISP reported that it could not deliver the message",
+        )
+    elif report.disposition == "processed":
+        changed = processed(delivery, at=now)
+    elif report.disposition == "dispatched":
+        changed = dispatched(delivery, at=now, final_delivery=report.final_delivery)
+    else:  # displayed: the recipient read it; no state of ours depends on that
+        changed = False
+    return ("applied" if changed else "unchanged"), delivery.message
+
+
+def _apply_dsn(report: dsn.Dsn, reporter: str) -> tuple[str, Message | None]:
+    if not report.original_message_id:
+        return "unmatched", None
+    applied, original = False, None
+    for status in report.recipients:
+        recipients = [r for r in (status.final_recipient, status.original_recipient) if r]
+        delivery = _find(report.original_message_id, recipients, reporter)
+        if delivery is None:
+            continue
+        original = delivery.message
+        if status.action == "failed":
+            applied |= fail(
+                delivery,
+                detail=f"DSN {status.status}",
+                status=status.status,
+                why=status.diagnostic or "the recipient's HISP could not deliver it",
+            )
+    if original is None:
+        return "unmatched", None
+    return ("applied" if applied else "unchanged"), original
+
+
+def expire_overdue(now: datetime | None = None) -> int:
+    """Fail deliveries whose processed MDN (or, when timely delivery was asked for, dispatched
+    MDN) is overdue, with one failure notice each."""
+    now = now or timezone.now()
+    processed_deadline = now - settings.HISP_MDN_PROCESSED_TIMEOUT
+    dispatched_deadline = now - settings.HISP_MDN_DISPATCHED_TIMEOUT
+    overdue = Delivery.objects.filter(
+        message__direction=Message.Direction.OUTBOUND, message__kind=Message.Kind.REGULAR
+    ).filter(
+        Q(state=Delivery.State.SENT, sent_at__lt=processed_deadline)
+        | Q(state=Delivery.State.PROCESSED, timely=True, sent_at__lt=dispatched_deadline)
+    ).select_related("message")
+    failed = 0
+    for delivery in overdue:
+        which = "processed" if delivery.state == Delivery.State.SENT else "dispatched"
+        with transaction.atomic():
+            if fail(
+                delivery,
+                detail=f"no {which} MDN in time",
+                status=notices.EXPIRED,
+                why=f"no {which} notification arrived from the recipient's HISP in time",
+            ):
+                failed += 1
+    return failed
+

@@ -1,0 +1,1 @@
+"""SMTP listeners: backbone ingress (other HISPs) and the authenticated submission port."""

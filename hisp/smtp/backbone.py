@@ -1,0 +1,88 @@
+"""Backbone ingress: mail from other HISPs (RFC 5321, port 25 in production).
+
+The handler never parses or decrypts anything: RCPT is a database lookup, DATA stores the bytes
+exactly as received together with the envelope, and ``250`` is sent only after that commit.
+Database work runs on a thread pool so the event loop keeps serving other sessions.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from hisp.smtp.protocol import (
+    BARE_LINE_ENDING,
+    MAX_PATH,
+    MAX_RECIPIENTS,
+    PATH_TOO_LONG,
+    TOO_MANY_RECIPIENTS,
+    bare_line_ending,
+)
+from hisp.smtp.threads import in_thread
+
+log = logging.getLogger(__name__)
+
+TEMPORARY_FAILURE = "451 4.3.0 Temporary local problem; please try again later"
+
+
+def peer_label(session: Session) -> str:
+    peer = session.peer
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer or "")
+
+
+class BackboneHandler:
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if len(address) > MAX_PATH:
+            return PATH_TOO_LONG
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        from hisp.services.mail import Verdict, recipient_verdict
+
+        if len(address) > MAX_PATH:
+            return PATH_TOO_LONG
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+            return TOO_MANY_RECIPIENTS
+        try:
+            verdict = await in_thread(recipient_verdict, address)
+        except Exception:
+            log.exception("recipient lookup failed")
+            return TEMPORARY_FAILURE
+        if verdict is Verdict.ACCEPT:
+            envelope.rcpt_tos.append(address)
+            envelope.rcpt_options.extend(options)
+        return verdict.value
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        from hisp.services.mail import accept_incoming
+
+        raw = envelope.original_content or b""
+        if bare_line_ending(raw):
+            return BARE_LINE_ENDING
+        try:
+            message = await in_thread(
+                accept_incoming,
+                raw=raw,
+                mail_from=envelope.mail_from or "",
+                rcpt_tos=list(envelope.rcpt_tos),
+                peer=peer_label(session),
+            )
+        except Exception:
+            # Nothing was committed: a 4xx makes the sending HISP retry (RFC 5321 4.2.5).
+            log.exception("storing an incoming message failed")
+            return TEMPORARY_FAILURE
+        log.info("accepted message %s from %s", message.pk, peer_label(session))
+        return f"250 2.0.0 OK queued as {message.pk}"
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.exception("SMTP session error", exc_info=error)
+        return "421 4.3.0 Local error; closing connection"

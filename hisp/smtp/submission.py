@@ -1,0 +1,144 @@
+"""The submission (edge) port: desktop mail clients of hosted users (RFC 6409).
+
+STARTTLS comes first (``530`` otherwise, RFC 3207 section 4), then AUTH PLAIN or LOGIN
+(RFC 4616, RFC 4954) with the webmail credentials or an app password; failures answer ``535`` and
+are rate-limited. The envelope sender must be an address the user may send from
+(``550 5.7.1``). Accepted plain messages enter the outbound pipeline, where the HISP signs and
+encrypts them (the full-service model).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+
+from aiosmtpd.smtp import SMTP, Envelope, LoginPassword, Session
+
+from hisp.smtp.backbone import TEMPORARY_FAILURE, peer_label
+from hisp.smtp.protocol import (
+    BARE_LINE_ENDING,
+    MAX_PATH,
+    MAX_RECIPIENTS,
+    PATH_TOO_LONG,
+    TOO_MANY_RECIPIENTS,
+    bare_line_ending,
+)
+from hisp.smtp.threads import in_thread
+
+log = logging.getLogger(__name__)
+
+AUTH_OK = "235 2.7.0 Authentication successful"
+AUTH_INVALID = "535 5.7.8 Authentication credentials invalid"
+AUTH_THROTTLED = "454 4.7.0 Too many failed authentication attempts; try again later"
+NOT_YOURS = "550 5.7.1 You may not send from this address"
+
+
+async def _challenge(server: SMTP, prompt: str) -> bytes | None:
+    reply = await server.challenge_auth(prompt)
+    return reply if isinstance(reply, bytes) else None
+
+
+def _b64(value: str) -> bytes | None:
+    try:
+        return base64.b64decode(value.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        return None
+
+
+class SubmissionHandler:
+    async def handle_AUTH(
+        self, server: SMTP, session: Session, envelope: Envelope, args: list[str]
+    ) -> str | None:
+        mechanism = args[0].upper()
+        if mechanism == "PLAIN":
+            blob = _b64(args[1]) if len(args) > 1 else await _challenge(server, "")
+            if blob is None:
+                return "501 5.5.2 Cannot decode the response"
+            parts = blob.split(b"\x00")
+            if len(parts) != 3:
+                return "501 5.5.2 Malformed PLAIN response (RFC 4616)"
+            login, password = parts[1], parts[2]
+        elif mechanism == "LOGIN":
+            name = _b64(args[1]) if len(args) > 1 else await _challenge(server, "Username:")
+            if name is None:
+                return "501 5.5.2 Cannot decode the response"
+            secret = await _challenge(server, "Password:")
+            if secret is None:
+                return "501 5.5.2 Cannot decode the response"
+            login, password = name, secret
+        else:
+            return "504 5.5.4 Unrecognized authentication type"
+        try:
+            login_text = login.decode("utf-8")
+            password_text = password.decode("utf-8")
+        except UnicodeDecodeError:
+            return AUTH_INVALID
+        from hisp.smtp import credentials
+
+        client = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+        outcome = await in_thread(credentials.check, login_text, password_text, client=client)
+        if outcome.throttled:
+            log.warning("submission AUTH throttled for %s", client)
+            return AUTH_THROTTLED
+        if outcome.user is None:
+            log.info("submission AUTH failed from %s", client)
+            return AUTH_INVALID
+        session.authenticated = True
+        session.auth_data = LoginPassword(login, b"")  # never keep the password around
+        session.hisp_user = outcome.user  # type: ignore[attr-defined]
+        return AUTH_OK
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        from hisp.smtp import credentials
+
+        if len(address) > MAX_PATH:
+            return PATH_TOO_LONG
+        user = getattr(session, "hisp_user", None)
+        if user is None or not await in_thread(credentials.may_send_from, user, address):
+            return NOT_YOURS
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if len(address) > MAX_PATH:
+            return PATH_TOO_LONG
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+            return TOO_MANY_RECIPIENTS
+        if "@" not in address:
+            return "553 5.1.3 A recipient must be a full Direct address"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        from hisp.services.compose import SubmissionError, submit
+
+        raw = envelope.original_content or b""
+        if bare_line_ending(raw):
+            return BARE_LINE_ENDING
+        try:
+            message = await in_thread(
+                submit,
+                address=envelope.mail_from or "",
+                raw=raw,
+                actor=getattr(session, "hisp_user", None),
+                peer=peer_label(session),
+                recipients=list(envelope.rcpt_tos),
+            )
+        except SubmissionError as exc:
+            return f"550 5.7.1 {exc}"
+        except Exception:
+            log.exception("storing a submitted message failed")
+            return TEMPORARY_FAILURE
+        log.info("submitted message %s from %s", message.pk, peer_label(session))
+        return f"250 2.0.0 OK queued as {message.pk}"
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.exception("SMTP session error", exc_info=error)
+        return "421 4.3.0 Local error; closing connection"

@@ -1,0 +1,65 @@
+"""Building and submitting new messages."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+
+import pytest
+
+from hisp import mailtext
+from hisp.models import Message
+from hisp.services import compose
+
+
+def test_built_message_has_a_unique_message_id_on_our_hostname(settings):
+    settings.HISP_HOSTNAME = "hisp.example.org"
+    one = compose.build_message(sender="alice@hospital.example.org", to=["b@x.org"],
+                                subject="s", body_text="hi")
+    two = compose.build_message(sender="alice@hospital.example.org", to=["b@x.org"],
+                                subject="s", body_text="hi")
+    ids = [email.message_from_bytes(m, policy=email.policy.default)["Message-ID"]
+           for m in (one, two)]
+    assert ids[0] != ids[1]
+    assert all(i.endswith("@hisp.example.org>") for i in ids)
+    assert b"\r\n" in one and b"\n" not in one.replace(b"\r\n", b"")
+
+
+def test_delivery_notification_asks_for_final_destination_delivery():
+    raw = compose.build_message(sender="a@h.org", to=["b@x.org"], subject="s", body_text="hi")
+    assert mailtext.wants_final_delivery(raw)
+    plain = compose.build_message(sender="a@h.org", to=["b@x.org"], subject="s", body_text="hi",
+                                  delivery_notification=False)
+    assert not mailtext.wants_final_delivery(plain)
+
+
+def test_attachments_are_listed():
+    raw = compose.build_message(sender="a@h.org", to=["b@x.org"], cc=["c@x.org"], subject="s",
+                                body_text="hi", attachments=[("r.pdf", "application/pdf", b"%PDF")])
+    summary = mailtext.summarise(raw)
+    assert summary.cc == ("c@x.org",)
+    assert summary.attachments == (mailtext.Attachment("r.pdf", "application/pdf", 4),)
+
+
+def test_submit_refuses_an_address_not_hosted_here(transactional_db):
+    raw = compose.build_message(sender="a@elsewhere.org", to=["b@x.org"], subject="s",
+                                body_text="hi")
+    with pytest.raises(compose.SubmissionError):
+        compose.submit(address="a@elsewhere.org", raw=raw, actor="test", peer="test")
+
+
+def test_submit_refuses_a_reused_message_id(alice):
+    raw = compose.build_message(sender=alice.address, to=["b@x.org"], subject="s", body_text="hi")
+    compose.submit(address=alice.address, raw=raw, actor="test", peer="test")
+    with pytest.raises(compose.SubmissionError, match="already"):
+        compose.submit(address=alice.address, raw=raw, actor="test", peer="test")
+    assert Message.objects.count() == 1
+
+
+def test_submit_adds_message_id_and_date_when_missing(alice):
+    raw = f"From: {alice.address}\r\nTo: b@x.org\r\nSubject: s\r\n\r\nhi\r\n".encode()
+    message = compose.submit(address=alice.address, raw=raw, actor="test", peer="test")
+    stored = bytes(message.raw)
+    assert stored.startswith(b"Message-ID: <")
+    assert b"\r\nDate: " in stored
+    assert message.message_id in stored.decode()

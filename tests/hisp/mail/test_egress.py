@@ -1,0 +1,62 @@
+"""Egress routing: static routes first, then MX records through HISP_DNS_SERVERS (a real named)."""
+
+from __future__ import annotations
+
+import pytest
+
+from hisp import egress
+from hisp.services import routes
+from tests.support.bind import Record, bind_server
+
+
+@pytest.fixture(scope="module")
+def dns_server():
+    zones = {
+        "mx.example.test": [
+            Record("@", "MX", "20 backup.mx.example.test."),
+            Record("@", "MX", "10 primary.mx.example.test."),
+            Record("primary", "A", "127.0.0.1"),
+            Record("backup", "A", "127.0.0.1"),
+        ],
+        "nomx.example.test": [Record("@", "A", "127.0.0.1")],
+        "nullmx.example.test": [Record("@", "MX", "0 .")],
+    }
+    with bind_server(zones) as server:
+        yield server
+
+
+@pytest.fixture
+def resolvers(settings, dns_server):
+    settings.HISP_DNS_SERVERS = [dns_server.address]
+
+
+def test_mx_records_in_preference_order(db, resolvers):
+    assert egress.hops("mx.example.test") == [
+        egress.Hop("primary.mx.example.test", 25), egress.Hop("backup.mx.example.test", 25)
+    ]
+
+
+def test_route_overrides_mx(db, resolvers):
+    routes.set_route("mx.example.test", "127.0.0.1:2600", require_tls=True)
+    assert egress.hops("MX.example.test") == [egress.Hop("127.0.0.1", 2600, True)]
+
+
+def test_domain_without_mx_uses_its_own_address(db, resolvers):
+    assert egress.hops("nomx.example.test") == [egress.Hop("nomx.example.test", 25)]
+
+
+def test_null_mx_and_unknown_domain_fail_permanently(db, resolvers):
+    for domain in ("nullmx.example.test", "missing.mx.example.test"):
+        outcome = egress.send(wire=b"x\r\n", mail_from="a@b.test", recipient=f"x@{domain}")
+        assert (outcome.result, outcome.status) == (egress.Result.PERMANENT, "5.1.2")
+
+
+def test_reply_codes_map_to_results():
+    assert egress.Outcome.from_reply(250, "ok").result is egress.Result.SENT
+    assert egress.Outcome.from_reply(451, "4.3.0 later").status == "4.3.0"
+    assert egress.Outcome.from_reply(550, b"5.7.1 no").result is egress.Result.PERMANENT
+
+
+def test_route_target_must_be_host_and_port(db):
+    with pytest.raises(routes.RouteError):
+        routes.set_route("partner.example.net", "mail.partner.example.net")

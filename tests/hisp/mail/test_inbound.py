@@ -1,0 +1,206 @@
+"""Inbound: a partner HISP (openssl) sends to alice; we unprotect, deliver and send MDNs."""
+
+from __future__ import annotations
+
+from hisp import mdn
+from hisp.models import Delivery, MailboxEntry, Message
+from hisp.services import inbound, mail
+from tests.hisp.mail.conftest import HOSTED
+from tests.hisp.mail.drive import drain
+from tests.hisp.mail.partner import Partner
+
+
+def _receive(world, raw: bytes, rcpt: str | None = None) -> Message:
+    return mail.accept_incoming(
+        raw=raw, mail_from=world.partner.address, rcpt_tos=[rcpt or world.alice.address],
+        peer="127.0.0.1:2525",
+    )
+
+
+def _mdns(world) -> list[mdn.Mdn]:
+    """The MDNs the partner received, opened with openssl."""
+    return [
+        mdn.parse(world.partner.open(m.data, our_domain=HOSTED))
+        for m in world.sink.handler.messages
+    ]
+
+
+def test_signed_and_encrypted_mail_is_delivered_with_a_processed_mdn(world):
+    partner = world.partner
+    inner = partner.inner(to=world.alice.address, message_id="<m1@partner.example.net>")
+    message = _receive(world, partner.protect(inner, to=world.alice.address))
+    drain()
+    message.refresh_from_db()
+    assert message.state == Message.State.DELIVERED
+    assert message.message_id == "<m1@partner.example.net>"
+    assert message.signer == partner.address
+    entry = MailboxEntry.objects.get(address=world.alice, message=message)
+    assert entry.subject == "Referral"
+    assert "Patient summary" in entry.body_text
+    assert Delivery.objects.get(message=message).state == Delivery.State.DELIVERED
+    # One processed MDN, signed and encrypted (openssl opened it), no MDN request on it.
+    [report] = _mdns(world)
+    assert report.disposition == "processed"
+    assert report.original_message_id == "<m1@partner.example.net>"
+    assert report.final_recipient == world.alice.address
+    assert not report.final_delivery
+    opened = world.partner.open(world.sink.handler.messages[0].data, our_domain=HOSTED)
+    assert b"Disposition-Notification-To" not in opened
+    assert world.sink.handler.messages[0].rcpt_tos == [partner.address]
+
+
+def test_timely_request_gets_processed_and_dispatched_mdns(world):
+    partner = world.partner
+    inner = partner.inner(
+        to=world.alice.address, message_id="<m2@partner.example.net>",
+        extra="Disposition-Notification-Options: X-DIRECT-FINAL-DESTINATION-DELIVERY=optional,true\n",
+    )
+    _receive(world, partner.protect(inner, to=world.alice.address))
+    drain()
+    reports = sorted(_mdns(world), key=lambda r: r.disposition)
+    assert [r.disposition for r in reports] == ["dispatched", "processed"]
+    assert reports[0].final_delivery
+    assert not reports[1].final_delivery
+
+
+def test_malformed_options_get_a_processed_mdn_and_no_final_delivery_field(world):
+    partner = world.partner
+    inner = partner.inner(
+        to=world.alice.address, message_id="<m3@partner.example.net>",
+        extra="Disposition-Notification-Options: X-DIRECT-FINAL-DESTINATION-DELIVERY=maybe\n",
+    )
+    _receive(world, partner.protect(inner, to=world.alice.address))
+    drain()
+    reports = _mdns(world)
+    assert [r.disposition for r in reports] == ["processed"]
+    assert not any(r.final_delivery for r in reports)
+
+
+def test_unencrypted_mail_is_rejected_without_mdn(world):
+    partner = world.partner
+    inner = partner.inner(to=world.alice.address, message_id="<m4@partner.example.net>")
+    message = _receive(world, partner.protect(inner, to=world.alice.address, encrypt=False))
+    drain()
+    message.refresh_from_db()
+    assert (message.state, message.reason) == (Message.State.REJECTED, "not-encrypted")
+    assert Delivery.objects.get(message=message).detail == "not-encrypted"
+    assert not MailboxEntry.objects.exists()
+    assert world.sink.handler.messages == []
+
+
+def test_unsigned_mail_is_rejected_without_mdn(world):
+    partner = world.partner
+    inner = partner.inner(to=world.alice.address, message_id="<m5@partner.example.net>")
+    message = _receive(world, partner.protect(inner, to=world.alice.address, sign=False))
+    drain()
+    message.refresh_from_db()
+    assert (message.state, message.reason) == (Message.State.REJECTED, "not-signed")
+    assert world.sink.handler.messages == []
+
+
+def test_signer_outside_our_anchors_is_rejected_without_mdn(world, tmp_path):
+    stranger = Partner.create(tmp_path / "stranger", slot="stranger")
+    inner = world.partner.inner(to=world.alice.address, message_id="<m6@partner.example.net>")
+    message = _receive(world, world.partner.protect(inner, to=world.alice.address, signer=stranger))
+    drain()
+    message.refresh_from_db()
+    assert message.state == Message.State.REJECTED
+    assert message.reason == "untrusted-signer"
+    assert not MailboxEntry.objects.exists()
+    assert world.sink.handler.messages == []
+
+
+def test_disabled_mailbox_gets_a_failed_mdn(world):
+    partner = world.partner
+    inner = partner.inner(to=world.alice.address, message_id="<m7@partner.example.net>")
+    message = _receive(world, partner.protect(inner, to=world.alice.address))
+    type(world.alice).objects.filter(pk=world.alice.pk).update(status="disabled")
+    drain()
+    message.refresh_from_db()
+    assert message.state == Message.State.REJECTED
+    assert Delivery.objects.get(message=message).detail == "mailbox-disabled"
+    assert [r.disposition for r in _mdns(world)] == ["failed"]
+
+
+def test_processing_twice_delivers_once(world):
+    partner = world.partner
+    inner = partner.inner(to=world.alice.address, message_id="<m8@partner.example.net>")
+    message = _receive(world, partner.protect(inner, to=world.alice.address))
+    assert inner_state(message) == Message.State.RECEIVED
+    assert inbound.process(message.pk).startswith("delivered")
+    assert inbound.process(message.pk) == "not-claimed"
+    assert MailboxEntry.objects.filter(message=message).count() == 1
+    assert Message.objects.filter(kind=Message.Kind.MDN).count() == 1
+
+
+def inner_state(message: Message) -> str:
+    message.refresh_from_db()
+    return message.state
+
+
+def test_expired_claim_is_swept_back_and_processed_once(world, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    partner = world.partner
+    inner = partner.inner(to=world.alice.address, message_id="<m9@partner.example.net>")
+    message = _receive(world, partner.protect(inner, to=world.alice.address))
+    # A worker claimed it and died.
+    Message.objects.filter(pk=message.pk).update(
+        state=Message.State.PROCESSING, claimed_at=timezone.now() - timedelta(hours=1)
+    )
+    counts = mail.sweep()
+    assert counts["incoming"] == 1
+    assert inner_state(message) == Message.State.RECEIVED
+    drain()
+    assert inner_state(message) == Message.State.DELIVERED
+    assert MailboxEntry.objects.filter(message=message).count() == 1
+
+
+def test_courtesy_notice_for_unsecured_mail_is_rate_limited_and_encrypted(world, settings):
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.HISP_COURTESY_NOTICES = True
+    partner = world.partner
+    for n in range(2):
+        inner = partner.inner(to=world.alice.address, message_id=f"<c{n}@partner.example.net>")
+        _receive(world, partner.protect(inner, to=world.alice.address, encrypt=False))
+    drain()
+    [notice] = Message.objects.filter(kind=Message.Kind.NOTICE)
+    assert notice.envelope_to == [partner.address]
+    [received] = world.sink.handler.messages
+    opened = partner.open(received.data, our_domain=HOSTED)
+    assert b"must be signed and encrypted" in opened
+    assert b"Auto-Submitted: auto-replied" in opened
+
+
+def test_no_courtesy_notice_for_auto_generated_or_by_default(world, settings):
+    from django.core.cache import cache
+
+    cache.clear()
+    partner = world.partner
+    inner = partner.inner(to=world.alice.address, message_id="<d0@partner.example.net>")
+    _receive(world, partner.protect(inner, to=world.alice.address, encrypt=False))
+    drain()  # off by default
+    settings.HISP_COURTESY_NOTICES = True
+    inner = partner.inner(to=world.alice.address, message_id="<d1@partner.example.net>",
+                          extra="Auto-Submitted: auto-generated\n")
+    _receive(world, partner.protect(inner, to=world.alice.address, encrypt=False))
+    drain()
+    assert not Message.objects.filter(kind=Message.Kind.NOTICE).exists()
+    assert world.sink.handler.messages == []
+
+
+def test_failed_mdn_delivery_produces_no_dsn(world):
+    """Never a DSN about an MDN: if the partner refuses our MDN, nobody is notified."""
+    world.sink.handler.reply = "550 5.7.1 refused"
+    partner = world.partner
+    inner = partner.inner(to=world.alice.address, message_id="<m10@partner.example.net>")
+    _receive(world, partner.protect(inner, to=world.alice.address))
+    drain()
+    [report] = Message.objects.filter(kind=Message.Kind.MDN)
+    assert Delivery.objects.get(message=report).state == Delivery.State.FAILED
+    assert not Message.objects.filter(kind=Message.Kind.DSN).exists()
+    assert MailboxEntry.objects.filter(address=world.alice).count() == 1  # just the message
