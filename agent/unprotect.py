@@ -1,0 +1,183 @@
+"""Incoming: decrypt, verify, bind and trust one message (Direct Applicability Statement 1.3,
+RFC 8551). Whole-message failures raise :class:`AgentError`; trust is decided per recipient
+domain, since each domain trusts its own anchors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+
+from agent import cms
+from agent.errors import AgentError, Code
+from agent.mime import (
+    CRLF,
+    Entity,
+    addresses,
+    domain_of,
+    normalise_address,
+    parse_entity,
+    parse_message,
+    split_multipart,
+    to_crlf,
+)
+from agent.trust import validate_signer
+from agent.types import Environment, Unprotected
+
+# RFC 8551 section 3.2.1 and the pre-standard x-pkcs7-* names (RFC 2311) still in the wild.
+_PKCS7_MIME = frozenset({"application/pkcs7-mime", "application/x-pkcs7-mime"})
+_PKCS7_SIGNATURE = frozenset({"application/pkcs7-signature", "application/x-pkcs7-signature"})
+_CONTENT_HEADERS = ("content-", "mime-version")
+
+
+@dataclass(frozen=True)
+class _Signed:
+    verified: cms.VerifiedSignature
+    source: bytes  # holds the signed MIME entity (CRLF-canonical) at [start:end]
+    start: int
+    end: int
+
+
+def unprotect(
+    raw: bytes, *, recipients: Sequence[str], env: Environment, at: datetime
+) -> Unprotected:
+    """Open one incoming Direct message addressed to the hosted ``recipients``."""
+    outer = parse_message(raw)
+    sender = _sender(outer)
+    plaintext = _decrypt(outer, recipients=recipients, env=env)
+    signed = _verify(plaintext, env=env)
+    entity = parse_entity(signed.source, signed.start, signed.end)
+    del plaintext
+    wrapped = entity.content_type.type == "message/rfc822"
+    if wrapped:
+        # A slice of the canonical plaintext is canonical already; a decoded body may not be.
+        body = entity.decoded_body()
+        message = to_crlf(bytes(body)) if isinstance(body, bytes) else bytes(body)
+        _check_wrapped_headers(outer, parse_entity(message))
+    else:
+        message = _unwrapped_message(outer, entity)
+    del entity
+
+    verified = signed.verified
+    delivered: dict[str, x509.Certificate] = {}
+    rejected: dict[str, AgentError] = {}
+    by_domain: dict[str, x509.Certificate | AgentError] = {}
+    # The validated intermediates once a domain trusts the signer; until then, what came along.
+    chain: tuple[x509.Certificate, ...] | None = None
+    for recipient in dict.fromkeys(recipients):
+        domain = domain_of(recipient)
+        if domain not in by_domain:
+            try:
+                anchor, path = validate_signer(
+                    verified.signer,
+                    verified.certificates,
+                    sender=sender,
+                    recipient_domain=domain,
+                    env=env,
+                    at=at,
+                )
+                by_domain[domain] = anchor
+                if chain is None:
+                    chain = path[1:]
+            except AgentError as exc:
+                by_domain[domain] = exc
+            except (ValueError, UnsupportedAlgorithm) as exc:
+                # A certificate from the message that parses but cannot be used (RFC 5280
+                # structure broken inside an extension or key): untrusted, never a crash.
+                by_domain[domain] = AgentError(Code.MALFORMED, f"unusable certificate ({exc})")
+        outcome = by_domain[domain]
+        if isinstance(outcome, AgentError):
+            rejected[recipient] = outcome
+        else:
+            delivered[recipient] = outcome
+    return Unprotected(
+        message=message,
+        sender=sender,
+        signer=verified.signer,
+        chain=verified.certificates if chain is None else chain,
+        digest=verified.digest,
+        delivered=delivered,
+        rejected=rejected,
+        wrapped=wrapped,
+    )
+
+
+def _sender(outer: Entity) -> str:
+    found = addresses(outer.get_all("from"))
+    if len(found) != 1:
+        raise AgentError(Code.MALFORMED, "the message must have exactly one From address")
+    return found[0]
+
+
+def _decrypt(outer: Entity, *, recipients: Sequence[str], env: Environment) -> bytes:
+    media = outer.content_type
+    if media.type not in _PKCS7_MIME:
+        raise AgentError(Code.NOT_ENCRYPTED, f"outer content is {media.type}")
+    envelope = outer.decoded_body()
+    if not len(envelope):
+        raise AgentError(Code.MALFORMED, "empty application/pkcs7-mime body")
+    kind = cms.content_type(envelope)
+    if kind == cms.SIGNED:
+        raise AgentError(Code.NOT_ENCRYPTED, "signed-data without encryption")
+    if kind not in (cms.ENVELOPED, cms.AUTH_ENVELOPED):
+        raise AgentError(Code.MALFORMED, f"unexpected CMS content type {kind}")
+    identities = env.keys.decryption_identities(recipients)
+    if not identities:
+        raise AgentError(Code.NO_DECRYPTION_KEY, "no hosted key for these recipients")
+    plaintext = cms.decrypt(envelope, identities=identities)
+    del envelope
+    return to_crlf(plaintext)
+
+
+def _verify(plaintext: bytes, *, env: Environment) -> _Signed:
+    entity = parse_entity(plaintext)
+    media = entity.content_type
+    if media.type == "multipart/signed":
+        boundary = media.param("boundary")
+        if boundary is None:
+            raise AgentError(Code.MALFORMED, "multipart/signed without boundary")
+        parts = split_multipart(plaintext, boundary, entity.body_start, entity.body_end)
+        # RFC 1847 section 2.1: exactly two parts, the content and its signature.
+        if len(parts) != 2:
+            raise AgentError(Code.MALFORMED, "multipart/signed must have exactly two parts")
+        signature_part = parse_entity(plaintext, *parts[1])
+        if signature_part.content_type.type not in _PKCS7_SIGNATURE:
+            raise AgentError(Code.NOT_SIGNED, "second part is not a pkcs7-signature")
+        signature = signature_part.decoded_body()
+        # The digest covers the exact received bytes of part 1 (RFC 1847 section 5.1).
+        start, end = parts[0]
+        content = memoryview(plaintext)[start:end]
+        verified = cms.verify(signature, detached=content, policy=env.policy)
+        return _Signed(verified, plaintext, start, end)
+    if media.type in _PKCS7_MIME:
+        body = entity.decoded_body()
+        if not len(body):
+            raise AgentError(Code.MALFORMED, "empty application/pkcs7-mime body")
+        if cms.content_type(body) != cms.SIGNED:
+            raise AgentError(Code.NOT_SIGNED, "inner CMS content is not signed-data")
+        verified = cms.verify(body, detached=None, policy=env.policy)
+        opaque = to_crlf(bytes(verified.content))
+        return _Signed(verified, opaque, 0, len(opaque))
+    raise AgentError(Code.NOT_SIGNED, f"decrypted content is {media.type}")
+
+
+def _address_set(entity: Entity, name: str) -> set[str]:
+    return {normalise_address(a) for a in addresses(entity.get_all(name))}
+
+
+def _check_wrapped_headers(outer: Entity, inner: Entity) -> None:
+    """The clear outer From/To must be the signed inner ones (RFC 8551 section 3.1): otherwise an
+    attacker could re-address a signed message without breaking its signature."""
+    for name in ("from", "to"):
+        if _address_set(outer, name) != _address_set(inner, name):
+            raise AgentError(Code.HEADER_TAMPER, f"outer {name} differs from the signed message")
+
+
+def _unwrapped_message(outer: Entity, signed: Entity) -> bytes:
+    """Outer RFC 5322 fields, then the signed entity's own MIME fields and body."""
+    kept = b"".join(h.raw for h in outer.headers if not h.key.startswith(_CONTENT_HEADERS))
+    own = b"".join(h.raw for h in signed.headers)
+    return b"".join((kept, b"MIME-Version: 1.0\r\n", own, CRLF, signed.body))
