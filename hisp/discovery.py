@@ -2,9 +2,10 @@
 
 The lookups themselves live in ``agent.discovery`` (DNS CERT, then LDAP via SRV). Here they get
 their settings (``HISP_DNS_SERVERS``, ``HISP_DISCOVERY_TIMEOUT``, ``HISP_LDAP_CACHE_TTL``) and a
-cache shared by every worker: Redis when ``REDIS_URL`` is set, Django's cache (a file cache in
-the data folder) otherwise. Hosted addresses never reach DNS: ``resolver()`` answers them from
-the database (``hisp.agent_env.DatabaseCertificateResolver``).
+cache shared by every worker: Redis when ``REDIS_URL`` is set, with an in-process near cache in
+front of it (``hisp.discovery_redis``: flushes reach every process within a quarter second),
+Django's cache (a file cache in the data folder) otherwise. Hosted addresses never reach DNS:
+``resolver()`` answers them from the database (``hisp.agent_env.DatabaseCertificateResolver``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-import redis
 from cryptography import x509
 from django.conf import settings
 from django.core.cache import caches
@@ -26,69 +26,15 @@ from agent.discovery import Cache, CachePolicy, DiscoveryCache, DiscoveryResolve
 from agent.discovery.names import AddressError, target_for
 from agent.types import Candidates, CertificateResolver
 from hisp.certificates import fingerprint
+from hisp.discovery_redis import REDIS_SOCKET_TIMEOUT as REDIS_SOCKET_TIMEOUT
+from hisp.discovery_redis import STORE_PREFIX, DiscoveryError, RedisStore, redis_cache
 from hisp.models import Domain
 from hisp.services.identity import IdentityError, normalise_domain
 
 logger = logging.getLogger(__name__)
 
-STORE_PREFIX = "hisp:"
-# A cache that does not answer must not cost every lookup a long wait (the lookup goes on
-# without it); one round trip on a local network is well under this.
-REDIS_SOCKET_TIMEOUT = 0.5
-
-
-class DiscoveryError(ValueError):
-    """Bad input for a discovery operation (not an address or domain), or the cache is down."""
-
 
 # --- Cache stores ------------------------------------------------------------------------------
-
-
-class RedisStore:
-    """``agent.discovery.Cache`` over redis-py, holding the raw bytes.
-
-    Not Django's Redis cache: that one unpickles what it reads, and a cache shared by every
-    worker must not be able to run code in them (the values are JSON holding DER).
-
-    ``strict=False`` (lookups): Redis errors are logged and read as misses, so mail keeps
-    flowing without the cache. ``strict=True`` (flush): they become ``DiscoveryError``, so an
-    operator is never told an entry was dropped when it was not.
-    """
-
-    def __init__(self, url: str, *, prefix: str = STORE_PREFIX, strict: bool = False) -> None:
-        self.client = redis.Redis.from_url(
-            url,
-            socket_timeout=REDIS_SOCKET_TIMEOUT,
-            socket_connect_timeout=REDIS_SOCKET_TIMEOUT,
-        )
-        self.prefix = prefix
-        self.strict = strict
-
-    def get(self, key: str) -> bytes | None:
-        try:
-            value = self.client.get(self.prefix + key)
-        except redis.RedisError as exc:
-            self._failed("read", exc)
-            return None
-        return value if isinstance(value, bytes) else None
-
-    def set(self, key: str, value: bytes, ttl: float) -> None:
-        try:
-            # PX: milliseconds, so sub-second TTLs (never 0) are kept as asked.
-            self.client.set(self.prefix + key, value, px=max(1, int(ttl * 1000)))
-        except redis.RedisError as exc:
-            self._failed("write", exc)
-
-    def delete(self, key: str) -> None:
-        try:
-            self.client.delete(self.prefix + key)
-        except redis.RedisError as exc:
-            self._failed("delete", exc)
-
-    def _failed(self, action: str, exc: redis.RedisError) -> None:
-        if self.strict:
-            raise DiscoveryError(f"discovery cache unavailable ({action}): {exc}") from None
-        logger.warning("discovery cache %s failed: %s", action, type(exc).__name__)
 
 
 class DjangoCacheStore:
@@ -128,6 +74,14 @@ def _policy(ldap_ttl: float) -> CachePolicy:
     return CachePolicy(ldap_ttl=ldap_ttl)
 
 
+def _cache(redis_url: str, policy: CachePolicy, *, strict: bool) -> DiscoveryCache:
+    if redis_url:
+        return redis_cache(redis_url, policy=policy, strict=strict)
+    # Django's cache is a local file or whatever CACHES names; no near cache in front of it,
+    # since nothing would tell this process about a flush made by another.
+    return DiscoveryCache(store=DjangoCacheStore(), policy=policy)
+
+
 # --- Resolvers -----------------------------------------------------------------------------------
 
 
@@ -160,7 +114,7 @@ def _remote_resolver(
         timeout=timeout,
         # A dead LDAP server gives way to the next SRV target well within the level's time.
         connect_timeout=min(3.0, timeout / 2),
-        cache=DiscoveryCache(store=_store(redis_url, strict=False), policy=_policy(ldap_ttl)),
+        cache=_cache(redis_url, _policy(ldap_ttl), strict=False),
         allow_private_networks=allow_private_networks,
     )
 
@@ -181,7 +135,9 @@ def resolver() -> CertificateResolver:
 def flush(entry: str) -> str:
     """Forget cached discovery results for an address or a whole domain; the entry as flushed.
 
-    Goes through a strict store: if the cache cannot be reached the operator hears so.
+    Goes through a strict store: if the cache cannot be reached the operator hears so. This
+    process's near cache is dropped at once, every other process's within
+    ``hisp.discovery_redis.NEAR_CHECK_EVERY``.
     """
     value = entry.strip()
     if "@" in value:
@@ -194,7 +150,7 @@ def flush(entry: str) -> str:
             value = normalise_domain(value)
         except IdentityError:
             raise DiscoveryError(f"not an address or domain: {entry!r}") from None
-    DiscoveryCache(store=cache_store(strict=True), policy=cache_policy()).flush(value)
+    _cache(settings.REDIS_URL, cache_policy(), strict=True).flush(value)
     return value
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from agent.discovery import CachePolicy, DiscoveryCache, DiscoveryResolver, MemoryCache
+from agent.discovery.cache import NearCache
 from agent.discovery.found import Found, Outcome
 from tests.agent.discovery.conftest import SUFFIX, Pki
 from tests.agent.discovery.hostile import silent_udp_port
@@ -186,3 +188,144 @@ def test_ldap_results_are_kept_for_the_configured_time(
     assert list(resolver.candidates(address))[2].certificates == (old,)
     clock.now += 2
     assert list(resolver.candidates(address))[2].certificates == (new,)
+
+
+# --- The near cache (an in-process layer in front of a shared store) ---------------------------
+
+
+class SharedEpoch:
+    """``Epoch`` over a value the test controls; ``readable=False`` plays a store that is down."""
+
+    def __init__(self) -> None:
+        self.value = ""
+        self.readable = True
+        self.reads = 0
+
+    def read(self) -> str | None:
+        self.reads += 1
+        return self.value if self.readable else None
+
+    def advance(self) -> None:
+        self.value = uuid.uuid4().hex
+
+
+def near_cache(clock: Clock, epoch: SharedEpoch, **options: float) -> DiscoveryCache:
+    near = NearCache(epoch=epoch, clock=clock, wall_clock=clock, **options)  # type: ignore[arg-type]
+    return DiscoveryCache(store=MemoryCache(clock=clock), near=near)
+
+
+def notes(found: Found | None) -> tuple[str, ...] | None:
+    return None if found is None else found.notes
+
+
+def test_near_cache_never_serves_an_entry_past_its_stored_expiry() -> None:
+    clock, epoch = Clock(), SharedEpoch()
+    cache = near_cache(clock, epoch)
+    assert cache.get(domain="t.test", kind="dns", name="b.t.test.") is None  # a miss, then...
+    cache.put(domain="t.test", kind="dns", name="b.t.test.", found=Found(Outcome.NOTHING, ttl=100))
+    assert cache.near is not None and len(cache.near) == 1
+    cache.store.delete(next(iter(cache.store._entries)))  # type: ignore[attr-defined]
+    clock.now += 99.9
+    # The store no longer has it: only the near cache can answer, and still may.
+    assert cache.get(domain="t.test", kind="dns", name="b.t.test.") is not None
+    clock.now += 0.2
+    assert cache.get(domain="t.test", kind="dns", name="b.t.test.") is None
+
+
+def test_near_cache_keeps_a_value_read_from_the_store_only_for_what_it_has_left() -> None:
+    clock, epoch = Clock(), SharedEpoch()
+    writer, reader = near_cache(clock, epoch), near_cache(clock, epoch)
+    reader.store = writer.store  # two processes, one shared store
+    found = Found(Outcome.NOTHING, notes=("v1",), ttl=100)
+    writer.put(domain="t.test", kind="dns", name="b.t.test.", found=found)
+    clock.now += 60
+    assert notes(reader.get(domain="t.test", kind="dns", name="b.t.test.")) == ("v1",)
+    writer.store.delete(next(iter(writer.store._entries)))  # type: ignore[attr-defined]
+    clock.now += 39.9
+    assert notes(reader.get(domain="t.test", kind="dns", name="b.t.test.")) == ("v1",)  # near
+    clock.now += 0.2  # 100 s after it was written, not 100 s after the reader saw it
+    assert reader.get(domain="t.test", kind="dns", name="b.t.test.") is None
+
+
+def test_near_cache_drops_everything_when_another_process_flushes() -> None:
+    clock, epoch = Clock(), SharedEpoch()
+    one, two = near_cache(clock, epoch), near_cache(clock, epoch, check_every=0.25)
+    two.store = one.store
+    one.put(domain="t.test", kind="ldap", name="b@t.test", found=Found(Outcome.NOTHING, ttl=9))
+    assert two.get(domain="t.test", kind="ldap", name="b@t.test") is not None
+    reads = epoch.reads
+    for _ in range(100):  # hits within the interval never read the epoch
+        assert two.get(domain="t.test", kind="ldap", name="b@t.test") is not None
+    assert epoch.reads == reads
+    one.flush("t.test")
+    clock.now += 0.2
+    assert two.get(domain="t.test", kind="ldap", name="b@t.test") is not None  # within bound
+    clock.now += 0.06
+    assert two.get(domain="t.test", kind="ldap", name="b@t.test") is None
+    assert two.near is not None and len(two.near) == 0
+
+
+def test_near_cache_serves_nothing_while_the_epoch_cannot_be_read() -> None:
+    clock, epoch = Clock(), SharedEpoch()
+    cache = near_cache(clock, epoch)
+    assert cache.get(domain="t.test", kind="dns", name="b.t.test.") is None
+    cache.put(domain="t.test", kind="dns", name="b.t.test.", found=Found(Outcome.NOTHING, ttl=60))
+    assert cache.near is not None and len(cache.near) == 1
+    cache.store.delete(next(iter(cache.store._entries)))  # type: ignore[attr-defined]
+    epoch.readable = False  # the store went away: a flush could happen without us hearing
+    clock.now += 1
+    assert cache.get(domain="t.test", kind="dns", name="b.t.test.") is None
+    cache.put(domain="t.test", kind="dns", name="b.t.test.", found=Found(Outcome.NOTHING, ttl=60))
+    assert len(cache.near) == 0  # nothing is kept meanwhile
+    epoch.readable = True  # back, with the same epoch: still starts empty
+    clock.now += 1
+    assert cache.near.get("dns:b.t.test.") is None
+
+
+def test_near_cache_refuses_a_value_read_before_a_flush_it_raced() -> None:
+    clock, epoch = Clock(), SharedEpoch()
+    near = NearCache(epoch=epoch, clock=clock, wall_clock=clock)
+    near.get("warm-up")  # reads the epoch once
+    mark = near.mark()  # a lookup takes its mark, then reads the store (a value from before...)
+    epoch.advance()  # ...a flush in another process...
+    clock.now += 1
+    assert near.get("other") is None  # ...which another thread's lookup notices (entries dropped)
+    near.put("dns:b.t.test.", Found(Outcome.NOTHING), expires_at=clock.now + 60, mark=mark)
+    assert near.get("dns:b.t.test.") is None  # the value read before the drop is not kept
+    near.put("dns:b.t.test.", Found(Outcome.NOTHING), expires_at=clock.now + 60, mark=near.mark())
+    assert near.get("dns:b.t.test.") is not None  # a value read after it is
+
+
+def test_near_cache_is_bounded_and_rejects_bad_settings() -> None:
+    clock, epoch = Clock(), SharedEpoch()
+    near = NearCache(epoch=epoch, max_entries=2, clock=clock, wall_clock=clock)
+    near.get("x")
+    for key in ("a", "b", "c"):
+        near.put(key, Found(Outcome.NOTHING), expires_at=clock.now + 60, mark=near.mark())
+    assert [near.get(key) is not None for key in ("a", "b", "c")] == [False, True, True]
+    with pytest.raises(ValueError, match="max_entries"):
+        NearCache(epoch=epoch, max_entries=0)
+    with pytest.raises(ValueError, match="check_every"):
+        NearCache(epoch=epoch, check_every=-1)
+
+
+def test_a_forked_child_starts_with_an_empty_near_cache() -> None:
+    clock, epoch = Clock(), SharedEpoch()
+    near = NearCache(epoch=epoch, clock=clock, wall_clock=clock)
+    near.get("x")
+    near.put("k", Found(Outcome.NOTHING), expires_at=clock.now + 60, mark=near.mark())
+    near._lock.acquire()  # as if another thread of the parent held it at the fork
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: must neither hang on the lock nor serve the parent's entries
+        os.close(read)
+        os.write(write, b"empty" if near.get("k") is None and len(near) == 0 else b"kept")
+        os._exit(0)
+    near._lock.release()
+    os.close(write)
+    try:
+        with os.fdopen(read, "rb") as pipe:
+            assert pipe.read() == b"empty"
+    finally:
+        os.waitpid(pid, 0)
+    assert near.get("k") is not None  # the parent keeps its own
