@@ -25,6 +25,8 @@ from hisp.models import Route
 
 log = logging.getLogger(__name__)
 
+# RFC 5321 section 4.5.3.1.8: a server must accept at least 100 recipients per transaction.
+MAX_RECIPIENTS = 100
 TIMEOUT = 60.0  # seconds per SMTP command; RFC 5321 4.5.3.2 allows longer, workers should not wait
 _ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\b")
 
@@ -102,21 +104,67 @@ def hops(domain: str) -> list[Hop]:
 
 
 def send(*, wire: bytes, mail_from: str, recipient: str, timeout: float = TIMEOUT) -> Outcome:
-    """Deliver ``wire`` to one recipient. Tries each hop in order while they fail temporarily;
-    a 5xx from any hop is final."""
-    domain = recipient.rpartition("@")[2]
-    try:
-        destinations = hops(domain)
-    except NoSuchDomain:
-        return Outcome(Result.PERMANENT, f"no mail servers for {domain}", "5.1.2")
-    except dns.exception.DNSException as exc:
-        return Outcome(Result.TEMPORARY, f"MX lookup for {domain} failed: {exc}", "4.4.3")
-    last = Outcome(Result.TEMPORARY, "no destination", "4.4.1")
+    """Deliver ``wire`` to one recipient (see :func:`send_batch`)."""
+    return send_batch(wire=wire, mail_from=mail_from, recipients=[recipient], timeout=timeout)[
+        recipient
+    ]
+
+
+def send_batch(
+    *, wire: bytes, mail_from: str, recipients: Sequence[str], timeout: float = TIMEOUT
+) -> dict[str, Outcome]:
+    """Deliver ``wire`` to several recipients; one outcome per recipient.
+
+    Recipients whose domains resolve to the same destination share one SMTP transaction (one
+    MAIL, a RCPT each, one DATA; RFC 5321 section 3.3). Each RCPT reply counts for its own
+    recipient only: a 550 fails that one, a 4xx defers that one, and the others still get the
+    message. ``recipients`` must all be able to receive the same bytes (one protection).
+    """
+    unique = list(dict.fromkeys(recipients))
+    outcomes: dict[str, Outcome] = {}
+    routes: dict[tuple[Hop, ...], list[str]] = {}
+    by_domain: dict[str, list[str]] = {}
+    for recipient in unique:
+        by_domain.setdefault(recipient.rpartition("@")[2].lower().rstrip("."), []).append(recipient)
+    for domain, group in by_domain.items():
+        try:
+            destinations = hops(domain)
+        except NoSuchDomain:
+            failed = Outcome(Result.PERMANENT, f"no mail servers for {domain}", "5.1.2")
+            outcomes.update(dict.fromkeys(group, failed))
+            continue
+        except dns.exception.DNSException as exc:
+            later = Outcome(Result.TEMPORARY, f"MX lookup for {domain} failed: {exc}", "4.4.3")
+            outcomes.update(dict.fromkeys(group, later))
+            continue
+        routes.setdefault(tuple(destinations), []).extend(group)
+    for route, group in routes.items():
+        outcomes.update(
+            send_via(route, wire=wire, mail_from=mail_from, recipients=group, timeout=timeout)
+        )
+    return {recipient: outcomes[recipient] for recipient in unique}
+
+
+def send_via(
+    destinations: Sequence[Hop],
+    *,
+    wire: bytes,
+    mail_from: str,
+    recipients: Sequence[str],
+    timeout: float = TIMEOUT,
+) -> dict[str, Outcome]:
+    """Try each hop in order for the recipients that are still failing temporarily there; a
+    5xx from any hop is final for its recipient (RFC 5321 section 5.1)."""
+    outcomes = {r: Outcome(Result.TEMPORARY, "no destination", "4.4.1") for r in recipients}
+    pending = list(recipients)
     for hop in destinations:
-        last = _attempt(hop, wire=wire, mail_from=mail_from, recipient=recipient, timeout=timeout)
-        if last.result is not Result.TEMPORARY:
-            return last
-    return last
+        outcomes.update(
+            _attempt(hop, wire=wire, mail_from=mail_from, recipients=pending, timeout=timeout)
+        )
+        pending = [r for r in pending if outcomes[r].result is Result.TEMPORARY]
+        if not pending:
+            break
+    return outcomes
 
 
 def _client_context() -> ssl.SSLContext:
@@ -127,8 +175,11 @@ def _client_context() -> ssl.SSLContext:
     return context
 
 
-def _attempt(hop: Hop, *, wire: bytes, mail_from: str, recipient: str, timeout: float) -> Outcome:
+def _attempt(
+    hop: Hop, *, wire: bytes, mail_from: str, recipients: Sequence[str], timeout: float
+) -> dict[str, Outcome]:
     where = f"{hop.host}:{hop.port}"
+    outcomes: dict[str, Outcome] = {}
     try:
         with smtplib.SMTP(
             hop.host, hop.port, local_hostname=settings.HISP_HOSTNAME, timeout=timeout
@@ -137,22 +188,62 @@ def _attempt(hop: Hop, *, wire: bytes, mail_from: str, recipient: str, timeout: 
             if client.has_extn("starttls"):
                 code, reply = client.starttls(context=_client_context())
                 if code != 220:
-                    return Outcome.from_reply(code, reply)
+                    return dict.fromkeys(recipients, Outcome.from_reply(code, reply))
                 client.ehlo()
             elif hop.require_tls:
-                return Outcome(
+                refused = Outcome(
                     Result.TEMPORARY, f"{where} does not offer STARTTLS (required)", "4.7.10"
                 )
-            code, reply = client.mail(mail_from)
-            if code != 250:
-                return Outcome.from_reply(code, reply)
-            code, reply = client.rcpt(recipient)
-            if code not in (250, 251):
-                return Outcome.from_reply(code, reply)
-            code, reply = client.data(wire)
-            return Outcome.from_reply(code, reply)
+                return dict.fromkeys(recipients, refused)
+            pending = list(recipients)
+            while pending:
+                batch, rest = pending[:MAX_RECIPIENTS], pending[MAX_RECIPIENTS:]
+                pending = _transaction(client, wire=wire, mail_from=mail_from,
+                                       recipients=batch, outcomes=outcomes) + rest
     except smtplib.SMTPResponseException as exc:
-        return Outcome.from_reply(exc.smtp_code, exc.smtp_error)
+        failed = Outcome.from_reply(exc.smtp_code, exc.smtp_error)
+        outcomes.update({r: failed for r in recipients if r not in outcomes})
     except (OSError, smtplib.SMTPException, ssl.SSLError) as exc:
         log.info("delivery attempt to %s failed: %s", where, type(exc).__name__)
-        return Outcome(Result.TEMPORARY, f"{where}: {type(exc).__name__}: {exc}"[:400], "4.4.1")
+        lost = Outcome(Result.TEMPORARY, f"{where}: {type(exc).__name__}: {exc}"[:400], "4.4.1")
+        outcomes.update({r: lost for r in recipients if r not in outcomes})
+    return outcomes
+
+
+def _transaction(
+    client: smtplib.SMTP,
+    *,
+    wire: bytes,
+    mail_from: str,
+    recipients: Sequence[str],
+    outcomes: dict[str, Outcome],
+) -> list[str]:
+    """One MAIL / RCPT... / DATA transaction. Records an outcome for every recipient it settles
+    and returns those to carry into a new transaction: refused with ``452`` (too many
+    recipients, RFC 5321 section 4.5.3.1.10) after others were accepted."""
+    code, reply = client.mail(mail_from)
+    if code != 250:
+        outcomes.update(dict.fromkeys(recipients, Outcome.from_reply(code, reply)))
+        client.rset()
+        return []
+    accepted: list[str] = []
+    carried: list[str] = []
+    for recipient in recipients:
+        code, reply = client.rcpt(recipient)
+        if code in (250, 251):
+            accepted.append(recipient)
+        elif code == 452 and accepted:
+            carried.append(recipient)
+        else:
+            outcomes[recipient] = Outcome.from_reply(code, reply)
+    if not accepted:
+        client.rset()  # RFC 5321 section 3.3: no valid recipient, no DATA
+        return []
+    try:
+        code, reply = client.data(wire)
+    except smtplib.SMTPDataError as exc:  # DATA itself refused (not 354)
+        outcomes.update(dict.fromkeys(accepted, Outcome.from_reply(exc.smtp_code, exc.smtp_error)))
+        client.rset()
+        return carried
+    outcomes.update(dict.fromkeys(accepted, Outcome.from_reply(code, reply)))
+    return carried

@@ -24,6 +24,24 @@ from hisp.smtp.threads import in_thread
 log = logging.getLogger(__name__)
 
 TEMPORARY_FAILURE = "451 4.3.0 Temporary local problem; please try again later"
+NULL_RECIPIENT = "501 5.1.3 The null path is not a recipient"
+
+# aiosmtpd hands the null reverse-path on as the literal "<>" (its address parser returns the
+# empty angle-addr as written), and keeps it in the envelope that way: an empty mail_from would
+# make it answer every later RCPT with "503 need MAIL command".
+NULL_PATH = "<>"
+
+
+def reverse_path(mail_from: str | None) -> str:
+    """The envelope sender as stored: ``""`` for the null reverse-path ``MAIL FROM:<>``.
+
+    RFC 5321 section 4.5.5: DSNs (and, per RFC 3798 section 3, MDNs) are sent with the null
+    reverse-path, and a server must accept it. Stored empty, everything downstream treats the
+    message as auto-generated, so it is never answered (no MDN, DSN or courtesy notice).
+    """
+    if not mail_from or mail_from == NULL_PATH:
+        return ""
+    return mail_from
 
 
 def peer_label(session: Session) -> str:
@@ -34,12 +52,21 @@ def peer_label(session: Session) -> str:
 
 
 class BackboneHandler:
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        # Other HISPs have no accounts here: AUTH is not offered (the listener also disables
+        # every mechanism, so an AUTH command gets 504), and it could never widen RCPT.
+        session.host_name = hostname
+        return [line for line in responses if not line[4:].upper().startswith("AUTH")]
+
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         if len(address) > MAX_PATH:
             return PATH_TOO_LONG
-        envelope.mail_from = address
+        envelope.mail_from = address  # "<>" for the null reverse-path, see reverse_path()
         envelope.mail_options.extend(options)
         return "250 2.1.0 OK"
 
@@ -50,6 +77,8 @@ class BackboneHandler:
 
         if len(address) > MAX_PATH:
             return PATH_TOO_LONG
+        if address == NULL_PATH:
+            return NULL_RECIPIENT
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return TOO_MANY_RECIPIENTS
         try:
@@ -72,7 +101,7 @@ class BackboneHandler:
             message = await in_thread(
                 accept_incoming,
                 raw=raw,
-                mail_from=envelope.mail_from or "",
+                mail_from=reverse_path(envelope.mail_from),
                 rcpt_tos=list(envelope.rcpt_tos),
                 peer=peer_label(session),
             )

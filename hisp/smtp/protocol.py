@@ -3,9 +3,12 @@
 aiosmtpd already ends DATA only at ``<CRLF>.<CRLF>`` (its SMTP smuggling fix), answers ``503``
 for commands out of sequence and ``552`` over the size limit. On top of that:
 
-- command lines must end in CRLF (RFC 5321 section 2.3.8: a bare LF is not a line ending), and
-  a message body containing a bare CR or bare LF is refused (see :func:`bare_line_ending`), which
-  also refuses every ``<LF>.<CR><LF>`` / ``<CR><LF>.<LF>`` smuggling variant;
+- command lines must end in CRLF and hold no other CR (RFC 5321 section 2.3.8: a bare LF is not
+  a line ending), and a message body containing a bare CR or bare LF is refused (see
+  :func:`bare_line_ending`), which also refuses every ``<LF>.<CR><LF>`` / ``<CR><LF>.<LF>``
+  smuggling variant;
+- an idle session is told ``421`` before it is closed; AUTH mechanism names are
+  case-insensitive;
 - local parts are limited to 64 octets (RFC 5321 section 4.5.3.1.1).
 """
 
@@ -35,18 +38,35 @@ def bare_line_ending(data: bytes) -> bool:
 
 
 class _CrlfLineReader(asyncio.StreamReader):
-    """Command lines ending in a bare LF are handed on empty, which aiosmtpd answers with
-    ``500 Error: bad syntax`` instead of executing them (RFC 5321 section 2.3.8)."""
+    """Command lines ending in a bare LF, or with a bare CR inside, are handed on empty, which
+    aiosmtpd answers with ``500 Error: bad syntax`` instead of executing them (RFC 5321 section
+    2.3.8: CR and LF only ever appear together, as the line ending)."""
 
-    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+    async def readuntil(self, separator: Any = b"\n") -> bytes:  # typeshed: a private alias
         line = await super().readuntil(separator)
-        if separator == b"\n" and not line.endswith(b"\r\n"):
+        if separator == b"\n" and (not line.endswith(b"\r\n") or b"\r" in line[:-2]):
             return b"\r\n"
         return line
 
 
 class HispSMTP(SMTP):
     local_part_limit = 64
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        # SASL mechanism names are case-insensitive (RFC 4954 section 4); aiosmtpd compares
+        # them as sent. Only the name is upper-cased, never the initial response.
+        if arg:
+            name, space, rest = arg.lstrip().partition(" ")
+            arg = name.upper() + space + rest
+        await super().smtp_AUTH(arg)
+
+    def _timeout_cb(self) -> None:
+        # RFC 5321 section 3.8 / 4.5.3.2.7: say why before closing an idle session (421), so
+        # the client knows to retry rather than guessing from a dropped connection.
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            transport.write(f"421 4.4.2 {self.hostname} Idle timeout; closing\r\n".encode())
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
 
     def _cb_client_connected(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

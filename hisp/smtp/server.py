@@ -28,7 +28,9 @@ def backbone(*, bind: str, port: int, **overrides: Any) -> HispController:
         BackboneHandler(),
         hostname=bind,
         port=port,
-        **smtp_options(tls_context=server_context(), **overrides),
+        **smtp_options(
+            tls_context=server_context(), auth_exclude_mechanism=["LOGIN", "PLAIN"], **overrides
+        ),
     )
 
 

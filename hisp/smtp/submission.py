@@ -85,7 +85,8 @@ class SubmissionHandler:
             log.info("submission AUTH failed from %s", client)
             return AUTH_INVALID
         session.authenticated = True
-        session.auth_data = LoginPassword(login, b"")  # never keep the password around
+        # Never keep the password around. (aiosmtpd annotates auth_data as None.)
+        session.auth_data = LoginPassword(login, b"")  # type: ignore[assignment]
         session.hisp_user = outcome.user  # type: ignore[attr-defined]
         return AUTH_OK
 

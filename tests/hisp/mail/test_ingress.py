@@ -226,6 +226,7 @@ def test_idle_session_is_closed(transactional_db, bob):
         sock = _raw_session(controller)
         try:
             sock.settimeout(5)
+            assert sock.recv(1024).startswith(b"421 4.4.2 ")  # RFC 5321 3.8: why, then close
             assert sock.recv(1024) == b""  # the server hung up
         finally:
             sock.close()
