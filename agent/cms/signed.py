@@ -118,9 +118,16 @@ def sign(
 def _time(at: datetime) -> bytes:
     """signingTime: UTCTime through 2049, GeneralizedTime after (RFC 5652 section 11.3)."""
     moment = at.astimezone(UTC)
+    rest = b"%02d%02d%02d%02d%02dZ" % (
+        moment.month,
+        moment.day,
+        moment.hour,
+        moment.minute,
+        moment.second,
+    )
     if 1950 <= moment.year < 2050:
-        return der.encode(0x17, moment.strftime("%y%m%d%H%M%SZ").encode("ascii"))
-    return der.encode(0x18, moment.strftime("%Y%m%d%H%M%SZ").encode("ascii"))
+        return der.encode(0x17, b"%02d" % (moment.year % 100) + rest)
+    return der.encode(0x18, b"%04d" % moment.year + rest)
 
 
 @lru_cache(maxsize=8)

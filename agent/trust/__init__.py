@@ -12,6 +12,9 @@ Choices worth knowing (each is explained where it is made):
 * ``select_recipient_certificates`` raises ``revocation-unavailable`` (transient) rather than
   ``no-recipient-certificate`` when the only obstacle was an unreadable revocation source, so
   the caller retries instead of failing the recipient for good.
+* An ``Environment`` may carry a ``ValidationCache``: successful path validations are remembered
+  (keyed by the certificates, sender, domain, anchors and policy; bounded by the path's validity
+  and a short TTL) and only revocation is asked again per message (``validation_cache``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from agent.trust.issuers import HttpIssuerFetcher
 from agent.trust.revocation import HttpRevocationChecker
 from agent.trust.store import StaticTrustStore
 from agent.trust.validate import select_recipient_certificates, validate_signer
+from agent.trust.validation_cache import ValidationCache
 
 __all__ = [
     "ByteCache",
@@ -28,6 +32,7 @@ __all__ = [
     "HttpRevocationChecker",
     "MemoryCache",
     "StaticTrustStore",
+    "ValidationCache",
     "select_recipient_certificates",
     "validate_signer",
 ]

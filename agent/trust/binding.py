@@ -2,7 +2,11 @@
 
 A certificate is bound to an address by a subjectAltName rfc822Name equal to the address, or to
 the address's domain by a subjectAltName dNSName equal to the domain. Subject DN emailAddress
-attributes are not consulted (RFC 5280 4.1.2.6 deprecates them in favour of the SAN).
+attributes are not consulted by default (RFC 5280 4.1.2.6 deprecates them in favour of the SAN);
+the legacy policy switch ``allow_subject_email_binding`` consults them for a signer that has no
+rfc822Name or dNSName SAN at all, as pre-Direct-AS implementations (the .NET reference
+implementation) issued certificates: the attribute holds the address, or the bare domain for a
+domain-bound certificate.
 
 Comparison choice: the domain is compared case-insensitively (RFC 5321 2.4). The local part is
 ALSO compared case-insensitively, although RFC 5280 7.5 allows a case-sensitive local part: every
@@ -17,6 +21,7 @@ Wildcard dNSNames never match: Direct binds a certificate to exactly one domain.
 from __future__ import annotations
 
 from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from agent.errors import AgentError, Code
 
@@ -72,8 +77,39 @@ def bound_to_domain(certificate: x509.Certificate, domain: str) -> bool:
     )
 
 
-def bound_to_sender(certificate: x509.Certificate, sender: str) -> bool:
-    """Either binding will do for a signer (Applicability Statement 4.0 / 5.1)."""
-    return bound_to_address(certificate, sender) or bound_to_domain(
+def subject_email_addresses(certificate: x509.Certificate) -> list[str]:
+    """The subject DN's emailAddress (PKCS #9) values, addresses or bare domains."""
+    return [
+        attribute.value
+        for attribute in certificate.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS)
+        if isinstance(attribute.value, str)
+    ]
+
+
+def bound_by_subject_email(certificate: x509.Certificate, sender: str) -> bool:
+    """Legacy binding: a subject emailAddress equal to the address, or to its bare domain, and
+    no rfc822Name/dNSName SAN that would say otherwise (a certificate with SAN names is bound by
+    them alone, RFC 5280 4.2.1.6)."""
+    if rfc822_names(certificate) or dns_names(certificate):
+        return False
+    local, domain = split_address(sender)
+    for value in subject_email_addresses(certificate):
+        value_local, sep, value_domain = value.strip().rpartition("@")
+        if sep:
+            if value_local.lower() == local.lower() and _normalise_domain(value_domain) == domain:
+                return True
+        elif "*" not in value and _normalise_domain(value) == domain:
+            return True
+    return False
+
+
+def bound_to_sender(
+    certificate: x509.Certificate, sender: str, *, allow_subject_email: bool = False
+) -> bool:
+    """Either binding will do for a signer (Applicability Statement 4.0 / 5.1); the subject
+    emailAddress only when the legacy policy allows it."""
+    if bound_to_address(certificate, sender) or bound_to_domain(
         certificate, address_domain(sender)
-    )
+    ):
+        return True
+    return allow_subject_email and bound_by_subject_email(certificate, sender)

@@ -36,6 +36,7 @@ from agent.trust.algorithms import (
     require_acceptable,
     signature_problem,
 )
+from agent.trust.binding import subject_email_addresses
 from agent.types import AlgorithmPolicy, IssuerFetcher, RevocationChecker, RevocationStatus
 
 # Intermediates between leaf and anchor; Direct paths are one or two deep, this bounds work on
@@ -262,7 +263,16 @@ def _names_of(certificate: x509.Certificate) -> list[x509.GeneralName]:
         san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         names.extend(san)
     except x509.ExtensionNotFound:
-        pass
+        # RFC 5280 4.2.1.10: without a SAN, rfc822Name constraints apply to the subject's
+        # emailAddress. A bare domain there is what the legacy binding reads as a domain
+        # binding, so dNSName constraints apply to it as well (fail closed).
+        for value in subject_email_addresses(certificate):
+            try:
+                names.append(x509.RFC822Name(value))
+                if "@" not in value:
+                    names.append(x509.DNSName(value))
+            except ValueError:  # not ASCII: it cannot be checked, so it cannot pass
+                raise AgentError(Code.UNTRUSTED_SIGNER, "subject emailAddress is not ASCII")
     return names
 
 
@@ -321,8 +331,25 @@ def check_path(
                     continue  # self-issued intermediates are exempt (RFC 5280 6.1.3(b))
                 _check_name_constraints(constraints, subject, what=what)
 
-    for certificate, issuer, what in zip(certificates, issuers, names, strict=True):
+    check_revocation(path, at=at, policy=policy, revocation=revocation)
+
+
+def check_revocation(
+    path: Path, *, at: datetime, policy: AlgorithmPolicy, revocation: RevocationChecker
+) -> None:
+    """RFC 5280 6.1.3(a)(3): no certificate of the path (anchor excluded) is revoked at ``at``.
+
+    Separate from ``check_path`` because it is the one part of a decision that changes while the
+    certificates stay the same, so a remembered path is re-checked with it on every use."""
+    if path.leaf_is_anchor:
+        return  # an anchor is trusted by configuration; nothing above it could revoke it
+    certificates = path.certificates
+    issuers = (*certificates[1:], path.anchor)
+    for index, (certificate, issuer) in enumerate(zip(certificates, issuers, strict=True)):
         status = revocation.status(certificate, issuer, at)
+        if status is RevocationStatus.GOOD or status is RevocationStatus.NOT_CHECKED:
+            continue
+        what = f"intermediate CA {index}" if index else "leaf certificate"
         if status is RevocationStatus.REVOKED:
             raise AgentError(Code.SIGNER_REVOKED, f"{what} is revoked")
         if status is RevocationStatus.UNAVAILABLE and policy.revocation_required_when_named:

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -113,6 +114,14 @@ def crl_urls(certificate: x509.Certificate) -> list[str]:
     return urls
 
 
+@lru_cache(maxsize=4096)
+def _sources(certificate: x509.Certificate) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(OCSP URLs, CRL URLs), at most ``_MAX_SOURCES`` of each. Certificates compare and hash by
+    their DER, so this is read once per certificate rather than once per message."""
+    return tuple(ocsp_urls(certificate)[:_MAX_SOURCES]), tuple(crl_urls(certificate)[:_MAX_SOURCES])
+
+
+@lru_cache(maxsize=4096)
 def _status_key(certificate: x509.Certificate, issuer: x509.Certificate) -> str:
     spki = issuer.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -154,8 +163,7 @@ class HttpRevocationChecker:
     def status(
         self, certificate: x509.Certificate, issuer: x509.Certificate, at: datetime
     ) -> RevocationStatus:
-        ocsp_sources = ocsp_urls(certificate)[:_MAX_SOURCES]
-        crl_sources = crl_urls(certificate)[:_MAX_SOURCES]
+        ocsp_sources, crl_sources = _sources(certificate)
         if not ocsp_sources and not crl_sources:
             return RevocationStatus.NOT_CHECKED
         key = _status_key(certificate, issuer)

@@ -3,7 +3,7 @@ domain (incoming), and which certificates may we encrypt to for this recipient (
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from datetime import datetime
 
 from cryptography import x509
@@ -13,7 +13,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from agent.errors import AgentError, Code
 from agent.trust.algorithms import parseable, require_acceptable
 from agent.trust.binding import address_domain, bound_to_address, bound_to_domain, bound_to_sender
-from agent.trust.path import Path, candidate_paths, check_path, check_validity
+from agent.trust.path import Path, candidate_paths, check_path, check_revocation, check_validity
 from agent.types import Binding, Direction, Environment
 
 # RFC 8550 4.4.4: if extendedKeyUsage is present it must allow email protection.
@@ -95,6 +95,30 @@ def _first_valid_path(
     raise (revoked or failures)[0]
 
 
+def _remembered(
+    key: Hashable, *, env: Environment, at: datetime, decide: Callable[[], Path]
+) -> Path:
+    """``decide()``, or the path a previous success found for ``key`` when the environment
+    carries a ``ValidationCache`` and that path is still usable at ``at``: its revocation status
+    is asked again on every use (``validation_cache`` explains what else keeps it correct)."""
+    cache = env.validation_cache
+    if cache is None:
+        return decide()
+    path = cache.get(key, at)
+    if path is not None:
+        try:
+            check_revocation(path, at=at, policy=env.policy, revocation=env.revocation)
+        except AgentError:
+            # Revoked or unreadable now: forget it and decide in full, which may find another
+            # path or names the failure exactly as an uncached call would.
+            cache.discard(key)
+        else:
+            return path
+    path = decide()
+    cache.put(key, path)
+    return path
+
+
 def validate_signer(
     signer: x509.Certificate,
     extra: Sequence[x509.Certificate],
@@ -115,22 +139,30 @@ def validate_signer(
     revocation fetches.
     """
     _require_aware(at)
-    _require_parseable(signer, Code.UNTRUSTED_SIGNER)
-    # Applicability Statement 4.0: the signer is bound to the From address or its domain.
-    if not bound_to_sender(signer, sender):
-        raise AgentError(
-            Code.SENDER_MISMATCH,
-            "the signer certificate is bound neither to the sender address nor to its domain",
-        )
-    _require_signing_usage(signer)
-    require_acceptable(signer, env.policy, what="signer certificate")
-    check_validity(signer, at, what="signer certificate")
-    anchors = env.anchors.anchors(recipient_domain.lower(), Direction.INCOMING)
-    if not anchors:
-        raise AgentError(
-            Code.UNTRUSTED_SIGNER, "the recipient domain has no anchors for incoming mail"
-        )
-    path = _first_valid_path(signer, extra=extra, anchors=anchors, env=env, at=at)
+    domain = recipient_domain.lower()
+    anchors = tuple(env.anchors.anchors(domain, Direction.INCOMING))
+
+    def decide() -> Path:
+        _require_parseable(signer, Code.UNTRUSTED_SIGNER)
+        # Applicability Statement 4.0: the signer is bound to the From address or its domain.
+        if not bound_to_sender(
+            signer, sender, allow_subject_email=env.policy.allow_subject_email_binding
+        ):
+            raise AgentError(
+                Code.SENDER_MISMATCH,
+                "the signer certificate is bound neither to the sender address nor to its domain",
+            )
+        _require_signing_usage(signer)
+        require_acceptable(signer, env.policy, what="signer certificate")
+        check_validity(signer, at, what="signer certificate")
+        if not anchors:
+            raise AgentError(
+                Code.UNTRUSTED_SIGNER, "the recipient domain has no anchors for incoming mail"
+            )
+        return _first_valid_path(signer, extra=extra, anchors=anchors, env=env, at=at)
+
+    key = ("signer", signer, tuple(extra), sender, domain, anchors, env.policy)
+    path = _remembered(key, env=env, at=at, decide=decide)
     return path.anchor, path.certificates
 
 
@@ -152,17 +184,15 @@ def _recipient_problem(
     at: datetime,
 ) -> tuple[AgentError | None, x509.Certificate | None]:
     """(None, anchor) when ``certificate`` is usable for ``address``, else (reason, None)."""
-    try:
+
+    def decide() -> Path:
         _require_parseable(certificate, Code.NO_RECIPIENT_CERTIFICATE)
-    except AgentError as exc:
-        return exc, None
-    if binding is Binding.ADDRESS:
-        bound = bound_to_address(certificate, address)
-    else:
-        bound = bound_to_domain(certificate, address_domain(address))
-    if not bound:
-        return AgentError(Code.NO_RECIPIENT_CERTIFICATE, f"not bound to the {binding}"), None
-    try:
+        if binding is Binding.ADDRESS:
+            bound = bound_to_address(certificate, address)
+        else:
+            bound = bound_to_domain(certificate, address_domain(address))
+        if not bound:
+            raise AgentError(Code.NO_RECIPIENT_CERTIFICATE, f"not bound to the {binding}")
         _require_encryption_usage(certificate)
         if not isinstance(certificate.public_key(), rsa.RSAPublicKey):
             # Key transport is RSA only (RFC 8551 2.3; Direct Applicability Statement 5.3).
@@ -171,7 +201,13 @@ def _recipient_problem(
         check_validity(certificate, at, what="recipient certificate")
         if not anchors:
             raise AgentError(Code.UNTRUSTED_SIGNER, "no anchors for outgoing mail")
-        path = _first_valid_path(certificate, extra=extra, anchors=anchors, env=env, at=at)
+        return _first_valid_path(certificate, extra=extra, anchors=anchors, env=env, at=at)
+
+    # Keyed by the certificates discovery returned this time, never by the address alone: a
+    # changed DNS/LDAP answer is a different key.
+    key = ("recipient", certificate, tuple(extra), binding, address, tuple(anchors), env.policy)
+    try:
+        path = _remembered(key, env=env, at=at, decide=decide)
     except AgentError as exc:
         return exc, None
     return None, path.anchor
@@ -193,7 +229,7 @@ def select_recipient_certificates(
     revocation source could not be read, else ``no-recipient-certificate`` with every reason.
     """
     _require_aware(at)
-    anchors = env.anchors.anchors(sender_domain.lower(), Direction.OUTGOING)
+    anchors = tuple(env.anchors.anchors(sender_domain.lower(), Direction.OUTGOING))
     reasons: list[str] = []
     worst: set[Code] = set()
     for level in env.certificates.candidates(address):

@@ -80,6 +80,7 @@ def make_leaf(
     usage: str = "both",
     not_before: datetime | None = None,
     not_after: datetime | None = None,
+    serial: int | None = None,
 ) -> x509.Certificate:
     names: list[x509.GeneralName] = []
     if email:
@@ -91,7 +92,7 @@ def make_leaf(
         .subject_name(_name(email or dns or "leaf"))
         .issuer_name(issuer.certificate.subject)
         .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
+        .serial_number(serial or x509.random_serial_number())
         .not_valid_before(not_before or NOW - timedelta(days=10))
         .not_valid_after(not_after or NOW + timedelta(days=365))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from agent import AgentError, Code
-from agent.mime import parse_content_type, parse_entity, split_multipart, to_crlf
+from agent.mime import (
+    base64_blocks,
+    base64_lines,
+    parse_content_type,
+    parse_entity,
+    split_multipart,
+    to_crlf,
+)
 
 
 def test_to_crlf_turns_bare_lf_into_crlf_and_leaves_crlf_alone() -> None:
@@ -47,3 +56,13 @@ def test_split_multipart_rejects_unterminated_bodies(body: bytes) -> None:
     with pytest.raises(AgentError) as caught:
         split_multipart(body, "b", 0, len(body))
     assert caught.value.code is Code.MALFORMED
+
+
+@pytest.mark.parametrize(
+    "size", [0, 1, 57, 58, 57 * 32 - 1, 57 * 32, 57 * 32 + 1, 57 * 1024, 57 * 1024 + 1, 200_000]
+)
+def test_base64_lines_are_rfc2045_lines_of_76_characters_ending_in_crlf(size: int) -> None:
+    data = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    expected = base64.encodebytes(data).replace(b"\n", b"\r\n")
+    assert base64_lines(data) == expected
+    assert b"".join(base64_blocks(data)) == expected

@@ -200,22 +200,20 @@ def test_unprotect_reports_tampered_ciphertext_as_decryption_failed(
 def test_unprotect_reports_a_wrong_transport_key_as_decryption_failed(
     world: World, files: Files
 ) -> None:
-    # A RecipientInfo that names bob but whose key was wrapped for someone else.
-    other, _key = world.leaf(email="zed@elsewhere.test", slot=50)
+    # A RecipientInfo that names bob (same issuer and serial) but whose key was wrapped for
+    # another key: a certificate with bob's issuer and serial and someone else's key.
+    other, _key = world.leaf(
+        email="zed@elsewhere.test", slot=50, serial=world.bob.certificate.serial_number
+    )
+    assert other.issuer == world.bob.certificate.issuer
     der = agent_cms.encrypt(
         _signed(files),
         recipients=[other],
         cipher=ContentCipher.AES256_CBC,
         transport=KeyTransport.RSA_PKCS1V15,
     )
-    # Both certificates come from the same intermediate: swapping the serial re-addresses it.
-    swapped = der.replace(
-        other.serial_number.to_bytes(20, "big").lstrip(b"\x00"),
-        world.bob.certificate.serial_number.to_bytes(20, "big").lstrip(b"\x00"),
-    )
-    assert swapped != der
     raw = _seal(b"", world)  # headers only; replaced below
-    raw = raw.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n" + base64.encodebytes(swapped)
+    raw = raw.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n" + base64.encodebytes(der)
     assert _code(raw, world.env()) is Code.DECRYPTION_FAILED
 
 
@@ -426,9 +424,45 @@ def test_protect_reports_an_untrusted_recipient(world: World) -> None:
 
 
 def test_protect_refuses_a_sender_without_a_signing_key(world: World) -> None:
+    ghost = INNER.replace(b"From: alice@hisp.test", b"From: ghost@unhosted.test")
     with pytest.raises(AgentError) as caught:
-        protect(INNER, sender="ghost@unhosted.test", recipients=[BOB], env=world.env(), at=NOW)
+        protect(ghost, sender="ghost@unhosted.test", recipients=[BOB], env=world.env(), at=NOW)
     assert caught.value.code is Code.NO_SENDER_KEY
+
+
+@pytest.mark.parametrize(
+    "from_value",
+    [
+        b"mallory@hisp.test",
+        b"Alice <alice@other.test>",
+        b"alice@hisp.test.evil.test",
+        b"alice@hisp.test, mallory@hisp.test",
+    ],
+)
+def test_protect_refuses_a_from_address_that_is_not_the_sender(
+    world: World, from_value: bytes
+) -> None:
+    # Signing it would vouch, with alice's certificate, for a message claiming another sender.
+    forged = INNER.replace(b"alice@hisp.test", from_value, 1)
+    with pytest.raises(AgentError) as caught:
+        protect(forged, sender="alice@hisp.test", recipients=[BOB], env=world.env(), at=NOW)
+    assert caught.value.code is Code.SENDER_MISMATCH
+    assert caught.value.permanent
+
+
+def test_protect_refuses_a_message_without_a_from_address(world: World) -> None:
+    no_from = INNER.replace(b"From: alice@hisp.test\r\n", b"")
+    with pytest.raises(AgentError) as caught:
+        protect(no_from, sender="alice@hisp.test", recipients=[BOB], env=world.env(), at=NOW)
+    assert caught.value.code is Code.MALFORMED
+
+
+def test_protect_accepts_a_from_address_differing_only_in_case(world: World) -> None:
+    shouting = INNER.replace(b"From: alice@hisp.test", b"From: Alice Smith <ALICE@Hisp.Test>")
+    protected = protect(
+        shouting, sender="alice@hisp.test", recipients=[BOB], env=world.env(), at=NOW
+    )
+    assert protected.encrypted_to == (BOB,)
 
 
 def test_protect_rejects_a_message_without_headers(world: World) -> None:

@@ -169,21 +169,54 @@ def _pfx(tmp_path: Path) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
     return key, cert
 
 
-def test_dotnet_oaep_vector_decrypts_and_verifies(tmp_path: Path) -> None:
+UMAMALGA1 = x509.load_pem_x509_certificate((VECTORS / "dotnet-ri/umamalga1.cer").read_bytes())
+# The .NET vector's signer binds its domain in the subject emailAddress, not in a SAN.
+DOTNET_LEGACY = AlgorithmPolicy(
+    allow_sha1_digest=True, allow_sha1_certificates=True, allow_subject_email_binding=True
+)
+
+
+def _dotnet(tmp_path: Path, policy: AlgorithmPolicy) -> Unprotected:
     key, cert = _pfx(tmp_path)
-    anchor = x509.load_pem_x509_certificate((VECTORS / "dotnet-ri/umamalga1.cer").read_bytes())
+    return unprotect(
+        (VECTORS / "dotnet-ri/envelopeSignature.eml").read_bytes(),
+        recipients=[BIFF],
+        env=_env(BIFF, cert, key, UMAMALGA1, policy),
+        at=datetime(2017, 7, 14, tzinfo=UTC),
+    )
+
+
+def test_dotnet_oaep_vector_is_delivered_under_the_legacy_subject_email_binding(
+    tmp_path: Path,
+) -> None:
+    result = _dotnet(tmp_path, DOTNET_LEGACY)
+    assert result.sender == "toby@redmond.hsgincubator.com"
+    assert result.digest == "sha1"
+    assert result.rejected == {}
+    assert result.delivered == {BIFF: UMAMALGA1}
+    assert result.chain == ()  # the signer is issued by the anchor directly
+
+
+def test_dotnet_vector_signer_without_san_is_a_sender_mismatch_by_default(tmp_path: Path) -> None:
+    # Decrypts and verifies under SHA-1, but its signer has no subjectAltName (only a subject
+    # emailAddress holding the domain), so the Applicability Statement binding rule rejects it
+    # even though the path to umamalga1.cer is sound.
+    result = _dotnet(tmp_path, LEGACY)
+    assert result.sender == "toby@redmond.hsgincubator.com"
+    assert result.signer.issuer == UMAMALGA1.subject
+    assert result.delivered == {}
+    assert result.rejected[BIFF].code is Code.SENDER_MISMATCH
+
+
+def test_dotnet_vector_under_legacy_binding_still_needs_its_anchor(tmp_path: Path) -> None:
+    key, cert = _pfx(tmp_path)
     result = unprotect(
         (VECTORS / "dotnet-ri/envelopeSignature.eml").read_bytes(),
         recipients=[BIFF],
-        env=_env(BIFF, cert, key, anchor, LEGACY),
+        env=_env(BIFF, cert, key, None, DOTNET_LEGACY),
         at=datetime(2017, 7, 14, tzinfo=UTC),
     )
-    assert result.sender == "toby@redmond.hsgincubator.com"
-    assert result.digest == "sha1"
-    assert result.signer.issuer == anchor.subject
-    # Its signer has no subjectAltName (only a subject emailAddress holding the domain), so the
-    # AS 1.3 binding rule rejects it even though the path to umamalga1.cer is sound.
-    assert result.rejected[BIFF].code is Code.SENDER_MISMATCH
+    assert result.rejected[BIFF].code is Code.UNTRUSTED_SIGNER
 
 
 def test_dotnet_vector_is_rejected_by_default_for_its_sha1_digest(tmp_path: Path) -> None:

@@ -53,12 +53,20 @@ def issue(
     name_constraints: x509.NameConstraints | None = None,
     extra_extensions: Sequence[tuple[x509.ExtensionType, bool]] = (),
     serial: int | None = None,
+    subject_emails: Sequence[str] = (),
 ) -> x509.Certificate:
-    """Issue a certificate; ``issuer`` None makes it self-signed."""
+    """Issue a certificate; ``issuer`` None makes it self-signed. ``subject_emails`` go into the
+    subject DN as emailAddress attributes (the pre-Direct-AS binding)."""
     signer_key = issuer.key if issuer else key
+    subject = x509.Name(
+        [
+            *name(cn),
+            *(x509.NameAttribute(NameOID.EMAIL_ADDRESS, value) for value in subject_emails),
+        ]
+    )
     builder = (
         x509.CertificateBuilder()
-        .subject_name(name(cn))
+        .subject_name(subject)
         .issuer_name(issuer.certificate.subject if issuer else name(cn))
         .public_key(key.public_key())
         .serial_number(serial or x509.random_serial_number())
