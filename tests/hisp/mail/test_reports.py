@@ -10,9 +10,7 @@ import pytest
 from hisp import dsn, mailtext, mdn
 from hisp.reports import ReportError
 
-VECTORS = Path("/work/shared/vectors/java-ri")
-if not VECTORS.exists():
-    VECTORS = Path(__file__).resolve().parents[2] / "vectors" / "java-ri"
+VECTORS = Path(__file__).resolve().parents[2] / "vectors" / "java-ri"
 
 
 def _vector(name: str) -> bytes:

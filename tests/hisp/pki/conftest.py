@@ -9,9 +9,7 @@ import pytest
 from hisp.models import Address, Domain
 from hisp.services import identity
 
-VECTORS = Path("/work/shared/vectors/bundles")
-if not VECTORS.exists():  # the checkout's own copy when the shared folder is not mounted
-    VECTORS = Path(__file__).resolve().parents[2] / "vectors" / "bundles"
+VECTORS = Path(__file__).resolve().parents[2] / "vectors" / "bundles"
 
 
 @pytest.fixture(autouse=True)
