@@ -26,7 +26,7 @@ from tests.agent.trust.pki import (
 
 SENDER = "alice@sender.example"
 DOMAIN = "receiver.example"
-VECTORS = Path(__file__).resolve().parents[4] / "shared" / "vectors" / "java-ri"
+VECTORS = Path(__file__).resolve().parents[2] / "vectors" / "java-ri"
 
 
 def signer_cert(keys, issuer, **kw):
@@ -322,7 +322,6 @@ def _java_signer() -> x509.Certificate:
     return x509.load_der_x509_certificate(signed_data["certificates"][0].chosen.dump())
 
 
-@pytest.mark.skipif(not VECTORS.exists(), reason="shared interop vectors not present")
 def test_java_ri_signer_chains_to_its_ca_only_under_sha1_policy(make_env):
     signer = _java_signer()
     ca = x509.load_der_x509_certificate((VECTORS / "secureHealthEmailCACert.der").read_bytes())
