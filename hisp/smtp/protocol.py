@@ -29,6 +29,7 @@ IDLE_TIMEOUT = 300.0  # RFC 5321 section 4.5.3.2.7: the server timeout is at lea
 BARE_LINE_ENDING = "550 5.6.0 Bare CR or LF in message; lines must end in CRLF (RFC 5321 2.3.8)"
 PATH_TOO_LONG = "501 5.1.3 Path too long (RFC 5321 4.5.3.1.3)"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+SESSION_COMMAND_LIMIT = 20_000
 
 
 def bare_line_ending(data: bytes) -> bool:
@@ -99,8 +100,11 @@ def smtp_options(**overrides: Any) -> dict[str, Any]:
         "server_hostname": settings.HISP_HOSTNAME,
         "ident": "HISP ESMTP",
         "timeout": IDLE_TIMEOUT,
-        # Bounded so a client cannot keep a session busy forever with cheap commands.
-        "command_call_limit": {"*": 500, "RCPT": MAX_RECIPIENTS + 20, "AUTH": 5},
+        # Bounded so a client cannot keep a session busy forever with cheap commands, yet high
+        # enough for a partner HISP that sends thousands of messages over one session (the
+        # per-message recipient limit is enforced in handle_RCPT; these count per session).
+        "command_call_limit": {"*": SESSION_COMMAND_LIMIT, "RCPT": SESSION_COMMAND_LIMIT,
+                               "AUTH": 5},
     }
     options.update(overrides)
     return options

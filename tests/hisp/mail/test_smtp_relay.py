@@ -132,3 +132,13 @@ def test_auth_is_not_offered_on_the_backbone_and_does_not_open_the_relay(backbon
         client.mail("spammer@elsewhere.example.com")
         code, reply = client.rcpt("someone@elsewhere.example.com")
     assert (code, reply[:5]) == RELAY
+
+
+def test_a_long_session_from_a_partner_is_not_cut_off_by_per_session_limits(backbone, bob):
+    """The 100-recipient limit is per transaction (RFC 5321 4.5.3.1.8); a partner HISP may send
+    many messages over one session, so 150 transactions in a row must all be accepted."""
+    with _client(backbone) as client:
+        for _ in range(150):
+            assert client.mail("partner@elsewhere.example.com")[0] == 250
+            assert client.docmd(f"RCPT TO:<bob@{HOSTED}>")[0] == 250
+            assert client.rset()[0] == 250
