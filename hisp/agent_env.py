@@ -1,32 +1,55 @@
 """Adapters that give the agent (a pure library) what it needs from the database.
 
 - ``DatabaseKeyStore``: hosted signing and decryption identities. Private keys are unwrapped only
-  when the agent calls ``Identity.private_key()`` (i.e. when it actually signs or decrypts) and
-  are not cached: unwrapping is one AES key unwrap, one AES-GCM decryption and one DER parse
-  (about a millisecond for RSA-2048), cheap next to the RSA operation itself, so keeping clear
-  keys in memory would buy nothing.
+  when the agent calls ``Identity.private_key()`` (i.e. when it actually signs or decrypts).
 - ``DatabaseTrustStore``: anchors per hosted domain and direction.
 - ``DatabaseCertificateResolver``: recipient certificates. Hosted addresses come from our own
-  rows (address-bound level, then domain-bound); other addresses from certificates imported out of
-  band, then from discovery (DNS CERT / LDAP), plugged in by ``discovery_resolver()``.
+  rows (address-bound level, then domain-bound); other addresses from certificates imported out
+  of band, then from discovery (DNS CERT / LDAP), plugged in by ``discovery_resolver()``.
 - ``HostedFirstRevocationChecker``: our own certificates are checked against the database
   directly; everyone else's through the agent's HTTP checker (OCSP, then CRL).
+
+What is remembered in this process, and why it is safe (every worker handles one message after
+another, so re-reading and re-parsing the same few rows was most of the per-message cost):
+
+- Parsed certificates, by SHA-256 fingerprint. A fingerprint names exactly one DER encoding, so
+  an entry can never be stale; the rows that say *which* certificates apply (current, revoked,
+  superseded, trusted) are still read from the database on every call, without their DER.
+- Unwrapped private keys, by their certificate's fingerprint, for at most ``KEY_TTL`` seconds
+  (a bounded ``_Expiring`` map, purged by a background thread so that an idle worker drops
+  them too). Trade-off: a clear key then stays in this worker's memory for up to a minute
+  after its last use instead of only for one operation, against one database read, an AES key
+  unwrap, an AES-GCM decryption and a DER parse per message. The key never leaves the process
+  (not logged, not pickled, not in the shared cache), it only serves identities whose rows are
+  still selected as current, and the entries are dropped when they expire or the cache is full.
+  Set ``KEY_TTL`` to 0 to unwrap on every use.
+- Issuers that are not CAs of ours, by fingerprint, for ``FOREIGN_ISSUER_TTL`` (the revocation of
+  our own certificates is always read from the database).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
+import math
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, Generic, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from django.conf import settings
 from django.core.cache import cache as django_cache
-from django.db.models import Q, QuerySet
+from django.db import connection
+from django.db.models import Model
 from django.utils import timezone
 
 from agent.trust import HttpIssuerFetcher, HttpRevocationChecker
+from agent.trust.validation_cache import ValidationCache
 from agent.types import (
     Binding,
     Candidates,
@@ -37,14 +60,133 @@ from agent.types import (
     RevocationChecker,
     RevocationStatus,
 )
-from hisp.certificates import fingerprint, load
+from hisp.certificates import fingerprint, lenient_serials
 from hisp.keystore import unwrap_private_key
-from hisp.models import Address, Certificate, Domain, PrivateKey
-from hisp.services.trust import anchors_for
+from hisp.models import Address, Certificate, Domain, PrivateKey, TrustAnchor
 
 _SIGNING = (Certificate.Usage.DUAL, Certificate.Usage.SIGNING)
 _ENCRYPTION = (Certificate.Usage.DUAL, Certificate.Usage.ENCRYPTION)
 _WITH_KEY = (Certificate.Source.HOSTED, Certificate.Source.IMPORTED)
+
+KEY_TTL = 60.0  # seconds a clear private key may stay in a worker's memory after it was unwrapped
+FOREIGN_ISSUER_TTL = 600.0
+
+V = TypeVar("V")
+
+
+class _Expiring(Generic[V]):
+    """A small thread-safe map whose entries expire and whose least recently used entries go
+    first when full. ``repr`` shows only its size: values may be private keys."""
+
+    def __init__(self, *, ttl: float, max_entries: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self._max = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, V]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} of {len(self._entries)} entries>"
+
+    def get(self, key: str) -> V | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            if entry[0] <= self._clock():
+                del self._entries[key]
+                return None
+            self._entries.move_to_end(key)  # least recently used goes first when full
+            return entry[1]
+
+    def put(self, key: str, value: V) -> None:
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            self._entries[key] = (self._clock() + self.ttl, value)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+        if math.isfinite(self.ttl):
+            self.purge()
+
+    def purge(self) -> None:
+        """Drop every expired entry."""
+        with self._lock:
+            now = self._clock()
+            for key in [k for k, (expires, _) in self._entries.items() if expires <= now]:
+                del self._entries[key]
+
+
+# Process-wide: build_environment() is called once per task, these outlive it.
+_certificates: _Expiring[x509.Certificate] = _Expiring(ttl=float("inf"), max_entries=4096)
+_keys: _Expiring[RSAPrivateKey] = _Expiring(ttl=KEY_TTL, max_entries=256)
+_foreign_issuers: _Expiring[bool] = _Expiring(ttl=FOREIGN_ISSUER_TTL, max_entries=4096)
+
+
+_JANITOR_INTERVAL = 5.0
+_janitor_pid: int | None = None
+
+
+def _expire_keys_in_background() -> None:
+    """Expired keys must leave memory even when no further message comes (an idle worker): a
+    daemon thread purges them every few seconds. Started in the process that caches keys (a
+    forked Celery child does not inherit its parent's threads)."""
+    global _janitor_pid
+    if _janitor_pid == os.getpid():
+        return
+    _janitor_pid = os.getpid()
+
+    def purge_forever() -> None:
+        while True:
+            time.sleep(_JANITOR_INTERVAL)
+            _keys.purge()
+
+    threading.Thread(target=purge_forever, name="hisp-key-expiry", daemon=True).start()
+
+
+def parsed(fingerprints: Iterable[str]) -> dict[str, x509.Certificate]:
+    """The certificates with these fingerprints: from this process when parsed before, else one
+    query for the DER of all the others."""
+    wanted = list(dict.fromkeys(fingerprints))
+    found: dict[str, x509.Certificate] = {}
+    missing: list[str] = []
+    for fp in wanted:
+        certificate = _certificates.get(fp)
+        if certificate is None:
+            missing.append(fp)
+        else:
+            found[fp] = certificate
+    if missing:
+        rows = Certificate.objects.filter(fingerprint_sha256__in=missing).values_list(
+            "fingerprint_sha256", "der"
+        )
+        with lenient_serials():
+            for fp, der in rows:
+                certificate = x509.load_der_x509_certificate(bytes(der))
+                _certificates.put(fp, certificate)
+                found[fp] = certificate
+    return found
+
+
+def _table(model: type[Model]) -> str:
+    return connection.ops.quote_name(str(model._meta.db_table))
+
+
+def _rows(sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+    """Run one of the lookups below. They are written in SQL (PostgreSQL and SQLite alike) rather
+    than built with the ORM because they run several times for every message, and composing
+    and compiling these querysets cost more CPU than everything else the worker does for the
+    message except the RSA operations. Only quoted model identifiers are formatted into the
+    text; every value is a parameter."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return list(cursor.fetchall())
+
+
+def _at(moment: datetime) -> object:
+    return connection.ops.adapt_datetimefield_value(moment)
 
 
 def _split(address: str) -> tuple[str, str]:
@@ -52,40 +194,72 @@ def _split(address: str) -> tuple[str, str]:
     return f"{local}@{domain.lower()}", domain.lower()
 
 
-def _key_loader(private_key_id: int) -> Callable[[], RSAPrivateKey]:
+def _key_loader(private_key_id: int, certificate_fingerprint: str) -> Callable[[], RSAPrivateKey]:
+    # Keyed by the certificate's fingerprint, not the row id: a fingerprint names one public key
+    # and so exactly one private key, whatever happens to the rows.
     def unwrap() -> RSAPrivateKey:
-        return unwrap_private_key(PrivateKey.objects.get(pk=private_key_id))
+        key = _keys.get(certificate_fingerprint)
+        if key is None:
+            key = unwrap_private_key(PrivateKey.objects.get(pk=private_key_id))
+            if _keys.ttl > 0:
+                _keys.put(certificate_fingerprint, key)
+                _expire_keys_in_background()
+        return key
 
     return unwrap
 
 
-def _chain(row: Certificate) -> tuple[x509.Certificate, ...]:
-    """Intermediates to embed: the issuer unless it is a self-signed root (anchors are never
-    sent, RFC 8551 2.5.2 leaves it to the receiver's anchors)."""
-    issuer = row.issued_by
-    if issuer is None or issuer.subject == issuer.issuer:
-        return ()
-    return (load(issuer),)
+_IDENTITY_COLUMNS = (
+    'c."fingerprint_sha256", c."binding", c."private_key_id", '
+    'i."fingerprint_sha256", i."subject", i."issuer"'
+)
 
 
-def _identity(row: Certificate) -> Identity:
-    assert row.private_key_id is not None
-    binding = Binding.ADDRESS if row.binding == Certificate.Binding.ADDRESS else Binding.DOMAIN
-    return Identity(
-        certificate=load(row),
-        private_key=_key_loader(row.private_key_id),
-        chain=_chain(row),
-        binding=binding,
+@dataclass(frozen=True)
+class _IdentityRow:
+    fingerprint: str
+    binding: str
+    private_key_id: int
+    issuer_fingerprint: str | None
+    issuer_is_root: bool
+
+
+def _identity_rows(where: str, params: Sequence[object], order: str) -> list[_IdentityRow]:
+    """Hosted certificates with a key (and their issuers) matching ``where``."""
+    cert = _table(Certificate)
+    sql = (
+        f"SELECT {_IDENTITY_COLUMNS} FROM {cert} c "  # noqa: S608 (identifiers only)
+        f'LEFT JOIN {cert} i ON i."id" = c."issued_by_id" '
+        f'WHERE c."private_key_id" IS NOT NULL AND c."source" IN (%s, %s) AND ({where}) '
+        f"ORDER BY {order}"
     )
+    return [
+        _IdentityRow(fp, binding, key_id, issuer_fp, issuer_fp is not None and subj == iss)
+        for fp, binding, key_id, issuer_fp, subj, iss in _rows(sql, [*_WITH_KEY, *params])
+    ]
 
 
-def _current(rows: QuerySet[Certificate], now: datetime) -> QuerySet[Certificate]:
-    return rows.filter(
-        revoked_at__isnull=True,
-        superseded_by__isnull=True,
-        not_before__lte=now,
-        not_after__gt=now,
-    ).order_by("-not_before", "-pk")
+def _identities(rows: list[_IdentityRow]) -> list[Identity]:
+    # Intermediates to embed: the issuer unless it is a self-signed root (anchors are never
+    # sent, RFC 8551 2.5.2 leaves it to the receiver's anchors).
+    certificates = parsed(
+        [r.fingerprint for r in rows]
+        + [r.issuer_fingerprint for r in rows if r.issuer_fingerprint and not r.issuer_is_root]
+    )
+    return [
+        Identity(
+            certificate=certificates[r.fingerprint],
+            private_key=_key_loader(r.private_key_id, r.fingerprint),
+            chain=(
+                (certificates[r.issuer_fingerprint],)
+                if r.issuer_fingerprint in certificates and not r.issuer_is_root
+                else ()
+            ),
+            binding=Binding.ADDRESS if r.binding == Certificate.Binding.ADDRESS else Binding.DOMAIN,
+        )
+        for r in rows
+        if r.fingerprint in certificates  # a row deleted since the first query is gone
+    ]
 
 
 class DatabaseKeyStore:
@@ -94,47 +268,69 @@ class DatabaseKeyStore:
     def __init__(self, *, clock: Callable[[], datetime] = timezone.now) -> None:
         self._clock = clock
 
-    def _hosted(self) -> QuerySet[Certificate]:
-        return Certificate.objects.filter(source__in=_WITH_KEY, private_key__isnull=False).select_related(
-            "issued_by"
-        )
-
     def signing_identities(self, address: str) -> Sequence[Identity]:
+        """Current signing certificates of a hosted address: address-bound first, then
+        domain-bound, newest first within each (one query)."""
         value, domain = _split(address)
-        if not Address.objects.filter(address=value).exists():
-            return []
-        now = self._clock()
-        rows = self._hosted().filter(usage__in=_SIGNING)
-        by_address = _current(rows.filter(binding=Certificate.Binding.ADDRESS, bound_name=value), now)
-        by_domain = _current(rows.filter(binding=Certificate.Binding.DOMAIN, bound_name=domain), now)
-        return [_identity(row) for row in [*by_address, *by_domain]]
+        now = _at(self._clock())
+        found = _identity_rows(
+            'c."usage" IN (%s, %s) AND c."revoked_at" IS NULL AND c."superseded_by_id" IS NULL '  # noqa: S608
+            'AND c."not_before" <= %s AND c."not_after" > %s '
+            'AND ((c."binding" = %s AND c."bound_name" = %s) '
+            'OR (c."binding" = %s AND c."bound_name" = %s)) '
+            f'AND EXISTS (SELECT 1 FROM {_table(Address)} a WHERE a."address" = %s)',
+            [*_SIGNING, now, now, Certificate.Binding.ADDRESS, value,
+             Certificate.Binding.DOMAIN, domain, value],
+            'c."not_before" DESC, c."id" DESC',
+        )
+        ordered = [r for r in found if r.binding == Certificate.Binding.ADDRESS] + [
+            r for r in found if r.binding == Certificate.Binding.DOMAIN
+        ]
+        return _identities(ordered)
 
     def decryption_identities(self, addresses: Sequence[str]) -> Sequence[Identity]:
         """Every key that may open mail to these addresses, superseded and expired ones
         included: mail encrypted to a certificate just before its renewal is still in flight."""
-        names = [_split(a) for a in addresses]
-        values = [value for value, _ in names]
-        hosted = set(Address.objects.filter(address__in=values).values_list("address", flat=True))
-        domains = {domain for value, domain in names if value in hosted}
-        if not hosted:
+        values = list(dict.fromkeys(_split(a)[0] for a in addresses))
+        if not values:
             return []
-        rows = self._hosted().filter(usage__in=_ENCRYPTION).filter(
-            Q(binding=Certificate.Binding.ADDRESS, bound_name__in=hosted)
-            | Q(binding=Certificate.Binding.DOMAIN, bound_name__in=domains)
+        marks = ", ".join(["%s"] * len(values))
+        address, domain = _table(Address), _table(Domain)
+        rows = _identity_rows(
+            'c."usage" IN (%s, %s) AND ('  # noqa: S608
+            f'(c."binding" = %s AND c."bound_name" IN '
+            f'(SELECT a."address" FROM {address} a WHERE a."address" IN ({marks}))) '
+            f'OR (c."binding" = %s AND c."bound_name" IN (SELECT d."name" FROM {address} a '
+            f'JOIN {domain} d ON d."id" = a."domain_id" WHERE a."address" IN ({marks}))))',
+            [*_ENCRYPTION, Certificate.Binding.ADDRESS, *values,
+             Certificate.Binding.DOMAIN, *values],
+            # Current certificates first, so the usual case needs one try; "address" sorts
+            # before "domain".
+            '(c."superseded_by_id" IS NOT NULL), (c."revoked_at" IS NOT NULL), '
+            'c."not_before" DESC, c."binding", c."id" DESC',
         )
-        # Current certificates first, so the usual case needs one try.
-        ordered = sorted(
-            rows,
-            key=lambda r: (r.superseded_by_id is not None, r.revoked_at is not None, -r.not_before.timestamp()),
-        )
-        return [_identity(row) for row in ordered]
+        return _identities(rows)
 
 
 class DatabaseTrustStore:
-    """The agent's ``TrustStore``: the anchors each hosted domain trusts, per direction."""
+    """The agent's ``TrustStore``: the anchors each hosted domain trusts, per direction. The
+    list is read on every call (an anchor removed by staff stops counting at once); only the
+    parsing is remembered."""
 
     def anchors(self, domain: str, direction: Direction) -> Sequence[x509.Certificate]:
-        return anchors_for(domain, direction)
+        flag = '"incoming"' if direction == Direction.INCOMING else '"outgoing"'
+        fingerprints = [
+            fp
+            for (fp,) in _rows(
+                f'SELECT c."fingerprint_sha256" FROM {_table(TrustAnchor)} t '  # noqa: S608
+                f'JOIN {_table(Domain)} d ON d."id" = t."domain_id" '
+                f'JOIN {_table(Certificate)} c ON c."id" = t."certificate_id" '
+                f'WHERE d."name" = %s AND t.{flag} = %s ORDER BY t."id"',
+                [domain.lower(), True],
+            )
+        ]
+        certificates = parsed(fingerprints)
+        return [certificates[fp] for fp in dict.fromkeys(fingerprints)]
 
 
 class DatabaseCertificateResolver:
@@ -153,34 +349,43 @@ class DatabaseCertificateResolver:
         self._discovery = discovery
         self._clock = clock
 
-    def _level(self, source: str, binding: Binding, rows: QuerySet[Certificate]) -> Candidates:
-        certificates = tuple(load(row) for row in _current(rows, self._clock()))
-        return Candidates(source=source, binding=binding, certificates=certificates)
-
     def candidates(self, address: str) -> Iterator[Candidates]:
         value, domain = _split(address)
-        encryption = Certificate.objects.filter(usage__in=_ENCRYPTION)
-        if Domain.objects.filter(name=domain).exists():
-            hosted = encryption.filter(source__in=_WITH_KEY, private_key__isnull=False)
-            yield self._level(
-                "hosted",
-                Binding.ADDRESS,
-                hosted.filter(binding=Certificate.Binding.ADDRESS, bound_name=value),
-            )
-            yield self._level(
-                "hosted",
-                Binding.DOMAIN,
-                hosted.filter(binding=Certificate.Binding.DOMAIN, bound_name=domain),
-            )
-            return
-        imported = encryption.filter(source=Certificate.Source.IMPORTED, private_key__isnull=True)
-        by_address = imported.filter(binding=Certificate.Binding.ADDRESS, bound_name=value)
-        if by_address.exists():
-            yield self._level("imported", Binding.ADDRESS, by_address)
-        by_domain = imported.filter(binding=Certificate.Binding.DOMAIN, bound_name=domain)
-        if by_domain.exists():
-            yield self._level("imported", Binding.DOMAIN, by_domain)
-        if self._discovery is not None:
+        now = self._clock()
+        hosted = Domain.objects.filter(name=domain).exists()
+        if hosted:
+            source = 'c."source" IN (%s, %s) AND c."private_key_id" IS NOT NULL'
+            sources: list[object] = [*_WITH_KEY]
+        else:
+            source = 'c."source" = %s AND c."private_key_id" IS NULL'
+            sources = [Certificate.Source.IMPORTED]
+        at = _at(now)
+        found = _rows(
+            'SELECT c."fingerprint_sha256", c."binding", CASE WHEN c."revoked_at" IS NULL '  # noqa: S608
+            'AND c."superseded_by_id" IS NULL AND c."not_before" <= %s AND c."not_after" > %s '
+            f"THEN 1 ELSE 0 END FROM {_table(Certificate)} c "
+            'WHERE c."usage" IN (%s, %s) AND ((c."binding" = %s AND c."bound_name" = %s) '
+            f'OR (c."binding" = %s AND c."bound_name" = %s)) AND {source} '
+            'ORDER BY c."not_before" DESC, c."id" DESC',
+            [at, at, *_ENCRYPTION, Certificate.Binding.ADDRESS, value,
+             Certificate.Binding.DOMAIN, domain, *sources],
+        )
+        current = [(fp, binding) for fp, binding, is_current in found if is_current]
+        certificates = parsed(fp for fp, _ in current)
+        source = "hosted" if hosted else "imported"
+        for binding, level in (
+            (Certificate.Binding.ADDRESS, Binding.ADDRESS),
+            (Certificate.Binding.DOMAIN, Binding.DOMAIN),
+        ):
+            # A hosted domain always answers both levels; an imported level counts when any
+            # certificate was imported for it, even if none is current any more.
+            if hosted or any(row[1] == binding for row in found):
+                yield Candidates(
+                    source=source,
+                    binding=level,
+                    certificates=tuple(certificates[fp] for fp, b in current if b == binding),
+                )
+        if not hosted and self._discovery is not None:
             yield from self._discovery.candidates(address)
 
 
@@ -204,8 +409,8 @@ class DjangoByteCache:
 
 
 class HostedFirstRevocationChecker:
-    """Our own certificates: the database is the authority, read at once (no fetch, no cache).
-    Everyone else's: ``fallback`` (OCSP then CRL over HTTP)."""
+    """Our own certificates: the database is the authority, read at once (one query, no fetch,
+    no cache). Everyone else's: ``fallback`` (OCSP then CRL over HTTP)."""
 
     def __init__(self, *, fallback: RevocationChecker) -> None:
         self._fallback = fallback
@@ -213,20 +418,28 @@ class HostedFirstRevocationChecker:
     def status(
         self, certificate: x509.Certificate, issuer: x509.Certificate, at: datetime
     ) -> RevocationStatus:
-        ca = Certificate.objects.filter(
-            fingerprint_sha256=fingerprint(issuer),
-            binding=Certificate.Binding.CA,
-            source=Certificate.Source.HOSTED,
-        ).first()
-        if ca is None:
+        issuer_fp = fingerprint(issuer)
+        if _foreign_issuers.get(issuer_fp):
             return self._fallback.status(certificate, issuer, at)
-        row = Certificate.objects.filter(fingerprint_sha256=fingerprint(certificate)).first()
-        if row is None or row.issued_by_id != ca.pk:
-            # Claims to be ours but we never issued it: the fallback will find it unknown/bad.
-            return self._fallback.status(certificate, issuer, at)
-        if row.revoked_at is not None and row.revoked_at <= at:
-            return RevocationStatus.REVOKED
-        return RevocationStatus.GOOD
+        ours = Certificate.objects.filter(binding=Certificate.Binding.CA,
+                                          source=Certificate.Source.HOSTED)
+        found = list(
+            Certificate.objects.filter(
+                fingerprint_sha256=fingerprint(certificate),
+                issued_by__in=ours.filter(fingerprint_sha256=issuer_fp),
+            ).values_list("revoked_at", flat=True)[:1]
+        )
+        if found:
+            revoked_at = found[0]
+            if revoked_at is not None and revoked_at <= at:
+                return RevocationStatus.REVOKED
+            return RevocationStatus.GOOD
+        # Not a certificate we issued. If the issuer is not one of our CAs at all, remember that
+        # (a CA of ours can never later take a fingerprint we have already seen elsewhere).
+        # If it is ours but we never issued this certificate, the fallback finds it unknown/bad.
+        if not ours.filter(fingerprint_sha256=issuer_fp).exists():
+            _foreign_issuers.put(issuer_fp, True)
+        return self._fallback.status(certificate, issuer, at)
 
 
 def discovery_resolver() -> CertificateResolver | None:
@@ -254,4 +467,11 @@ def build_environment(*, discovery: CertificateResolver | None = None) -> Enviro
             )
         ),
         issuers=HttpIssuerFetcher(cache=shared_cache, allow_private_networks=allow_private),
+        validation_cache=_VALIDATION_CACHE,
     )
+
+
+# Successful path validations, per process. Safe to share: entries are keyed on the exact
+# certificates, anchors and policy, never outlive the path's validity, and revocation is asked
+# again on every hit (agent/trust/validation_cache.py).
+_VALIDATION_CACHE = ValidationCache()

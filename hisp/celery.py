@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from celery import Celery
+from celery.signals import task_postrun, task_prerun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hisp.settings")
 
 app = Celery("hisp")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _recycle_database_connections(**_: Any) -> None:
+    """Around each task, what Django does around each request: drop connections that are past
+    CONN_MAX_AGE or were left unusable by an error, and health-check the rest on next use
+    (settings.CELERY_DB_REUSE_MAX says why Celery's own per-task close is off)."""
+    from django.db import close_old_connections
+
+    close_old_connections()

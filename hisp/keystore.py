@@ -8,7 +8,7 @@ re-wraps the short data keys, never the keys themselves.
 A one-row verifier (a known value sealed with the KEK) lets every process fail at start-up with a
 clear message when it is given the wrong KEK, instead of failing on the first message it tries to
 decrypt. Unwrapped keys are returned to the caller and never cached here, never logged and never
-placed in an exception message.
+placed in an exception message (``hisp.agent_env`` keeps them for a bounded minute, see there).
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ requires. MDNs and DSNs addressed to our users update delivery tracking instead 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from cryptography import x509
 from django.conf import settings
@@ -13,10 +14,18 @@ from django.utils import timezone
 
 import agent
 from agent.errors import AgentError, Code
+from agent.types import Environment
 from hisp import mailtext
 from hisp.models import Address, Delivery, DeliveryEvent, MailboxEntry, Message
 from hisp.services import audit, notices, tracking
-from hisp.services.mail import claim_message, find_address, finish_message, release_message
+from hisp.services.mail import (
+    claim_message,
+    enqueue,
+    find_address,
+    finish_message,
+    release_message,
+    retry_delay,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +82,14 @@ def _process(message: Message) -> str:
 
     raw = bytes(message.raw)
     hosted = _hosted(list(message.envelope_to))
+    env = build_environment()  # one per task: the MDNs are protected with it too
     try:
         if not hosted:
             raise AgentError(Code.NO_DECRYPTION_KEY, "no hosted recipient")
         result = agent.unprotect(
             raw,
             recipients=[row.address for row in hosted.values()],
-            env=build_environment(),
+            env=env,
             at=timezone.now(),
         )
     except AgentError as exc:
@@ -92,7 +102,7 @@ def _process(message: Message) -> str:
     report = mailtext.is_report(result.message)
     if report is not None:
         return tracking.handle_report(message, result, report)
-    return _deliver(message, result, hosted)
+    return _deliver(message, result, hosted, env)
 
 
 def _outer(raw: bytes) -> mailtext.Summary | None:
@@ -106,9 +116,10 @@ def _outer(raw: bytes) -> mailtext.Summary | None:
 def _retry_later(message: Message, exc: AgentError) -> None:
     from hisp.tasks.mail import process_incoming
 
-    Message.objects.filter(pk=message.pk).update(attempts=message.attempts + 1)
-    release_message(message, back_to=Message.State.RECEIVED)
-    delay = 60 * 2**message.attempts
+    attempts = message.attempts + 1
+    if not release_message(message, back_to=Message.State.RECEIVED, attempts=attempts):
+        return  # our lease expired: whoever holds it now decides
+    delay = retry_delay(attempts).total_seconds()
     log.info("message %s: transient %s, retry in %ss", message.pk, exc.code, delay)
     transaction.on_commit(
         lambda: process_incoming.apply_async((message.pk,), countdown=delay), robust=True
@@ -164,7 +175,96 @@ def _courtesy(message: Message, exc: AgentError, outer: mailtext.Summary | None)
         notices.queue_courtesy_notice(inbound=message, reporter=reporter, to=sender)
 
 
-def _deliver(message: Message, result: agent.Unprotected, hosted: dict[str, Address]) -> str:
+@dataclass(frozen=True)
+class _Outcome:
+    recipient: str  # as in the envelope
+    address: Address | None  # the hosted address, if any
+    state: str
+    detail: str
+
+
+@dataclass
+class _Report:
+    """An MDN to send for one hosted recipient, built (and usually protected) before the
+    transaction that delivers the message, so that transaction stays short."""
+
+    reporter: Address
+    disposition: str
+    message_id: str
+    raw: bytes
+    wire: bytes | None = None
+
+
+def _outcomes(
+    message: Message, result: agent.Unprotected, hosted: dict[str, Address]
+) -> list[_Outcome]:
+    outcomes = []
+    for rcpt in message.envelope_to:
+        row = hosted.get(rcpt)
+        address = row.address if row is not None else rcpt
+        if row is None or address not in result.delivered and address not in result.rejected:
+            state, detail = Delivery.State.REJECTED, str(Code.NO_DECRYPTION_KEY)
+        elif address in result.rejected:
+            state, detail = Delivery.State.REJECTED, str(result.rejected[address].code)
+        elif row.status != Address.Status.ACTIVE:
+            state, detail = Delivery.State.REJECTED, MAILBOX_DISABLED
+        else:
+            state, detail = Delivery.State.DELIVERED, ""
+        outcomes.append(_Outcome(rcpt, row, state, detail))
+    return outcomes
+
+
+def _reports(
+    outcomes: list[_Outcome],
+    result: agent.Unprotected,
+    summary: mailtext.Summary,
+    timely: bool,
+    env: Environment,
+) -> list[_Report]:
+    """The MDNs the Applicability Statement asks for, built and protected (outside any
+    transaction: protection reads keys and certificates and costs RSA operations)."""
+    from hisp.services import outbound
+
+    # (reporter, disposition, final-delivery field, failure)
+    wanted: list[tuple[Address, str, bool, str | None]] = []
+    for outcome in outcomes:
+        if outcome.address is None:
+            continue
+        if outcome.state == Delivery.State.DELIVERED:
+            wanted.append((outcome.address, "processed", False, None))
+            if timely:
+                wanted.append((outcome.address, "dispatched", True, None))
+        elif outcome.detail == MAILBOX_DISABLED:
+            # Validated but undeliverable: the sender learns it failed (IG section 3.4).
+            wanted.append((outcome.address, "failed", False, "mailbox unavailable"))
+    reports = []
+    now = timezone.now()
+    for reporter, disposition, final_delivery, failure in wanted:
+        message_id, raw = notices.build_mdn(
+            reporter=reporter,
+            to=result.sender,
+            original_message_id=summary.message_id,
+            original_recipient=reporter.address,
+            disposition=disposition,
+            subject=summary.subject,
+            final_delivery=final_delivery,
+            failure=failure,
+        )
+        report = _Report(reporter, disposition, message_id, raw)
+        try:
+            report.wire = outbound.protect_for(
+                raw=raw, sender=reporter.address, recipient=result.sender, now=now, env=env
+            )
+        except Exception:
+            # Never lose the delivery over its MDN: the outbound pipeline tries again.
+            log.exception("MDN %s: protection failed; queued for the pipeline", message_id)
+        reports.append(report)
+    return reports
+
+
+def _deliver(
+    message: Message, result: agent.Unprotected, hosted: dict[str, Address], env: Environment
+) -> str:
     inner = result.message
     summary = mailtext.summarise(inner)
     try:
@@ -172,41 +272,38 @@ def _deliver(message: Message, result: agent.Unprotected, hosted: dict[str, Addr
     except mailtext.OptionsMalformed:
         # Still a processed MDN, but never a dispatched MDN carrying the extension field.
         timely = False
+    outcomes = _outcomes(message, result, hosted)
+    # The null reverse-path (stored as "") marks auto-generated mail that must never be
+    # answered (RFC 5321 section 4.5.5, RFC 3834 section 2): no MDN, so two HISPs cannot loop.
+    reports = _reports(outcomes, result, summary, timely, env) if message.envelope_from else []
+    delivered = [o for o in outcomes if o.state == Delivery.State.DELIVERED]
     now = timezone.now()
-    delivered = 0
-    reports: list[Message] = []
+    to_send: list[Delivery] = []
     with transaction.atomic():
-        for rcpt in message.envelope_to:
-            row = hosted.get(rcpt)
-            address = row.address if row is not None else rcpt
-            if row is None or address not in result.delivered and address not in result.rejected:
-                state, detail = Delivery.State.REJECTED, str(Code.NO_DECRYPTION_KEY)
-            elif address in result.rejected:
-                state, detail = Delivery.State.REJECTED, str(result.rejected[address].code)
-            elif row.status != Address.Status.ACTIVE:
-                state, detail = Delivery.State.REJECTED, MAILBOX_DISABLED
-            else:
-                state, detail = Delivery.State.DELIVERED, ""
-            # Plain create: we hold the lease, and the unique (message, recipient) constraint
-            # would roll the whole delivery back if another worker had raced us anyway.
-            delivery = Delivery.objects.create(
-                message=message, recipient=rcpt, state=state, detail=detail
-            )
-            DeliveryEvent.objects.create(delivery=delivery, state=state, detail=detail)
+        # Plain inserts: we hold the lease, and the unique (message, recipient) constraint
+        # would roll the whole delivery back if another worker had raced us anyway.
+        deliveries = Delivery.objects.bulk_create(
+            [
+                Delivery(message=message, recipient=o.recipient, state=o.state, detail=o.detail)
+                for o in outcomes
+            ]
+        )
+        DeliveryEvent.objects.bulk_create(
+            [DeliveryEvent(delivery=d, state=d.state, detail=d.detail) for d in deliveries]
+        )
+        for delivery in deliveries:
             audit.record(
-                action="message.delivered" if state == Delivery.State.DELIVERED
+                action="message.delivered" if delivery.state == Delivery.State.DELIVERED
                 else "message.rejected",
                 obj=delivery,
                 actor="system",
-                reason=detail or None,
+                reason=delivery.detail or None,
                 message=message.pk,
             )
-            if row is None:
-                continue
-            if state == Delivery.State.DELIVERED:
-                delivered += 1
-                MailboxEntry.objects.create(
-                    address=row,
+        MailboxEntry.objects.bulk_create(
+            [
+                MailboxEntry(
+                    address=o.address,
                     message=message,
                     sender=summary.sender[:998],
                     recipients=list(summary.to + summary.cc),
@@ -216,22 +313,30 @@ def _deliver(message: Message, result: agent.Unprotected, hosted: dict[str, Addr
                     has_attachments=bool(summary.attachments),
                     received_at=now,
                 )
-                reports.append(_mdn(message, row, result, summary, "processed"))
-                if timely:
-                    reports.append(
-                        _mdn(message, row, result, summary, "dispatched", final_delivery=True)
-                    )
-            elif detail == MAILBOX_DISABLED:
-                # Validated but undeliverable: the sender learns it failed (IG section 3.4).
-                reports.append(
-                    _mdn(message, row, result, summary, "failed", failure="mailbox unavailable")
-                )
+                for o in delivered
+            ]
+        )
+        for report in reports:
+            stored = notices.store_mdn(
+                inbound=message,
+                reporter=report.reporter,
+                to=result.sender,
+                message_id=report.message_id,
+                raw=report.raw,
+                disposition=report.disposition,
+                subject=summary.subject,
+                wire=report.wire,
+                claimed_at=now,
+            )
+            if report.wire is None:
+                enqueue("process_outgoing", stored.message.pk)
+            else:
+                to_send.append(stored)
         final = Message.State.DELIVERED if delivered else Message.State.REJECTED
-        reason = "" if delivered else _reason(message)
         if not finish_message(
             message,
             state=final,
-            reason=reason,
+            reason="" if delivered else _reason(outcomes),
             content=inner,
             message_id=summary.message_id[:998],
             header_from=summary.sender[:998],
@@ -240,50 +345,25 @@ def _deliver(message: Message, result: agent.Unprotected, hosted: dict[str, Addr
             signer=signer_name(result.signer),
         ):
             raise LeaseLost
-    log.info("message %s: delivered to %s recipient(s)", message.pk, delivered)
-    _send_reports(reports)
-    return f"delivered:{delivered}"
+    log.info("message %s: delivered to %s recipient(s)", message.pk, len(delivered))
+    _send_reports(to_send)
+    return f"delivered:{len(delivered)}"
 
 
-def _send_reports(reports: list[Message]) -> None:
-    """Protect and send the MDNs now, in this task: no queue round trip on the hot path. They
-    are committed already, so if this fails or the worker dies the sweeper sends them."""
+def _send_reports(deliveries: list[Delivery]) -> None:
+    """Send the MDNs now, in this task: no queue round trip on the hot path. They are committed
+    (protected, claimed by us) already, so if this fails or the worker dies the sweeper sends
+    them once the claim expires."""
     from hisp.services import outbound
 
-    for report in reports:
+    for delivery in deliveries:
         try:
-            outbound.process(report.pk)
+            outbound.send_claimed(delivery)
         except Exception:
-            log.exception("MDN %s: sending inline failed; the sweeper will retry", report.pk)
+            log.exception("MDN delivery %s: sending inline failed; the sweeper will retry",
+                          delivery.pk)
 
 
-def _reason(message: Message) -> str:
-    details = set(
-        Delivery.objects.filter(message=message).values_list("detail", flat=True)
-    )
+def _reason(outcomes: list[_Outcome]) -> str:
+    details = {o.detail for o in outcomes}
     return sorted(details)[0] if len(details) == 1 else "rejected"
-
-
-def _mdn(
-    message: Message,
-    reporter: Address,
-    result: agent.Unprotected,
-    summary: mailtext.Summary,
-    disposition: str,
-    *,
-    final_delivery: bool = False,
-    failure: str | None = None,
-) -> Message:
-    return notices.queue_mdn(
-        inbound=message,
-        reporter=reporter,
-        to=result.sender,
-        original_message_id=summary.message_id,
-        original_recipient=reporter.address,
-        disposition=disposition,
-        subject=summary.subject,
-        final_delivery=final_delivery,
-        failure=failure,
-        queue=False,
-    )
-

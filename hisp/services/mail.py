@@ -12,11 +12,11 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -31,6 +31,17 @@ def claim_lease() -> timedelta:
 
 def queue_grace() -> timedelta:
     return settings.HISP_QUEUE_GRACE
+
+
+# A message whose processing failed for a transient reason is released with ``attempts``
+# incremented and retried ``retry_delay(attempts)`` later (a countdown task). Attempts beyond
+# this are never retried (both pipelines fail the message before), so the table ends here.
+MAX_RETRY_ATTEMPTS = 8
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """The planned wait after the ``attempts``-th transient failure: 1, 2, 4 ... minutes."""
+    return timedelta(minutes=1 << (min(max(attempts, 1), MAX_RETRY_ATTEMPTS) - 1))
 
 
 class Verdict(enum.Enum):
@@ -115,14 +126,24 @@ def _ip(peer: str) -> str | None:
 
 
 def claim_message(pk: int, *, from_state: str) -> Message | None:
-    """Take the lease on one message; None when another worker has it or it is done."""
-    now = timezone.now()
-    won = Message.objects.filter(pk=pk, state=from_state).update(
-        state=Message.State.PROCESSING, claimed_at=now
+    """Take the lease on one message; None when another worker has it or it is done.
+
+    One statement: the conditional UPDATE returns the row it claimed (``RETURNING``, PostgreSQL
+    and SQLite >= 3.35), instead of an UPDATE and a SELECT on every task.
+    """
+    ops = connection.ops
+    meta = Message._meta
+    # Only quoted identifiers from the model go into the text; every value is a parameter.
+    claimed = list(
+        Message.objects.raw(
+            f"UPDATE {ops.quote_name(str(meta.db_table))} SET {ops.quote_name('state')} = %s, "  # noqa: S608
+            f"{ops.quote_name('claimed_at')} = %s WHERE {ops.quote_name(str(meta.pk.column))} = %s "
+            f"AND {ops.quote_name('state')} = %s RETURNING *",
+            [Message.State.PROCESSING, ops.adapt_datetimefield_value(timezone.now()), pk,
+             from_state],
+        )
     )
-    if not won:
-        return None
-    return Message.objects.get(pk=pk)
+    return claimed[0] if claimed else None
 
 
 def finish_message(message: Message, *, state: str, **fields: Any) -> bool:
@@ -134,10 +155,27 @@ def finish_message(message: Message, *, state: str, **fields: Any) -> bool:
     return bool(done)
 
 
-def release_message(message: Message, *, back_to: str) -> None:
-    Message.objects.filter(
-        pk=message.pk, state=Message.State.PROCESSING, claimed_at=message.claimed_at
-    ).update(state=back_to, claimed_at=None)
+def release_message(message: Message, *, back_to: str, **fields: Any) -> bool:
+    """Give the lease back (``back_to`` the waiting state). ``updated_at`` records when, which
+    is where the sweeper counts a planned retry's delay from."""
+    return bool(
+        Message.objects.filter(
+            pk=message.pk, state=Message.State.PROCESSING, claimed_at=message.claimed_at
+        ).update(state=back_to, claimed_at=None, updated_at=timezone.now(), **fields)
+    )
+
+
+def _due(now: datetime) -> Q:
+    """Waiting messages whose task may have been lost: untouched for the grace period, counted
+    for a message waiting out a transient failure from its planned retry time (its countdown
+    task normally runs then; re-queueing it sooner would cut its backoff short)."""
+    grace = queue_grace()
+    due = Q(attempts=0, updated_at__lt=now - grace)
+    for attempts in range(1, MAX_RETRY_ATTEMPTS + 1):
+        wait = retry_delay(attempts) + grace
+        count = Q(attempts=attempts) if attempts < MAX_RETRY_ATTEMPTS else Q(attempts__gte=attempts)
+        due |= count & Q(updated_at__lt=now - wait)
+    return due
 
 
 def sweep() -> dict[str, int]:
@@ -149,6 +187,7 @@ def sweep() -> dict[str, int]:
     now = timezone.now()
     expired = now - claim_lease()
     stale = now - queue_grace()
+    lost_or_due = _due(now)
     counts = {"incoming": 0, "outgoing": 0, "deliveries": 0}
     for direction, back_to, task_name, key in (
         (Message.Direction.INBOUND, Message.State.RECEIVED, "process_incoming", "incoming"),
@@ -164,7 +203,7 @@ def sweep() -> dict[str, int]:
                 pk=pk, state=Message.State.PROCESSING, claimed_at=claimed
             ).update(state=back_to, claimed_at=None, updated_at=now)
         waiting = Message.objects.filter(direction=direction, state=back_to).filter(
-            Q(updated_at__lt=stale) | Q(pk__in=[pk for pk, _ in lost])
+            lost_or_due | Q(pk__in=[pk for pk, _ in lost])
         )
         for pk in waiting.values_list("pk", flat=True):
             # Touch the row so the next sweep does not queue it again straight away.

@@ -9,6 +9,7 @@ about, so a report exists exactly when its state change committed (never twice, 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from django.conf import settings
 from django.utils import timezone
@@ -34,9 +35,8 @@ def status_for(code: str) -> str:
     return STATUS_FOR_CODE.get(code, "5.7.0")
 
 
-def queue_mdn(
+def build_mdn(
     *,
-    inbound: Message,
     reporter: Address,
     to: str,
     original_message_id: str,
@@ -45,11 +45,8 @@ def queue_mdn(
     subject: str,
     final_delivery: bool = False,
     failure: str | None = None,
-    queue: bool = True,
-) -> Message:
-    """Queue an MDN from the hosted ``reporter`` to the original sender ``to``. With
-    ``queue=False`` the caller processes it itself right after the commit (the sweeper still
-    picks it up if that never happens)."""
+) -> tuple[str, bytes]:
+    """An MDN from the hosted ``reporter`` to the original sender ``to``: (Message-ID, bytes)."""
     message_id = new_message_id()
     raw = mdn.build(
         reporting_host=settings.HISP_HOSTNAME,
@@ -64,10 +61,32 @@ def queue_mdn(
         final_delivery=final_delivery,
         failure=failure,
     )
+    return message_id, raw
+
+
+def store_mdn(
+    *,
+    inbound: Message,
+    reporter: Address,
+    to: str,
+    message_id: str,
+    raw: bytes,
+    disposition: str,
+    subject: str,
+    wire: bytes | None = None,
+    claimed_at: datetime | None = None,
+) -> Delivery:
+    """Store an MDN built by :func:`build_mdn` as an outbound message with its one delivery.
+
+    Without ``wire`` it waits for the outbound pipeline (state queued; the caller queues it).
+    With ``wire`` (the caller protected it already) the message is done and its delivery holds
+    the protected bytes, claimed at ``claimed_at`` by the caller, who sends it right after the
+    commit; if that never happens the sweeper takes the delivery over once the claim expires.
+    """
     report = Message.objects.create(
         direction=Message.Direction.OUTBOUND,
         kind=Message.Kind.MDN,
-        state=Message.State.QUEUED,
+        state=Message.State.QUEUED if wire is None else Message.State.SENT,
         raw=raw,
         message_id=message_id,
         envelope_from=reporter.address,
@@ -78,10 +97,43 @@ def queue_mdn(
         original=inbound,
         peer="hisp",
     )
-    delivery = Delivery.objects.create(message=report, recipient=to, state=Delivery.State.QUEUED)
+    delivery = Delivery.objects.create(
+        message=report, recipient=to, state=Delivery.State.QUEUED, wire=wire,
+        claimed_at=claimed_at if wire is not None else None,
+    )
     DeliveryEvent.objects.create(delivery=delivery, state=Delivery.State.QUEUED, detail=disposition)
-    if queue:
-        enqueue("process_outgoing", report.pk)
+    return delivery
+
+
+def queue_mdn(
+    *,
+    inbound: Message,
+    reporter: Address,
+    to: str,
+    original_message_id: str,
+    original_recipient: str,
+    disposition: str,
+    subject: str,
+    final_delivery: bool = False,
+    failure: str | None = None,
+) -> Message:
+    """Queue an MDN from the hosted ``reporter`` to the original sender ``to`` for the outbound
+    pipeline (signed and encrypted there like any other mail)."""
+    message_id, raw = build_mdn(
+        reporter=reporter,
+        to=to,
+        original_message_id=original_message_id,
+        original_recipient=original_recipient,
+        disposition=disposition,
+        subject=subject,
+        final_delivery=final_delivery,
+        failure=failure,
+    )
+    report: Message = store_mdn(
+        inbound=inbound, reporter=reporter, to=to, message_id=message_id, raw=raw,
+        disposition=disposition, subject=subject,
+    ).message
+    enqueue("process_outgoing", report.pk)
     return report
 
 

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 import agent
 from agent.errors import AgentError, Code
-from agent.types import ProtectOptions
+from agent.types import Environment, ProtectOptions
 from hisp import egress
 from hisp.models import Delivery, DeliveryEvent, Domain, Message, Route
 from hisp.services import audit, notices, tracking
@@ -26,6 +26,7 @@ from hisp.services.mail import (
     find_address,
     finish_message,
     release_message,
+    retry_delay,
 )
 
 log = logging.getLogger(__name__)
@@ -61,17 +62,21 @@ def _options() -> ProtectOptions:
 
 
 def _protect(
-    message: Message, recipients: Sequence[str], now: datetime
+    raw: bytes,
+    sender: str,
+    recipients: Sequence[str],
+    now: datetime,
+    env: Environment | None = None,
 ) -> tuple[bytes | None, dict[str, AgentError]]:
     """One protection for one destination domain's recipients: (wire, rejected)."""
     from hisp.agent_env import build_environment
 
     try:
         protected = agent.protect(
-            bytes(message.raw),
-            sender=message.envelope_from,
+            raw,
+            sender=sender,
             recipients=list(recipients),
-            env=build_environment(),
+            env=env or build_environment(),
             at=now,
             options=_options(),
         )
@@ -84,6 +89,15 @@ def _protect(
         if rcpt.lower() not in encrypted
     }
     return protected.message, rejected
+
+
+def protect_for(
+    *, raw: bytes, sender: str, recipient: str, now: datetime, env: Environment | None = None
+) -> bytes | None:
+    """The protected bytes of a report for its one recipient, or None when it cannot be
+    protected now (the ordinary pipeline then records why: hold, retry or fail)."""
+    wire, rejected = _protect(raw, sender, [recipient], now, env)
+    return None if rejected else wire
 
 
 def process(pk: int) -> str:
@@ -112,9 +126,12 @@ MAX_ATTEMPTS = 5
 def _retry_later(message: Message) -> None:
     from hisp.tasks.mail import process_outgoing
 
-    Message.objects.filter(pk=message.pk).update(attempts=message.attempts + 1)
-    release_message(message, back_to=Message.State.QUEUED)
-    process_outgoing.apply_async((message.pk,), countdown=60 * 2**message.attempts)
+    attempts = message.attempts + 1
+    if release_message(message, back_to=Message.State.QUEUED, attempts=attempts):
+        delay = retry_delay(attempts).total_seconds()
+        transaction.on_commit(
+            lambda: process_outgoing.apply_async((message.pk,), countdown=delay), robust=True
+        )
 
 
 def _process(message: Message) -> str:
@@ -125,7 +142,9 @@ def _process(message: Message) -> str:
         by_domain[_domain(delivery.recipient)].append(delivery)
     results: list[tuple[Delivery, bytes | None, AgentError | None]] = []
     for group in by_domain.values():
-        wire, rejected = _protect(message, [d.recipient for d in group], now)
+        wire, rejected = _protect(
+            bytes(message.raw), message.envelope_from, [d.recipient for d in group], now
+        )
         for delivery in group:
             error = rejected.get(delivery.recipient)
             results.append((delivery, None if error else wire, error))
@@ -134,6 +153,7 @@ def _process(message: Message) -> str:
         _retry_later(message)
         return "retry"
     wired: list[int] = []
+    recipients_by_pk = {delivery.pk: delivery.recipient for delivery, _w, _e in results}
     with transaction.atomic():
         held = 0
         for delivery, wire, error in results:
@@ -152,8 +172,14 @@ def _process(message: Message) -> str:
             transaction.set_rollback(True)
             return "lease-lost"
         if len(wired) > 1:
-            for pk in wired:
-                enqueue("deliver", pk)
+            # One task per destination domain: it takes that domain's other deliveries along
+            # in the same SMTP transaction (_claim_companions).
+            by_destination: dict[str, list[int]] = defaultdict(list)
+            for pk in sorted(wired):
+                by_destination[_domain(recipients_by_pk[pk])].append(pk)
+            for pks in by_destination.values():
+                for pk in pks[:: egress.MAX_RECIPIENTS]:
+                    enqueue("deliver", pk)
     if len(wired) == 1:
         # One destination (every MDN, most mail): deliver in this task, no queue round trip.
         # Committed first, so if this worker dies now the sweeper queues the delivery.
@@ -202,10 +228,10 @@ def _refuse(delivery: Delivery, error: AgentError, now: datetime) -> int:
     return 0
 
 
-def _claim_delivery(pk: int) -> Delivery | None:
+def _claim_delivery(pk: int, *, only_due: bool = False) -> Delivery | None:
     now = timezone.now()
     expired = now - claim_lease()
-    won = Delivery.objects.filter(
+    claimable = Delivery.objects.filter(
         Q(claimed_at__isnull=True) | Q(claimed_at__lt=expired),
         pk=pk,
         state__in=[
@@ -214,17 +240,34 @@ def _claim_delivery(pk: int) -> Delivery | None:
             Delivery.State.PENDING_CERTIFICATE,
         ],
         message__direction=Message.Direction.OUTBOUND,
-    ).update(claimed_at=now)
-    if not won:
+    )
+    if only_due:
+        # A task queued before a batch (see _claim_companions) re-deferred this delivery must
+        # not spend another attempt early.
+        claimable = claimable.exclude(state=Delivery.State.DEFERRED, next_attempt_at__gt=now)
+    if not claimable.update(claimed_at=now):
         return None
     return Delivery.objects.select_related("message").get(pk=pk)
 
 
-def deliver(pk: int) -> str:
-    delivery = _claim_delivery(pk)
+def deliver(pk: int, *, only_due: bool = False) -> str:
+    """Attempt one delivery (and, over SMTP, its due companions of the same message and
+    domain). ``only_due`` (the queued task) leaves a deferred delivery alone until it is due."""
+    delivery = _claim_delivery(pk, only_due=only_due)
     if delivery is None:
         return "not-claimed"
-    now = timezone.now()
+    return _attempt(delivery, timezone.now())
+
+
+def send_claimed(delivery: Delivery) -> str:
+    """Send a delivery its creator stored already protected and claimed (``claimed_at`` set in
+    the same transaction), without another claim: used for MDNs right after the inbound commit.
+    Should this worker die first, the sweeper re-queues it when the claim expires."""
+    return _attempt(delivery, timezone.now())
+
+
+def _attempt(delivery: Delivery, now: datetime) -> str:
+    pk = delivery.pk
     if delivery.state == Delivery.State.PENDING_CERTIFICATE:
         return _recheck_pending(delivery, now)
     if delivery.wire is None:
@@ -233,12 +276,41 @@ def deliver(pk: int) -> str:
         return "not-ready"
     if Domain.objects.filter(name=_domain(delivery.recipient)).exists():
         return _deliver_locally(delivery, now)
-    outcome = egress.send(
+    batch = [delivery, *_claim_companions(delivery, now)]
+    outcomes = egress.send_batch(
         wire=bytes(delivery.wire),
         mail_from=delivery.message.envelope_from,
-        recipient=delivery.recipient,
+        recipients=[d.recipient for d in batch],
     )
-    return _record(delivery, outcome, now)
+    results = [_record(d, outcomes[d.recipient], now) for d in batch]
+    return results[0]
+
+
+def _claim_companions(delivery: Delivery, now: datetime) -> list[Delivery]:
+    """The message's other deliveries to the same domain that are due now. They carry the same
+    protected bytes (one protection per domain), so one SMTP transaction serves them all
+    (egress.send_batch); each is claimed here and recorded with its own outcome."""
+    if len(delivery.message.envelope_to) < 2:
+        return []  # one recipient (every MDN): no companions to look for
+    expired = now - claim_lease()
+    due = Delivery.objects.filter(
+        Q(claimed_at__isnull=True) | Q(claimed_at__lt=expired),
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now),
+        message_id=delivery.message_id,
+        state__in=[Delivery.State.QUEUED, Delivery.State.DEFERRED],
+        recipient__iendswith="@" + _domain(delivery.recipient),
+        wire__isnull=False,
+    ).exclude(pk=delivery.pk).order_by("pk")  # pk order: matches the tasks _process queued
+    claimed: list[Delivery] = []
+    for pk in list(due.values_list("pk", flat=True)[: egress.MAX_RECIPIENTS - 1]):
+        if not due.filter(pk=pk).update(claimed_at=now):
+            continue  # another worker took it
+        sibling = Delivery.objects.select_related("message").get(pk=pk)
+        if bytes(sibling.wire or b"") == bytes(delivery.wire or b""):
+            claimed.append(sibling)
+        else:
+            Delivery.objects.filter(pk=pk, claimed_at=now).update(claimed_at=None)
+    return claimed
 
 
 def _mine(delivery: Delivery) -> Q:
@@ -335,7 +407,7 @@ def _record(delivery: Delivery, outcome: egress.Outcome, now: datetime) -> str:
 
 def _recheck_pending(delivery: Delivery, now: datetime) -> str:
     message = delivery.message
-    wire, rejected = _protect(message, [delivery.recipient], now)
+    wire, rejected = _protect(bytes(message.raw), message.envelope_from, [delivery.recipient], now)
     first = delivery.first_attempt_at or now
     with transaction.atomic():
         if wire is not None:

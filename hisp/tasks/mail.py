@@ -20,7 +20,7 @@ def process_outgoing(message_pk: int) -> str:
 
 @shared_task(name="hisp.mail.deliver")
 def deliver(delivery_pk: int) -> str:
-    return outbound.deliver(delivery_pk)
+    return outbound.deliver(delivery_pk, only_due=True)
 
 
 @shared_task(name="hisp.mail.sweep")

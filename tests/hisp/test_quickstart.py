@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import smtplib
@@ -73,6 +74,33 @@ def test_quickstart_serves_login_page_smtp_and_demo_logins(tmp_path: Path) -> No
             answer = dns.query.tcp(query, "127.0.0.1", port=dns_port, timeout=5)
         assert answer.rcode() == dns.rcode.NOERROR
         assert any(rrset.rdtype == dns.rdatatype.CERT for rrset in answer.answer)
+        # A message between the demo users goes all the way through the embedded broker and
+        # worker: protected, delivered to bob's mailbox, and acknowledged by a processed MDN.
+        manage = [sys.executable, "manage.py"]
+        sent = subprocess.run(
+            [*manage, "send", "--from", "alice@direct.demo.test", "--to", "bob@direct.demo.test",
+             "--subject", "Referral", "--body-file", "-", "--delivery-notification"],
+            input="Please see the attached referral.\n", cwd=ROOT, env=env, capture_output=True,
+            text=True, timeout=60)
+        assert sent.returncode == 0, sent.stderr
+
+        def _json(*argv: str) -> list[dict[str, object]]:
+            out = subprocess.run([*manage, *argv], cwd=ROOT, env=env, capture_output=True,
+                                 text=True, timeout=60)
+            assert out.returncode == 0, out.stderr
+            return json.loads(out.stdout)
+
+        def _processed() -> bool:
+            outbound = _json("messages", "--json", "--direction", "out")
+            states = [d["state"] for m in outbound if m["subject"] == "Referral"
+                      for d in m["deliveries"]]
+            return states == ["processed"] or states == ["dispatched"]
+
+        _wait_for(_processed, 90, "the processed MDN for alice's message", proc)
+        inbox = _json("mailbox", "bob@direct.demo.test", "--json")
+        assert [m["subject"] for m in inbox] == ["Referral"]
+        assert inbox[0]["trusted"] is True and inbox[0]["signer"]
+        assert "attached referral" in inbox[0]["body_text"]
         # --submission-port 0 leaves the submission listener closed.
         assert "Submission" not in banner
     finally:

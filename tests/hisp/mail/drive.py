@@ -28,7 +28,7 @@ def drain(max_rounds: int = 20) -> int:
             wire__isnull=False,
             claimed_at__isnull=True,
         ).values_list("pk", flat=True):
-            outbound.deliver(pk)
+            outbound.deliver(pk, only_due=True)
             progressed = True
         if not progressed:
             return steps

@@ -204,3 +204,76 @@ def test_failed_mdn_delivery_produces_no_dsn(world):
     assert Delivery.objects.get(message=report).state == Delivery.State.FAILED
     assert not Message.objects.filter(kind=Message.Kind.DSN).exists()
     assert MailboxEntry.objects.filter(address=world.alice).count() == 1  # just the message
+
+
+def test_sweeper_waits_for_a_transient_retry_to_fall_due(world):
+    """A message released for a transient retry keeps its backoff: the sweeper (a backstop for
+    lost tasks) re-queues it only after the planned retry time plus the grace period."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    partner = world.partner
+    inner = partner.inner(to=world.alice.address, message_id="<r1@partner.example.net>")
+    message = _receive(world, partner.protect(inner, to=world.alice.address))
+    # The fourth transient failure was just recorded: the next try is planned 8 minutes later.
+    assert mail.retry_delay(4) == timedelta(minutes=8)
+    released = timezone.now() - timedelta(minutes=5)
+    Message.objects.filter(pk=message.pk).update(attempts=4, updated_at=released)
+    assert mail.sweep()["incoming"] == 0  # past the 2-minute grace, not yet due
+    assert inner_state(message) == Message.State.RECEIVED
+    Message.objects.filter(pk=message.pk).update(updated_at=released - timedelta(minutes=6))
+    assert mail.sweep()["incoming"] == 1  # 11 minutes: due and its task evidently lost
+    assert mail.sweep()["incoming"] == 0  # touched: not queued again on the next sweep
+
+
+def test_sweeper_requeues_a_never_retried_message_after_the_grace_period(world):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    partner = world.partner
+    inner = partner.inner(to=world.alice.address, message_id="<r2@partner.example.net>")
+    message = _receive(world, partner.protect(inner, to=world.alice.address))
+    assert mail.sweep()["incoming"] == 0
+    Message.objects.filter(pk=message.pk).update(
+        updated_at=timezone.now() - timedelta(minutes=3)
+    )
+    assert mail.sweep()["incoming"] == 1
+
+
+def test_mdn_that_cannot_be_protected_inline_goes_through_the_pipeline(world):
+    """The MDN is normally protected in the inbound task; when that fails (here: we stopped
+    trusting the partner's CA for outgoing mail) the delivery still commits, and the outbound
+    pipeline records why the MDN failed, with no DSN about it (never a report on a report)."""
+    from hisp.models import Domain, TrustAnchor
+
+    own_ca = Domain.objects.get(name=HOSTED).issuing_ca
+    TrustAnchor.objects.filter(domain__name=HOSTED).exclude(certificate=own_ca).update(
+        outgoing=False
+    )
+    partner = world.partner
+    inner = partner.inner(to=world.alice.address, message_id="<m11@partner.example.net>")
+    message = _receive(world, partner.protect(inner, to=world.alice.address))
+    assert inbound.process(message.pk) == "delivered:1"
+    [report] = Message.objects.filter(kind=Message.Kind.MDN)
+    assert report.state == Message.State.QUEUED
+    drain()
+    assert inner_state(message) == Message.State.DELIVERED
+    report.refresh_from_db()
+    assert report.state == Message.State.FAILED
+    assert Delivery.objects.get(message=report).detail == "untrusted-recipient"
+    assert not Message.objects.filter(kind=Message.Kind.DSN).exists()
+    assert world.sink.handler.messages == []
+
+
+def test_mdn_protected_inline_is_sent_from_the_inbound_task(world):
+    partner = world.partner
+    inner = partner.inner(to=world.alice.address, message_id="<m12@partner.example.net>")
+    message = _receive(world, partner.protect(inner, to=world.alice.address))
+    assert inbound.process(message.pk) == "delivered:1"
+    [report] = Message.objects.filter(kind=Message.Kind.MDN)
+    delivery = Delivery.objects.get(message=report)
+    assert (report.state, delivery.state, delivery.claimed_at) == (
+        Message.State.SENT, Delivery.State.SENT, None)
+    assert len(world.sink.handler.messages) == 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
 from django.utils import timezone
 
 from hisp.models import Delivery, MailboxEntry, Message
@@ -15,12 +14,6 @@ from tests.hisp.mail.partner import PARTNER, Partner
 from tests.hisp.mail.test_egress_batch import scripted
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the egress.send_batch call site in hisp/services/outbound.py (owned by another "
-    "helper; diff in the smtpfix report, /tmp/smtpfix/outbound_batch.diff). Remove this mark "
-    "once applied.",
-)
 def test_one_transaction_per_domain_with_per_recipient_results(world, tmp_path):
     others = [
         Partner.create(tmp_path / slot, slot=slot, address=f"{slot}@{PARTNER}")

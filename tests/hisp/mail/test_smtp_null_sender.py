@@ -189,11 +189,6 @@ def test_unsecured_null_sender_mail_gets_no_courtesy_notice(live, world, setting
     assert world.sink.handler.messages == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hisp/services/inbound.py _deliver still queues MDNs for a null-sender message "
-    "(owned by another helper; see the smtpfix report). Remove this mark once it skips them.",
-)
 def test_null_sender_message_is_delivered_without_any_mdn(live, world):
     inner = world.partner.inner(to=world.alice.address, message_id=f"<n1@{PARTNER}>")
     raw = world.partner.protect(inner, to=world.alice.address)

@@ -176,3 +176,84 @@ def test_no_sender_key_for_an_unknown_sender(provider: Domain) -> None:
                 sender="ghost@hospital.example.org", recipients=["x@y.example"], env=env,
                 at=timezone.now())
     assert caught.value.code == Code.NO_SENDER_KEY
+
+
+def test_unwrapped_keys_are_kept_briefly_then_unwrapped_again(alice: Address,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import hisp.agent_env as module
+
+    now = [0.0]
+    monkeypatch.setattr(module, "_keys", module._Expiring(
+        ttl=module.KEY_TTL, max_entries=4, clock=lambda: now[0]))
+    calls: list[int] = []
+    real = module.unwrap_private_key
+
+    def counting(row: PrivateKey, **kwargs: Any) -> Any:
+        calls.append(row.pk)
+        return real(row, **kwargs)
+
+    monkeypatch.setattr(module, "unwrap_private_key", counting)
+    identity = DatabaseKeyStore().signing_identities(alice.address)[0]
+    first = identity.private_key()
+    assert identity.private_key() is first and len(calls) == 1
+    assert "PRIVATE" not in repr(module._keys) and "RSA" not in repr(module._keys)
+    import threading
+
+    assert "hisp-key-expiry" in {t.name for t in threading.enumerate()}
+    now[0] += module.KEY_TTL + 1
+    identity.private_key()
+    assert len(calls) == 2
+
+
+def test_expired_keys_leave_memory_without_further_use(db: None) -> None:
+    from hisp.agent_env import _Expiring
+
+    now = [0.0]
+    keys: _Expiring[str] = _Expiring(ttl=60, max_entries=8, clock=lambda: now[0])
+    keys.put("a", "secret")
+    now[0] = 61
+    keys.purge()
+    assert "1 entries" not in repr(keys) and repr(keys).endswith("of 0 entries>")
+
+
+def test_key_cache_is_bounded_and_can_be_turned_off(db: None) -> None:
+    from hisp.agent_env import _Expiring
+
+    bounded: _Expiring[int] = _Expiring(ttl=60, max_entries=2, clock=lambda: 0.0)
+    for n in range(3):
+        bounded.put(str(n), n)
+    assert (bounded.get("0"), bounded.get("1"), bounded.get("2")) == (None, 1, 2)
+    off: _Expiring[int] = _Expiring(ttl=0, max_entries=2)
+    off.put("x", 1)
+    assert off.get("x") is None
+
+
+def test_foreign_issuers_are_remembered_but_own_revocations_are_read_every_time(
+    alice: Address, provider: Domain
+) -> None:
+    from agent.types import RevocationStatus
+    from hisp.agent_env import HostedFirstRevocationChecker, _foreign_issuers
+
+    class Fallback:
+        calls = 0
+
+        def status(self, *args: object) -> RevocationStatus:
+            self.calls += 1
+            return RevocationStatus.NOT_CHECKED
+
+    fallback = Fallback()
+    checker = HostedFirstRevocationChecker(fallback=fallback)
+    identity.add_domain("clinic.example.net")
+    carol = identity.add_address("carol@clinic.example.net", address_cert=True)
+    leaf = Certificate.objects.get(address=alice, binding=Certificate.Binding.ADDRESS)
+    now = timezone.now()
+    assert checker.status(load(leaf), load(leaf.issued_by), now) == RevocationStatus.GOOD
+    pki.revoke(leaf)
+    assert checker.status(load(leaf), load(leaf.issued_by), timezone.now()) == \
+        RevocationStatus.REVOKED
+    assert fallback.calls == 0
+    # A certificate from an issuer that is not ours goes to the fallback, and the issuer is
+    # remembered as foreign (here: carol's certificate presented with alice's as "issuer").
+    carol_cert = load(Certificate.objects.get(address=carol, binding=Certificate.Binding.ADDRESS))
+    assert checker.status(carol_cert, load(leaf), now) == RevocationStatus.NOT_CHECKED
+    assert _foreign_issuers.get(leaf.fingerprint_sha256)
