@@ -250,6 +250,12 @@ WHITENOISE_USE_FINDERS = True  # the quick start serves assets without collectst
 
 DATA_UPLOAD_MAX_MEMORY_SIZE = HISP_MAX_MESSAGE_BYTES + 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+# Files are not counted by DATA_UPLOAD_MAX_MEMORY_SIZE: this handler caps the whole body first.
+FILE_UPLOAD_HANDLERS = [
+    "webmail.uploads.BoundedUploadHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 
 # --- Cache (discovery answers, revocation responses, rate limits) ----------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
@@ -285,7 +291,11 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # queries. hisp/celery.py recycles connections like Django's request cycle instead
 # (close_old_connections: CONN_MAX_AGE, CONN_HEALTH_CHECKS, connections left broken by errors).
 CELERY_DB_REUSE_MAX = 1_000_000
-CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Each worker process reserves a few tasks ahead so it never waits on a broker round trip
+# between two messages. Safe with acks_late + reject_on_worker_lost: a reserved task stays
+# unacknowledged in the broker until it has run, is handed back if the worker dies or shuts
+# down, and every task claims its row with a conditional UPDATE, so a redelivery is harmless.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 4
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")

@@ -67,7 +67,23 @@ def recipient_verdict(address: str) -> Verdict:
     """Whether backbone ingress accepts mail for ``address`` (never an open relay)."""
     local, _, domain = address.rpartition("@")
     domain = domain.lower().rstrip(".")
-    if not local or not Domain.objects.filter(name=domain).exists():
+    if not local:
+        return Verdict.RELAY
+    # The usual case in one query (RCPT runs for every recipient of every message): an active
+    # address in find_address()'s stored form whose hosted domain is the one asked for. Any
+    # other case takes the full path below.
+    stored_local, at, stored_domain = address.strip().rpartition("@")
+    if (
+        at
+        and stored_local
+        and Address.objects.filter(
+            address=f"{stored_local}@{stored_domain.lower().rstrip('.')}",
+            status=Address.Status.ACTIVE,
+            domain__name=domain,
+        ).exists()
+    ):
+        return Verdict.ACCEPT
+    if not Domain.objects.filter(name=domain).exists():
         return Verdict.RELAY
     row = find_address(address)
     return Verdict.ACCEPT if row and row.status == Address.Status.ACTIVE else Verdict.UNKNOWN
