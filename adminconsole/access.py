@@ -15,6 +15,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
+from django.utils.cache import add_never_cache_headers
 
 from hisp.models import (
     Address,
@@ -46,7 +47,9 @@ def staff_required(view: View) -> View:
         # device of this user verified a token in this session.
         if not user.is_verified():
             return redirect_to_login(request.get_full_path(), reverse(OTP_URL_NAME))
-        return view(request, *args, **kwargs)
+        response = view(request, *args, **kwargs)
+        add_never_cache_headers(response)  # staff pages show PHI metadata: never cached
+        return response
 
     return wrapper
 

@@ -231,6 +231,7 @@ def add_address_for_proofing(
             address_cert=address_cert,
             patient=patient,
             actor=request.user if request.user.is_authenticated else None,
+            client=audit.client_address(request),
         )
         Address.objects.filter(pk=row.pk).update(status=Status.PENDING)
         row.status = Status.PENDING

@@ -58,6 +58,14 @@ def _ocsp_response(body: bytes) -> HttpResponse:
 def ocsp_post(request: HttpRequest) -> HttpResponse:
     if request.content_type != "application/ocsp-request":
         return HttpResponseBadRequest("Content-Type must be application/ocsp-request")
+    # Judge the declared length before reading: this endpoint is open to anyone, and reading
+    # first would hold up to DATA_UPLOAD_MAX_MEMORY_SIZE in memory per request.
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > _MAX_OCSP_REQUEST:
+        return HttpResponseBadRequest("OCSP request too large")
     body = request.body
     if len(body) > _MAX_OCSP_REQUEST:
         return HttpResponseBadRequest("OCSP request too large")

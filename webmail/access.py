@@ -1,5 +1,9 @@
 """One access function per object type. Another user's object answers 404, never 403: a
-probing user cannot tell "exists but not yours" from "does not exist"."""
+probing user cannot tell "exists but not yours" from "does not exist".
+
+Only an *active* address's mailbox opens. Suspending or disabling an address (console) shuts
+its mailbox to owner and delegates alike, as it already shuts SMTP submission and inbound
+delivery; the mail stays stored and reappears if staff reactivate the address."""
 
 from __future__ import annotations
 
@@ -13,12 +17,13 @@ from hisp.models import Address, AddressGrant, AppPassword, Folder, MailboxEntry
 from webmail.models import Contact, Draft
 
 User = AbstractBaseUser | AnonymousUser
+ACTIVE = Address.Status.ACTIVE
 
 
 def grants(user: User) -> QuerySet[AddressGrant]:
     """The mailboxes this user may open, owned ones first."""
     return (
-        AddressGrant.objects.filter(user_id=user.pk)
+        AddressGrant.objects.filter(user_id=user.pk, address__status=ACTIVE)
         .select_related("address", "address__domain")
         .order_by("role", "address__address")
     )
@@ -55,7 +60,7 @@ def owned_address_for(user: User, address_id: int) -> Address:
 
 
 def entries(user: User) -> QuerySet[MailboxEntry]:
-    return MailboxEntry.objects.filter(address__grants__user_id=user.pk)
+    return MailboxEntry.objects.filter(address__grants__user_id=user.pk, address__status=ACTIVE)
 
 
 def entry_for(user: User, entry_id: int, *, write: bool = False) -> MailboxEntry:
@@ -70,7 +75,8 @@ def entry_for(user: User, entry_id: int, *, write: bool = False) -> MailboxEntry
 
 def folder_for(user: User, folder_id: int, *, write: bool = False) -> Folder:
     folder = get_object_or_404(
-        Folder.objects.filter(address__grants__user_id=user.pk).select_related("address"),
+        Folder.objects.filter(address__grants__user_id=user.pk, address__status=ACTIVE)
+        .select_related("address"),
         pk=folder_id,
     )
     if write:
@@ -81,7 +87,7 @@ def folder_for(user: User, folder_id: int, *, write: bool = False) -> Folder:
 def draft_for(user: User, draft_id: int) -> Draft:
     """Drafts are private to their author, even in a shared mailbox."""
     draft = get_object_or_404(Draft.objects.select_related("address"), pk=draft_id, author_id=user.pk)
-    if not AddressGrant.objects.filter(user_id=user.pk, address_id=draft.address_id).exists():
+    if not grants(user).filter(address_id=draft.address_id).exists():
         raise Http404("no such draft")
     return draft
 

@@ -18,6 +18,8 @@ from django.utils.safestring import SafeString
 from webmail.sanitise import clean_html
 
 MAX_CDA_BYTES = 20 * 1024 * 1024
+# Real C-CDA documents nest a few dozen elements deep; well below Python's recursion limit.
+MAX_DEPTH = 200
 V3 = "{urn:hl7-org:v3}"
 
 # CDA narrative element -> HTML element (CDA R2 4.3.5.1 - 4.3.5.11).
@@ -59,13 +61,29 @@ class CdaDocument:
 
 
 def _refuse_declarations(data: bytes) -> None:
+    """Also bounds the nesting depth: the narrative and section walks recurse once per level,
+    and a document nested thousands deep would otherwise exhaust the interpreter's stack."""
+    depth = 0
+
     def refuse(*_args: object) -> None:
         raise DocumentError("dtd-forbidden", "The document declares a DTD or entities; refused.")
+
+    def start(*_args: object) -> None:
+        nonlocal depth
+        depth += 1
+        if depth > MAX_DEPTH:
+            raise DocumentError("too-deep", "The document is nested too deeply to show.")
+
+    def end(*_args: object) -> None:
+        nonlocal depth
+        depth -= 1
 
     parser = expat.ParserCreate()
     parser.StartDoctypeDeclHandler = refuse
     parser.EntityDeclHandler = refuse
     parser.ExternalEntityRefHandler = refuse  # type: ignore[assignment]
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
     try:
         parser.Parse(data, True)
     except expat.ExpatError as exc:

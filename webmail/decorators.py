@@ -1,4 +1,6 @@
-"""Every mail page needs a password sign-in *and* a verified second factor."""
+"""Every mail page needs a password sign-in *and* a verified second factor, and none is kept
+in a browser or proxy cache: pages carry PHI, and clinic computers are shared (the Back button
+after sign-out must not show a message)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.urls import reverse
+from django.utils.cache import add_never_cache_headers
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 View = Callable[..., HttpResponse]
@@ -26,6 +29,8 @@ def mail_login_required(view: View) -> View:
             has_device = TOTPDevice.objects.filter(user_id=user.pk, confirmed=True).exists()
             target = "webmail:otp-verify" if has_device else "webmail:otp-enrol"
             return redirect(f"{reverse(target)}?{urlencode({'next': request.get_full_path()})}")
-        return view(request, *args, **kwargs)
+        response = view(request, *args, **kwargs)
+        add_never_cache_headers(response)
+        return response
 
     return wrapper

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from email.utils import getaddresses
 from typing import Any
 
@@ -14,6 +15,9 @@ from django.urls import reverse
 
 from hisp.models import Address, AddressGrant, Folder
 from webmail.phi import phi_reasons
+
+# C0 controls (CR and LF among them) and DEL: never part of a one-line header value.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def parse_recipients(text: str) -> list[str]:
@@ -103,6 +107,14 @@ class ComposeForm(forms.Form):
             "hx-target": "#phi-warning",
             "hx-swap": "innerHTML",
         })
+
+    def clean_subject(self) -> str:
+        subject: str = self.cleaned_data["subject"]
+        # A header field is one line (RFC 5322 section 2.2): a line break would end it and
+        # start another header, so it is refused here rather than failing in the MIME builder.
+        if _CONTROL.search(subject):
+            raise forms.ValidationError("The subject must be a single line of text.")
+        return subject
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}

@@ -25,7 +25,8 @@ class FolderLink:
 
 def sidebar(*, user: Any, address: Address, current: str) -> dict[str, Any]:
     user_grants = list(
-        AddressGrant.objects.filter(user_id=user.pk).select_related("address").order_by(
+        AddressGrant.objects.filter(user_id=user.pk, address__status=Address.Status.ACTIVE)
+        .select_related("address").order_by(
             "role", "address__address"
         )
     )

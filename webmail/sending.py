@@ -17,6 +17,7 @@ __all__ = ["SubmissionError", "send"]
 def send(
     *, address: Address, user: Any, to: list[str], cc: list[str], subject: str, body: str,
     uploads: list[UploadedFile], forward_of: MailboxEntry | None, delivery_notification: bool,
+    client: str | None = None,
 ) -> Message:
     """Raises SubmissionError (its text is safe to show) when the mail flow refuses."""
     attachments = [
@@ -32,4 +33,4 @@ def send(
         sender=address.address, sender_name=address.display_name, to=to, cc=cc, subject=subject,
         body_text=body, attachments=attachments, delivery_notification=delivery_notification,
     )
-    return submit(address=address, raw=raw, actor=user, peer="webmail")
+    return submit(address=address, raw=raw, actor=user, peer="webmail", client=client)

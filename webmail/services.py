@@ -221,8 +221,9 @@ def send_waiting_notices(*, now: datetime | None = None) -> int:
         user = preference.user
         if not user.email:
             continue
-        waiting = MailboxEntry.objects.filter(
-            address__grants__user=user, folder=Box.INBOX, read=False
+        waiting = MailboxEntry.objects.filter(  # only mailboxes the user can open (active)
+            address__grants__user=user, address__status=Address.Status.ACTIVE,
+            folder=Box.INBOX, read=False,
         )
         if preference.last_sent_at is not None:
             waiting = waiting.filter(received_at__gt=preference.last_sent_at)

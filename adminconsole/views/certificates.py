@@ -13,6 +13,7 @@ from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from adminconsole import access, certinfo
@@ -121,7 +122,8 @@ def certificate_issue(request: HttpRequest) -> HttpResponse:
         target = form.cleaned_data["target"]
         name = target.address if isinstance(target, Address) else target.name
         try:
-            issued = pki.issue_for(name, actor=request.user)
+            issued = pki.issue_for(name, actor=request.user,
+                                   client=audit.client_address(request))
         except pki.PkiError as exc:
             form.add_error(None, str(exc))
         else:
@@ -138,7 +140,8 @@ def certificate_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     form = RevokeForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            pki.revoke(certificate, reason=form.cleaned_data["reason"], actor=request.user)
+            pki.revoke(certificate, reason=form.cleaned_data["reason"], actor=request.user,
+                       client=audit.client_address(request))
         except pki.PkiError as exc:
             form.add_error(None, str(exc))
         else:
@@ -158,7 +161,7 @@ def certificate_revoke(request: HttpRequest, pk: int) -> HttpResponse:
 def certificate_renew(request: HttpRequest, pk: int) -> HttpResponse:
     certificate = access.get_certificate(pk)
     try:
-        new = pki.renew(certificate, actor=request.user)
+        new = pki.renew(certificate, actor=request.user, client=audit.client_address(request))
     except pki.PkiError as exc:
         messages.error(request, str(exc))
         return redirect("adminconsole:certificate-detail", pk=certificate.pk)
@@ -168,6 +171,7 @@ def certificate_renew(request: HttpRequest, pk: int) -> HttpResponse:
 
 @staff_required
 @require_http_methods(["GET", "POST"])
+@sensitive_post_parameters("passphrase", "passphrase_again")  # never in an error report
 def certificate_pkcs12(request: HttpRequest, pk: int) -> HttpResponse:
     """The one way a hosted key leaves: a PKCS#12 under a passphrase the staff member types."""
     certificate = access.get_certificate(pk)
@@ -201,6 +205,7 @@ def certificate_pkcs12(request: HttpRequest, pk: int) -> HttpResponse:
 
 @staff_required
 @require_http_methods(["GET", "POST"])
+@sensitive_post_parameters("password")  # never in an error report
 def certificate_import(request: HttpRequest) -> HttpResponse:
     form = CertificateImportForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
@@ -211,6 +216,7 @@ def certificate_import(request: HttpRequest) -> HttpResponse:
                 key_data=data["key"],
                 password=data["password"] or None,
                 actor=request.user,
+                client=audit.client_address(request),
             )
         except pki.PkiError as exc:
             # The service's messages never repeat the uploaded bytes (they may be a key).

@@ -13,7 +13,7 @@ from adminconsole import access
 from adminconsole.access import staff_required
 from adminconsole.forms.identity import DomainAddForm
 from hisp.models import Certificate, Domain
-from hisp.services import identity
+from hisp.services import audit, identity
 
 
 def _list(request: HttpRequest, form: DomainAddForm, *, status: int = 200) -> HttpResponse:
@@ -45,6 +45,7 @@ def domain_add(request: HttpRequest) -> HttpResponse:
                 form.cleaned_data["name"],
                 portal=form.cleaned_data["kind"] == Domain.Kind.PATIENT_PORTAL,
                 actor=request.user,
+                client=audit.client_address(request),
             )
         except identity.IdentityError as exc:
             form.add_error("name", str(exc))

@@ -18,6 +18,7 @@ from adminconsole.access import staff_required
 from adminconsole.forms.operations import DeliveryFilterForm, FailDeliveryForm, MessageFilterForm
 from adminconsole.views.common import paginate, query_without_page
 from hisp.models import Delivery, Message
+from hisp.services import audit
 
 MESSAGE_METADATA = (
     "id", "direction", "kind", "state", "reason", "message_id", "envelope_from", "envelope_to",
@@ -79,6 +80,8 @@ def delivery_list(request: HttpRequest) -> HttpResponse:
 def message_detail(request: HttpRequest, pk: int) -> HttpResponse:
     message = access.get_message(pk)
     deliveries = message.deliveries.defer("wire").order_by("recipient")
+    # Staff reading who wrote to whom is message access: audited like a user opening mail.
+    audit.record(action="message.console-view", obj=message, request=request)
     return render(
         request,
         "adminconsole/message_detail.html",
@@ -107,7 +110,10 @@ def _delivery_page(
 @staff_required
 @require_GET
 def delivery_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    return _delivery_page(request, access.get_delivery(pk))
+    delivery = access.get_delivery(pk)
+    audit.record(action="delivery.console-view", obj=delivery, request=request,
+                 message=delivery.message_id)
+    return _delivery_page(request, delivery)
 
 
 @staff_required

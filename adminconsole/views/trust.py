@@ -11,7 +11,7 @@ from adminconsole import access, certinfo, services
 from adminconsole.access import staff_required
 from adminconsole.forms.trust import AnchorConfirmForm, AnchorUploadForm, BundleAddForm
 from hisp.models import Domain, TrustAnchor, TrustBundle
-from hisp.services import trust
+from hisp.services import audit, trust
 
 
 @staff_required
@@ -106,6 +106,7 @@ def anchor_confirm(request: HttpRequest) -> HttpResponse:
             incoming=data["incoming"],
             outgoing=data["outgoing"],
             actor=request.user,
+            client=audit.client_address(request),
         )
     except trust.TrustError as exc:
         form.add_error(None, str(exc))
@@ -120,7 +121,8 @@ def anchor_export(request: HttpRequest, pk: int) -> HttpResponse:
     """Our CA for one domain, with the fingerprint to read out to the partner by phone."""
     domain = access.get_domain(pk)
     try:
-        exported = trust.export_anchor(domain.name, actor=request.user)
+        exported = trust.export_anchor(domain.name, actor=request.user,
+                                       client=audit.client_address(request))
     except trust.TrustError as exc:
         raise Http404(str(exc))
     if request.GET.get("download"):
@@ -165,6 +167,7 @@ def bundle_add(request: HttpRequest) -> HttpResponse:
                 outgoing=data["outgoing"],
                 signer_pin=data["signer"],
                 actor=request.user,
+                client=audit.client_address(request),
             )
         except trust.TrustError as exc:
             form.add_error(None, f"The bundle was not added: {exc}")

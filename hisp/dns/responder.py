@@ -76,6 +76,12 @@ def respond(wire: bytes, snapshot: Snapshot | None, *, tcp: bool) -> bytes | Non
         response.set_rcode(dns.rcode.REFUSED)
         return _finish(response, query, tcp=tcp)
     response.flags |= dns.flags.AA
+    if question.rdtype == dns.rdatatype.ANY and not tcp:
+        # RFC 8482: ANY is the classic reflection-amplification query (a forged source address
+        # gets every record set of a name). Over UDP it gets an empty truncated answer, so only
+        # a client that completes a TCP handshake receives the data.
+        response.flags |= dns.flags.TC
+        return _finish(response, query, tcp=tcp)
     _answer(response, snapshot, zone, question.name, question.rdtype)
     return _finish(response, query, tcp=tcp)
 

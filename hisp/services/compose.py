@@ -7,8 +7,9 @@ import secrets
 from collections.abc import Sequence
 from email.headerregistry import Address as HeaderAddress
 from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import format_datetime, parseaddr
+from email.parser import BytesParser
+from email.policy import SMTP, compat32
+from email.utils import format_datetime, getaddresses
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -52,6 +53,9 @@ def build_message(
     Delivery Notification section 3.2)."""
     if not to:
         raise SubmissionError("at least one recipient is required")
+    # One line per header field (RFC 5322 section 2.2): a CR or LF would start a new field.
+    if any(ch in value for value in (subject, sender_name) for ch in "\r\n"):
+        raise SubmissionError("the subject and sender name must be single lines")
     message = EmailMessage(policy=SMTP)
     local, _, domain = sender.rpartition("@")
     message["From"] = HeaderAddress(display_name=sender_name, username=local, domain=domain)
@@ -91,17 +95,25 @@ def submit(
     actor: AbstractBaseUser | str | None,
     peer: str,
     recipients: Sequence[str] | None = None,
+    client: str | None = None,
 ) -> Message:
     """Store an outgoing message as the hosted ``address`` and queue its protection.
 
     ``recipients`` is the SMTP envelope on the submission port; otherwise To, Cc and Bcc.
+    ``client`` is the submitting network address (browser or mail client), for the audit log.
     The From header must be the sending address: the recipient's agent binds it to our
     signature (Applicability Statement 4.0), so anything else would be rejected there anyway.
     """
     sender = _hosted_sender(address)
     try:
         head = mailtext.parse(mailtext.head_of(raw))
-        header_from = [a for _n, a in [parseaddr(v) for v in head.get_all("From", [])] if a]
+        # Every address of every From field, read from the fields as written (compat32: no
+        # repair): parseaddr would see only the first of "alice@ours, eve@elsewhere", and the
+        # modern parser turns "alice@ours <eve@elsewhere>" into alice@ours, while a reader's
+        # client may show eve. Either way a second, unauthenticated author would get through.
+        written = BytesParser(policy=compat32).parsebytes(mailtext.head_of(raw), headersonly=True)
+        header_from = [a for _n, a in getaddresses(
+            [str(v) for v in written.get_all("From", [])]) if a]
     except (AgentError, ValueError, IndexError, TypeError) as exc:
         raise SubmissionError(f"the message headers do not parse: {exc}") from None
     if len(header_from) != 1 or header_from[0].lower() != sender.address.lower():
@@ -117,7 +129,9 @@ def submit(
         raise SubmissionError("the message has no recipients")
     for rcpt in rcpts:
         local, at, domain = rcpt.rpartition("@")
-        if not at or not local or "." not in domain:
+        # A Direct address names a DNS domain (its certificate is found in DNS or LDAP by that
+        # name); an address literal such as [127.0.0.1] would aim egress at any host we can reach.
+        if not at or not local or "." not in domain or domain.startswith("[") or ":" in domain:
             raise SubmissionError(f"not a Direct address: {rcpt}")
     try:
         raw = mailtext.without_fields(raw, frozenset({"bcc"}))  # RFC 5322 section 3.6.3
@@ -178,7 +192,7 @@ def submit(
                 action="message.submitted",
                 obj=message,
                 actor=actor,
-                client=None,
+                client=client,
                 sender=sender.address,
                 recipients=len(rcpts),
                 via=peer[:40],

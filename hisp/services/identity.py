@@ -45,7 +45,9 @@ def normalise_address(address: str) -> str:
     return f"{local}@{normalise_domain(domain)}"
 
 
-def add_domain(name: str, *, portal: bool = False, actor: Actor = None) -> Domain:
+def add_domain(
+    name: str, *, portal: bool = False, actor: Actor = None, client: str | None = None
+) -> Domain:
     """Create a hosted domain with its issuing CA (or the shared one), a domain-bound certificate
     and key, and its own CA as an incoming and outgoing trust anchor."""
     value = normalise_domain(name)
@@ -76,6 +78,7 @@ def add_domain(name: str, *, portal: bool = False, actor: Actor = None) -> Domai
             action="domain.add",
             obj=domain,
             actor=actor,
+            client=client,
             kind=domain.kind,
             ca=ca.fingerprint_sha256,
             certificates=[c.fingerprint_sha256 for c in issued],
@@ -91,6 +94,7 @@ def add_address(
     address_cert: bool = False,
     patient: bool = False,
     actor: Actor = None,
+    client: str | None = None,  # the staff member's address, for the audit event
 ) -> Address:
     """Create a hosted Direct address; with a password, also a user (username = the address)
     who owns it; with ``address_cert``, an address-bound certificate and key."""
@@ -138,6 +142,7 @@ def add_address(
             action="address.add",
             obj=row,
             actor=actor,
+            client=client,
             kind=row.kind,
             user=password is not None,
             certificates=[c.fingerprint_sha256 for c in issued],

@@ -83,6 +83,7 @@ def issue_for(
     key_bits: int | None = None,
     separate: bool | None = None,
     actor: Actor = None,
+    client: str | None = None,  # the staff member's address, for the audit event
 ) -> list[Certificate]:
     """Issue new certificate(s) for a hosted address (address-bound) or domain (domain-bound)."""
     if "@" in name:
@@ -114,7 +115,7 @@ def issue_for(
         except CAError as exc:
             raise PkiError(str(exc)) from None
         for row in rows:
-            audit.record(action="certificate.issue", obj=row, actor=actor,
+            audit.record(action="certificate.issue", obj=row, actor=actor, client=client,
                          fingerprint=row.fingerprint_sha256, binding=binding)
     return rows
 
@@ -135,7 +136,10 @@ def due_for_renewal(*, at: datetime | None = None) -> QuerySet[Certificate]:
     )
 
 
-def renew(certificate: Certificate, *, actor: Actor = None, at: datetime | None = None) -> Certificate:
+def renew(
+    certificate: Certificate, *, actor: Actor = None, client: str | None = None,
+    at: datetime | None = None,
+) -> Certificate:
     """Issue the successor of ``certificate`` with a new key and publish it. The old certificate
     and key stay (marked superseded) so mail already encrypted to them still decrypts.
     Running twice is harmless: the second call returns the successor the first one made."""
@@ -164,7 +168,7 @@ def renew(certificate: Certificate, *, actor: Actor = None, at: datetime | None 
         except CAError as exc:
             raise PkiError(str(exc)) from None
         Certificate.objects.filter(pk=old.pk, superseded_by__isnull=True).update(superseded_by=new)
-        audit.record(action="certificate.renew", obj=new, actor=actor,
+        audit.record(action="certificate.renew", obj=new, actor=actor, client=client,
                      fingerprint=new.fingerprint_sha256, previous=old.fingerprint_sha256)
     return new
 
@@ -181,6 +185,7 @@ def revoke(
     *,
     reason: str = Certificate.RevocationReason.UNSPECIFIED,
     actor: Actor = None,
+    client: str | None = None,  # the staff member's address, for the audit event
     at: datetime | None = None,
 ) -> Certificate:
     """Revoke one of our certificates. The CA's CRL is regenerated in the same transaction and
@@ -202,7 +207,7 @@ def revoke(
         ca = row.issued_by
         assert ca is not None
         crls.generate(ca, at=now)
-        audit.record(action="certificate.revoke", obj=row, actor=actor,
+        audit.record(action="certificate.revoke", obj=row, actor=actor, client=client,
                      fingerprint=row.fingerprint_sha256, reason=reason)
         row.refresh_from_db()
     return row
@@ -305,6 +310,7 @@ def import_certificate(
     key_data: bytes | None = None,
     password: str | None = None,
     actor: Actor = None,
+    client: str | None = None,  # the staff member's address, for the audit event
 ) -> Certificate:
     """Import a partner's certificate exchanged out of band (no key), or a hosted address's or
     domain's own certificate with its key (PEM, DER or PKCS#12) for organisations that bring
@@ -347,7 +353,7 @@ def import_certificate(
             issued_by=issuer,
             private_key=wrap_private_key(key) if key is not None else None,
         )
-        audit.record(action="certificate.import", obj=row, actor=actor,
+        audit.record(action="certificate.import", obj=row, actor=actor, client=client,
                      fingerprint=row.fingerprint_sha256, with_key=key is not None)
     del key
     return row

@@ -100,6 +100,7 @@ def import_anchors(
     incoming: bool = True,
     outgoing: bool = True,
     actor: Actor = None,
+    client: str | None = None,  # the staff member's address, for the audit event
 ) -> list[TrustAnchor]:
     """Trust the certificate(s) in ``data`` (PEM/DER certificate or PKCS#7 bundle) for
     ``domain``. Each SHA-256 fingerprint is recorded as the one shown to the operator."""
@@ -130,7 +131,8 @@ def import_anchors(
                     incoming=row.incoming or incoming, outgoing=row.outgoing or outgoing
                 )
                 row.refresh_from_db()
-            audit.record(action="anchor.import", obj=row, actor=actor, domain=target.name,
+            audit.record(action="anchor.import", obj=row, actor=actor, client=client,
+                         domain=target.name,
                          fingerprint=cert_row.fingerprint_sha256,
                          incoming=row.incoming, outgoing=row.outgoing)
             rows.append(row)
@@ -147,13 +149,14 @@ class ExportedAnchor:
         return display_fingerprint(self.certificate.fingerprint_sha256)
 
 
-def export_anchor(domain: str, *, actor: Actor = None) -> ExportedAnchor:
+def export_anchor(domain: str, *, actor: Actor = None, client: str | None = None) -> ExportedAnchor:
     """The CA that issues ``domain``'s certificates, as partners import it, with its SHA-256
     fingerprint for confirmation out of band."""
     target = _domain(domain)
     if target.issuing_ca is None:
         raise TrustError(f"domain {target.name} has no issuing CA")
-    audit.record(action="anchor.export", obj=target.issuing_ca, actor=actor, domain=target.name)
+    audit.record(action="anchor.export", obj=target.issuing_ca, actor=actor, client=client,
+                 domain=target.name)
     return ExportedAnchor(target.issuing_ca, to_pem([load(target.issuing_ca)]))
 
 
@@ -394,6 +397,7 @@ def add_bundle(
     refresh_interval: timedelta | None = None,
     at: datetime | None = None,
     actor: Actor = None,
+    client: str | None = None,  # the staff member's address, for the audit event
 ) -> RefreshOutcome:
     """Add a bundle from a URL (``str``) or an upload (``bytes``) for ``domain`` and load it.
 
@@ -438,7 +442,8 @@ def add_bundle(
                 else BundleFormatError
             )
             raise error_type(outcome.error)
-        audit.record(action="bundle.add", obj=bundle, actor=actor, domain=target.name,
+        audit.record(action="bundle.add", obj=bundle, actor=actor, client=client,
+                     domain=target.name,
                      url=url, digest=bundle.last_digest, anchors=len(outcome.added))
     return outcome
 

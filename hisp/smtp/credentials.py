@@ -28,7 +28,9 @@ class Outcome:
 
 
 def _keys(login: str, client: str) -> tuple[str, str]:
-    return (f"hisp:smtp-auth:ip:{client}", f"hisp:smtp-auth:login:{login.lower()}")
+    # The login key is normalised exactly as _verify looks the user up (stripped,
+    # case-insensitive): " Alice" and "alice" are one account, so they share one counter.
+    return (f"hisp:smtp-auth:ip:{client}", f"hisp:smtp-auth:login:{login.strip().lower()}")
 
 
 def _has_second_factor(user: AbstractBaseUser) -> bool:

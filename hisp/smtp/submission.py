@@ -131,6 +131,7 @@ class SubmissionHandler:
                 actor=getattr(session, "hisp_user", None),
                 peer=peer_label(session),
                 recipients=list(envelope.rcpt_tos),
+                client=session.peer[0] if isinstance(session.peer, tuple) else None,
             )
         except SubmissionError as exc:
             return f"550 5.7.1 {exc}"

@@ -15,6 +15,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import mark_safe
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 from django_otp import login as otp_login
 from django_otp.plugins.otp_totp.models import TOTPDevice
@@ -43,6 +44,7 @@ def _next_url(request: HttpRequest) -> str:
 
 @login_required
 @require_http_methods(["GET", "POST"])
+@sensitive_post_parameters("token")
 def otp_verify(request: HttpRequest) -> HttpResponse:
     devices = list(TOTPDevice.objects.filter(user_id=request.user.pk, confirmed=True))
     if not devices:
@@ -75,6 +77,7 @@ def otp_verify(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
+@sensitive_post_parameters("token")
 def otp_enrol(request: HttpRequest) -> HttpResponse:
     user = request.user
     if TOTPDevice.objects.filter(user_id=user.pk, confirmed=True).exists():

@@ -11,9 +11,11 @@ from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from hisp.models import Address, AddressGrant, MailboxEntry
+from hisp.services.audit import client_address
 from webmail import access, services
 from webmail.certcheck import check_recipients
 from webmail.content import open_message
@@ -102,6 +104,7 @@ def _prefill(request: HttpRequest, sendable: list[Address]) -> dict[str, Any]:
 
 @mail_login_required
 @require_http_methods(["GET", "POST"])
+@sensitive_post_parameters()  # PHI: recipients, subject, body
 def compose(request: HttpRequest) -> HttpResponse:
     sendable = _sendable(request.user)
     if not sendable:
@@ -119,6 +122,7 @@ def compose(request: HttpRequest) -> HttpResponse:
                     address=data["sender"], user=request.user, to=data["to"], cc=data["cc"],
                     subject=data["subject"], body=data["body"], uploads=data["attachments"],
                     forward_of=forward_of, delivery_notification=data["delivery_notification"],
+                    client=client_address(request),
                 )
             except SubmissionError as exc:
                 form.add_error(None, f"The message could not be sent: {exc}")
@@ -172,11 +176,17 @@ def recipient_suggestions(request: HttpRequest) -> HttpResponse:
             Q(address__icontains=token) | Q(name__icontains=token)
         )[:8]:
             found.setdefault(contact.address, contact.name)
-        for hosted in Address.objects.filter(status=Address.Status.ACTIVE).filter(
+        # The hosted directory offers clinicians and organisations only: that someone holds a
+        # patient address here (and under what name) is itself health information, so patient
+        # addresses are suggested only from the user's own contacts and correspondence.
+        directory = Address.objects.filter(status=Address.Status.ACTIVE).exclude(
+            kind=Address.Kind.PATIENT
+        )
+        for hosted in directory.filter(
             Q(address__icontains=token) | Q(display_name__icontains=token)
         )[:8]:
             found.setdefault(hosted.address, hosted.display_name)
-        mailboxes = AddressGrant.objects.filter(user_id=request.user.pk).values("address_id")
+        mailboxes = access.grants(request.user).values("address_id")
         correspondents = (
             MailboxEntry.objects.filter(address_id__in=mailboxes, sender__icontains=token)
             .order_by("-received_at").values_list("sender", flat=True)[:50]
@@ -196,6 +206,7 @@ def recipient_suggestions(request: HttpRequest) -> HttpResponse:
 
 @mail_login_required
 @require_POST
+@sensitive_post_parameters()  # PHI: recipients, subject, body
 def certificate_check(request: HttpRequest) -> HttpResponse:
     sendable = _sendable(request.user)
     sender_id = request.POST.get("sender", "")
@@ -213,6 +224,7 @@ def certificate_check(request: HttpRequest) -> HttpResponse:
 
 @mail_login_required
 @require_POST
+@sensitive_post_parameters()  # PHI: recipients, subject, body
 def subject_check(request: HttpRequest) -> HttpResponse:
     return render(request, "webmail/compose.html#phi",
                   {"phi_reasons": phi_reasons(request.POST.get("subject", "")[:998])})
@@ -220,6 +232,7 @@ def subject_check(request: HttpRequest) -> HttpResponse:
 
 @mail_login_required
 @require_POST
+@sensitive_post_parameters()  # PHI: recipients, subject, body
 def draft_save(request: HttpRequest) -> HttpResponse:
     form = DraftForm(request.POST)
     if not form.is_valid():

@@ -21,7 +21,7 @@ from webmail.decorators import mail_login_required
 from webmail.forms import MoveForm
 from webmail.navigation import move_targets, sidebar
 from webmail.reasons import sentence
-from webmail.sanitise import clean_html
+from webmail.sanitise import clean_html, renderable
 from webmail.trustinfo import banner
 from webmail.xdm import ArchiveError, documents, read_document
 
@@ -73,7 +73,8 @@ def message_detail(request: HttpRequest, entry_id: int) -> HttpResponse:
         "entry": entry,
         "message": message,
         "opened": opened,
-        "html": clean_html(opened.html) if opened.html else None,
+        "html": clean_html(opened.html) if opened.html and renderable(opened.html) else None,
+        "html_withheld": bool(opened.html) and not renderable(opened.html),
         "trust": banner(message),
         "timeline": _timeline(message) if outbound else [],
         "move_targets": move_targets(entry.address),
