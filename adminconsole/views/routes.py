@@ -11,7 +11,7 @@ from adminconsole import access
 from adminconsole.access import staff_required
 from adminconsole.forms.operations import RouteForm
 from hisp.models import Route
-from hisp.services import identity, routes
+from hisp.services import audit, identity, routes
 
 
 def _list(request: HttpRequest, form: RouteForm, *, status: int = 200) -> HttpResponse:
@@ -43,6 +43,7 @@ def route_set(request: HttpRequest) -> HttpResponse:
                 require_tls=data["require_tls"],
                 hold_pending_certificate=data["hold_pending_certificate"],
                 actor=request.user,
+                client=audit.client_address(request),
             )
         except (routes.RouteError, identity.IdentityError) as exc:
             form.add_error(None, str(exc))
@@ -57,7 +58,9 @@ def route_set(request: HttpRequest) -> HttpResponse:
 def route_delete(request: HttpRequest, pk: int) -> HttpResponse:
     route = access.get_route(pk)
     try:
-        routes.delete_route(route.domain, actor=request.user)
+        routes.delete_route(
+            route.domain, actor=request.user, client=audit.client_address(request)
+        )
     except routes.RouteError as exc:
         messages.error(request, str(exc))
     else:

@@ -30,6 +30,7 @@ def set_route(
     require_tls: bool | None = None,
     hold_pending_certificate: bool | None = None,
     actor: Actor = None,
+    client: str | None = None,
 ) -> Route:
     name = normalise_domain(domain)
     host, port = parse_target(target)
@@ -44,6 +45,7 @@ def set_route(
         action="route.set",
         obj=route,
         actor=actor,
+        client=client,
         domain=name,
         target=f"{host}:{port}",
         created=created,
@@ -53,10 +55,10 @@ def set_route(
     return route
 
 
-def delete_route(domain: str, *, actor: Actor = None) -> None:
+def delete_route(domain: str, *, actor: Actor = None, client: str | None = None) -> None:
     name = normalise_domain(domain)
     route = Route.objects.filter(domain=name).first()
     if route is None:
         raise RouteError(f"no route for {name}")
-    audit.record(action="route.delete", obj=route, actor=actor, domain=name)
+    audit.record(action="route.delete", obj=route, actor=actor, client=client, domain=name)
     route.delete()

@@ -25,6 +25,7 @@ def test_staff_sets_a_route_and_it_is_audited(staff_client: Client, sam: Any) ->
     event = AuditEvent.objects.get(action="route.set")
     assert event.actor == sam
     assert event.detail["target"] == "mx1.partner.example.net:2525"
+    assert event.client_address == "127.0.0.1"  # the test client's REMOTE_ADDR
 
 
 def test_setting_a_route_again_replaces_it(staff_client: Client, world: Any) -> None:
@@ -40,7 +41,8 @@ def test_staff_deletes_a_route_and_it_is_audited(staff_client: Client, world: An
     response = staff_client.post(reverse("adminconsole:route-delete", kwargs={"pk": world.route.pk}))
     assert response.status_code == 302
     assert not Route.objects.exists()
-    assert AuditEvent.objects.get(action="route.delete").actor == sam
+    event = AuditEvent.objects.get(action="route.delete")
+    assert (event.actor, event.client_address) == (sam, "127.0.0.1")
 
 
 @pytest.mark.parametrize(
