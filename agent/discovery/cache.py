@@ -31,54 +31,22 @@ from typing import Protocol
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from agent.cache import Cache as Cache
+from agent.cache import MemoryCache as _MemoryCache
 from agent.discovery.found import Found, Outcome
 from agent.discovery.names import AddressError, target_for
 
 _DECODED_ENTRIES = 1024
 
 
-class Cache(Protocol):
-    def get(self, key: str) -> bytes | None: ...
-
-    def set(self, key: str, value: bytes, ttl: float) -> None:
-        """Store ``value`` for ``ttl`` seconds (``ttl`` is always > 0)."""
-        ...
-
-    def delete(self, key: str) -> None: ...
-
-
-class MemoryCache:
-    """A bounded, thread-safe in-process ``Cache`` (least recently stored goes first)."""
+class MemoryCache(_MemoryCache):
+    """The in-process ``Cache`` for discovery: room for more entries than the trust default
+    (each is one small lookup result, and a busy HISP talks to many partners)."""
 
     def __init__(
         self, *, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
-        self._max_entries = max_entries
-        self._clock = clock
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> bytes | None:
-        with self._lock:
-            item = self._entries.get(key)
-            if item is None:
-                return None
-            expires, value = item
-            if expires <= self._clock():
-                del self._entries[key]
-                return None
-            return value
-
-    def set(self, key: str, value: bytes, ttl: float) -> None:
-        with self._lock:
-            self._entries.pop(key, None)
-            self._entries[key] = (self._clock() + ttl, value)
-            while len(self._entries) > self._max_entries:
-                self._entries.popitem(last=False)
-
-    def delete(self, key: str) -> None:
-        with self._lock:
-            self._entries.pop(key, None)
+        super().__init__(max_entries=max_entries, clock=clock)
 
 
 class Epoch(Protocol):

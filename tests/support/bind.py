@@ -25,6 +25,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
+from tests.support.process import running, stop_process
 from tests.support.services import require_binary
 
 NAMED = "/usr/sbin/named"
@@ -158,14 +159,8 @@ controls {{ }};
             self._wait_listening()
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-            self.process = None
+        stop_process(self.process)
+        self.process = None
 
     def query(
         self, name: str, rdtype: str, *, tcp: bool = False, timeout: float = 2.0
@@ -210,24 +205,16 @@ def bind_server(zones: dict[str, list[Record]] | None = None) -> Iterator[BindSe
     """A running named; skips (fails under CI=true) when BIND is not installed."""
     require_binary("named", NAMED)
     with tempfile.TemporaryDirectory(prefix="hisp-named-") as tmp:
-        last_error: Exception | None = None
-        for _ in range(3):  # a port can be taken between choosing and binding it
+
+        def make(attempt: int) -> BindServer:
             server = BindServer(Path(tmp), free_udp_tcp_port())
             for origin, records in (zones or {}).items():
                 server.zones[origin.rstrip(".").lower()] = list(records)
                 server._write_zone(origin.rstrip(".").lower())
-            try:
-                server.start()
-            except RuntimeError as exc:
-                server.stop()
-                last_error = exc
-                continue
-            try:
-                yield server
-            finally:
-                server.stop()
-            return
-        raise RuntimeError(f"could not start named: {last_error}")
+            return server
+
+        with running("named", make) as server:
+            yield server
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 from ldap3 import BASE, MODIFY_REPLACE, NONE, Connection, Server
 from ldap3.core.exceptions import LDAPException
 
+from tests.support.process import running, stop_process
 from tests.support.services import free_port, require_binary
 
 SLAPD = "/usr/sbin/slapd"
@@ -103,14 +104,8 @@ class SlapdServer:
             self._add_suffix_entry(suffix)
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-            self.process = None
+        stop_process(self.process)
+        self.process = None
 
     def naming_contexts(self) -> list[str]:
         connection = Connection(Server(self.host, port=self.port, get_info=NONE, connect_timeout=1))
@@ -192,23 +187,14 @@ def slapd_server(suffixes: Sequence[str] = ("dc=hisp,dc=test",)) -> Iterator[Sla
     """A running slapd; skips (fails under CI=true) when slapd is not installed."""
     require_binary("slapd", SLAPD)
     with tempfile.TemporaryDirectory(prefix="hisp-slapd-") as tmp:
-        last_error: Exception | None = None
-        for attempt in range(3):  # a port can be taken between choosing and binding it
+
+        def make(attempt: int) -> SlapdServer:
             directory = Path(tmp) / str(attempt)
             directory.mkdir()
-            server = SlapdServer(directory, free_port(), suffixes)
-            try:
-                server.start()
-            except RuntimeError as exc:
-                server.stop()
-                last_error = exc
-                continue
-            try:
-                yield server
-            finally:
-                server.stop()
-            return
-        raise RuntimeError(f"could not start slapd: {last_error}")
+            return SlapdServer(directory, free_port(), suffixes)
+
+        with running("slapd", make) as server:
+            yield server
 
 
 @pytest.fixture(scope="session")
