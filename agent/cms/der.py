@@ -118,19 +118,34 @@ def raw(buf: bytes, node: Node) -> bytes:
 
 def length_octets(length: int) -> bytes:
     if length < 0x80:
-        return bytes([length])
+        return _SHORT_LENGTHS[length]
     body = length.to_bytes((length.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(body)]) + body
+    return bytes((0x80 | len(body),)) + body
+
+
+_SHORT_LENGTHS = tuple(bytes((n,)) for n in range(0x80))
+
+
+def header(tag: int, length: int) -> bytes:
+    """Identifier and length octets (X.690 sections 8.1.2-8.1.3, definite form, minimal).
+
+    Written out for the common sizes: it runs a few dozen times per message."""
+    if length < 0x80:
+        return bytes((tag, length))
+    if length < 0x100:
+        return bytes((tag, 0x81, length))
+    if length < 0x10000:
+        return bytes((tag, 0x82, length >> 8, length & 0xFF))
+    return bytes((tag,)) + length_octets(length)
 
 
 def tlv(tag: int, chunks: Sequence[bytes]) -> list[bytes]:
     """DER of one value whose contents are ``chunks`` (kept as a list: joined once, at the end)."""
-    size = sum(map(len, chunks))
-    return [bytes([tag]) + length_octets(size), *chunks]
+    return [header(tag, sum(map(len, chunks))), *chunks]
 
 
 def encode(tag: int, contents: bytes) -> bytes:
-    return bytes([tag]) + length_octets(len(contents)) + contents
+    return header(tag, len(contents)) + contents
 
 
 def integer(value: int) -> bytes:

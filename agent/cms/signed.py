@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -80,23 +81,19 @@ def sign(
     through asn1crypto's object model costs several times the RSA signature itself.
     """
     pieces = [content] if isinstance(content, bytes | memoryview) else list(content)
-    hash_alg = digest_hash(digest)
-    hasher = hashes.Hash(hash_alg)
+    template = _signer_template(certificate, tuple(chain), digest)
+    hasher = hashlib.new(digest.value)  # the same OpenSSL digest, without the wrapper's checks
     for piece in pieces:
         hasher.update(piece)
-    message_digest = hasher.finalize()
     attrs_set = der.set_of(
         _ATTR_CONTENT_TYPE_DATA,
         der.sequence(_OID_SIGNING_TIME, der.set_of(_time(at))),
-        der.sequence(_OID_MESSAGE_DIGEST, der.set_of(der.octet_string(message_digest))),
+        der.sequence(_OID_MESSAGE_DIGEST, der.set_of(der.octet_string(hasher.digest()))),
         _CAPABILITIES,
     )
-    signature = key.sign(attrs_set, padding.PKCS1v15(), hash_alg)
-    digest_algorithm = _digest_algorithm(digest)
+    signature = key.sign(attrs_set, padding.PKCS1v15(), digest_hash(digest))
     signer_info = der.sequence(
-        b"\x02\x01\x01",  # version 1: issuerAndSerialNumber (RFC 5652 section 5.3)
-        issuer_and_serial(certificate),
-        digest_algorithm,
+        template.signer_prefix,
         b"\xa0" + attrs_set[1:],  # [0] IMPLICIT SET OF Attribute
         _RSA_ENCRYPTION,
         der.octet_string(signature),
@@ -104,15 +101,35 @@ def sign(
     encap = (
         _OID_DATA if detached else _OID_DATA + der.encode(0xA0, der.octet_string(b"".join(pieces)))
     )
-    certificates = b"".join(cert_der(c) for c in (certificate, *chain))
     signed_data = der.sequence(
-        b"\x02\x01\x01",
-        der.set_of(digest_algorithm),
+        template.digest_algorithms,
         der.sequence(encap),
-        der.encode(0xA0, certificates),  # [0] IMPLICIT CertificateSet
+        template.certificates,
         der.set_of(signer_info),
     )
     return der.sequence(_OID_SIGNED_DATA, der.encode(0xA0, signed_data))
+
+
+@dataclass(frozen=True)
+class _SignerTemplate:
+    """What stays the same across every message one signer signs, encoded once."""
+
+    signer_prefix: bytes  # SignerInfo version, sid and digestAlgorithm
+    digest_algorithms: bytes  # SignedData version and digestAlgorithms SET
+    certificates: bytes  # [0] IMPLICIT CertificateSet: the signer first, then its chain
+
+
+@lru_cache(maxsize=256)
+def _signer_template(
+    certificate: x509.Certificate, chain: tuple[x509.Certificate, ...], digest: Digest
+) -> _SignerTemplate:
+    digest_algorithm = _digest_algorithm(digest)
+    return _SignerTemplate(
+        # version 1: issuerAndSerialNumber (RFC 5652 section 5.3)
+        signer_prefix=b"\x02\x01\x01" + issuer_and_serial(certificate) + digest_algorithm,
+        digest_algorithms=b"\x02\x01\x01" + der.set_of(digest_algorithm),
+        certificates=der.encode(0xA0, b"".join(cert_der(c) for c in (certificate, *chain))),
+    )
 
 
 def _time(at: datetime) -> bytes:
