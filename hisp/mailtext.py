@@ -8,6 +8,7 @@ bytes a signature covers.
 from __future__ import annotations
 
 import email
+import email.parser
 import email.policy
 import re
 from dataclasses import dataclass
@@ -62,7 +63,26 @@ def addresses(message: EmailMessage, name: str) -> tuple[str, ...]:
 
 
 def summarise(raw: bytes) -> Summary:
-    message = parse(raw)
+    # The header block is parsed once; a single-part text message (most clinical mail, every
+    # notice we file) then needs no second, full MIME parse, and its Content-Type is read once
+    # instead of on every EmailMessage helper call. Anything else takes the full parse. Both
+    # give the same Summary (tests compare them).
+    head = _HEADERS.parsebytes(raw, headersonly=True)
+    assert isinstance(head, EmailMessage)
+    content_type = head.get_content_type()
+    if not content_type.startswith("text/"):
+        message = parse(raw)
+        return _summary(message, body_text(message), attachments(message))
+    # RFC 2045 section 5.2: a part without Content-Type is text/plain. An inline text/plain or
+    # text/html part is its own body (EmailMessage.get_body), and has no attachments.
+    subtype = content_type.partition("/")[2]
+    body = ""
+    if subtype in ("plain", "html") and not head.is_attachment():
+        body = _single_text(head, html=subtype == "html")
+    return _summary(head, body, [])
+
+
+def _summary(message: EmailMessage, body: str, found: list[Attachment]) -> Summary:
     sender = _header(message, "From")
     return Summary(
         message_id=_header(message, "Message-ID"),
@@ -71,9 +91,27 @@ def summarise(raw: bytes) -> Summary:
         to=addresses(message, "To"),
         cc=addresses(message, "Cc"),
         subject=_header(message, "Subject"),
-        body_text=body_text(message),
-        attachments=tuple(attachments(message)),
+        body_text=body,
+        attachments=tuple(found),
     )
+
+
+def _single_text(part: EmailMessage, *, html: bool) -> str:
+    """What ``_text_of(part)`` gives for a text part, reading its Content-Type once (the
+    steps of email.contentmanager's text handler, with the same error handling)."""
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
+    try:
+        text = payload.decode(str(part.get_param("charset", "ASCII")), "replace")
+    except (LookupError, ValueError, AssertionError):
+        text = payload.decode("utf-8", "replace")
+    if html:
+        text = re.sub(r"<[^>]*>", " ", text)
+    return text
+
+
+_HEADERS = email.parser.BytesParser(policy=email.policy.default)
 
 
 def body_text(message: EmailMessage) -> str:

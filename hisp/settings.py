@@ -185,6 +185,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # psycopg 3 server-side binding: parameters travel apart from the SQL (bytea in binary),
+        # instead of being escaped into the query text on the client (message bytes are large).
+        options = DATABASES["default"].setdefault("OPTIONS", {})
+        options.setdefault("server_side_binding", True)
+        # Statements a connection runs often (the mail flow's dozen per message) are prepared
+        # after 5 runs, so PostgreSQL stops parsing and planning them again. Needs direct
+        # connections or session pooling (no transaction-mode pooler); set None to turn off.
+        options.setdefault("prepare_threshold", 5)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

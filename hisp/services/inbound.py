@@ -281,15 +281,41 @@ def _deliver(
     to_send: list[Delivery] = []
     with transaction.atomic():
         # Plain inserts: we hold the lease, and the unique (message, recipient) constraint
-        # would roll the whole delivery back if another worker had raced us anyway.
-        deliveries = Delivery.objects.bulk_create(
+        # would roll the whole delivery back if another worker had raced us anyway. One
+        # multi-row INSERT per table (the MDN messages first: their deliveries and events go
+        # in with the recipients'), so the round trips do not grow with the reports.
+        mdn_messages = Message.objects.bulk_create(
+            [
+                notices.mdn_message(
+                    inbound=message,
+                    reporter=report.reporter,
+                    to=result.sender,
+                    message_id=report.message_id,
+                    raw=report.raw,
+                    disposition=report.disposition,
+                    subject=summary.subject,
+                    wire=report.wire,
+                )
+                for report in reports
+            ]
+        )
+        rows = Delivery.objects.bulk_create(
             [
                 Delivery(message=message, recipient=o.recipient, state=o.state, detail=o.detail)
                 for o in outcomes
             ]
+            + [
+                notices.mdn_delivery(m, to=result.sender, wire=report.wire, claimed_at=now)
+                for m, report in zip(mdn_messages, reports, strict=True)
+            ]
         )
+        deliveries, stored = rows[: len(outcomes)], rows[len(outcomes) :]
         DeliveryEvent.objects.bulk_create(
             [DeliveryEvent(delivery=d, state=d.state, detail=d.detail) for d in deliveries]
+            + [
+                DeliveryEvent(delivery=d, state=Delivery.State.QUEUED, detail=report.disposition)
+                for d, report in zip(stored, reports, strict=True)
+            ]
         )
         for delivery in deliveries:
             audit.record(
@@ -316,22 +342,11 @@ def _deliver(
                 for o in delivered
             ]
         )
-        for report in reports:
-            stored = notices.store_mdn(
-                inbound=message,
-                reporter=report.reporter,
-                to=result.sender,
-                message_id=report.message_id,
-                raw=report.raw,
-                disposition=report.disposition,
-                subject=summary.subject,
-                wire=report.wire,
-                claimed_at=now,
-            )
-            if report.wire is None:
-                enqueue("process_outgoing", stored.message.pk)
+        for delivery in stored:
+            if delivery.wire is None:
+                enqueue("process_outgoing", delivery.message.pk)
             else:
-                to_send.append(stored)
+                to_send.append(delivery)
         final = Message.State.DELIVERED if delivered else Message.State.REJECTED
         if not finish_message(
             message,

@@ -64,6 +64,46 @@ def build_mdn(
     return message_id, raw
 
 
+def mdn_message(
+    *,
+    inbound: Message,
+    reporter: Address,
+    to: str,
+    message_id: str,
+    raw: bytes,
+    disposition: str,
+    subject: str,
+    wire: bytes | None = None,
+) -> Message:
+    """The (unsaved) outbound message row for an MDN built by :func:`build_mdn`: queued for
+    the outbound pipeline, or done already when the caller protected it (``wire``)."""
+    return Message(
+        direction=Message.Direction.OUTBOUND,
+        kind=Message.Kind.MDN,
+        state=Message.State.QUEUED if wire is None else Message.State.SENT,
+        raw=raw,
+        message_id=message_id,
+        envelope_from=reporter.address,
+        envelope_to=[to],
+        header_from=reporter.address,
+        header_to=[to],
+        subject=f"{disposition.capitalize()}: {subject}"[:998],
+        original=inbound,
+        peer="hisp",
+    )
+
+
+def mdn_delivery(
+    report: Message, *, to: str, wire: bytes | None = None, claimed_at: datetime | None = None
+) -> Delivery:
+    """The (unsaved) one delivery of a saved MDN message; with ``wire`` it holds the protected
+    bytes, claimed at ``claimed_at`` by the caller, who sends it right after the commit."""
+    return Delivery(
+        message=report, recipient=to, state=Delivery.State.QUEUED, wire=wire,
+        claimed_at=claimed_at if wire is not None else None,
+    )
+
+
 def store_mdn(
     *,
     inbound: Message,
@@ -83,24 +123,13 @@ def store_mdn(
     the protected bytes, claimed at ``claimed_at`` by the caller, who sends it right after the
     commit; if that never happens the sweeper takes the delivery over once the claim expires.
     """
-    report = Message.objects.create(
-        direction=Message.Direction.OUTBOUND,
-        kind=Message.Kind.MDN,
-        state=Message.State.QUEUED if wire is None else Message.State.SENT,
-        raw=raw,
-        message_id=message_id,
-        envelope_from=reporter.address,
-        envelope_to=[to],
-        header_from=reporter.address,
-        header_to=[to],
-        subject=f"{disposition.capitalize()}: {subject}"[:998],
-        original=inbound,
-        peer="hisp",
+    report = mdn_message(
+        inbound=inbound, reporter=reporter, to=to, message_id=message_id, raw=raw,
+        disposition=disposition, subject=subject, wire=wire,
     )
-    delivery = Delivery.objects.create(
-        message=report, recipient=to, state=Delivery.State.QUEUED, wire=wire,
-        claimed_at=claimed_at if wire is not None else None,
-    )
+    report.save(force_insert=True)
+    delivery = mdn_delivery(report, to=to, wire=wire, claimed_at=claimed_at)
+    delivery.save(force_insert=True)
     DeliveryEvent.objects.create(delivery=delivery, state=Delivery.State.QUEUED, detail=disposition)
     return delivery
 
