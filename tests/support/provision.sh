@@ -14,7 +14,7 @@ apt_install() {
   export DEBIAN_FRONTEND=noninteractive
   if [ -z "$apt_updated" ]; then apt-get update -q >/dev/null 2>&1; apt_updated=1; fi
   # Package scripts must not try to start system services inside containers.
-  apt-get install -y -q "$@" >/dev/null 2>  apt-get install -y -q --no-install-recommends "$@" >/dev/null 2>&1 ||1 ||
+  apt-get install -y -q "$@" >/dev/null 2>&1 ||
     { log "apt-get install $* failed"; return 1; }
 }
 answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
