@@ -13,7 +13,6 @@ apt_install() {
   is_root && command -v apt-get >/dev/null || { log "cannot install $* (not root or no apt)"; return 1; }
   export DEBIAN_FRONTEND=noninteractive
   if [ -z "$apt_updated" ]; then apt-get update -q >/dev/null 2>&1; apt_updated=1; fi
-  # Package scripts must not try to start system services inside containers.
   apt-get install -y -q "$@" >/dev/null 2>&1 ||
     { log "apt-get install $* failed"; return 1; }
 }
