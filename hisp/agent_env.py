@@ -25,6 +25,15 @@ another, so re-reading and re-parsing the same few rows was most of the per-mess
   Set ``KEY_TTL`` to 0 to unwrap on every use.
 - Issuers that are not CAs of ours, by fingerprint, for ``FOREIGN_ISSUER_TTL`` (the revocation of
   our own certificates is always read from the database).
+- Which rows apply: the signing and decryption identity rows per address and the anchors per
+  (domain, direction), for as long as the shared stamp ``hisp:pki-version`` (Django's cache:
+  Redis in production) is unchanged. Every writer that creates, revokes, renews or supersedes a
+  certificate, changes an anchor or bundle, or adds or removes an address or domain bumps it
+  (``bump_pki_version``, also wired to the models' save/delete signals). Readers compare the
+  stamp at most every ``PKI_VERSION_CHECK`` seconds, so such a change reaches every worker
+  within that bound (docs/pki.md); each entry is also dropped after ``PKI_ROWS_MAX_AGE`` seconds
+  whatever the stamp says. Validity periods are checked on every call against the parsed
+  certificates, never cached. Without a readable stamp nothing is cached.
 """
 
 from __future__ import annotations
@@ -44,8 +53,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from django.conf import settings
 from django.core.cache import cache as django_cache
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Model
+from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
 from agent.trust import HttpIssuerFetcher, HttpRevocationChecker
@@ -62,7 +72,7 @@ from agent.types import (
 )
 from hisp.certificates import fingerprint, lenient_serials
 from hisp.keystore import unwrap_private_key
-from hisp.models import Address, Certificate, Domain, PrivateKey, TrustAnchor
+from hisp.models import Address, Certificate, Domain, PrivateKey, TrustAnchor, TrustBundle
 
 _SIGNING = (Certificate.Usage.DUAL, Certificate.Usage.SIGNING)
 _ENCRYPTION = (Certificate.Usage.DUAL, Certificate.Usage.ENCRYPTION)
@@ -70,6 +80,9 @@ _WITH_KEY = (Certificate.Source.HOSTED, Certificate.Source.IMPORTED)
 
 KEY_TTL = 60.0  # seconds a clear private key may stay in a worker's memory after it was unwrapped
 FOREIGN_ISSUER_TTL = 600.0
+PKI_VERSION_KEY = "hisp:pki-version"
+PKI_VERSION_CHECK = 1.0  # seconds: the bound for a revocation or anchor removal to reach a worker
+PKI_ROWS_MAX_AGE = 60.0  # seconds: an entry is refetched after this whatever the stamp says
 
 V = TypeVar("V")
 
@@ -144,6 +157,99 @@ def _expire_keys_in_background() -> None:
             _keys.purge()
 
     threading.Thread(target=purge_forever, name="hisp-key-expiry", daemon=True).start()
+
+
+def _read_version() -> int | None:
+    """The shared stamp, created when missing (a random start, so that a stamp lost with the
+    cache never comes back with a value a worker already holds). None when unreadable."""
+    try:
+        version = django_cache.get(PKI_VERSION_KEY)
+        if version is None:
+            django_cache.add(PKI_VERSION_KEY, time.time_ns(), timeout=None)
+            version = django_cache.get(PKI_VERSION_KEY)
+    except Exception:  # noqa: BLE001 (an unreachable cache only disables caching)
+        return None
+    return version if isinstance(version, int) else None
+
+
+def _bump_now() -> None:
+    _rows_cache.clear()  # this process sees its own write at once
+    try:
+        try:
+            django_cache.incr(PKI_VERSION_KEY)
+        except ValueError:  # missing: start it (or step it if another process just did)
+            if not django_cache.add(PKI_VERSION_KEY, time.time_ns(), timeout=None):
+                django_cache.incr(PKI_VERSION_KEY)
+    except Exception:  # noqa: BLE001 (readers then find no stamp and cache nothing)
+        try:
+            django_cache.delete(PKI_VERSION_KEY)
+        except Exception:  # noqa: BLE001, S110 (unreachable: readers cannot read it either)
+            pass
+
+
+def bump_pki_version() -> None:
+    """Tell every worker that certificates, anchors, addresses or domains changed: now, and
+    again once the current transaction commits (a reader between the two may have fetched the
+    rows as they were before the commit)."""
+    _bump_now()
+    transaction.on_commit(_bump_now)
+
+
+class _VersionedRows:
+    """Per-process rows keyed by lookup, valid while the shared stamp is unchanged."""
+
+    def __init__(self, *, max_entries: int = 4096,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._max = max_entries
+        self._entries: dict[tuple[object, ...], tuple[float, object]] = {}
+        self._version: int | None = None
+        self._checked_at = -math.inf
+        self._generation = 0
+        self._lock = threading.Lock()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._generation += 1
+            self._checked_at = -math.inf
+
+    def get(self, key: tuple[object, ...], load: Callable[[], V]) -> V:
+        now = self._clock()
+        with self._lock:
+            if now - self._checked_at >= PKI_VERSION_CHECK:
+                version = _read_version()
+                self._checked_at = now
+                if version is None or version != self._version:
+                    self._entries.clear()
+                    self._generation += 1
+                    self._version = version
+            if self._version is not None:
+                entry = self._entries.get(key)
+                if entry is not None and now - entry[0] < PKI_ROWS_MAX_AGE:
+                    return entry[1]  # type: ignore[return-value]
+            generation, cacheable = self._generation, self._version is not None
+        value = load()
+        with self._lock:
+            # Not when the stamp moved while loading: the rows may predate the change.
+            if cacheable and generation == self._generation:
+                if len(self._entries) >= self._max:
+                    self._entries.clear()
+                self._entries[key] = (now, value)
+        return value
+
+
+_rows_cache = _VersionedRows()
+
+
+def _bump_on_change(**_: object) -> None:
+    bump_pki_version()
+
+
+for _model in (Certificate, TrustAnchor, TrustBundle, Address, Domain):
+    post_save.connect(_bump_on_change, sender=_model, dispatch_uid=f"pki-version-save-{_model}")
+    post_delete.connect(_bump_on_change, sender=_model,
+                        dispatch_uid=f"pki-version-delete-{_model}")
 
 
 def parsed(fingerprints: Iterable[str]) -> dict[str, x509.Certificate]:
@@ -272,21 +378,26 @@ class DatabaseKeyStore:
         """Current signing certificates of a hosted address: address-bound first, then
         domain-bound, newest first within each (one query)."""
         value, domain = _split(address)
-        now = _at(self._clock())
-        found = _identity_rows(
+        found = _rows_cache.get(("signing", value), lambda: _identity_rows(
             'c."usage" IN (%s, %s) AND c."revoked_at" IS NULL AND c."superseded_by_id" IS NULL '  # noqa: S608
-            'AND c."not_before" <= %s AND c."not_after" > %s '
             'AND ((c."binding" = %s AND c."bound_name" = %s) '
             'OR (c."binding" = %s AND c."bound_name" = %s)) '
             f'AND EXISTS (SELECT 1 FROM {_table(Address)} a WHERE a."address" = %s)',
-            [*_SIGNING, now, now, Certificate.Binding.ADDRESS, value,
+            [*_SIGNING, Certificate.Binding.ADDRESS, value,
              Certificate.Binding.DOMAIN, domain, value],
             'c."not_before" DESC, c."id" DESC',
-        )
+        ))
         ordered = [r for r in found if r.binding == Certificate.Binding.ADDRESS] + [
             r for r in found if r.binding == Certificate.Binding.DOMAIN
         ]
-        return _identities(ordered)
+        # The validity period is checked here, on every call, so cached rows never sign with a
+        # certificate that has expired (or is not yet valid).
+        now = self._clock()
+        return [
+            identity for identity in _identities(ordered)
+            if identity.certificate.not_valid_before_utc <= now
+            < identity.certificate.not_valid_after_utc
+        ]
 
     def decryption_identities(self, addresses: Sequence[str]) -> Sequence[Identity]:
         """Every key that may open mail to these addresses, superseded and expired ones
@@ -294,9 +405,14 @@ class DatabaseKeyStore:
         values = list(dict.fromkeys(_split(a)[0] for a in addresses))
         if not values:
             return []
+        return _identities(_rows_cache.get(("decryption", *values),
+                                           lambda: self._decryption_rows(values)))
+
+    @staticmethod
+    def _decryption_rows(values: list[str]) -> list[_IdentityRow]:
         marks = ", ".join(["%s"] * len(values))
         address, domain = _table(Address), _table(Domain)
-        rows = _identity_rows(
+        return _identity_rows(
             'c."usage" IN (%s, %s) AND ('  # noqa: S608
             f'(c."binding" = %s AND c."bound_name" IN '
             f'(SELECT a."address" FROM {address} a WHERE a."address" IN ({marks}))) '
@@ -309,17 +425,25 @@ class DatabaseKeyStore:
             '(c."superseded_by_id" IS NOT NULL), (c."revoked_at" IS NOT NULL), '
             'c."not_before" DESC, c."binding", c."id" DESC',
         )
-        return _identities(rows)
 
 
 class DatabaseTrustStore:
     """The agent's ``TrustStore``: the anchors each hosted domain trusts, per direction. The
-    list is read on every call (an anchor removed by staff stops counting at once); only the
-    parsing is remembered."""
+    list is remembered while the PKI stamp is unchanged (an anchor removed by staff stops
+    counting within ``PKI_VERSION_CHECK`` seconds)."""
 
     def anchors(self, domain: str, direction: Direction) -> Sequence[x509.Certificate]:
+        fingerprints = _rows_cache.get(
+            ("anchors", domain.lower(), direction.value),
+            lambda: self._fingerprints(domain, direction),
+        )
+        certificates = parsed(fingerprints)
+        return [certificates[fp] for fp in dict.fromkeys(fingerprints) if fp in certificates]
+
+    @staticmethod
+    def _fingerprints(domain: str, direction: Direction) -> list[str]:
         flag = '"incoming"' if direction == Direction.INCOMING else '"outgoing"'
-        fingerprints = [
+        return [
             fp
             for (fp,) in _rows(
                 f'SELECT c."fingerprint_sha256" FROM {_table(TrustAnchor)} t '  # noqa: S608
@@ -329,8 +453,6 @@ class DatabaseTrustStore:
                 [domain.lower(), True],
             )
         ]
-        certificates = parsed(fingerprints)
-        return [certificates[fp] for fp in dict.fromkeys(fingerprints)]
 
 
 class DatabaseCertificateResolver:

@@ -9,5 +9,7 @@ class HispConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Registers the start-up checks (a wrong key-encryption key fails clearly).
-        from hisp import checks  # noqa: F401
+        # checks: registers the start-up checks (a wrong key-encryption key fails clearly).
+        # agent_env: connects the PKI version stamp to certificate, anchor, bundle, address and
+        # domain writes in every process, so workers' cached rows are invalidated whoever wrote.
+        from hisp import agent_env, checks  # noqa: F401

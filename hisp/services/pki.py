@@ -17,6 +17,7 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from hisp.agent_env import bump_pki_version
 from hisp.ca import crl as crls
 from hisp.ca.authority import CAError, issue, issue_set
 from hisp.certificates import (
@@ -168,6 +169,7 @@ def renew(
         except CAError as exc:
             raise PkiError(str(exc)) from None
         Certificate.objects.filter(pk=old.pk, superseded_by__isnull=True).update(superseded_by=new)
+        bump_pki_version()  # workers stop signing with the old certificate (docs/pki.md)
         audit.record(action="certificate.renew", obj=new, actor=actor, client=client,
                      fingerprint=new.fingerprint_sha256, previous=old.fingerprint_sha256)
     return new
@@ -204,6 +206,7 @@ def revoke(
         Certificate.objects.filter(pk=row.pk, revoked_at__isnull=True).update(
             revoked_at=when, revocation_reason=reason
         )
+        bump_pki_version()  # workers stop using it within the bound in docs/pki.md
         ca = row.issued_by
         assert ca is not None
         crls.generate(ca, at=now)

@@ -29,6 +29,7 @@ from agent import cms as agent_cms
 from agent.errors import AgentError
 from agent.trust.fetch import Fetcher, FetchError
 from agent.types import AlgorithmPolicy, Direction
+from hisp.agent_env import bump_pki_version
 from hisp.certificates import (
     CertificateFormatError,
     anchor_row,
@@ -130,6 +131,7 @@ def import_anchors(
                 TrustAnchor.objects.filter(pk=row.pk).update(
                     incoming=row.incoming or incoming, outgoing=row.outgoing or outgoing
                 )
+                bump_pki_version()
                 row.refresh_from_db()
             audit.record(action="anchor.import", obj=row, actor=actor, client=client,
                          domain=target.name,

@@ -257,3 +257,114 @@ def test_foreign_issuers_are_remembered_but_own_revocations_are_read_every_time(
     carol_cert = load(Certificate.objects.get(address=carol, binding=Certificate.Binding.ADDRESS))
     assert checker.status(carol_cert, load(leaf), now) == RevocationStatus.NOT_CHECKED
     assert _foreign_issuers.get(leaf.fingerprint_sha256)
+
+
+# --- Rows remembered per process, invalidated by the shared PKI stamp (docs/pki.md) ----------
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def other_worker(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A long-lived worker's row cache with its own clock. ``writing()`` runs a change as if in
+    another process: the writer's in-process clear must not reach this cache, only the stamp."""
+    import contextlib
+
+    import hisp.agent_env as module
+
+    clock = _Clock()
+    cache = module._VersionedRows(clock=clock)
+    monkeypatch.setattr(module, "_rows_cache", cache)
+
+    @contextlib.contextmanager
+    def writing() -> Any:
+        monkeypatch.setattr(module, "_rows_cache", module._VersionedRows())
+        yield
+        monkeypatch.setattr(module, "_rows_cache", cache)
+
+    return clock, writing
+
+
+def _after_bound(clock: _Clock) -> None:
+    import hisp.agent_env as module
+
+    clock.now += module.PKI_VERSION_CHECK + 0.01
+
+
+def test_revocation_reaches_a_long_lived_worker_within_the_bound(alice: Address,
+                                                                 other_worker: Any) -> None:
+    clock, writing = other_worker
+    store = DatabaseKeyStore()
+    own = Certificate.objects.get(address=alice)
+    assert own.fingerprint_sha256 in _fps(store.signing_identities(alice.address))
+    with writing():
+        pki.revoke(own)
+    # Still remembered inside the bound: the cache is really in use.
+    assert own.fingerprint_sha256 in _fps(store.signing_identities(alice.address))
+    _after_bound(clock)
+    after = store.signing_identities(alice.address)
+    assert own.fingerprint_sha256 not in _fps(after)
+    assert [i.binding for i in after] == [Binding.DOMAIN]
+
+
+def test_superseded_certificate_stops_signing_within_the_bound(alice: Address,
+                                                               other_worker: Any) -> None:
+    clock, writing = other_worker
+    store = DatabaseKeyStore()
+    old = Certificate.objects.get(address=alice)
+    assert old.fingerprint_sha256 in _fps(store.signing_identities(alice.address))
+    with writing():
+        new = pki.renew(old)
+    _after_bound(clock)
+    fps = _fps(store.signing_identities(alice.address))
+    assert fps[0] == new.fingerprint_sha256 and old.fingerprint_sha256 not in fps
+    # The old key still opens mail encrypted to it before the renewal.
+    assert old.fingerprint_sha256 in _fps(store.decryption_identities([alice.address]))
+
+
+def test_removed_anchor_stops_counting_within_the_bound(provider: Domain,
+                                                        other_worker: Any) -> None:
+    from hisp.models import TrustAnchor
+
+    clock, writing = other_worker
+    partner = identity.add_domain("partner.example.net")
+    trust.import_anchors(trust.export_anchor(partner.name).pem, domain=provider.name,
+                         incoming=True, outgoing=True)
+    store = DatabaseTrustStore()
+    partner_ca = load(partner.issuing_ca)
+    assert partner_ca in store.anchors(provider.name, Direction.INCOMING)
+    with writing():
+        TrustAnchor.objects.filter(domain=provider, certificate=partner.issuing_ca).delete()
+    assert partner_ca in store.anchors(provider.name, Direction.INCOMING)
+    _after_bound(clock)
+    assert partner_ca not in store.anchors(provider.name, Direction.INCOMING)
+    assert load(provider.issuing_ca) in store.anchors(provider.name, Direction.INCOMING)
+
+
+def test_cached_signing_rows_still_honour_the_validity_period(alice: Address) -> None:
+    from datetime import timedelta
+
+    own = load(Certificate.objects.get(address=alice))
+    store = DatabaseKeyStore()
+    assert own in [i.certificate for i in store.signing_identities(alice.address)]
+    later = DatabaseKeyStore(clock=lambda: own.not_valid_after_utc + timedelta(seconds=1))
+    assert own not in [i.certificate for i in later.signing_identities(alice.address)]
+
+
+def test_nothing_is_cached_without_a_readable_stamp(alice: Address,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import hisp.agent_env as module
+
+    monkeypatch.setattr(module, "_rows_cache", module._VersionedRows())
+    monkeypatch.setattr(module, "_read_version", lambda: None)
+    store = DatabaseKeyStore()
+    own = Certificate.objects.get(address=alice)
+    assert own.fingerprint_sha256 in _fps(store.signing_identities(alice.address))
+    Certificate.objects.filter(pk=own.pk).update(revoked_at=timezone.now())  # no stamp bump
+    assert own.fingerprint_sha256 not in _fps(store.signing_identities(alice.address))
