@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from adminconsole.models import ProofingRecord
 from hisp import discovery
+from hisp.agent_env import bump_pki_version
 from hisp.models import Address, AddressGrant, Delivery, Message, TrustAnchor, TrustBundle
 from hisp.services import audit, identity, mail, tracking, trust
 
@@ -104,6 +105,7 @@ def change_status(
                 "invalid_transition",
                 f"cannot {transition} an address that is {address.get_status_display().lower()}",
             )
+        bump_pki_version()  # an update() sends no signal: tell the mail flow's caches
         detail: dict[str, object] = {
             "address": address.address,
             "from": previous,
@@ -234,6 +236,7 @@ def add_address_for_proofing(
             client=audit.client_address(request),
         )
         Address.objects.filter(pk=row.pk).update(status=Status.PENDING)
+        bump_pki_version()  # an update() sends no signal: tell the mail flow's caches
         row.status = Status.PENDING
         audit.record(
             action="address.hold_for_proofing",

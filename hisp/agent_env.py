@@ -14,7 +14,7 @@ another, so re-reading and re-parsing the same few rows was most of the per-mess
 
 - Parsed certificates, by SHA-256 fingerprint. A fingerprint names exactly one DER encoding, so
   an entry can never be stale; the rows that say *which* certificates apply (current, revoked,
-  superseded, trusted) are still read from the database on every call, without their DER.
+  superseded, trusted) are re-read whenever the shared stamp below moves.
 - Unwrapped private keys, by their certificate's fingerprint, for at most ``KEY_TTL`` seconds
   (a bounded ``_Expiring`` map, purged by a background thread so that an idle worker drops
   them too). Trade-off: a clear key then stays in this worker's memory for up to a minute
@@ -25,11 +25,14 @@ another, so re-reading and re-parsing the same few rows was most of the per-mess
   Set ``KEY_TTL`` to 0 to unwrap on every use.
 - Issuers that are not CAs of ours, by fingerprint, for ``FOREIGN_ISSUER_TTL`` (the revocation of
   our own certificates is always read from the database).
-- Which rows apply: the signing and decryption identity rows per address and the anchors per
-  (domain, direction), for as long as the shared stamp ``hisp:pki-version`` (Django's cache:
-  Redis in production) is unchanged. Every writer that creates, revokes, renews or supersedes a
-  certificate, changes an anchor or bundle, or adds or removes an address or domain bumps it
-  (``bump_pki_version``, also wired to the models' save/delete signals). Readers compare the
+- Which rows apply: the signing and decryption identity rows per address, the anchors per
+  (domain, direction), the recipient-certificate rows per address, and (through
+  ``cached_rows``, for the mail flow) hosted addresses, hosted domains and static routes, for as
+  long as the shared stamp ``hisp:pki-version`` (Django's cache: Redis in production) is
+  unchanged. Every writer that creates, revokes, renews or supersedes a certificate, changes an
+  anchor or bundle, adds, changes or removes an address, domain or route bumps it
+  (``bump_pki_version``, also wired to the models' save/delete signals; a queryset ``update()``
+  sends no signal, so its caller bumps). Readers compare the
   stamp at most every ``PKI_VERSION_CHECK`` seconds, so such a change reaches every worker
   within that bound (docs/pki.md); each entry is also dropped after ``PKI_ROWS_MAX_AGE`` seconds
   whatever the stamp says. Validity periods are checked on every call against the parsed
@@ -54,7 +57,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from django.conf import settings
 from django.core.cache import cache as django_cache
 from django.db import connection, transaction
-from django.db.models import Model
+from django.db.models import Model, Q
 from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
@@ -72,7 +75,15 @@ from agent.types import (
 )
 from hisp.certificates import fingerprint, lenient_serials
 from hisp.keystore import unwrap_private_key
-from hisp.models import Address, Certificate, Domain, PrivateKey, TrustAnchor, TrustBundle
+from hisp.models import (
+    Address,
+    Certificate,
+    Domain,
+    PrivateKey,
+    Route,
+    TrustAnchor,
+    TrustBundle,
+)
 
 _SIGNING = (Certificate.Usage.DUAL, Certificate.Usage.SIGNING)
 _ENCRYPTION = (Certificate.Usage.DUAL, Certificate.Usage.ENCRYPTION)
@@ -242,11 +253,24 @@ class _VersionedRows:
 _rows_cache = _VersionedRows()
 
 
+def cached_rows(key: tuple[object, ...], load: Callable[[], V]) -> V:
+    """What ``load`` reads from the database, remembered in this process while the shared stamp
+    is unchanged (at most ``PKI_VERSION_CHECK`` seconds behind a write, see the module doc).
+    ``key`` names the lookup; its first item says what kind of row it is. The value is shared by
+    every caller in this process: treat it as read-only."""
+    return _rows_cache.get(key, load)
+
+
+def forget_cached_rows() -> None:
+    """Drop what ``cached_rows`` remembers in this process (tests: their database rolls back)."""
+    _rows_cache.clear()
+
+
 def _bump_on_change(**_: object) -> None:
     bump_pki_version()
 
 
-for _model in (Certificate, TrustAnchor, TrustBundle, Address, Domain):
+for _model in (Certificate, TrustAnchor, TrustBundle, Address, Domain, Route):
     post_save.connect(_bump_on_change, sender=_model, dispatch_uid=f"pki-version-save-{_model}")
     post_delete.connect(_bump_on_change, sender=_model,
                         dispatch_uid=f"pki-version-delete-{_model}")
@@ -455,6 +479,33 @@ class DatabaseTrustStore:
         ]
 
 
+_CandidateRow = tuple[str, str, datetime, datetime, bool]
+
+
+def _candidate_rows(value: str, domain: str) -> tuple[bool, tuple[_CandidateRow, ...]]:
+    """Whether ``domain`` is hosted, and the encryption certificate rows bound to ``value`` (an
+    address) or to ``domain``: ours (with a key) for a hosted domain, else those imported out
+    of band. Newest first; ``dead`` when revoked or superseded."""
+    hosted = Domain.objects.filter(name=domain).exists()
+    rows = Certificate.objects.filter(
+        Q(binding=Certificate.Binding.ADDRESS, bound_name=value)
+        | Q(binding=Certificate.Binding.DOMAIN, bound_name=domain),
+        usage__in=_ENCRYPTION,
+    )
+    if hosted:
+        rows = rows.filter(source__in=_WITH_KEY, private_key__isnull=False)
+    else:
+        rows = rows.filter(source=Certificate.Source.IMPORTED, private_key__isnull=True)
+    found = rows.order_by("-not_before", "-id").values_list(
+        "fingerprint_sha256", "binding", "not_before", "not_after", "revoked_at",
+        "superseded_by_id",
+    )
+    return hosted, tuple(
+        (fp, binding, not_before, not_after, revoked is not None or superseded is not None)
+        for fp, binding, not_before, not_after, revoked, superseded in found
+    )
+
+
 class DatabaseCertificateResolver:
     """The agent's ``CertificateResolver``.
 
@@ -474,25 +525,15 @@ class DatabaseCertificateResolver:
     def candidates(self, address: str) -> Iterator[Candidates]:
         value, domain = _split(address)
         now = self._clock()
-        hosted = Domain.objects.filter(name=domain).exists()
-        if hosted:
-            source = 'c."source" IN (%s, %s) AND c."private_key_id" IS NOT NULL'
-            sources: list[object] = [*_WITH_KEY]
-        else:
-            source = 'c."source" = %s AND c."private_key_id" IS NULL'
-            sources = [Certificate.Source.IMPORTED]
-        at = _at(now)
-        found = _rows(
-            'SELECT c."fingerprint_sha256", c."binding", CASE WHEN c."revoked_at" IS NULL '  # noqa: S608
-            'AND c."superseded_by_id" IS NULL AND c."not_before" <= %s AND c."not_after" > %s '
-            f"THEN 1 ELSE 0 END FROM {_table(Certificate)} c "
-            'WHERE c."usage" IN (%s, %s) AND ((c."binding" = %s AND c."bound_name" = %s) '
-            f'OR (c."binding" = %s AND c."bound_name" = %s)) AND {source} '
-            'ORDER BY c."not_before" DESC, c."id" DESC',
-            [at, at, *_ENCRYPTION, Certificate.Binding.ADDRESS, value,
-             Certificate.Binding.DOMAIN, domain, *sources],
+        hosted, found = cached_rows(
+            ("candidates", value, domain), lambda: _candidate_rows(value, domain)
         )
-        current = [(fp, binding) for fp, binding, is_current in found if is_current]
+        # Validity is judged now, on every call; only the rows themselves are remembered.
+        current = [
+            (fp, binding)
+            for fp, binding, not_before, not_after, dead in found
+            if not dead and not_before <= now < not_after
+        ]
         certificates = parsed(fp for fp, _ in current)
         source = "hosted" if hosted else "imported"
         for binding, level in (

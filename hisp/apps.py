@@ -12,4 +12,9 @@ class HispConfig(AppConfig):
         # checks: registers the start-up checks (a wrong key-encryption key fails clearly).
         # agent_env: connects the PKI version stamp to certificate, anchor, bundle, address and
         # domain writes in every process, so workers' cached rows are invalidated whoever wrote.
+        from django.db.models.signals import post_migrate
+
         from hisp import agent_env, checks  # noqa: F401
+        from hisp.storage import use_lz4
+
+        post_migrate.connect(use_lz4, sender=self, dispatch_uid="hisp-lz4-columns")

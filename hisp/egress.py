@@ -5,23 +5,35 @@ Destination: the ``Route`` table first, else MX records (RFC 5321 section 5.1) l
 used whenever offered (RFC 3207) and required when the route says so. The certificate is not
 verified: Direct's confidentiality and authenticity come from S/MIME, and many HISPs present
 self-signed transport certificates.
+
+Connections are reused (see ``REUSE``): a session that ended cleanly waits, idle, in a
+per-process cache for the next delivery to the same hop, and an RSET proves it still works
+before it carries anything, so a server that has hung up meanwhile costs a reconnect, never a
+duplicate. After a forked child starts (Celery prefork), it never touches the parent's sessions.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import enum
+import functools
 import logging
+import os
 import re
 import smtplib
 import ssl
-from collections.abc import Sequence
-from dataclasses import dataclass
+import threading
+import time
+import weakref
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 import dns.exception
 import dns.resolver
 from django.conf import settings
 
-from hisp.models import Route
+from hisp.services import routes
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +98,7 @@ def _resolver() -> dns.resolver.Resolver:
 def hops(domain: str) -> list[Hop]:
     """Where to deliver mail for ``domain``, most preferred first."""
     domain = domain.lower().rstrip(".")
-    route = Route.objects.filter(domain=domain).first()
+    route = routes.lookup(domain)  # remembered per process, see hisp.agent_env.cached_rows
     if route is not None:
         return [Hop(route.host, route.port, route.require_tls)]
     resolver = _resolver()
@@ -167,12 +179,249 @@ def send_via(
     return outcomes
 
 
+@functools.cache
 def _client_context() -> ssl.SSLContext:
-    context = ssl.create_default_context()
+    """One per process (an SSLContext is thread-safe). Not ``create_default_context()``: that
+    loads the system CA store (some 45 ms of CPU each time) for certificates never verified."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE  # opportunistic TLS (see the module docstring)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
+
+
+# Connection reuse, as Postfix's connection cache does: most mail (processed MDNs above all) goes
+# to a few partner hosts, and every new connection costs a TCP handshake, banner, EHLO and often
+# a TLS handshake on both sides. Per process; a session is used by one thread at a time.
+REUSE = True  # False: one connection per delivery attempt, as before (tests compare the two)
+IDLE_SECONDS = 30.0  # an idle session is closed after this (servers drop idle clients anyway)
+MAX_TRANSACTIONS = 100  # then a fresh connection: bounds any per-session state on either side
+PROBE_TIMEOUT = 10.0  # the RSET that checks an idle session: a live server answers at once
+QUIT_TIMEOUT = 10.0  # closing politely must not hold a worker for a full command timeout
+
+_Key = tuple[str, int, bool]  # host, port, TLS required: such routes only ever get TLS sessions
+
+
+@dataclass(eq=False)
+class _Session:
+    client: smtplib.SMTP
+    tls: bool
+    pid: int = field(default_factory=os.getpid)
+    transactions: int = 0
+    idle_since: float = 0.0
+    reusable: bool = True  # cleared by anything that leaves the session's state in doubt
+    broken: bool = False  # a network or TLS error: close without even a QUIT
+
+
+class _Cache:
+    """Idle sessions by destination. Checked out exclusively (popped under the lock), checked
+    back in only when clean; a daemon thread closes the ones idle too long and exits when
+    none are left."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.idle: dict[_Key, list[_Session]] = {}
+        self.reaper: threading.Thread | None = None
+        self.wake = threading.Event()  # the reaper sleeps on this until ``due``
+        self.due = 0.0
+        self.live: weakref.WeakSet[_Session] = weakref.WeakSet()  # every open one, for fork
+
+    def take(self, key: _Key) -> _Session | None:
+        """The most recently used live session for ``key``, closing expired ones on the way."""
+        expired: list[_Session] = []
+        found = None
+        with self.lock:
+            sessions = self.idle.get(key, [])
+            while sessions and found is None:
+                session = sessions.pop()
+                if _expired(session, time.monotonic()):
+                    expired.append(session)
+                else:
+                    found = session
+        for session in expired:
+            _quit(session)
+        return found
+
+    def put(self, key: _Key, session: _Session) -> None:
+        session.idle_since = time.monotonic()
+        with self.lock:
+            self.idle.setdefault(key, []).append(session)
+            if self.reaper is None:
+                self.reaper = threading.Thread(target=self._reap, name="egress-reaper", daemon=True)
+                self.reaper.start()
+            elif session.idle_since + IDLE_SECONDS < self.due:
+                self.wake.set()  # only when IDLE_SECONDS was lowered (tests)
+
+    def take_expired(self, now: float) -> tuple[list[_Session], float | None]:
+        """Removes and returns the expired sessions, and when the next one expires."""
+        expired: list[_Session] = []
+        due: float | None = None
+        with self.lock:
+            for key, sessions in list(self.idle.items()):
+                keep = [s for s in sessions if not _expired(s, now)]
+                expired.extend(s for s in sessions if _expired(s, now))
+                if keep:
+                    self.idle[key] = keep
+                    first = min(s.idle_since for s in keep) + IDLE_SECONDS
+                    due = first if due is None else min(due, first)
+                else:
+                    del self.idle[key]
+            if due is None:
+                self.reaper = None  # under the lock: put() starts a new one if needed
+            else:
+                self.due = due
+            self.wake.clear()
+        return expired, due
+
+    def _reap(self) -> None:
+        while True:
+            expired, due = self.take_expired(time.monotonic())
+            for session in expired:
+                _quit(session)
+            if due is None:
+                return
+            self.wake.wait(max(0.05, due - time.monotonic()))
+
+    def take_all(self) -> list[_Session]:
+        with self.lock:
+            sessions = [s for group in self.idle.values() for s in group]
+            self.idle.clear()
+        return sessions
+
+
+_cache = _Cache()
+
+
+def _expired(session: _Session, now: float) -> bool:
+    return now - session.idle_since > IDLE_SECONDS
+
+
+def close_connections() -> None:
+    """Close (QUIT) every idle cached session of this process."""
+    for session in _cache.take_all():
+        _quit(session)
+
+
+def idle_connections() -> int:
+    """How many sessions this process keeps open for reuse."""
+    with _cache.lock:
+        return sum(len(group) for group in _cache.idle.values())
+
+
+def _forget_inherited() -> None:
+    """In a forked child: the parent's sessions are the parent's. Closing our copies of their
+    descriptors sends nothing (no QUIT, no TLS close_notify, no shutdown()), so the parent's
+    connections carry on undisturbed; the child starts with an empty cache and a fresh lock."""
+    global _cache
+    inherited = list(_cache.live)
+    _cache = _Cache()
+    for session in inherited:
+        with contextlib.suppress(OSError):
+            session.client.close()
+
+
+os.register_at_fork(after_in_child=_forget_inherited)
+atexit.register(close_connections)
+
+
+def _checkout(hop: Hop, timeout: float) -> _Session | Outcome:
+    """A cached session that answers RSET, else a new one; or the reply that refused one.
+
+    Nothing of this delivery has been sent when the probe fails, so opening a new connection
+    then can never duplicate a message."""
+    key = (hop.host, hop.port, hop.require_tls)
+    while REUSE and (session := _cache.take(key)) is not None:
+        try:
+            if session.pid == os.getpid() and (session.tls or not hop.require_tls):
+                if _alive(session, timeout):
+                    return session
+        except BaseException:
+            _drop(session)
+            raise
+        _drop(session)
+    return _connect(hop, timeout)
+
+
+def _alive(session: _Session, timeout: float) -> bool:
+    client = session.client
+    if client.sock is None:
+        return False
+    try:
+        client.sock.settimeout(min(timeout, PROBE_TIMEOUT))
+        code, _ = client.rset()
+        client.sock.settimeout(timeout)
+    except (OSError, smtplib.SMTPException) as exc:
+        log.debug("cached session failed its probe: %s", type(exc).__name__)
+        return False
+    return code == 250
+
+
+def _connect(hop: Hop, timeout: float) -> _Session | Outcome:
+    client = smtplib.SMTP(
+        hop.host, hop.port, local_hostname=settings.HISP_HOSTNAME, timeout=timeout
+    )
+    session = _Session(client, tls=False)
+    _cache.live.add(session)
+    try:
+        client.ehlo()
+        if client.has_extn("starttls"):
+            code, reply = client.starttls(context=_client_context())
+            if code != 220:
+                _quit(session)
+                return Outcome.from_reply(code, reply)
+            session.tls = True
+            client.ehlo()
+        elif hop.require_tls:
+            _quit(session)
+            where = f"{hop.host}:{hop.port}"
+            return Outcome(
+                Result.TEMPORARY, f"{where} does not offer STARTTLS (required)", "4.7.10"
+            )
+    except BaseException:
+        _drop(session)
+        raise
+    return session
+
+
+def _reset(session: _Session) -> None:
+    """RSET after a refused transaction; anything but 250 leaves the session in doubt."""
+    if session.client.rset()[0] != 250:
+        session.reusable = False
+
+
+def _spoil(session: _Session | None, *, broken: bool) -> None:
+    if session is not None:
+        session.reusable = False
+        session.broken = broken
+
+
+def _checkin(hop: Hop, session: _Session, outcomes: Iterable[Outcome]) -> None:
+    """Back to the cache after a clean attempt: every reply 2xx or 5xx. A 4xx (421 above all:
+    the server is closing) or a network error means the session may be unusable or out of
+    step, so it is closed instead."""
+    clean = session.reusable and all(o.result is not Result.TEMPORARY for o in outcomes)
+    if REUSE and clean and session.transactions < MAX_TRANSACTIONS:
+        _cache.put((hop.host, hop.port, hop.require_tls), session)
+    elif session.broken:
+        _drop(session)
+    else:
+        _quit(session)
+
+
+def _quit(session: _Session) -> None:
+    """Close politely: QUIT, then close, whatever the server says."""
+    client = session.client
+    try:
+        if client.sock is not None:
+            client.sock.settimeout(QUIT_TIMEOUT)
+        client.quit()
+    except (OSError, smtplib.SMTPException):
+        client.close()
+
+
+def _drop(session: _Session) -> None:
+    """Close without a word: the session is broken or out of step."""
+    session.client.close()
 
 
 def _attempt(
@@ -180,38 +429,40 @@ def _attempt(
 ) -> dict[str, Outcome]:
     where = f"{hop.host}:{hop.port}"
     outcomes: dict[str, Outcome] = {}
+    session: _Session | None = None
     try:
-        with smtplib.SMTP(
-            hop.host, hop.port, local_hostname=settings.HISP_HOSTNAME, timeout=timeout
-        ) as client:
-            client.ehlo()
-            if client.has_extn("starttls"):
-                code, reply = client.starttls(context=_client_context())
-                if code != 220:
-                    return dict.fromkeys(recipients, Outcome.from_reply(code, reply))
-                client.ehlo()
-            elif hop.require_tls:
-                refused = Outcome(
-                    Result.TEMPORARY, f"{where} does not offer STARTTLS (required)", "4.7.10"
-                )
-                return dict.fromkeys(recipients, refused)
-            pending = list(recipients)
-            while pending:
-                batch, rest = pending[:MAX_RECIPIENTS], pending[MAX_RECIPIENTS:]
-                pending = _transaction(client, wire=wire, mail_from=mail_from,
-                                       recipients=batch, outcomes=outcomes) + rest
+        opened = _checkout(hop, timeout)
+        if isinstance(opened, Outcome):
+            return dict.fromkeys(recipients, opened)
+        session = opened
+        pending = list(recipients)
+        while pending:
+            batch, rest = pending[:MAX_RECIPIENTS], pending[MAX_RECIPIENTS:]
+            session.transactions += 1
+            carried = _transaction(
+                session, wire=wire, mail_from=mail_from, recipients=batch, outcomes=outcomes
+            )
+            pending = carried + rest
     except smtplib.SMTPResponseException as exc:
+        _spoil(session, broken=False)
         failed = Outcome.from_reply(exc.smtp_code, exc.smtp_error)
         outcomes.update({r: failed for r in recipients if r not in outcomes})
     except (OSError, smtplib.SMTPException, ssl.SSLError) as exc:
+        _spoil(session, broken=True)
         log.info("delivery attempt to %s failed: %s", where, type(exc).__name__)
         lost = Outcome(Result.TEMPORARY, f"{where}: {type(exc).__name__}: {exc}"[:400], "4.4.1")
         outcomes.update({r: lost for r in recipients if r not in outcomes})
+    except BaseException:  # a task time limit, an interrupt: where the session stands is unknown
+        _spoil(session, broken=True)
+        raise
+    finally:
+        if session is not None:
+            _checkin(hop, session, outcomes.values())
     return outcomes
 
 
 def _transaction(
-    client: smtplib.SMTP,
+    session: _Session,
     *,
     wire: bytes,
     mail_from: str,
@@ -221,10 +472,11 @@ def _transaction(
     """One MAIL / RCPT... / DATA transaction. Records an outcome for every recipient it settles
     and returns those to carry into a new transaction: refused with ``452`` (too many
     recipients, RFC 5321 section 4.5.3.1.10) after others were accepted."""
+    client = session.client
     code, reply = client.mail(mail_from)
     if code != 250:
         outcomes.update(dict.fromkeys(recipients, Outcome.from_reply(code, reply)))
-        client.rset()
+        _reset(session)
         return []
     accepted: list[str] = []
     carried: list[str] = []
@@ -237,13 +489,13 @@ def _transaction(
         else:
             outcomes[recipient] = Outcome.from_reply(code, reply)
     if not accepted:
-        client.rset()  # RFC 5321 section 3.3: no valid recipient, no DATA
+        _reset(session)  # RFC 5321 section 3.3: no valid recipient, no DATA
         return []
     try:
         code, reply = client.data(wire)
     except smtplib.SMTPDataError as exc:  # DATA itself refused (not 354)
         outcomes.update(dict.fromkeys(accepted, Outcome.from_reply(exc.smtp_code, exc.smtp_error)))
-        client.rset()
+        _reset(session)
         return carried
     outcomes.update(dict.fromkeys(accepted, Outcome.from_reply(code, reply)))
     return carried

@@ -13,3 +13,12 @@ def _database_is_what_ci_promised() -> None:
     # CI runs against the real PostgreSQL; a silent fall-back to SQLite would hide that.
     if in_ci() and settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
         missing("PostgreSQL (DATABASE_URL is not a postgres:// URL)")
+
+
+@pytest.fixture(autouse=True)
+def _forget_directory_rows() -> None:
+    # Each test's database is rolled back afterwards, but a worker process's remembered rows
+    # (hisp.agent_env.cached_rows) would outlive it: start every test from the database.
+    from hisp.agent_env import forget_cached_rows
+
+    forget_cached_rows()

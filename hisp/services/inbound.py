@@ -9,22 +9,25 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 
 import agent
 from agent.errors import AgentError, Code
 from agent.types import Environment
 from hisp import mailtext
-from hisp.models import Address, Delivery, DeliveryEvent, MailboxEntry, Message
+from hisp.models import Address, AuditEvent, Delivery, DeliveryEvent, MailboxEntry, Message
 from hisp.services import audit, notices, tracking
 from hisp.services.mail import (
     claim_message,
+    compiled_insert,
     enqueue,
     find_address,
     finish_message,
     release_message,
     retry_delay,
+    single_statement_writes,
 )
 
 log = logging.getLogger(__name__)
@@ -310,59 +313,113 @@ def _deliver(
             ]
         )
         deliveries, stored = rows[: len(outcomes)], rows[len(outcomes) :]
-        DeliveryEvent.objects.bulk_create(
-            [DeliveryEvent(delivery=d, state=d.state, detail=d.detail) for d in deliveries]
-            + [
-                DeliveryEvent(delivery=d, state=Delivery.State.QUEUED, detail=report.disposition)
-                for d, report in zip(stored, reports, strict=True)
-            ]
-        )
-        for delivery in deliveries:
-            audit.record(
-                action="message.delivered" if delivery.state == Delivery.State.DELIVERED
-                else "message.rejected",
-                obj=delivery,
-                actor="system",
-                reason=delivery.detail or None,
-                message=message.pk,
+        events = [DeliveryEvent(delivery=d, state=d.state, detail=d.detail) for d in deliveries] + [
+            DeliveryEvent(delivery=d, state=Delivery.State.QUEUED, detail=report.disposition)
+            for d, report in zip(stored, reports, strict=True)
+        ]
+        entries = [
+            MailboxEntry(
+                address=o.address,
+                message=message,
+                sender=summary.sender[:998],
+                recipients=list(summary.to + summary.cc),
+                subject=summary.subject[:998],
+                snippet=summary.snippet,
+                body_text=summary.body_text,
+                has_attachments=bool(summary.attachments),
+                received_at=now,
             )
-        MailboxEntry.objects.bulk_create(
-            [
-                MailboxEntry(
-                    address=o.address,
-                    message=message,
-                    sender=summary.sender[:998],
-                    recipients=list(summary.to + summary.cc),
-                    subject=summary.subject[:998],
-                    snippet=summary.snippet,
-                    body_text=summary.body_text,
-                    has_attachments=bool(summary.attachments),
-                    received_at=now,
+            for o in delivered
+        ]
+        final = Message.State.DELIVERED if delivered else Message.State.REJECTED
+        finished = {
+            "state": final,
+            "reason": "" if delivered else _reason(outcomes),
+            "content": inner,
+            "message_id": summary.message_id[:998],
+            "header_from": summary.sender[:998],
+            "header_to": list(summary.to + summary.cc),
+            "subject": summary.subject[:998],
+            "signer": signer_name(result.signer),
+        }
+        if single_statement_writes():
+            audits = _delivery_audits(message, deliveries)
+            kept = _write_results(message, events, audits, entries, finished)
+        else:
+            DeliveryEvent.objects.bulk_create(events)
+            for delivery in deliveries:
+                audit.record(
+                    action=_audit_action(delivery),
+                    obj=delivery,
+                    actor="system",
+                    reason=delivery.detail or None,
+                    message=message.pk,
                 )
-                for o in delivered
-            ]
-        )
+            MailboxEntry.objects.bulk_create(entries)
+            kept = finish_message(message, **finished)
+        if not kept:
+            raise LeaseLost
         for delivery in stored:
             if delivery.wire is None:
                 enqueue("process_outgoing", delivery.message.pk)
             else:
                 to_send.append(delivery)
-        final = Message.State.DELIVERED if delivered else Message.State.REJECTED
-        if not finish_message(
-            message,
-            state=final,
-            reason="" if delivered else _reason(outcomes),
-            content=inner,
-            message_id=summary.message_id[:998],
-            header_from=summary.sender[:998],
-            header_to=list(summary.to + summary.cc),
-            subject=summary.subject[:998],
-            signer=signer_name(result.signer),
-        ):
-            raise LeaseLost
     log.info("message %s: delivered to %s recipient(s)", message.pk, len(delivered))
     _send_reports(to_send)
     return f"delivered:{len(delivered)}"
+
+
+def _audit_action(delivery: Delivery) -> str:
+    return (
+        "message.delivered" if delivery.state == Delivery.State.DELIVERED else "message.rejected"
+    )
+
+
+def _delivery_audits(message: Message, deliveries: list[Delivery]) -> list[AuditEvent]:
+    """What ``audit.record`` appends for each recipient's outcome, as unsaved rows."""
+    return [
+        AuditEvent(
+            actor_label=audit.SYSTEM,
+            action=_audit_action(delivery),
+            object_type=Delivery._meta.label_lower,
+            object_id=str(delivery.pk),
+            detail={"reason": delivery.detail or None, "message": message.pk},
+        )
+        for delivery in deliveries
+    ]
+
+
+def _write_results(
+    message: Message,
+    events: list[DeliveryEvent],
+    audits: list[AuditEvent],
+    entries: list[MailboxEntry],
+    finished: dict[str, object],
+) -> bool:
+    """The events, audit events, mailbox entries and the message's final state as one
+    statement (PostgreSQL), inside the caller's transaction: False when our lease was lost
+    (the caller raises, and the transaction rolls back what this statement wrote)."""
+    update = Message.objects.filter(
+        pk=message.pk, state=Message.State.PROCESSING, claimed_at=message.claimed_at
+    ).query.chain(UpdateQuery)
+    update.add_update_values({**finished, "claimed_at": None})
+    update_sql, update_params = update.get_compiler(connection=connection).as_sql()
+    parts = [(f"fin AS ({update_sql} RETURNING 1)", list(update_params))]
+    for name, model, rows in (
+        ("events", DeliveryEvent, events),
+        ("audited", AuditEvent, audits),
+        ("filed", MailboxEntry, entries),
+    ):
+        if rows:
+            sql, params = compiled_insert(model, rows)
+            parts.append((f"{name} AS ({sql})", params))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "WITH " + ", ".join(sql for sql, _ in parts) + " SELECT count(*) FROM fin",  # noqa: S608
+            [p for _, params in parts for p in params],
+        )
+        (count,) = cursor.fetchone()
+    return bool(count)
 
 
 def _send_reports(deliveries: list[Delivery]) -> None:

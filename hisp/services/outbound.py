@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -18,15 +18,17 @@ import agent
 from agent.errors import AgentError, Code
 from agent.types import Environment, ProtectOptions
 from hisp import egress
-from hisp.models import Delivery, DeliveryEvent, Domain, Message, Route
-from hisp.services import audit, notices, tracking
+from hisp.models import Delivery, DeliveryEvent, Message
+from hisp.services import audit, notices, routes, tracking
 from hisp.services.mail import (
     claim_lease,
     enqueue,
     find_address,
     finish_message,
+    hosted_domain,
     release_message,
     retry_delay,
+    single_statement_writes,
 )
 
 log = logging.getLogger(__name__)
@@ -199,7 +201,8 @@ def _common_reason(results: list[tuple[Delivery, bytes | None, AgentError | None
 
 
 def _holds(recipient: str) -> bool:
-    return Route.objects.filter(domain=_domain(recipient), hold_pending_certificate=True).exists()
+    route = routes.lookup(_domain(recipient))
+    return route is not None and route.hold_pending_certificate
 
 
 def _refuse(delivery: Delivery, error: AgentError, now: datetime) -> int:
@@ -274,7 +277,7 @@ def _attempt(delivery: Delivery, now: datetime) -> str:
         # Not protected yet (its message is still being processed): let that finish first.
         Delivery.objects.filter(pk=pk, claimed_at=delivery.claimed_at).update(claimed_at=None)
         return "not-ready"
-    if Domain.objects.filter(name=_domain(delivery.recipient)).exists():
+    if hosted_domain(_domain(delivery.recipient)):
         return _deliver_locally(delivery, now)
     batch = [delivery, *_claim_companions(delivery, now)]
     outcomes = egress.send_batch(
@@ -354,6 +357,9 @@ def _deliver_locally(delivery: Delivery, now: datetime) -> str:
 def _record(delivery: Delivery, outcome: egress.Outcome, now: datetime) -> str:
     first = delivery.first_attempt_at or now
     attempts = delivery.attempts + 1
+    if outcome.result is egress.Result.SENT and single_statement_writes():
+        _record_sent(delivery, outcome.detail[:500], now=now, first=first, attempts=attempts)
+        return "sent"
     with transaction.atomic():
         if outcome.result is egress.Result.SENT:
             moved = Delivery.objects.filter(_mine(delivery)).update(
@@ -403,6 +409,34 @@ def _record(delivery: Delivery, outcome: egress.Outcome, now: datetime) -> str:
         )
         tracking.fail(delivery, detail=outcome.detail, status=status, why=why)
     return "failed"
+
+
+def _record_sent(
+    delivery: Delivery, detail: str, *, now: datetime, first: datetime, attempts: int
+) -> None:
+    """What the SENT branch of ``_record`` does, as one statement on PostgreSQL (its CTEs
+    commit together or not at all): every delivered message passes here for its MDN, and the
+    transaction of three statements cost more than the SMTP transaction it records."""
+    quote = connection.ops.quote_name
+    audit_sql, audit_params = audit.appended_for(
+        "moved", action="delivery.sent", object_type=Delivery._meta.label_lower
+    )
+    sql = (
+        f"WITH moved AS (UPDATE {quote(Delivery._meta.db_table)} SET state = %s, detail = %s, "  # noqa: S608
+        "sent_at = %s, first_attempt_at = %s, attempts = %s, claimed_at = NULL, "
+        "next_attempt_at = NULL, updated_at = %s "
+        "WHERE id = %s AND claimed_at IS NOT DISTINCT FROM %s RETURNING id), "
+        f"events AS (INSERT INTO {quote(DeliveryEvent._meta.db_table)} "
+        "(delivery_id, state, detail, at) SELECT id, %s, %s, %s FROM moved), "
+        f"audited AS ({audit_sql}) SELECT count(*) FROM moved"
+    )
+    sent = Delivery.State.SENT
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql,
+            [sent, detail, now, first, attempts, now, delivery.pk, delivery.claimed_at,
+             sent, detail, now, *audit_params],
+        )
 
 
 def _recheck_pending(delivery: Delivery, now: datetime) -> str:

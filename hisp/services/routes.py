@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser
 
+from hisp.agent_env import cached_rows
 from hisp.models import Route
 from hisp.services import audit
 from hisp.services.identity import normalise_domain
@@ -13,6 +14,14 @@ Actor = AbstractBaseUser | str | None
 
 class RouteError(ValueError):
     pass
+
+
+def lookup(domain: str) -> Route | None:
+    """The static route for ``domain``, if any. Egress asks for every message, so the answer is
+    remembered per process while the directory stamp is unchanged (hisp.agent_env.cached_rows:
+    at most a second behind a change). Read-only: callers must not change the row."""
+    name = domain.lower().rstrip(".")
+    return cached_rows(("route", name), lambda: Route.objects.filter(domain=name).first())
 
 
 def parse_target(target: str) -> tuple[str, int]:

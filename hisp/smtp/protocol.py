@@ -9,16 +9,20 @@ for commands out of sequence and ``552`` over the size limit. On top of that:
   smuggling variant;
 - an idle session is told ``421`` before it is closed; AUTH mechanism names are
   case-insensitive;
-- local parts are limited to 64 octets (RFC 5321 section 4.5.3.1.1).
+- local parts are limited to 64 octets (RFC 5321 section 4.5.3.1.1);
+- DATA is read in large pieces rather than one ``readuntil`` per line (see :class:`_DataReader`),
+  with aiosmtpd's replies, limits and hook calls kept as they were.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
+from warnings import warn
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import MISSING, SMTP
 
 # RFC 5321 section 4.5.3.1: local part 64, path 256 (with the angle brackets), 100 recipients
 # is the minimum a server must accept and what we accept at most.
@@ -30,6 +34,15 @@ BARE_LINE_ENDING = "550 5.6.0 Bare CR or LF in message; lines must end in CRLF (
 PATH_TOO_LONG = "501 5.1.3 Path too long (RFC 5321 4.5.3.1.3)"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 SESSION_COMMAND_LIMIT = 20_000
+
+# aiosmtpd's own wording, kept so clients see the same replies as before.
+DATA_LINE_TOO_LONG = "500 Line too long (see RFC5321 4.5.3.1.6)"
+DATA_TOO_MUCH = "552 Error: Too much mail data"
+
+END_OF_DATA = b"\r\n.\r\n"  # RFC 5321 4.1.1.4; its leading CRLF ends the message's last line
+_DOT_LINE = END_OF_DATA[2:]
+
+log = logging.getLogger("mail.log")  # aiosmtpd's logger
 
 
 def bare_line_ending(data: bytes) -> bool:
@@ -50,6 +63,154 @@ class _CrlfLineReader(asyncio.StreamReader):
         return line
 
 
+def _pending_end(window: bytes) -> int:
+    """How many bytes at the end of ``window`` could be the start of :data:`END_OF_DATA`."""
+    for size in range(min(len(window), len(END_OF_DATA) - 1), 0, -1):
+        if window.endswith(END_OF_DATA[:size]):
+            return size
+    return 0
+
+
+class _DataReader:
+    """Reads the DATA stream in large pieces and stops right after the ``<CRLF>.<CRLF>`` that
+    ends it, never later: a client may pipeline its next command behind the dot (RFC 2920), and
+    those bytes must stay in the StreamReader for the command loop.
+
+    ``StreamReader.readuntil`` raises ``LimitOverrunError`` once more than its limit (the line
+    length limit) has been buffered without the separator, and ``error.consumed`` bytes are then
+    known to hold no start of it: those are read as data. The one thing ``readuntil`` cannot see
+    is a terminator that begins in bytes already read: the stream starts as if after a CRLF (a
+    first line ``.`` is an empty message), and any piece may end in ``\r``, ``\r\n``... So
+    ``_pending`` counts the bytes at the end of what was read that may begin the terminator
+    without that being ruled out yet, and while it is not zero the next read is chosen so that
+    it cannot go past the terminator: ``readexactly`` of the missing bytes, or ``readuntil`` of
+    ``.<CRLF>`` (the terminator's tail, which lies wholly in the buffer when at most its CRLF was
+    read) followed by a look at the two bytes before it.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self._reader = reader
+        self._pending = 2  # the virtual CRLF before the first line
+        self._after_dot_line = False
+        self.finished = False
+
+    async def read(self) -> bytes:
+        """The next piece of the message as sent (still dot-stuffed); sets :attr:`finished`
+        once the terminator has been consumed. Pieces may be empty."""
+        if self._pending == 0:
+            return await self._read_until_end()
+        if self._pending > 2 or self._after_dot_line:
+            return await self._read_exactly_rest()
+        return await self._read_until_dot_line()
+
+    async def _read_until_end(self) -> bytes:
+        try:
+            piece = await self._reader.readuntil(END_OF_DATA)
+        except asyncio.LimitOverrunError as error:
+            # Nothing that ends before the last len(END_OF_DATA) - 1 buffered bytes can start
+            # the terminator, and read() never takes more than error.consumed: _pending stays 0.
+            return await self._reader.read(error.consumed)
+        self.finished = True
+        return piece[: -len(_DOT_LINE)]
+
+    async def _read_exactly_rest(self) -> bytes:
+        # Reading exactly what would complete the pending start cannot go past any terminator:
+        # one ending sooner would need a longer pending start.
+        pending = self._pending
+        self._after_dot_line = False
+        window = END_OF_DATA[:pending] + await self._reader.readexactly(len(END_OF_DATA) - pending)
+        # The CRLF of a pending start was handed out already (it ends a line of the message,
+        # or is the virtual one); a pending "." or ".\r" was held back.
+        sent = min(pending, 2)
+        if window == END_OF_DATA:
+            self.finished = True
+            return window[sent:2]
+        self._pending = _pending_end(window)
+        return window[sent : len(window) - max(self._pending - 2, 0)]
+
+    async def _read_until_dot_line(self) -> bytes:
+        # At most "\r\n" of a terminator was read, so its ".\r\n" is wholly unread and the
+        # first ".\r\n" found does not lie past the end of the first terminator.
+        before = END_OF_DATA[: self._pending]
+        try:
+            piece = await self._reader.readuntil(_DOT_LINE)
+        except asyncio.LimitOverrunError as error:
+            piece = await self._reader.read(error.consumed)
+            # No ".\r\n" starts in this piece, so only a trailing "\r" or "\r\n" may still
+            # begin the terminator.
+            self._pending = 2 if piece.endswith(b"\r\n") else int(piece.endswith(b"\r"))
+            return piece
+        data = piece[: -len(_DOT_LINE)]
+        if (before + data)[-2:] == b"\r\n":
+            self.finished = True
+            return data
+        # A line ending in "." then CRLF, as prose often has: look at the next three bytes
+        # rather than searching for ".\r\n" again, which would come back once per such line.
+        self._pending = 2
+        self._after_dot_line = True
+        return piece
+
+
+class _DataCollector:
+    """Keeps the message while checking it the way aiosmtpd's line loop did, at C speed.
+
+    aiosmtpd counted every line (with its CRLF, before unstuffing) towards ``data_size_limit``
+    and refused lines longer than ``line_length_limit``. Its reader has that same limit, so a
+    line whose text alone is longer fails at its first fragment (``500`` even if that line also
+    crosses the size limit); other lines are checked whole, size first. The first problem wins,
+    the rest of the message is only drained, and nothing more is kept (bounded memory).
+    """
+
+    def __init__(self, size_limit: int | None, line_limit: int) -> None:
+        self.parts: list[bytes] = []
+        self.error: str | None = None
+        self._size_limit = size_limit or 0
+        self._line_limit = line_limit
+        self._size = 0  # bytes of the complete lines so far
+        self._line = b""  # the unfinished last line, only while there is no error
+
+    def feed(self, piece: bytes) -> None:
+        if self.error is not None or not piece:
+            return
+        text = self._line + piece if self._line else piece
+        lines = text.split(b"\r\n")
+        self._line = lines.pop()
+        complete = len(text) - len(self._line)
+        if lines and (
+            max(map(len, lines)) + 2 > self._line_limit
+            or (self._size_limit and self._size + complete > self._size_limit)
+        ):
+            self.error = self._first_problem(lines)
+        elif len(self._line) - 1 > self._line_limit:
+            # Even if the line's last byte is the CR of its CRLF, its text is too long.
+            self.error = DATA_LINE_TOO_LONG
+        if self.error is not None:
+            self.parts.clear()
+            self._line = b""
+            return
+        self._size += complete
+        self.parts.append(piece)
+
+    def _first_problem(self, lines: list[bytes]) -> str | None:
+        size = self._size
+        for text in lines:
+            if len(text) > self._line_limit:
+                return DATA_LINE_TOO_LONG
+            size += len(text) + 2
+            if self._size_limit and size > self._size_limit:
+                return DATA_TOO_MUCH
+            if len(text) + 2 > self._line_limit:
+                return DATA_LINE_TOO_LONG
+        return None  # pragma: no cover - only called when one of the lines has a problem
+
+
+def _unstuff(data: bytes) -> bytes:
+    """RFC 5321 4.5.2: drop the first character of every line that starts with a dot."""
+    if data.startswith(b"."):
+        data = data[1:]
+    return data.replace(b"\r\n.", b"\r\n")
+
+
 class HispSMTP(SMTP):
     local_part_limit = 64
 
@@ -60,6 +221,82 @@ class HispSMTP(SMTP):
             name, space, rest = arg.lstrip().partition(" ")
             arg = name.upper() + space + rest
         await super().smtp_AUTH(arg)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        # aiosmtpd's smtp_DATA awaits readuntil(b"\r\n") and does Python bookkeeping once per
+        # line; this reads the body in large pieces. Preconditions, replies, limits and the
+        # handler call are aiosmtpd's (1.4). The idle timer is not reset by DATA bytes, as in
+        # aiosmtpd, so a client stalling mid-DATA gets _timeout_cb's 421.
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        collector = _DataCollector(self.data_size_limit, self.line_length_limit)
+        try:
+            reader = _DataReader(self._reader)
+            while not reader.finished:
+                collector.feed(await reader.read())
+        except asyncio.CancelledError:
+            log.info("Connection lost during DATA")
+            self._writer.close()
+            raise
+        if collector.error is not None:
+            await self.push(collector.error)
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            return
+        original_content = _unstuff(b"".join(collector.parts))
+        collector.parts.clear()
+        await self._deliver(original_content)
+
+    async def _deliver(self, original_content: bytes) -> None:
+        """aiosmtpd's end of DATA: decode if asked to, call the handler, reply."""
+        assert self.envelope is not None
+        content: str | bytes = original_content
+        if self._decode_data:
+            if self.enable_SMTPUTF8:
+                content = original_content.decode("utf-8", errors="surrogateescape")
+            else:
+                try:
+                    content = original_content.decode("ascii", errors="strict")
+                except UnicodeDecodeError:
+                    await self.push("500 Error: strict ASCII mode")
+                    return
+        self.envelope.content = content
+        self.envelope.original_content = original_content
+        if "DATA" in self._handle_hooks:
+            status = await self._call_handler_hook("DATA")
+        else:
+            status = await self._process_message()
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push("250 OK" if status is MISSING else status)
+
+    async def _process_message(self) -> Any:
+        # aiosmtpd's fallback for handlers written against its pre-1.0 API.
+        assert self.envelope is not None and self.session is not None
+        process = getattr(self.event_handler, "process_message", None)
+        if process is None:
+            return MISSING
+        warn(
+            "Use handler.handle_DATA() instead of .process_message()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        args = (
+            self.session.peer,
+            self.envelope.mail_from,
+            self.envelope.rcpt_tos,
+            self.envelope.content,
+        )
+        status = await process(*args) if asyncio.iscoroutinefunction(process) else process(*args)
+        return MISSING if status is None else status
 
     def _timeout_cb(self) -> None:
         # RFC 5321 section 3.8 / 4.5.3.2.7: say why before closing an idle session (421), so
@@ -103,8 +340,11 @@ def smtp_options(**overrides: Any) -> dict[str, Any]:
         # Bounded so a client cannot keep a session busy forever with cheap commands, yet high
         # enough for a partner HISP that sends thousands of messages over one session (the
         # per-message recipient limit is enforced in handle_RCPT; these count per session).
-        "command_call_limit": {"*": SESSION_COMMAND_LIMIT, "RCPT": SESSION_COMMAND_LIMIT,
-                               "AUTH": 5},
+        "command_call_limit": {
+            "*": SESSION_COMMAND_LIMIT,
+            "RCPT": SESSION_COMMAND_LIMIT,
+            "AUTH": 5,
+        },
     }
     options.update(overrides)
     return options
