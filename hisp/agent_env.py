@@ -250,6 +250,20 @@ class _VersionedRows:
         return value
 
 
+    def peek(self, key: tuple[object, ...]) -> object:
+        """The remembered value without any I/O, or ``MISSING`` when the stamp is due for a
+        check or nothing is remembered (callers on an event loop then go to a thread)."""
+        now = self._clock()
+        with self._lock:
+            if self._version is None or now - self._checked_at >= PKI_VERSION_CHECK:
+                return MISSING
+            entry = self._entries.get(key)
+            if entry is None or now - entry[0] >= PKI_ROWS_MAX_AGE:
+                return MISSING
+            return entry[1]
+
+
+MISSING = object()
 _rows_cache = _VersionedRows()
 
 
@@ -259,6 +273,11 @@ def cached_rows(key: tuple[object, ...], load: Callable[[], V]) -> V:
     ``key`` names the lookup; its first item says what kind of row it is. The value is shared by
     every caller in this process: treat it as read-only."""
     return _rows_cache.get(key, load)
+
+
+def peek_cached_rows(key: tuple[object, ...]) -> object:
+    """What ``cached_rows(key, ...)`` would return from memory alone, else ``MISSING``."""
+    return _rows_cache.peek(key)
 
 
 def forget_cached_rows() -> None:

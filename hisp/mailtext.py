@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import getaddresses, parseaddr
 
+from agent.errors import AgentError
 from agent.mime import CRLF, parse_entity, to_crlf
 
 SNIPPET_CHARS = 200
@@ -63,6 +64,9 @@ def addresses(message: EmailMessage, name: str) -> tuple[str, ...]:
 
 
 def summarise(raw: bytes) -> Summary:
+    plain = _plain_ascii_summary(raw)
+    if plain is not None:
+        return plain
     # The header block is parsed once; a single-part text message (most clinical mail, every
     # notice we file) then needs no second, full MIME parse, and its Content-Type is read once
     # instead of on every EmailMessage helper call. Anything else takes the full parse. Both
@@ -80,6 +84,63 @@ def summarise(raw: bytes) -> Summary:
     if subtype in ("plain", "html") and not head.is_attachment():
         body = _single_text(head, html=subtype == "html")
     return _summary(head, body, [])
+
+
+# The common clinical message, read without the email package (whose header objects cost more
+# than the rest of delivery's Python): all ASCII, CRLF only, no encoded-words, a text/plain
+# body without transfer encoding, and address fields of plain addr-specs. For exactly these
+# the email package's rendering is the text itself, so the Summary is the same (the tests
+# compare both paths); anything else returns None and takes the general path.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_ADDR = rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+_PLAIN_LIST = re.compile(rf"{_ADDR}(?:[ \t]*,[ \t]*{_ADDR})*")
+_PLAIN_SENDER = re.compile(rf"(?:([A-Za-z0-9]+(?: [A-Za-z0-9]+)*) <({_ADDR})>|({_ADDR}))")
+_PLAIN_ID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]+>")
+_ASCII_CHARSETS = frozenset({"us-ascii", "ascii", "utf-8", "utf8"} | {
+    f"iso-8859-{n}" for n in range(1, 16)
+} | {f"windows-{n}" for n in range(1250, 1259)})
+
+
+def _plain_ascii_summary(raw: bytes) -> Summary | None:
+    if not raw.isascii() or raw.count(b"\n") != raw.count(b"\r\n") or b"=?" in head_of(raw):
+        return None
+    if raw.count(b"\r") != raw.count(b"\r\n"):
+        return None
+    try:
+        entity = parse_entity(raw)
+        content_type = entity.content_type
+    except AgentError:
+        return None
+    charset = (content_type.param("charset") or "us-ascii").lower()
+    if (
+        content_type.type != "text/plain"
+        or charset not in _ASCII_CHARSETS
+        or entity.transfer_encoding not in ("7bit", "8bit")
+        or entity.get("content-disposition") is not None
+    ):
+        return None
+    sender = " ".join((entity.get("from") or "").split())
+    found = _PLAIN_SENDER.fullmatch(sender) if sender else None
+    message_id = " ".join((entity.get("message-id") or "").split())
+    if (sender and found is None) or (message_id and not _PLAIN_ID.fullmatch(message_id)):
+        return None
+    recipients: list[tuple[str, ...]] = []
+    for name in ("to", "cc"):
+        values = [" ".join(v.split()) for v in entity.get_all(name)]
+        if any(not _PLAIN_LIST.fullmatch(v) for v in values):
+            return None
+        recipients.append(tuple(a.strip() for v in values for a in v.split(",")))
+    sender_address = (found.group(2) or found.group(3)) if found else ""
+    return Summary(
+        message_id=message_id,
+        sender=sender,
+        sender_address=sender_address,
+        to=recipients[0],
+        cc=recipients[1],
+        subject=" ".join((entity.get("subject") or "").split()),
+        body_text=bytes(entity.body).decode("ascii"),
+        attachments=(),
+    )
 
 
 def _summary(message: EmailMessage, body: str, found: list[Attachment]) -> Summary:

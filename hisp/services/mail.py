@@ -22,7 +22,7 @@ from django.db.models import Model, Q
 from django.db.models.sql import InsertQuery
 from django.utils import timezone
 
-from hisp.agent_env import cached_rows
+from hisp.agent_env import MISSING, cached_rows, peek_cached_rows
 from hisp.models import Address, Delivery, Domain, Message
 from hisp.services import audit
 
@@ -60,12 +60,18 @@ def find_address(address: str) -> Address | None:
     Remembered per process while the directory stamp is unchanged (hisp.agent_env: at most a
     second behind a change), because every message asks for each of its recipients. The row
     returned is a copy: callers may change it without touching the cache."""
+    value = _stored_form(address)
+    if value is None:
+        return None
+    row = cached_rows(("address", value), lambda: _load_address(value))
+    return copy.copy(row) if row is not None else None
+
+
+def _stored_form(address: str) -> str | None:
     local, at, domain = address.strip().rpartition("@")
     if not at or not local:
         return None
-    value = f"{local}@{domain.lower().rstrip('.')}"
-    row = cached_rows(("address", value), lambda: _load_address(value))
-    return copy.copy(row) if row is not None else None
+    return f"{local}@{domain.lower().rstrip('.')}"
 
 
 def _load_address(value: str) -> Address | None:
@@ -79,6 +85,25 @@ def hosted_domain(name: str) -> bool:
     """Whether ``name`` is a domain hosted here (remembered like :func:`find_address`)."""
     name = name.lower().rstrip(".")
     return cached_rows(("domain", name), lambda: Domain.objects.filter(name=name).exists())
+
+
+def remembered_verdict(address: str) -> Verdict | None:
+    """:func:`recipient_verdict` from this process's memory alone, without I/O (so the SMTP
+    event loop can answer RCPT without a thread hop), or None when it would need a query."""
+    local, _, domain = address.rpartition("@")
+    if not local:
+        return Verdict.RELAY
+    hosted = peek_cached_rows(("domain", domain.lower().rstrip(".")))
+    if hosted is MISSING:
+        return None
+    if not hosted:
+        return Verdict.RELAY
+    value = _stored_form(address)
+    row = MISSING if value is None else peek_cached_rows(("address", value))
+    if row is MISSING:
+        return None
+    active = isinstance(row, Address) and row.status == Address.Status.ACTIVE
+    return Verdict.ACCEPT if active else Verdict.UNKNOWN
 
 
 def recipient_verdict(address: str) -> Verdict:

@@ -73,7 +73,7 @@ class BackboneHandler:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        from hisp.services.mail import Verdict, recipient_verdict
+        from hisp.services.mail import Verdict, recipient_verdict, remembered_verdict
 
         if len(address) > MAX_PATH:
             return PATH_TOO_LONG
@@ -82,7 +82,7 @@ class BackboneHandler:
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return TOO_MANY_RECIPIENTS
         try:
-            verdict = await in_thread(recipient_verdict, address)
+            verdict = remembered_verdict(address) or await in_thread(recipient_verdict, address)
         except Exception:
             log.exception("recipient lookup failed")
             return TEMPORARY_FAILURE
