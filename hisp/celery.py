@@ -8,7 +8,10 @@ from typing import Any
 from celery import Celery
 from celery.signals import task_postrun, task_prerun
 
+from hisp import broker
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hisp.settings")
+broker.register()
 
 app = Celery("hisp")
 app.config_from_object("django.conf:settings", namespace="CELERY")
