@@ -1,0 +1,40 @@
+"""The end-to-end flow benchmark runs from a fresh clone: real runsmtp and Celery worker
+processes, PostgreSQL and Redis, every message in the mailbox and its MDN sent."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from tests.hisp.mail.processes import ROOT, database_url
+from tests.support.services import redis_url
+
+pytestmark = pytest.mark.services
+
+
+def test_the_flow_benchmark_delivers_every_message_and_reports_ratios(db: None) -> None:
+    parts = urlsplit(database_url())
+    own = urlunsplit(parts._replace(path=f"/hisp_bench_flow_{uuid.uuid4().hex[:8]}"))
+    env = {
+        k: v for k, v in os.environ.items()
+        if not k.startswith(("PYTEST", "CELERY_", "DJANGO_")) and k != "DATABASE_URL"
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "hisp.bench.flow", "--json", "--messages", "12", "--clients", "2",
+         "--worker-processes", "2", "--database-url", own, "--redis-url", redis_url(),
+         "--warmup", "0", "--timeout", "120"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout[done.stdout.index("{"):])
+    assert result["delivered_to_mailbox"] == 12
+    assert result["end_to_end_msgs_per_s"] > 0 and result["agent_only_unprotect_msgs_per_s"] > 0
+    assert 0 < result["ratio_end_to_end_to_agent"] < 1
+    assert result["openssl_speed_rsa2048_signs_per_s"] > 0
+    assert result["accept_to_mailbox_ms"]["p99"] >= result["accept_to_mailbox_ms"]["p50"] > 0
