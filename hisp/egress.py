@@ -69,9 +69,14 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Hop:
-    host: str
+    host: str  # what to connect to: a route's host, or an address of a mail exchanger
     port: int
     require_tls: bool = False
+    name: str = ""  # the mail exchanger's name, when ``host`` is one of its addresses
+
+# RFC 5321 section 5.1: every address of every MX host in turn, up to a bound (a domain with
+# many MX hosts must not hold a delivery for a long time; later attempts try again).
+MAX_HOPS = 10
 
 
 class NoSuchDomain(Exception):
@@ -107,12 +112,26 @@ def hops(domain: str) -> list[Hop]:
     except dns.resolver.NXDOMAIN:
         raise NoSuchDomain(domain) from None
     except dns.resolver.NoAnswer:
-        return [Hop(domain, 25)]  # RFC 5321 5.1: the implicit MX
+        return _addresses(resolver, domain)  # RFC 5321 5.1: the implicit MX
     records = sorted(answer, key=lambda r: (r.preference, str(r.exchange)))
-    found = [Hop(str(r.exchange).rstrip("."), 25) for r in records]
-    if len(found) == 1 and found[0].host in ("", "."):
+    names = [str(r.exchange).rstrip(".") for r in records]
+    if len(names) == 1 and names[0] in ("", "."):
         raise NoSuchDomain(domain)  # RFC 7505 null MX: the domain accepts no mail
-    return found
+    found = [hop for name in names for hop in _addresses(resolver, name)]
+    return found[:MAX_HOPS]
+
+
+def _addresses(resolver: dns.resolver.Resolver, name: str) -> list[Hop]:
+    """The mail exchanger ``name`` as hops to its addresses, looked up through the same DNS
+    servers as the MX records (HISP_DNS_SERVERS), IPv4 first. When that finds none, the name
+    itself, for the system resolver at connect time (names only /etc/hosts knows)."""
+    found: list[Hop] = []
+    for rdtype in ("A", "AAAA"):
+        try:
+            found += [Hop(r.address, 25, name=name) for r in resolver.resolve(name, rdtype)]
+        except dns.exception.DNSException:
+            continue
+    return found or [Hop(name, 25)]
 
 
 def send(*, wire: bytes, mail_from: str, recipient: str, timeout: float = TIMEOUT) -> Outcome:
@@ -373,7 +392,7 @@ def _connect(hop: Hop, timeout: float) -> _Session | Outcome:
             client.ehlo()
         elif hop.require_tls:
             _quit(session)
-            where = f"{hop.host}:{hop.port}"
+            where = f"{hop.name or hop.host}:{hop.port}"
             return Outcome(
                 Result.TEMPORARY, f"{where} does not offer STARTTLS (required)", "4.7.10"
             )
@@ -427,7 +446,7 @@ def _drop(session: _Session) -> None:
 def _attempt(
     hop: Hop, *, wire: bytes, mail_from: str, recipients: Sequence[str], timeout: float
 ) -> dict[str, Outcome]:
-    where = f"{hop.host}:{hop.port}"
+    where = f"{hop.host}:{hop.port}" if not hop.name else f"{hop.name} ({hop.host}):{hop.port}"
     outcomes: dict[str, Outcome] = {}
     session: _Session | None = None
     try:

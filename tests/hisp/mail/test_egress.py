@@ -16,8 +16,10 @@ def dns_server():
             Record("@", "MX", "20 backup.mx.example.test."),
             Record("@", "MX", "10 primary.mx.example.test."),
             Record("primary", "A", "127.0.0.1"),
-            Record("backup", "A", "127.0.0.1"),
+            Record("primary", "AAAA", "::1"),
+            Record("backup", "A", "127.0.0.2"),
         ],
+        "noaddress.example.test": [Record("@", "MX", "10 nowhere.noaddress.example.test.")],
         "nomx.example.test": [Record("@", "A", "127.0.0.1")],
         "nullmx.example.test": [Record("@", "MX", "0 .")],
     }
@@ -30,9 +32,18 @@ def resolvers(settings, dns_server):
     settings.HISP_DNS_SERVERS = [dns_server.address]
 
 
-def test_mx_records_in_preference_order(db, resolvers):
+def test_mx_hosts_in_preference_order_each_address_in_turn(db, resolvers):
+    # The exchangers' addresses come from the same DNS servers as the MX records.
     assert egress.hops("mx.example.test") == [
-        egress.Hop("primary.mx.example.test", 25), egress.Hop("backup.mx.example.test", 25)
+        egress.Hop("127.0.0.1", 25, name="primary.mx.example.test"),
+        egress.Hop("::1", 25, name="primary.mx.example.test"),
+        egress.Hop("127.0.0.2", 25, name="backup.mx.example.test"),
+    ]
+
+
+def test_an_exchanger_without_addresses_is_left_to_the_system_resolver(db, resolvers):
+    assert egress.hops("noaddress.example.test") == [
+        egress.Hop("nowhere.noaddress.example.test", 25)
     ]
 
 
@@ -42,7 +53,9 @@ def test_route_overrides_mx(db, resolvers):
 
 
 def test_domain_without_mx_uses_its_own_address(db, resolvers):
-    assert egress.hops("nomx.example.test") == [egress.Hop("nomx.example.test", 25)]
+    assert egress.hops("nomx.example.test") == [
+        egress.Hop("127.0.0.1", 25, name="nomx.example.test")
+    ]
 
 
 def test_null_mx_and_unknown_domain_fail_permanently(db, resolvers):
