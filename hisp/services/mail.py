@@ -92,7 +92,7 @@ def remembered_verdict(address: str) -> Verdict | None:
     event loop can answer RCPT without a thread hop), or None when it would need a query."""
     local, _, domain = address.rpartition("@")
     if not local:
-        return Verdict.RELAY
+        return Verdict.UNKNOWN if address.lower() == "postmaster" else Verdict.RELAY
     hosted = peek_cached_rows(("domain", domain.lower().rstrip(".")))
     if hosted is MISSING:
         return None
@@ -106,11 +106,23 @@ def remembered_verdict(address: str) -> Verdict | None:
     return Verdict.ACCEPT if active else Verdict.UNKNOWN
 
 
+def postmaster_address() -> str | None:
+    """Where ``RCPT TO:<Postmaster>`` (no domain) goes: ``postmaster@`` the hosted domain that
+    HISP_HOSTNAME lies in (the nearest one), or None when it lies in none. Whether that address
+    exists is then the usual recipient check."""
+    labels = settings.HISP_HOSTNAME.lower().rstrip(".").split(".")
+    for start in range(len(labels) - 1):
+        domain = ".".join(labels[start:])
+        if hosted_domain(domain):
+            return f"postmaster@{domain}"
+    return None
+
+
 def recipient_verdict(address: str) -> Verdict:
     """Whether backbone ingress accepts mail for ``address`` (never an open relay)."""
     local, _, domain = address.rpartition("@")
     if not local:
-        return Verdict.RELAY
+        return Verdict.UNKNOWN if address.lower() == "postmaster" else Verdict.RELAY
     if not hosted_domain(domain):
         return Verdict.RELAY
     row = find_address(address)  # same domain: the address matches it, ignoring case

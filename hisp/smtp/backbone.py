@@ -73,7 +73,12 @@ class BackboneHandler:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        from hisp.services.mail import Verdict, recipient_verdict, remembered_verdict
+        from hisp.services.mail import (
+            Verdict,
+            postmaster_address,
+            recipient_verdict,
+            remembered_verdict,
+        )
 
         if len(address) > MAX_PATH:
             return PATH_TOO_LONG
@@ -82,6 +87,9 @@ class BackboneHandler:
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return TOO_MANY_RECIPIENTS
         try:
+            if address.lower() == "postmaster":
+                # RFC 5321 section 4.5.1: "RCPT TO:<Postmaster>" without a domain MUST work.
+                address = await in_thread(postmaster_address) or address
             verdict = remembered_verdict(address) or await in_thread(recipient_verdict, address)
         except Exception:
             log.exception("recipient lookup failed")

@@ -35,3 +35,33 @@ def test_an_address_cut_short_is_malformed_not_a_dropped_session(backbone, bob) 
         code, _ = client.docmd("MAIL FROM:a@")
         assert code == 553
         assert client.noop()[0] == 250  # the session goes on
+
+
+def _rcpt_postmaster(port: int) -> tuple[int, bytes]:
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        client.ehlo("partner.example.net")
+        assert client.mail("doc@partner.example.net")[0] == 250
+        return client.docmd("RCPT TO:<Postmaster>")
+
+
+def test_bare_postmaster_goes_to_postmaster_at_our_hosted_domain(backbone, hosted, settings):
+    from hisp.models import Address, Message
+
+    settings.HISP_HOSTNAME = f"mx.{hosted.name}"
+    Address.objects.create(address=f"postmaster@{hosted.name}", domain=hosted)
+    with smtplib.SMTP("127.0.0.1", backbone.port, timeout=10) as client:
+        client.ehlo("partner.example.net")
+        client.mail("doc@partner.example.net")
+        assert client.docmd("RCPT TO:<Postmaster>")[0] == 250  # RFC 5321 4.5.1, any case
+        client.data(b"Subject: hello\r\n\r\nfor the postmaster\r\n")
+    assert Message.objects.get().envelope_to == [f"postmaster@{hosted.name}"]
+
+
+def test_bare_postmaster_without_such_a_mailbox_is_an_unknown_user(backbone, hosted, settings):
+    settings.HISP_HOSTNAME = f"mx.{hosted.name}"
+    code, reply = _rcpt_postmaster(backbone.port)
+    assert (code, reply[:5]) == (550, b"5.1.1")
+    settings.HISP_HOSTNAME = "mx.not-hosted.example"
+    code, reply = _rcpt_postmaster(backbone.port)
+    assert (code, reply[:5]) == (550, b"5.1.1")
+
