@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from agent import protect, unprotect
-from agent.bench import rsa_bound, system_ia32cap
+from agent.bench import rerun_with_system_caps, rsa_bound
 from agent.types import (
     Binding,
     Candidates,
@@ -502,16 +502,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--native-caps", action="store_true", help="keep the OpenSSL wheel's own CPU detection"
     )
     args = parser.parse_args(argv)
-    if not args.native_caps and "OPENSSL_ia32cap" not in os.environ:
-        caps = system_ia32cap()
-        if caps:
-            # As agent.bench does, and as docs/pki.md advises for production: the OpenSSL in
-            # the cryptography wheel misses this CPU's big-number instructions (RSA at about
-            # half speed) unless told; set before libcrypto starts, so in a fresh interpreter,
-            # and inherited by every process the benchmark starts, baseline pool included.
-            env = {**os.environ, "OPENSSL_ia32cap": caps}
-            command = [sys.executable, "-m", "hisp.bench.flow", *(argv or sys.argv[1:])]
-            return subprocess.run(command, env=env, check=False).returncode
+    if not args.native_caps:
+        # As agent.bench does (workers and the baseline pool inherit the mask).
+        code = rerun_with_system_caps("hisp.bench.flow", argv)
+        if code is not None:
+            return code
     if min(args.messages, args.clients, args.concurrency, args.worker_processes) < 1:
         parser.error(
             "--messages, --clients, --concurrency and --worker-processes must be positive"

@@ -21,15 +21,6 @@ def client_address(request: HttpRequest | None) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
 
-def _label(
-    actor: AbstractBaseUser | AnonymousUser | str | None,
-) -> tuple[AbstractBaseUser | None, str]:
-    user = actor if isinstance(actor, AbstractBaseUser) else None
-    if user is not None:
-        return user, user.get_username()
-    return None, actor if isinstance(actor, str) else SYSTEM
-
-
 def appended_for(
     source: str,
     *,
@@ -68,7 +59,13 @@ def record(
     """
     if request is not None and actor is None:
         actor = request.user
-    user, label = _label(actor)
+    user = actor if isinstance(actor, AbstractBaseUser) else None
+    if user is not None:
+        label = user.get_username()
+    elif isinstance(actor, str):
+        label = actor
+    else:
+        label = SYSTEM
     if isinstance(obj, models.Model):
         object_type, object_id = obj._meta.label_lower, str(obj.pk)
     else:

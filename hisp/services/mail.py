@@ -142,6 +142,9 @@ def enqueue(task_name: str, pk: int) -> None:
     transaction.on_commit(lambda: task.delay(pk), robust=True)
 
 
+RECEIVED = "message.received"  # the audit action for every message the backbone accepts
+
+
 def accept_incoming(
     *, raw: bytes, mail_from: str, rcpt_tos: Sequence[str], peer: str
 ) -> Message:
@@ -158,22 +161,17 @@ def accept_incoming(
         envelope_to=list(rcpt_tos),
         peer=peer,
     )
-    received = {
-        "action": "message.received",
-        "actor": f"smtp:{peer}",
-        "client": _ip(peer),
-        "size": len(raw),
-        "recipients": len(rcpt_tos),
-    }
+    actor, client = f"smtp:{peer}", _ip(peer)
+    detail = {"size": len(raw), "recipients": len(rcpt_tos)}
     if single_statement_writes():
         # The message and its audit event in one statement (atomic by itself): one round trip
         # instead of a transaction of four, for every message received.
-        _store_with_audit(message, received)
+        _store_with_audit(message, actor=actor, client=client, detail=detail)
         enqueue("process_incoming", message.pk)  # queued at once, or when an outer tx commits
         return message
     with transaction.atomic():
         message.save(force_insert=True)
-        audit.record(obj=message, **received)
+        audit.record(action=RECEIVED, obj=message, actor=actor, client=client, **detail)
         enqueue("process_incoming", message.pk)
     return message
 
@@ -199,16 +197,13 @@ def compiled_insert(
     return sql, list(params)
 
 
-def _store_with_audit(message: Message, received: dict[str, Any]) -> None:
+def _store_with_audit(
+    message: Message, *, actor: str, client: str | None, detail: dict[str, int]
+) -> None:
     insert_sql, insert_params = compiled_insert(Message, [message], returning_pk=True)
-    fields = dict(received)
     audit_sql, audit_params = audit.appended_for(
-        "stored",
-        action=fields.pop("action"),
-        object_type=Message._meta.label_lower,
-        actor=fields.pop("actor"),
-        client=fields.pop("client"),
-        **fields,
+        "stored", action=RECEIVED, object_type=Message._meta.label_lower, actor=actor,
+        client=client, **detail,
     )
     with connection.cursor() as cursor:
         cursor.execute(
