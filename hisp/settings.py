@@ -64,6 +64,11 @@ HISP_NEUTRAL_SUBJECT = env.str("HISP_NEUTRAL_SUBJECT", default="")
 # re-queues the work. Work stored but never picked up is re-queued after the grace period.
 HISP_CLAIM_LEASE = parse_duration(env.str("HISP_CLAIM_LEASE", default="10m"))
 HISP_QUEUE_GRACE = parse_duration(env.str("HISP_QUEUE_GRACE", default="2m"))
+# The SMTP listener hands the ids of accepted messages to the workers in tasks of up to
+# HISP_INGRESS_BATCH ids, waiting at most HISP_INGRESS_LINGER_MS after the first for more
+# (hisp/services/batches.py). 1 id or 0 ms: one task per message, published at once.
+HISP_INGRESS_BATCH = env.int("HISP_INGRESS_BATCH", default=16)
+HISP_INGRESS_LINGER_MS = env.int("HISP_INGRESS_LINGER_MS", default=20)
 HISP_SWEEP_INTERVAL = parse_duration(env.str("HISP_SWEEP_INTERVAL", default="60s"))
 # Routes with hold_pending_certificate: how long a delivery waits for a usable certificate, and
 # how often discovery is retried meanwhile.

@@ -70,6 +70,20 @@ def process(pk: int) -> str:
         return "rejected:error"
 
 
+def process_each(pks: list[int]) -> list[str]:
+    """:func:`process` for each message in turn. A failure that escapes one (the database gone
+    away while claiming it) leaves that message to the sweeper and does not stop the others."""
+    outcomes = []
+    for pk in pks:
+        try:
+            outcomes.append(process(pk))
+        except Exception:
+            log.exception("message %s: could not be processed now; the sweeper will re-queue it",
+                          pk)
+            outcomes.append("error")
+    return outcomes
+
+
 def _hosted(envelope_to: list[str]) -> dict[str, Address]:
     """Envelope recipient -> hosted Address row (any status; delivery decides what to do)."""
     found: dict[str, Address] = {}

@@ -25,6 +25,7 @@ from django.utils import timezone
 from hisp.agent_env import MISSING, cached_rows, peek_cached_rows
 from hisp.models import Address, Delivery, Domain, Message
 from hisp.services import audit
+from hisp.services.batches import BatchPublisher
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,36 @@ def enqueue(task_name: str, pk: int) -> None:
     transaction.on_commit(lambda: task.delay(pk), robust=True)
 
 
+_incoming_batches: BatchPublisher | None = None
+
+
+def publish_incoming_in_batches(*, size: int, linger: float) -> BatchPublisher:
+    """From now on, hand the ids of messages this process accepts to the workers in batches
+    (hisp.services.batches; the SMTP listener turns this on). ``close()`` the publisher
+    returned when the process stops, so that ids still waiting are handed over."""
+    global _incoming_batches
+    from hisp.tasks.mail import process_incoming_batch
+
+    _incoming_batches = BatchPublisher(process_incoming_batch.delay, size=size, linger=linger)
+    return _incoming_batches
+
+
+def stop_incoming_batches() -> None:
+    global _incoming_batches
+    publisher, _incoming_batches = _incoming_batches, None
+    if publisher is not None and not publisher.close():
+        log.warning("received message ids were still waiting at shutdown; the sweeper will "
+                    "queue them")
+
+
+def _queue_incoming(pk: int) -> None:
+    publisher = _incoming_batches
+    if publisher is None:
+        enqueue("process_incoming", pk)
+    else:
+        transaction.on_commit(lambda: publisher.add(pk), robust=True)
+
+
 RECEIVED = "message.received"  # the audit action for every message the backbone accepts
 
 
@@ -167,12 +198,12 @@ def accept_incoming(
         # The message and its audit event in one statement (atomic by itself): one round trip
         # instead of a transaction of four, for every message received.
         _store_with_audit(message, actor=actor, client=client, detail=detail)
-        enqueue("process_incoming", message.pk)  # queued at once, or when an outer tx commits
+        _queue_incoming(message.pk)  # queued at once, or when an outer transaction commits
         return message
     with transaction.atomic():
         message.save(force_insert=True)
         audit.record(action=RECEIVED, obj=message, actor=actor, client=client, **detail)
-        enqueue("process_incoming", message.pk)
+        _queue_incoming(message.pk)
     return message
 
 

@@ -13,6 +13,13 @@ def process_incoming(message_pk: int) -> str:
     return inbound.process(message_pk)
 
 
+@shared_task(name="hisp.mail.process_incoming_batch")
+def process_incoming_batch(message_pks: list[int]) -> list[str]:
+    """Several received messages, one after another, exactly as if each had its own task
+    (hisp.services.batches says why the listener sends them together)."""
+    return inbound.process_each(message_pks)
+
+
 @shared_task(name="hisp.mail.process_outgoing")
 def process_outgoing(message_pk: int) -> str:
     return outbound.process(message_pk)

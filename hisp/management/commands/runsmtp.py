@@ -21,6 +21,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **opts: Any) -> None:
+        from hisp.services import mail
         from hisp.smtp import server
 
         bind = opts["bind"] or settings.HISP_SMTP_BIND
@@ -35,9 +36,17 @@ class Command(BaseCommand):
                 raise CommandError(f"{name} must be between 0 and 65535")
         if not port and not submission:
             raise CommandError("both ports are 0: nothing to run")
+        if settings.HISP_INGRESS_BATCH < 1 or settings.HISP_INGRESS_LINGER_MS < 0:
+            raise CommandError("HISP_INGRESS_BATCH must be at least 1 and "
+                               "HISP_INGRESS_LINGER_MS at least 0")
+        if settings.HISP_INGRESS_BATCH > 1 and settings.HISP_INGRESS_LINGER_MS > 0:
+            mail.publish_incoming_in_batches(
+                size=settings.HISP_INGRESS_BATCH, linger=settings.HISP_INGRESS_LINGER_MS / 1000
+            )
         try:
             listeners = server.start(bind=bind, port=port, submission_port=submission)
         except (OSError, RuntimeError) as exc:
+            mail.stop_incoming_batches()
             raise CommandError(f"cannot start SMTP listeners: {exc}") from None
         stop = threading.Event()
         signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -52,3 +61,4 @@ class Command(BaseCommand):
                 pass
         finally:
             listeners.stop()
+            mail.stop_incoming_batches()  # after the listeners: no message is accepted now

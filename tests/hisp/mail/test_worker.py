@@ -147,3 +147,71 @@ def test_killed_worker_restarted_redis_and_smtp_lose_nothing_and_deliver_once(
     assert {(m.n_entries, m.n_mdns) for m in per_message} == {(1, 1)}  # exactly once each
     expected = {message_id for batch in batches for message_id, _ in batch}
     assert set(inbound.values_list("message_id", flat=True)) == expected
+
+
+def _stored(count: int) -> bool:
+    return Message.objects.filter(direction=Message.Direction.INBOUND,
+                                  kind=Message.Kind.REGULAR, peer__startswith="127.0.0.1",
+                                  state=Message.State.RECEIVED).count() == count
+
+
+def _delivered_once(expected: list[tuple[str, bytes]]) -> None:
+    inbound = Message.objects.filter(direction=Message.Direction.INBOUND,
+                                     kind=Message.Kind.REGULAR, peer__startswith="127.0.0.1")
+    per_message = inbound.annotate(
+        n_entries=Count("entries", distinct=True), n_mdns=Count("reports", distinct=True)
+    )
+    assert {(m.state, m.n_entries, m.n_mdns) for m in per_message} == {
+        (Message.State.DELIVERED, 1, 1)
+    }
+    assert sorted(inbound.values_list("message_id", flat=True)) == sorted(
+        message_id for message_id, _ in expected
+    )
+
+
+# The listener gathers accepted ids into one task (hisp.services.batches). Lingering for ten
+# minutes pins the ids in the listener's memory, where the two ways it can stop find them.
+LINGER_LONG = {"HISP_INGRESS_LINGER_MS": "600000", "HISP_INGRESS_BATCH": "1000"}
+
+
+def test_listener_killed_while_ids_wait_for_their_batch_loses_nothing(live_world, tmp_path):
+    world = live_world
+    queue = processes.queue_name()
+    env = processes.environment(_broker(14), queue, **FAST_SWEEP, **LINGER_LONG)
+    port = free_port()
+    batch = _messages(world, 5, "killed-listener")
+    smtp = processes.smtp(env, tmp_path, port)
+    worker = None
+    try:
+        _send(port, batch, world.alice.address)  # every one answered 250
+        assert _stored(len(batch))
+        smtp.kill()  # the ids die with it, unpublished
+        worker = processes.worker(env, tmp_path, queue)  # its beat runs the sweeper
+        processes.wait_for(lambda: _settled(len(batch)), timeout=120,
+                           what=f"the sweeper to queue the stored mail\n{worker.tail()}")
+    finally:
+        if worker is not None:
+            worker.stop()
+        smtp.stop()
+    _delivered_once(batch)
+
+
+def test_listener_stopping_hands_over_the_ids_still_waiting(live_world, tmp_path):
+    world = live_world
+    queue = processes.queue_name()
+    # No sweeper help within the test: only the listener's own hand-over can queue them.
+    env = processes.environment(_broker(15), queue, **LINGER_LONG, HISP_QUEUE_GRACE="1h")
+    port = free_port()
+    batch = _messages(world, 3, "stopped-listener")
+    smtp = processes.smtp(env, tmp_path, port)
+    worker = processes.worker(env, tmp_path, queue)
+    try:
+        _send(port, batch, world.alice.address)
+        assert _stored(len(batch))  # still waiting: the linger has minutes to go
+        smtp.stop()  # SIGTERM: close the listeners, then publish what waits
+        processes.wait_for(lambda: _settled(len(batch)), timeout=120,
+                           what=f"the handed-over batch to be processed\n{worker.tail()}")
+    finally:
+        worker.stop()
+        smtp.stop()
+    _delivered_once(batch)
