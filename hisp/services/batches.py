@@ -18,6 +18,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,8 @@ class BatchPublisher:
 
     ``add`` never blocks on the broker: publishing happens on one background thread, so the
     SMTP session that committed the message is answered at once. A forked child starts with
-    an empty batch and its own thread (it must not publish its parent's ids twice).
+    an empty batch, a fresh lock and its own thread: it must not publish its parent's ids a
+    second time, nor inherit a lock the parent's thread held at the moment of the fork.
     """
 
     def __init__(self, publish: Callable[[list[int]], object], *, size: int, linger: float):
@@ -43,6 +45,7 @@ class BatchPublisher:
         self._busy = 0  # ids taken from _pending whose publish has not returned yet
         self._owner = 0  # the pid whose thread serves _pending
         self._closed = False
+        _live.add(self)
 
     def add(self, pk: int) -> None:
         with self._ready:
@@ -77,6 +80,13 @@ class BatchPublisher:
 
     _flush_now = False
 
+    def _after_fork_in_child(self) -> None:
+        self._ready = threading.Condition()
+        self._pending = []
+        self._busy = 0
+        self._owner = 0
+        self._flush_now = False
+
     def _start(self) -> None:
         self._pending = []
         self._busy = 0
@@ -110,3 +120,14 @@ class BatchPublisher:
                 with self._ready:
                     self._busy = 0
                     self._ready.notify_all()
+
+
+_live: weakref.WeakSet[BatchPublisher] = weakref.WeakSet()
+
+
+def _reset_in_child() -> None:
+    for publisher in list(_live):
+        publisher._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_reset_in_child)

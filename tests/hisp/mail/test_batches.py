@@ -103,9 +103,22 @@ def test_close_reports_a_publish_that_does_not_return_in_time():
     release.set()
 
 
-def test_a_forked_child_never_publishes_its_parents_ids():
-    sent_path = f"/tmp/batches-fork-{os.getpid()}"
+def _reap(child: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid, status = os.waitpid(child, os.WNOHANG)
+        if pid:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)
+    os.kill(child, 9)
+    os.waitpid(child, 0)
+    raise AssertionError("the forked child hung (a lock inherited from the parent?)")
+
+
+def test_a_forked_child_never_publishes_its_parents_ids(tmp_path):
+    sent_path = tmp_path / "sent-by-children"
     in_parent = Recorder()
+    parent = os.getpid()
 
     def publish(batch: list[int]) -> None:
         if os.getpid() == parent:
@@ -114,24 +127,23 @@ def test_a_forked_child_never_publishes_its_parents_ids():
             with open(sent_path, "a") as out:
                 out.write(f"{batch}\n")
 
-    parent = os.getpid()
-    publisher = BatchPublisher(publish, size=100, linger=600)
-    publisher.add(1)  # waiting in the parent
-    child = os.fork()
-    if child == 0:  # pragma: no cover - runs in the child
-        try:
-            publisher.add(2)
-            publisher.close(timeout=5)
-        finally:
-            os._exit(0)
-    os.waitpid(child, 0)
-    try:
-        with open(sent_path) as got:
-            assert got.read() == "[2]\n"  # its own id only
-    finally:
-        os.unlink(sent_path)
+    publisher = BatchPublisher(publish, size=1000, linger=600)
+    # Fork right after add(), while the parent's thread is waking up with the lock held:
+    # the moment an inherited lock would hang the child. Many times, to meet that moment.
+    for i in range(1, 31):
+        publisher.add(i)
+        child = os.fork()
+        if child == 0:  # pragma: no cover - runs in the child
+            code = 1
+            try:
+                publisher.add(1000 + i)
+                code = 0 if publisher.close(timeout=5) else 1
+            finally:
+                os._exit(code)
+        assert _reap(child, timeout=10) == 0
+    assert sent_path.read_text().splitlines() == [f"[{1000 + i}]" for i in range(1, 31)]
     assert publisher.close(timeout=5)
-    assert in_parent.batches == [[1]]
+    assert in_parent.batches == [list(range(1, 31))]
 
 
 @pytest.mark.parametrize("size, linger", [(0, 1.0), (1, -1.0)])
