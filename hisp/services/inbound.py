@@ -118,6 +118,14 @@ def _process(message: Message) -> str:
 
     report = mailtext.is_report(result.message)
     if report is not None:
+        if not any(row.address in result.delivered for row in hosted.values()):
+            # A report changes the state of our outbound mail, so its signer must be trusted
+            # by a hosted recipient's domain like any other mail; decrypting is not enough.
+            exc = next(iter(result.rejected.values()), None) or AgentError(
+                Code.NO_DECRYPTION_KEY, "no hosted recipient"
+            )
+            _reject(message, exc, _outer(raw))
+            return f"rejected:{exc.code}"
         return tracking.handle_report(message, result, report)
     return _deliver(message, result, hosted, env)
 
@@ -216,8 +224,14 @@ def _outcomes(
     message: Message, result: agent.Unprotected, hosted: dict[str, Address]
 ) -> list[_Outcome]:
     outcomes = []
+    seen: set[object] = set()
     for rcpt in message.envelope_to:
         row = hosted.get(rcpt)
+        # The same mailbox named twice (repeated RCPT, or in another case) is one delivery.
+        key = row.pk if row is not None else rcpt.lower()
+        if key in seen:
+            continue
+        seen.add(key)
         address = row.address if row is not None else rcpt
         if row is None or address not in result.delivered and address not in result.rejected:
             state, detail = Delivery.State.REJECTED, str(Code.NO_DECRYPTION_KEY)

@@ -277,3 +277,24 @@ def test_mdn_protected_inline_is_sent_from_the_inbound_task(world):
     assert (report.state, delivery.state, delivery.claimed_at) == (
         Message.State.SENT, Delivery.State.SENT, None)
     assert len(world.sink.handler.messages) == 1
+
+
+def test_the_same_mailbox_named_twice_is_one_delivery(world):
+    # A repeated RCPT, or the same address in another case: the message was answered 250, so
+    # it must be delivered, once, with one MDN (a unique-constraint failure used to retry it
+    # and finally reject it).
+    partner = world.partner
+    inner = partner.inner(to=world.alice.address, message_id="<twice@partner.example.net>")
+    local, _, domain = world.alice.address.partition("@")
+    message = mail.accept_incoming(
+        raw=partner.protect(inner, to=world.alice.address), mail_from=partner.address,
+        rcpt_tos=[world.alice.address, world.alice.address, f"{local}@{domain.upper()}"],
+        peer="127.0.0.1:2525",
+    )
+    assert inbound.process(message.pk) == "delivered:1"
+    message.refresh_from_db()
+    assert message.state == Message.State.DELIVERED
+    assert MailboxEntry.objects.filter(message=message).count() == 1
+    assert Delivery.objects.filter(message=message).count() == 1
+    drain()
+    assert [r.disposition for r in _mdns(world)] == ["processed"]

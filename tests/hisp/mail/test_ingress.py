@@ -251,3 +251,15 @@ def test_missing_configured_certificate_is_an_error(settings, tmp_path):
     settings.HISP_TLS_KEY_FILE = str(tmp_path / "elsewhere" / "key.pem")
     with pytest.raises(FileNotFoundError):
         tls.ensure_certificate()
+
+
+def test_a_repeated_recipient_is_accepted_and_kept_once(backbone, bob):
+    local, _, domain = bob.address.partition("@")
+    with _client(backbone) as client:
+        client.mail("doc@partner.example.net")
+        codes = [client.rcpt(rcpt)[0] for rcpt in (bob.address, bob.address,
+                                                   f"{local}@{domain.upper()}")]
+        code, _ = client.data(MESSAGE)
+    assert codes == [250, 250, 250]
+    assert code == 250
+    assert Message.objects.get().envelope_to == [bob.address]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from django.utils import timezone
 
 from hisp import dsn
@@ -24,7 +25,9 @@ def _send(world, *, to: list[str], timely: bool = False) -> Message:
     return compose.submit(address=world.alice.address, raw=raw, actor="test", peer="test")
 
 
-def _partner_report(world, message: Message, disposition: str, *, final: bool = False) -> None:
+def _partner_report(
+    world, message: Message, disposition: str, *, final: bool = False, signer: Partner | None = None
+) -> None:
     """The partner answers with an MDN (hand-written RFC 3798 text, signed and encrypted)."""
     extra = "X-DIRECT-FINAL-DESTINATION-DELIVERY: \n" if final else ""
     body = crlf(
@@ -42,7 +45,7 @@ def _partner_report(world, message: Message, disposition: str, *, final: bool = 
         ).encode()
     )
     mail.accept_incoming(
-        raw=world.partner.protect(body, to=world.alice.address),
+        raw=world.partner.protect(body, to=world.alice.address, signer=signer),
         mail_from=world.partner.address, rcpt_tos=[world.alice.address], peer="partner",
     )
     drain()
@@ -101,6 +104,25 @@ def test_mdn_from_another_domain_cannot_change_tracking(world):
     _partner_report(world, message, "failed")
     assert _delivery(message, "carol@elsewhere.example.com").state == Delivery.State.SENT
     assert _alice_dsns(world) == []
+
+
+@pytest.mark.parametrize("disposition", ["failed", "processed"])
+def test_mdn_signed_by_an_untrusted_certificate_changes_nothing(world, tmp_path, disposition):
+    # Anyone can encrypt to alice's public certificate; only a signer that alice's domain
+    # trusts may fail (or confirm) her deliveries.
+    message = _send(world, to=[world.partner.address])
+    drain()
+    stranger = Partner.create(tmp_path / "stranger", slot="stranger",
+                              address=world.partner.address)
+    _partner_report(world, message, disposition, signer=stranger)
+    delivery = _delivery(message, world.partner.address)
+    assert (delivery.state, delivery.processed_at) == (Delivery.State.SENT, None)
+    assert _alice_dsns(world) == []
+    report = Message.objects.get(direction=Message.Direction.INBOUND, peer="partner")
+    assert (report.state, report.reason) == (Message.State.REJECTED, "untrusted-signer")
+    # The genuine report still counts.
+    _partner_report(world, message, "processed")
+    assert _delivery(message, world.partner.address).processed_at is not None
 
 
 def test_recipient_without_certificate_fails_with_one_dsn(world):
