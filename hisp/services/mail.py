@@ -18,7 +18,16 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Model, Q
+from django.db.models import (
+    DateTimeField,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    Model,
+    Q,
+    Value,
+)
+from django.db.models.functions import Least
 from django.db.models.sql import InsertQuery
 from django.utils import timezone
 
@@ -296,12 +305,29 @@ def release_message(message: Message, *, back_to: str, **fields: Any) -> bool:
     )
 
 
+REQUEUE_WAIT_CAP = timedelta(minutes=30)
+
+
 def _due(now: datetime) -> Q:
     """Waiting messages whose task may have been lost: untouched for the grace period, counted
     for a message waiting out a transient failure from its planned retry time (its countdown
     task normally runs then; re-queueing it sooner would cut its backoff short)."""
     grace = queue_grace()
-    due = Q(attempts=0, updated_at__lt=now - grace)
+    # A message re-queued before waits, since that touch, as long as it had waited until then
+    # (capped): under a backlog longer than the grace period its task is most likely still in
+    # the queue, and re-queueing every grace period would add a duplicate task per message
+    # each time, more load just when the workers are behind. Lost tasks are still re-queued,
+    # at most REQUEUE_WAIT_CAP late.
+    waited_before = Least(
+        ExpressionWrapper(F("updated_at") - F("created_at"), output_field=DurationField()),
+        Value(REQUEUE_WAIT_CAP, output_field=DurationField()),
+    )
+    due = Q(attempts=0, updated_at__lt=now - grace) & Q(
+        updated_at__lt=ExpressionWrapper(
+            Value(now, output_field=DateTimeField()) - waited_before,
+            output_field=DateTimeField(),
+        )
+    )
     for attempts in range(1, MAX_RETRY_ATTEMPTS + 1):
         wait = retry_delay(attempts) + grace
         count = Q(attempts=attempts) if attempts < MAX_RETRY_ATTEMPTS else Q(attempts__gte=attempts)

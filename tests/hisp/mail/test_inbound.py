@@ -298,3 +298,30 @@ def test_the_same_mailbox_named_twice_is_one_delivery(world):
     assert Delivery.objects.filter(message=message).count() == 1
     drain()
     assert [r.disposition for r in _mdns(world)] == ["processed"]
+
+
+def test_sweeper_requeues_a_waiting_message_less_often_the_longer_it_waits(world):
+    """Under a backlog longer than the grace period the task is most likely still queued:
+    each re-queue waits as long as the message had waited before it (capped at 30 minutes),
+    so a backlog of hours adds a handful of duplicate tasks per message, not one per sweep."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    partner = world.partner
+    inner = partner.inner(to=world.alice.address, message_id="<r3@partner.example.net>")
+    message = _receive(world, partner.protect(inner, to=world.alice.address))
+    now = timezone.now()
+
+    def aged(created: timedelta, touched: timedelta) -> int:
+        Message.objects.filter(pk=message.pk).update(
+            created_at=now - created, updated_at=now - touched
+        )
+        return mail.sweep()["incoming"]
+
+    # Re-queued 20 minutes after it arrived; 19 minutes since then: not yet.
+    assert aged(timedelta(minutes=39), timedelta(minutes=19)) == 0
+    assert aged(timedelta(minutes=41), timedelta(minutes=21)) == 1
+    # Re-queued 3 hours after arriving: the wait is capped at 30 minutes.
+    assert aged(timedelta(hours=3, minutes=29), timedelta(minutes=29)) == 0
+    assert aged(timedelta(hours=3, minutes=31), timedelta(minutes=31)) == 1
