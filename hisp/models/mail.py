@@ -58,6 +58,15 @@ class Message(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        constraints = [
+            # Delivery tracking finds our message again by the Message-ID quoted in MDNs and
+            # DSNs: two outbound messages may never share one, even when submitted at once.
+            models.UniqueConstraint(
+                fields=["message_id"],
+                condition=models.Q(direction="out") & ~models.Q(message_id=""),
+                name="one_outbound_message_per_message_id",
+            )
+        ]
         indexes = [models.Index(fields=["state", "claimed_at"])]
 
     def __str__(self) -> str:

@@ -63,3 +63,22 @@ def test_submit_adds_message_id_and_date_when_missing(alice):
     assert stored.startswith(b"Message-ID: <")
     assert b"\r\nDate: " in stored
     assert message.message_id in stored.decode()
+
+
+def test_two_outbound_messages_can_never_share_a_message_id(db):
+    # compose checks first; the database constraint closes the race between two submissions.
+    from django.db import IntegrityError, transaction
+
+    from hisp.models import Message
+
+    def stored(message_id: str, direction: str = Message.Direction.OUTBOUND) -> Message:
+        return Message.objects.create(direction=direction, state=Message.State.QUEUED,
+                                      raw=b"x", message_id=message_id)
+
+    stored("<same@hospital.example.org>")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        stored("<same@hospital.example.org>")
+    # Inbound copies (our own hosted mail comes back in) and unnamed rows are not concerned.
+    stored("<same@hospital.example.org>", Message.Direction.INBOUND)
+    stored("")
+    stored("")
