@@ -7,8 +7,10 @@ for commands out of sequence and ``552`` over the size limit. On top of that:
   a line ending), and a message body containing a bare CR or bare LF is refused (see
   :func:`bare_line_ending`), which also refuses every ``<LF>.<CR><LF>`` / ``<CR><LF>.<LF>``
   smuggling variant;
-- an idle session is told ``421`` before it is closed; AUTH mechanism names are
-  case-insensitive;
+- an idle session is told ``421`` before it is closed; during DATA "idle" means no bytes for
+  the timeout, and the timer is stopped while the DATA handler commits (see
+  :meth:`HispSMTP._handle_data`);
+  AUTH mechanism names are case-insensitive;
 - local parts are limited to 64 octets (RFC 5321 section 4.5.3.1.1);
 - DATA is read in large pieces rather than one ``readuntil`` per line (see :class:`_DataReader`),
   with aiosmtpd's replies, limits and hook calls kept as they were.
@@ -17,6 +19,7 @@ for commands out of sequence and ``552`` over the size limit. On top of that:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from typing import Any
@@ -224,6 +227,13 @@ _PLAIN_PATH = re.compile(
 
 class HispSMTP(SMTP):
     local_part_limit = 64
+    _reading_data = False  # between the 354 and the end of the message's bytes
+    _bytes_at = 0.0  # loop.time() when bytes last arrived
+
+    def data_received(self, data: bytes) -> None:
+        # One clock read per chunk: the idle timer checks it only when it fires.
+        self._bytes_at = self.loop.time()
+        super().data_received(data)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         found = _PLAIN_PATH.fullmatch(arg)
@@ -248,8 +258,9 @@ class HispSMTP(SMTP):
     async def smtp_DATA(self, arg: str) -> None:
         # aiosmtpd's smtp_DATA awaits readuntil(b"\r\n") and does Python bookkeeping once per
         # line; this reads the body in large pieces. Preconditions, replies, limits and the
-        # handler call are aiosmtpd's (1.4). The idle timer is not reset by DATA bytes, as in
-        # aiosmtpd, so a client stalling mid-DATA gets _timeout_cb's 421.
+        # handler call are aiosmtpd's (1.4). aiosmtpd restarts the idle timer only per command,
+        # which would cut off a large message on a slow link; here any bytes received keep the
+        # session alive (_timeout_cb), and a client stalling mid-DATA still gets its 421.
         if await self.check_helo_needed():
             return
         if await self.check_auth_needed("DATA"):
@@ -263,6 +274,7 @@ class HispSMTP(SMTP):
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         collector = _DataCollector(self.data_size_limit, self.line_length_limit)
+        self._reading_data = True
         try:
             reader = _DataReader(self._reader)
             while not reader.finished:
@@ -271,6 +283,9 @@ class HispSMTP(SMTP):
             log.info("Connection lost during DATA")
             self._writer.close()
             raise
+        finally:
+            self._reading_data = False
+        self._reset_timeout()  # the client's last bytes just arrived
         if collector.error is not None:
             await self.push(collector.error)
             self._set_post_data_state()  # type: ignore[no-untyped-call]
@@ -294,12 +309,51 @@ class HispSMTP(SMTP):
                     return
         self.envelope.content = content
         self.envelope.original_content = original_content
+        reply = await self._handle_data()
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push(reply)
+
+    async def _handle_data(self) -> str:
+        """The handler's reply to DATA. Once the handler runs, the message may be committed, so
+        nothing on our side may leave it without its reply: a sending HISP that sees none
+        retries, and the message is stored twice.
+
+        So the idle timer is stopped meanwhile (fired, it would close the session and cancel
+        this task), and the handler is shielded from the session task's cancellation (aiosmtpd
+        cancels it on EOF, and a client may half-close after the dot and still read replies).
+        """
+        self._stop_timeout()
+        handler = asyncio.ensure_future(self._call_data_handler())
+        try:
+            return await asyncio.shield(handler)
+        except asyncio.CancelledError:
+            await self._reply_when_done(handler)
+            raise
+        finally:
+            if self.transport is not None:  # None once the connection is lost
+                # Restarted before the reply is written, and push() writes before it first
+                # awaits, so the timer cannot come between the commit and its reply.
+                self._reset_timeout()
+
+    async def _call_data_handler(self) -> str:
         if "DATA" in self._handle_hooks:
             status = await self._call_handler_hook("DATA")
         else:
             status = await self._process_message()
-        self._set_post_data_state()  # type: ignore[no-untyped-call]
-        await self.push("250 OK" if status is MISSING else status)
+        return "250 OK" if status is MISSING else status
+
+    async def _reply_when_done(self, handler: asyncio.Future[str]) -> None:
+        """The session is ending while the handler runs: let it finish and write its reply if
+        the connection can still carry it."""
+        try:
+            reply = await asyncio.shield(handler)
+        except Exception:
+            log.exception("DATA handler failed while its session ended")
+            return
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            with contextlib.suppress(ConnectionError):
+                await self.push(reply)
 
     async def _process_message(self) -> Any:
         # aiosmtpd's fallback for handlers written against its pre-1.0 API.
@@ -321,7 +375,17 @@ class HispSMTP(SMTP):
         status = await process(*args) if asyncio.iscoroutinefunction(process) else process(*args)
         return MISSING if status is None else status
 
+    def _stop_timeout(self) -> None:
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
+
     def _timeout_cb(self) -> None:
+        if self._reading_data:
+            # Idle during DATA means no bytes for the whole timeout, not a slow transfer.
+            quiet = self.loop.time() - self._bytes_at
+            if quiet < self._timeout_duration:
+                self._reset_timeout(self._timeout_duration - quiet)
+                return
         # RFC 5321 section 3.8 / 4.5.3.2.7: say why before closing an idle session (421), so
         # the client knows to retry rather than guessing from a dropped connection.
         transport = self.transport
