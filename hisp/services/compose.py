@@ -128,6 +128,10 @@ def submit(
     if not rcpts:
         raise SubmissionError("the message has no recipients")
     for rcpt in rcpts:
+        if not rcpt.isascii():
+            # An address beyond ASCII needs SMTPUTF8 (RFC 6531), which Direct does not support:
+            # no HISP could take it, and it cannot even be written in an SMTP command here.
+            raise SubmissionError(f"not a Direct address (must be plain ASCII): {rcpt}")
         local, at, domain = rcpt.rpartition("@")
         # A Direct address names a DNS domain (its certificate is found in DNS or LDAP by that
         # name); an address literal such as [127.0.0.1] would aim egress at any host we can reach.

@@ -47,8 +47,9 @@ def queue_grace() -> timedelta:
 
 
 # A message whose processing failed for a transient reason is released with ``attempts``
-# incremented and retried ``retry_delay(attempts)`` later (a countdown task). Attempts beyond
-# this are never retried (both pipelines fail the message before), so the table ends here.
+# incremented and retried ``retry_delay(attempts)`` later (a countdown task). The delay stops
+# growing here: inbound gives up after a few attempts, while outbound waits a transient
+# protection failure out for HISP_RETRY_PERIOD, every 128 minutes from then on.
 MAX_RETRY_ATTEMPTS = 8
 
 

@@ -83,6 +83,7 @@ def mdn_message(
         state=Message.State.QUEUED if wire is None else Message.State.SENT,
         raw=raw,
         message_id=message_id,
+        # Whose key signs it; on the wire MAIL FROM is <> (outbound.reverse_path, RFC 3798 3).
         envelope_from=reporter.address,
         envelope_to=[to],
         header_from=reporter.address,
@@ -297,7 +298,7 @@ def queue_courtesy_notice(*, inbound: Message, reporter: Address, to: str) -> Me
         state=Message.State.QUEUED,
         raw=raw,
         message_id=message_id,
-        envelope_from=reporter.address,
+        envelope_from=reporter.address,  # the signer; sent with MAIL FROM:<> (RFC 3834 3.3)
         envelope_to=[to],
         header_from=reporter.address,
         header_to=[to],

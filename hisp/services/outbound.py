@@ -115,7 +115,9 @@ def process(pk: int) -> str:
             _retry_later(message)
             return "retry"
         with transaction.atomic():
-            for delivery in message.deliveries.filter(state=Delivery.State.QUEUED):
+            # Only the unprotected: a protected one belongs to the delivery tasks already.
+            unprotected = message.deliveries.filter(state=Delivery.State.QUEUED, wire__isnull=True)
+            for delivery in unprotected:
                 tracking.fail(delivery, detail="internal-error", status="5.3.0",
                               why="this HISP could not process it")
             finish_message(message, state=Message.State.FAILED, reason="internal-error")
@@ -125,15 +127,19 @@ def process(pk: int) -> str:
 MAX_ATTEMPTS = 5
 
 
-def _retry_later(message: Message) -> None:
+def _retry_later(message: Message) -> bool:
+    """Back to the queue, processed again ``retry_delay(attempts)`` from now (capped, like the
+    sweeper's schedule for it); False when the lease was lost."""
     from hisp.tasks.mail import process_outgoing
 
     attempts = message.attempts + 1
-    if release_message(message, back_to=Message.State.QUEUED, attempts=attempts):
-        delay = retry_delay(attempts).total_seconds()
-        transaction.on_commit(
-            lambda: process_outgoing.apply_async((message.pk,), countdown=delay), robust=True
-        )
+    if not release_message(message, back_to=Message.State.QUEUED, attempts=attempts):
+        return False
+    delay = retry_delay(attempts).total_seconds()
+    transaction.on_commit(
+        lambda: process_outgoing.apply_async((message.pk,), countdown=delay), robust=True
+    )
+    return True
 
 
 def _process(message: Message) -> str:
@@ -150,11 +156,13 @@ def _process(message: Message) -> str:
         for delivery in group:
             error = rejected.get(delivery.recipient)
             results.append((delivery, None if error else wire, error))
-    transient = [e for _d, _w, e in results if e is not None and not e.permanent]
-    if transient and message.attempts + 1 < MAX_ATTEMPTS:
-        _retry_later(message)
-        return "retry"
+    # A transient reason (a CRL or DNS server not answering) is waited out as long as an SMTP
+    # 4xx would be (HISP_RETRY_PERIOD since the message was queued): the recipients it hit
+    # stay queued unprotected and the message comes back; the others go now.
+    waiting = now < message.created_at + settings.HISP_RETRY_PERIOD
+    retry = [d for d, _w, e in results if e is not None and not e.permanent and waiting]
     wired: list[int] = []
+    ready = 0
     recipients_by_pk = {delivery.pk: delivery.recipient for delivery, _w, _e in results}
     with transaction.atomic():
         held = 0
@@ -164,15 +172,24 @@ def _process(message: Message) -> str:
                     wire=wire, updated_at=now
                 ):
                     wired.append(delivery.pk)
-            else:
+            elif delivery not in retry:
                 assert error is not None
                 held += _refuse(delivery, error, now)
-        ready = len(wired) + held
-        state = Message.State.SENT if ready else Message.State.FAILED
-        reason = "" if ready else _common_reason(results)
-        if not finish_message(message, state=state, reason=reason):
-            transaction.set_rollback(True)
-            return "lease-lost"
+        if retry:
+            if not _retry_later(message):
+                transaction.set_rollback(True)
+                return "lease-lost"
+        else:
+            ready = len(wired) + held
+            if message.attempts:
+                # Deliveries protected in an earlier round count too (they are on their way).
+                ready += message.deliveries.exclude(pk__in=[d.pk for d in deliveries]).exclude(
+                    state=Delivery.State.FAILED).count()
+            state = Message.State.SENT if ready else Message.State.FAILED
+            reason = "" if ready else _common_reason(results)
+            if not finish_message(message, state=state, reason=reason):
+                transaction.set_rollback(True)
+                return "lease-lost"
         if len(wired) > 1:
             # One task per destination domain: it takes that domain's other deliveries along
             # in the same SMTP transaction (_claim_companions).
@@ -186,6 +203,8 @@ def _process(message: Message) -> str:
         # One destination (every MDN, most mail): deliver in this task, no queue round trip.
         # Committed first, so if this worker dies now the sweeper queues the delivery.
         deliver(wired[0])
+    if retry:
+        return "retry"
     return f"protected:{ready}/{len(results)}"
 
 
@@ -222,6 +241,15 @@ def _refuse(delivery: Delivery, error: AgentError, now: datetime) -> int:
             until = (now + pending_hold()).strftime("%Y-%m-%d %H:%M UTC")
             notices.file_pending_notice(delivery, until=until)
         return 1
+    if not error.permanent:  # waited out for HISP_RETRY_PERIOD already (see _process)
+        tracking.fail(
+            delivery,
+            detail=str(error.code),
+            status=notices.EXPIRED,
+            why=f"it could not be protected for this recipient within "
+            f"{settings.HISP_RETRY_PERIOD} ({error.code})",
+        )
+        return 0
     tracking.fail(
         delivery,
         detail=str(error.code),
@@ -280,13 +308,51 @@ def _attempt(delivery: Delivery, now: datetime) -> str:
     if hosted_domain(_domain(delivery.recipient)):
         return _deliver_locally(delivery, now)
     batch = [delivery, *_claim_companions(delivery, now)]
-    outcomes = egress.send_batch(
-        wire=bytes(delivery.wire),
-        mail_from=delivery.message.envelope_from,
-        recipients=[d.recipient for d in batch],
+    outcomes = _send(
+        bytes(delivery.wire), reverse_path(delivery.message), [d.recipient for d in batch], pk
     )
     results = [_record(d, outcomes[d.recipient], now) for d in batch]
     return results[0]
+
+
+# Reports and notices this HISP writes itself. Their rows keep the hosted reporter in
+# ``envelope_from`` (the address whose key signs them, see _protect); only the wire differs.
+_AUTO_GENERATED = frozenset({Message.Kind.MDN, Message.Kind.DSN, Message.Kind.NOTICE})
+
+
+def reverse_path(message: Message) -> str:
+    """The SMTP MAIL FROM for ``message``: null ("", sent as ``<>``) for an MDN (RFC 3798
+    section 3), a DSN (RFC 3464 section 2) and a courtesy notice (RFC 3834 section 3.3), so
+    no receiver ever answers them and no two systems can loop."""
+    return "" if message.kind in _AUTO_GENERATED else message.envelope_from
+
+
+def _send(wire: bytes, mail_from: str, recipients: list[str], pk: int) -> dict[str, egress.Outcome]:
+    """egress.send_batch, with anything it did not expect made a permanent failure: left to
+    escape, it would skip _record, so the attempt would never count and the sweeper would
+    re-queue the delivery forever with no DSN (e.g. smtplib's UnicodeEncodeError for a
+    non-ASCII address, which Direct cannot carry: no SMTPUTF8)."""
+    try:
+        return egress.send_batch(wire=wire, mail_from=mail_from, recipients=recipients)
+    except Exception as exc:
+        # The traceback is for us (ids only in the text; the wire is encrypted anyway); the
+        # DSN's detail names only the exception's type.
+        log.exception("delivery %s: unexpected %s in egress", pk, type(exc).__name__)
+        if len(recipients) > 1:
+            # One bad address must not fail its companions: each alone. Such errors come from
+            # building a command before DATA completes, so nobody has the message yet.
+            return {r: _send(wire, mail_from, [r], pk)[r] for r in recipients}
+        why = (
+            "the address is not plain ASCII (Direct does not support SMTPUTF8)"
+            if isinstance(exc, UnicodeError)
+            else f"this HISP failed while sending it ({type(exc).__name__})"
+        )
+        failed = egress.Outcome(egress.Result.PERMANENT, NOT_SENT + why, "5.3.0")
+        return dict.fromkeys(recipients, failed)
+
+
+# Starts the detail of an outcome this HISP made up (a server's reply starts with its code).
+NOT_SENT = "not sent: "
 
 
 def _claim_companions(delivery: Delivery, now: datetime) -> list[Delivery]:
@@ -346,7 +412,7 @@ def _deliver_locally(delivery: Delivery, now: datetime) -> str:
             direction=Message.Direction.INBOUND,
             state=Message.State.RECEIVED,
             raw=bytes(delivery.wire or b""),
-            envelope_from=delivery.message.envelope_from,
+            envelope_from=reverse_path(delivery.message),  # as backbone ingress would store it
             envelope_to=[delivery.recipient],
             peer="local",
         )
@@ -405,6 +471,8 @@ def _record(delivery: Delivery, outcome: egress.Outcome, now: datetime) -> str:
             f"the destination kept refusing or was unreachable for "
             f"{settings.HISP_RETRY_PERIOD} (last: {outcome.detail})"
             if expired
+            else outcome.detail.removeprefix(NOT_SENT)
+            if outcome.detail.startswith(NOT_SENT)
             else f"the destination refused it: {outcome.detail}"
         )
         tracking.fail(delivery, detail=outcome.detail, status=status, why=why)

@@ -1,0 +1,222 @@
+"""Outbound robustness: reports leave with the null reverse-path, an address egress cannot write
+fails once with one DSN, a non-ASCII recipient is refused at submission, and a transient
+protection failure is waited out like an SMTP 4xx."""
+
+from __future__ import annotations
+
+import socket
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from django.core.cache import cache
+
+from hisp import dsn
+from hisp.models import Delivery, MailboxEntry, Message
+from hisp.services import compose, mail, outbound, pki
+from tests.hisp.mail.drive import drain
+from tests.hisp.mail.partner import PARTNER, Partner
+
+UMLAUT = f"jörg@{PARTNER}"
+
+
+def _send(world, *, to: list[str]) -> Message:
+    raw = compose.build_message(
+        sender=world.alice.address, to=to, subject="Referral", body_text="Please see.",
+        delivery_notification=False,
+    )
+    return compose.submit(address=world.alice.address, raw=raw, actor="test", peer="test")
+
+
+def _receive(world, *, message_id: str, encrypt: bool = True) -> Message:
+    partner = world.partner
+    raw = partner.inner(to=world.alice.address, message_id=message_id)
+    return mail.accept_incoming(
+        raw=partner.protect(raw, to=world.alice.address, encrypt=encrypt),
+        mail_from=partner.address, rcpt_tos=[world.alice.address], peer="partner",
+    )
+
+
+def _alice_dsns(world) -> list[dsn.Dsn]:
+    entries = MailboxEntry.objects.filter(
+        address=world.alice, message__kind=Message.Kind.DSN
+    ).order_by("id")
+    return [dsn.parse(bytes(e.message.raw)) for e in entries]
+
+
+def _closed_port_url(path: str) -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}{path}"
+
+
+def _certificate_with_unreachable_crl(partner: Partner, address: str) -> bytes:
+    """A certificate for ``address`` from the partner's CA whose CRL nobody serves."""
+    now = datetime.now(UTC)
+    point = x509.DistributionPoint(
+        [x509.UniformResourceIdentifier(_closed_port_url("/partner.crl"))], None, None, None
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, address)]))
+        .issuer_name(partner.ca.subject)
+        .public_key(partner.key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=300))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, True, False, False, False, False, False, False), True
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), False)
+        .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(address)]), False)
+        .add_extension(x509.CRLDistributionPoints([point]), False)
+        .sign(partner.ca_key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+# 1. Reports and notices: MAIL FROM:<> (RFC 3798 section 3, RFC 3834 section 3.3).
+
+
+def test_mdn_leaves_with_a_null_reverse_path(world):
+    _receive(world, message_id="<n1@partner.example.net>")
+    drain()
+    [received] = world.sink.handler.messages
+    assert received.mail_from == "<>"
+    assert received.rcpt_tos == [world.partner.address]
+    # The row keeps the reporter: its key signs the MDN, and the UI shows it.
+    [report] = Message.objects.filter(kind=Message.Kind.MDN)
+    assert report.envelope_from == report.header_from == world.alice.address
+
+
+def test_courtesy_notice_leaves_with_a_null_reverse_path(world, settings):
+    cache.clear()
+    settings.HISP_COURTESY_NOTICES = True
+    _receive(world, message_id="<n2@partner.example.net>", encrypt=False)
+    drain()
+    assert Message.objects.filter(kind=Message.Kind.NOTICE).count() == 1
+    [received] = world.sink.handler.messages
+    assert received.mail_from == "<>"
+
+
+def test_regular_mail_keeps_its_sender_as_reverse_path(world):
+    _send(world, to=[world.partner.address])
+    drain()
+    [received] = world.sink.handler.messages
+    assert received.mail_from == world.alice.address
+
+
+def test_mdn_to_a_hosted_sender_enters_inbound_with_a_null_reverse_path(world):
+    message = _send(world, to=[world.bob.address])
+    drain()
+    local = Message.objects.filter(direction=Message.Direction.INBOUND, peer="local")
+    assert sorted(local.values_list("envelope_from", flat=True)) == ["", world.alice.address]
+    # Tracking still matched bob's MDN (it goes by the signed report, not the envelope).
+    delivery = Delivery.objects.get(message=message)
+    assert delivery.processed_at is not None
+
+
+# 2. An address egress cannot even write: one permanent failure, one DSN, then quiet.
+
+
+def test_non_ascii_recipient_fails_once_with_one_dsn(world):
+    message = _send(world, to=[world.partner.address])
+    drain()
+    sent = Delivery.objects.get(message=message)
+    bad = Delivery.objects.create(
+        message=message, recipient=UMLAUT, state=Delivery.State.QUEUED, wire=sent.wire
+    )
+    assert outbound.deliver(bad.pk) == "failed"
+    bad.refresh_from_db()
+    assert (bad.state, bad.attempts, bad.claimed_at) == (Delivery.State.FAILED, 1, None)
+    [report] = _alice_dsns(world)
+    assert report.recipients[0].status == "5.3.0"
+    assert "plain ASCII" in report.recipients[0].diagnostic
+    # Nothing left to do: no task, no sweep, no second DSN.
+    assert outbound.deliver(bad.pk) == "not-claimed"
+    assert mail.sweep()["deliveries"] == 0
+    assert len(_alice_dsns(world)) == 1
+    assert len(world.sink.handler.messages) == 1
+
+
+def test_non_ascii_recipient_does_not_fail_its_companions(world):
+    world.sink.handler.reply = "451 4.3.0 try again later"
+    message = _send(world, to=[world.partner.address])
+    drain()
+    doc = Delivery.objects.get(message=message)
+    assert doc.state == Delivery.State.DEFERRED
+    Message.objects.filter(pk=message.pk).update(envelope_to=[world.partner.address, UMLAUT])
+    bad = Delivery.objects.create(
+        message=message, recipient=UMLAUT, state=Delivery.State.QUEUED, wire=doc.wire
+    )
+    world.sink.handler.reply = "250 OK"
+    Delivery.objects.filter(pk=doc.pk).update(next_attempt_at=None)
+    assert outbound.deliver(bad.pk) == "failed"  # doc went along as its companion
+    doc.refresh_from_db()
+    assert doc.state == Delivery.State.SENT
+    [received] = world.sink.handler.messages
+    assert received.rcpt_tos == [world.partner.address]
+    bad.refresh_from_db()
+    assert bad.state == Delivery.State.FAILED
+    [report] = _alice_dsns(world)
+    assert report.recipients[0].status == "5.3.0"
+
+
+# 3. Submission refuses what Direct cannot carry.
+
+
+def test_submit_refuses_a_non_ascii_envelope_recipient(alice):
+    raw = compose.build_message(sender=alice.address, to=["doc@partner.example.net"],
+                                subject="Hi", body_text="Hello")
+    with pytest.raises(compose.SubmissionError, match="must be plain ASCII"):
+        compose.submit(address=alice, raw=raw, actor="test", peer="test",
+                       recipients=["doc@partner.example.net", UMLAUT])
+    assert not Message.objects.exists()
+
+
+def test_submit_refuses_a_non_ascii_header_recipient(alice):
+    raw = (
+        f"From: {alice.address}\r\nTo: {UMLAUT}\r\nSubject: Hi\r\n\r\nHello\r\n"
+    ).encode()
+    with pytest.raises(compose.SubmissionError):
+        compose.submit(address=alice, raw=raw, actor="test", peer="test")
+    assert not Message.objects.exists()
+
+
+# 4. A transient protection failure waits as long as an SMTP 4xx would.
+
+
+def test_transient_protection_failure_is_retried_for_the_retry_period(world, settings):
+    settings.HISP_FETCH_ALLOW_PRIVATE_NETWORKS = True  # the CRL URL is on loopback
+    ann = f"ann@{PARTNER}"
+    pki.import_certificate(_certificate_with_unreachable_crl(world.partner, ann))
+    message = _send(world, to=[world.partner.address, ann])
+    assert outbound.process(message.pk) == "retry"
+    # The recipient that could be protected does not wait for the other.
+    doc = Delivery.objects.get(message=message, recipient=world.partner.address)
+    assert doc.state == Delivery.State.SENT
+    waiting = Delivery.objects.get(message=message, recipient=ann)
+    assert (waiting.state, waiting.wire) == (Delivery.State.QUEUED, None)
+    # Well past the old five attempts, still inside the retry period: still retried.
+    Message.objects.filter(pk=message.pk).update(attempts=9)
+    assert outbound.process(message.pk) == "retry"
+    message.refresh_from_db()
+    assert (message.state, message.attempts) == (Message.State.QUEUED, 10)
+    assert mail.retry_delay(message.attempts) == mail.retry_delay(mail.MAX_RETRY_ATTEMPTS)
+    assert _alice_dsns(world) == []
+    # The period is over: the waiting recipient fails with one DSN; the message was sent.
+    settings.HISP_RETRY_PERIOD = timedelta(0)
+    assert outbound.process(message.pk) == "protected:1/1"
+    message.refresh_from_db()
+    assert message.state == Message.State.SENT
+    waiting.refresh_from_db()
+    assert (waiting.state, waiting.detail) == (Delivery.State.FAILED, "revocation-unavailable")
+    [report] = _alice_dsns(world)
+    assert report.recipients[0].status == "5.4.7"
+    assert outbound.process(message.pk) == "not-claimed"
+    assert len(_alice_dsns(world)) == 1
+    assert len(world.sink.handler.messages) == 1
