@@ -124,7 +124,14 @@ def submit(
             *mailtext.addresses(head, "Cc"),
             *mailtext.addresses(head, "Bcc"),
         ]
-    rcpts = list(dict.fromkeys(r.strip() for r in recipients if r.strip()))
+    # One delivery per mailbox: the same address again, or with its domain in another case
+    # (RFC 5321 section 2.4), would send the message twice. The first spelling is kept.
+    by_mailbox: dict[str, str] = {}
+    for r in (r.strip() for r in recipients):
+        if r:
+            local, _, domain = r.rpartition("@")
+            by_mailbox.setdefault(f"{local}@{domain.lower()}", r)
+    rcpts = list(by_mailbox.values())
     if not rcpts:
         raise SubmissionError("the message has no recipients")
     for rcpt in rcpts:

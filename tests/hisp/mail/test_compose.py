@@ -65,6 +65,15 @@ def test_submit_adds_message_id_and_date_when_missing(alice):
     assert message.message_id in stored.decode()
 
 
+def test_one_delivery_per_mailbox_however_often_it_is_named(alice):
+    raw = compose.build_message(sender=alice.address, to=["b@x.org", "B@x.org"],
+                                cc=["b@X.ORG"], subject="s", body_text="hi")
+    message = compose.submit(address=alice.address, raw=raw, actor="test", peer="test")
+    # Local parts may be case-sensitive (RFC 5321 section 2.4): B@ is another mailbox.
+    assert message.envelope_to == ["b@x.org", "B@x.org"]
+    assert message.deliveries.count() == 2
+
+
 def test_two_outbound_messages_can_never_share_a_message_id(db):
     # compose checks first; the database constraint closes the race between two submissions.
     from django.db import IntegrityError, transaction
