@@ -10,6 +10,13 @@ Connections are reused (see ``REUSE``): a session that ended cleanly waits, idle
 per-process cache for the next delivery to the same hop, and an RSET proves it still works
 before it carries anything, so a server that has hung up meanwhile costs a reconnect, never a
 duplicate. After a forked child starts (Celery prefork), it never touches the parent's sessions.
+
+One attempt (the lookup, every hop, every transaction) ends by a deadline well inside the claim
+lease (``attempt_deadline``): once the lease runs out the sweeper re-queues the delivery and
+another worker sends it, so an attempt still talking to the remote then would deliver the
+message twice. Past the deadline no hop is started, and every socket operation (connect, each
+command, each write of DATA, each read of a reply) waits at most the time left; an attempt cut
+short ends as a temporary failure, for the usual retry.
 """
 
 from __future__ import annotations
@@ -18,7 +25,9 @@ import atexit
 import contextlib
 import enum
 import functools
+import io
 import logging
+import math
 import os
 import re
 import smtplib
@@ -28,6 +37,7 @@ import time
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import dns.exception
 import dns.resolver
@@ -35,12 +45,20 @@ from django.conf import settings
 
 from hisp.services import routes
 
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
+
 log = logging.getLogger(__name__)
 
 # RFC 5321 section 4.5.3.1.8: a server must accept at least 100 recipients per transaction.
 MAX_RECIPIENTS = 100
 TIMEOUT = 60.0  # seconds per SMTP command; RFC 5321 4.5.3.2 allows longer, workers should not wait
 _ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\b")
+# The share of HISP_CLAIM_LEASE one attempt may take: the rest is margin for recording the
+# outcome (and a QUIT) before the sweeper may hand the delivery to another worker.
+ATTEMPT_SHARE = 0.5
+CHUNK = 64 * 1024  # DATA is written in pieces of this size, each bounded by the time left
+LATE = "attempt exceeded its time limit"
 
 
 class Result(enum.Enum):
@@ -83,6 +101,21 @@ class NoSuchDomain(Exception):
     pass
 
 
+class TimeLimitExceeded(TimeoutError):
+    """The attempt's deadline passed before a socket operation could start."""
+
+
+def attempt_deadline() -> float:
+    """When an attempt starting now must be over, on the ``time.monotonic()`` clock."""
+    lease: float = settings.HISP_CLAIM_LEASE.total_seconds()
+    return time.monotonic() + lease * ATTEMPT_SHARE
+
+
+def _late(detail: str) -> Outcome:
+    # RFC 3463 X.4.2: the connection could not complete the transaction (time-out).
+    return Outcome(Result.TEMPORARY, detail[:400], "4.4.2")
+
+
 def _resolver() -> dns.resolver.Resolver:
     servers: Sequence[str] = settings.HISP_DNS_SERVERS
     if not servers:
@@ -100,35 +133,49 @@ def _resolver() -> dns.resolver.Resolver:
     return resolver
 
 
-def hops(domain: str) -> list[Hop]:
-    """Where to deliver mail for ``domain``, most preferred first."""
+def hops(domain: str, *, deadline: float = math.inf) -> list[Hop]:
+    """Where to deliver mail for ``domain``, most preferred first. A lookup that would start
+    after ``deadline`` raises ``dns.exception.Timeout``; each ends by it."""
     domain = domain.lower().rstrip(".")
     route = routes.lookup(domain)  # remembered per process, see hisp.agent_env.cached_rows
     if route is not None:
         return [Hop(route.host, route.port, route.require_tls)]
     resolver = _resolver()
     try:
-        answer = resolver.resolve(domain, "MX")
+        answer = resolver.resolve(domain, "MX", lifetime=_lifetime(resolver, deadline))
     except dns.resolver.NXDOMAIN:
         raise NoSuchDomain(domain) from None
     except dns.resolver.NoAnswer:
-        return _addresses(resolver, domain)  # RFC 5321 5.1: the implicit MX
+        return _addresses(resolver, domain, deadline)  # RFC 5321 5.1: the implicit MX
     records = sorted(answer, key=lambda r: (r.preference, str(r.exchange)))
     names = [str(r.exchange).rstrip(".") for r in records]
     if len(names) == 1 and names[0] in ("", "."):
         raise NoSuchDomain(domain)  # RFC 7505 null MX: the domain accepts no mail
-    found = [hop for name in names for hop in _addresses(resolver, name)]
+    found: list[Hop] = []
+    for name in names:
+        if len(found) >= MAX_HOPS:
+            break  # later names' addresses would be cut off anyway: do not wait for them
+        found += _addresses(resolver, name, deadline)
     return found[:MAX_HOPS]
 
 
-def _addresses(resolver: dns.resolver.Resolver, name: str) -> list[Hop]:
+def _lifetime(resolver: dns.resolver.Resolver, deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise dns.exception.Timeout
+    return min(resolver.lifetime, left)
+
+
+def _addresses(resolver: dns.resolver.Resolver, name: str, deadline: float) -> list[Hop]:
     """The mail exchanger ``name`` as hops to its addresses, looked up through the same DNS
     servers as the MX records (HISP_DNS_SERVERS), IPv4 first. When that finds none, the name
     itself, for the system resolver at connect time (names only /etc/hosts knows)."""
     found: list[Hop] = []
     for rdtype in ("A", "AAAA"):
+        lifetime = _lifetime(resolver, deadline)  # outside the try: past the deadline, stop
         try:
-            found += [Hop(r.address, 25, name=name) for r in resolver.resolve(name, rdtype)]
+            answer = resolver.resolve(name, rdtype, lifetime=lifetime)
+            found += [Hop(r.address, 25, name=name) for r in answer]
         except dns.exception.DNSException:
             continue
     return found or [Hop(name, 25)]
@@ -150,7 +197,9 @@ def send_batch(
     MAIL, a RCPT each, one DATA; RFC 5321 section 3.3). Each RCPT reply counts for its own
     recipient only: a 550 fails that one, a 4xx defers that one, and the others still get the
     message. ``recipients`` must all be able to receive the same bytes (one protection).
+    The whole call is one attempt, over by ``attempt_deadline()`` as it stands at the start.
     """
+    deadline = attempt_deadline()
     unique = list(dict.fromkeys(recipients))
     outcomes: dict[str, Outcome] = {}
     routes: dict[tuple[Hop, ...], list[str]] = {}
@@ -159,19 +208,28 @@ def send_batch(
         by_domain.setdefault(recipient.rpartition("@")[2].lower().rstrip("."), []).append(recipient)
     for domain, group in by_domain.items():
         try:
-            destinations = hops(domain)
+            destinations = hops(domain, deadline=deadline)
         except NoSuchDomain:
             failed = Outcome(Result.PERMANENT, f"no mail servers for {domain}", "5.1.2")
             outcomes.update(dict.fromkeys(group, failed))
             continue
         except dns.exception.DNSException as exc:
             later = Outcome(Result.TEMPORARY, f"MX lookup for {domain} failed: {exc}", "4.4.3")
+            if time.monotonic() >= deadline:
+                later = _late(f"MX lookup for {domain}: {LATE}")
             outcomes.update(dict.fromkeys(group, later))
             continue
         routes.setdefault(tuple(destinations), []).extend(group)
     for route, group in routes.items():
         outcomes.update(
-            send_via(route, wire=wire, mail_from=mail_from, recipients=group, timeout=timeout)
+            send_via(
+                route,
+                wire=wire,
+                mail_from=mail_from,
+                recipients=group,
+                timeout=timeout,
+                deadline=deadline,
+            )
         )
     return {recipient: outcomes[recipient] for recipient in unique}
 
@@ -183,14 +241,33 @@ def send_via(
     mail_from: str,
     recipients: Sequence[str],
     timeout: float = TIMEOUT,
+    deadline: float | None = None,
 ) -> dict[str, Outcome]:
     """Try each hop in order for the recipients that are still failing temporarily there; a
-    5xx from any hop is final for its recipient (RFC 5321 section 5.1)."""
+    5xx from any hop is final for its recipient (RFC 5321 section 5.1). No hop is started
+    after ``deadline`` (default: ``attempt_deadline()`` from now); the recipients still
+    pending then fail temporarily."""
+    if deadline is None:
+        deadline = attempt_deadline()
     outcomes = {r: Outcome(Result.TEMPORARY, "no destination", "4.4.1") for r in recipients}
     pending = list(recipients)
-    for hop in destinations:
+    for tried, hop in enumerate(destinations):
+        if time.monotonic() >= deadline:
+            untried = len(destinations) - tried
+            log.info("delivery attempt out of time with %d hosts not tried", untried)
+            for recipient in pending:
+                last = outcomes[recipient].detail
+                outcomes[recipient] = _late(f"{LATE}; hosts not tried: {untried} (last: {last})")
+            break
         outcomes.update(
-            _attempt(hop, wire=wire, mail_from=mail_from, recipients=pending, timeout=timeout)
+            _attempt(
+                hop,
+                wire=wire,
+                mail_from=mail_from,
+                recipients=pending,
+                timeout=timeout,
+                deadline=deadline,
+            )
         )
         pending = [r for r in pending if outcomes[r].result is Result.TEMPORARY]
         if not pending:
@@ -209,6 +286,62 @@ def _client_context() -> ssl.SSLContext:
     return context
 
 
+class _Client(smtplib.SMTP):
+    """An SMTP client whose every socket operation, the connect included, waits at most
+    ``limit`` seconds and never past ``deadline`` (``time.monotonic()``). smtplib sets one
+    timeout per socket, so without this a reply trickled a byte at a time, or one ``sendall``
+    of a 25 MB DATA (its timeout bounds the whole call), could hold the attempt well past the
+    claim lease."""
+
+    def __init__(self, hop: Hop, *, limit: float, deadline: float) -> None:
+        self.limit, self.deadline = limit, deadline
+        super().__init__(
+            hop.host, hop.port, local_hostname=settings.HISP_HOSTNAME, timeout=self.left()
+        )
+
+    def left(self) -> float:
+        """The timeout for the next socket operation."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeLimitExceeded(LATE)
+        return min(self.limit, left)
+
+    def _arm(self) -> None:
+        timeout = self.left()
+        if self.sock is not None:
+            self.sock.settimeout(timeout)
+
+    def send(self, s: ReadableBuffer | str) -> None:
+        data = s.encode(self.command_encoding) if isinstance(s, str) else memoryview(s)
+        for start in range(0, max(len(data), 1), CHUNK):
+            self._arm()
+            super().send(data[start : start + CHUNK])
+
+    def getreply(self) -> tuple[int, bytes]:
+        if self.file is None and self.sock is not None:
+            # A new reader after connect and after STARTTLS (smtplib resets ``file`` then).
+            self.file = io.BufferedReader(_Reader(self))
+        return super().getreply()
+
+
+class _Reader(io.RawIOBase):
+    """The client's replies, read with a timeout set afresh before every ``recv``."""
+
+    def __init__(self, client: _Client) -> None:
+        super().__init__()
+        self.client = client
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        self.client._arm()
+        sock = self.client.sock
+        if sock is None:
+            raise smtplib.SMTPServerDisconnected("not connected")
+        return sock.recv_into(buffer)
+
+
 # Connection reuse, as Postfix's connection cache does: most mail (processed MDNs above all) goes
 # to a few partner hosts, and every new connection costs a TCP handshake, banner, EHLO and often
 # a TLS handshake on both sides. Per process; a session is used by one thread at a time.
@@ -223,7 +356,7 @@ _Key = tuple[str, int, bool]  # host, port, TLS required: such routes only ever 
 
 @dataclass(eq=False)
 class _Session:
-    client: smtplib.SMTP
+    client: _Client
     tls: bool
     pid: int = field(default_factory=os.getpid)
     transactions: int = 0
@@ -245,8 +378,9 @@ class _Cache:
         self.due = 0.0
         self.live: weakref.WeakSet[_Session] = weakref.WeakSet()  # every open one, for fork
 
-    def take(self, key: _Key) -> _Session | None:
-        """The most recently used live session for ``key``, closing expired ones on the way."""
+    def take(self, key: _Key, deadline: float) -> _Session | None:
+        """The most recently used live session for ``key``, closing expired ones on the way
+        (by ``deadline``: the attempt that takes one is waiting)."""
         expired: list[_Session] = []
         found = None
         with self.lock:
@@ -258,6 +392,7 @@ class _Cache:
                 else:
                     found = session
         for session in expired:
+            session.client.deadline = deadline
             _quit(session)
         return found
 
@@ -343,13 +478,14 @@ os.register_at_fork(after_in_child=_forget_inherited)
 atexit.register(close_connections)
 
 
-def _checkout(hop: Hop, timeout: float) -> _Session | Outcome:
+def _checkout(hop: Hop, timeout: float, deadline: float) -> _Session | Outcome:
     """A cached session that answers RSET, else a new one; or the reply that refused one.
 
     Nothing of this delivery has been sent when the probe fails, so opening a new connection
     then can never duplicate a message."""
     key = (hop.host, hop.port, hop.require_tls)
-    while REUSE and (session := _cache.take(key)) is not None:
+    while REUSE and (session := _cache.take(key, deadline)) is not None:
+        session.client.limit, session.client.deadline = timeout, deadline
         try:
             if session.pid == os.getpid() and (session.tls or not hop.require_tls):
                 if _alive(session, timeout):
@@ -358,7 +494,7 @@ def _checkout(hop: Hop, timeout: float) -> _Session | Outcome:
             _drop(session)
             raise
         _drop(session)
-    return _connect(hop, timeout)
+    return _connect(hop, timeout, deadline)
 
 
 def _alive(session: _Session, timeout: float) -> bool:
@@ -366,19 +502,17 @@ def _alive(session: _Session, timeout: float) -> bool:
     if client.sock is None:
         return False
     try:
-        client.sock.settimeout(min(timeout, PROBE_TIMEOUT))
+        client.limit = min(timeout, PROBE_TIMEOUT)
         code, _ = client.rset()
-        client.sock.settimeout(timeout)
+        client.limit = timeout
     except (OSError, smtplib.SMTPException) as exc:
         log.debug("cached session failed its probe: %s", type(exc).__name__)
         return False
     return code == 250
 
 
-def _connect(hop: Hop, timeout: float) -> _Session | Outcome:
-    client = smtplib.SMTP(
-        hop.host, hop.port, local_hostname=settings.HISP_HOSTNAME, timeout=timeout
-    )
+def _connect(hop: Hop, timeout: float, deadline: float) -> _Session | Outcome:
+    client = _Client(hop, limit=timeout, deadline=deadline)
     session = _Session(client, tls=False)
     _cache.live.add(session)
     try:
@@ -420,6 +554,7 @@ def _checkin(hop: Hop, session: _Session, outcomes: Iterable[Outcome]) -> None:
     step, so it is closed instead."""
     clean = session.reusable and all(o.result is not Result.TEMPORARY for o in outcomes)
     if REUSE and clean and session.transactions < MAX_TRANSACTIONS:
+        session.client.deadline = math.inf  # idle, it belongs to no attempt (QUIT by the reaper)
         _cache.put((hop.host, hop.port, hop.require_tls), session)
     elif session.broken:
         _drop(session)
@@ -428,11 +563,11 @@ def _checkin(hop: Hop, session: _Session, outcomes: Iterable[Outcome]) -> None:
 
 
 def _quit(session: _Session) -> None:
-    """Close politely: QUIT, then close, whatever the server says."""
+    """Close politely: QUIT, then close, whatever the server says. Within an attempt, the
+    QUIT too ends by its deadline (past it, the connection is just closed)."""
     client = session.client
+    client.limit = QUIT_TIMEOUT
     try:
-        if client.sock is not None:
-            client.sock.settimeout(QUIT_TIMEOUT)
         client.quit()
     except (OSError, smtplib.SMTPException):
         client.close()
@@ -444,13 +579,19 @@ def _drop(session: _Session) -> None:
 
 
 def _attempt(
-    hop: Hop, *, wire: bytes, mail_from: str, recipients: Sequence[str], timeout: float
+    hop: Hop,
+    *,
+    wire: bytes,
+    mail_from: str,
+    recipients: Sequence[str],
+    timeout: float,
+    deadline: float,
 ) -> dict[str, Outcome]:
     where = f"{hop.host}:{hop.port}" if not hop.name else f"{hop.name} ({hop.host}):{hop.port}"
     outcomes: dict[str, Outcome] = {}
     session: _Session | None = None
     try:
-        opened = _checkout(hop, timeout)
+        opened = _checkout(hop, timeout, deadline)
         if isinstance(opened, Outcome):
             return dict.fromkeys(recipients, opened)
         session = opened
@@ -470,6 +611,8 @@ def _attempt(
         _spoil(session, broken=True)
         log.info("delivery attempt to %s failed: %s", where, type(exc).__name__)
         lost = Outcome(Result.TEMPORARY, f"{where}: {type(exc).__name__}: {exc}"[:400], "4.4.1")
+        if time.monotonic() >= deadline:  # the last wait was cut to the time left
+            lost = _late(f"{where}: {LATE}")
         outcomes.update({r: lost for r in recipients if r not in outcomes})
     except BaseException:  # a task time limit, an interrupt: where the session stands is unknown
         _spoil(session, broken=True)
