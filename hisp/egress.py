@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import enum
 import functools
 import io
@@ -138,8 +139,15 @@ def hops(domain: str, *, deadline: float = math.inf) -> list[Hop]:
     after ``deadline`` raises ``dns.exception.Timeout``; each ends by it."""
     domain = domain.lower().rstrip(".")
     route = routes.lookup(domain)  # remembered per process, see hisp.agent_env.cached_rows
-    if route is not None:
+    if route is not None and route.host:
         return [Hop(route.host, route.port, route.require_tls)]
+    found = _mx_hops(domain, deadline)
+    if route is not None and route.require_tls:  # an MX route's policy binds every exchanger
+        found = [dataclasses.replace(hop, require_tls=True) for hop in found]
+    return found
+
+
+def _mx_hops(domain: str, deadline: float) -> list[Hop]:
     resolver = _resolver()
     try:
         answer = resolver.resolve(domain, "MX", lifetime=_lifetime(resolver, deadline))

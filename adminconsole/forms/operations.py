@@ -26,7 +26,10 @@ _HOST = re.compile(r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z
 
 class RouteForm(forms.Form):
     domain = DomainField(label="Destination domain")
-    host = forms.CharField(max_length=253)
+    host = forms.CharField(
+        max_length=253, required=False,
+        help_text="Leave empty to keep the domain's MX records and apply only the settings below.",
+    )
     port = forms.IntegerField(min_value=1, max_value=65535, initial=25)
     require_tls = forms.BooleanField(required=False, label="Require STARTTLS")
     hold_pending_certificate = forms.BooleanField(
@@ -35,7 +38,7 @@ class RouteForm(forms.Form):
 
     def clean_host(self) -> str:
         host = self.cleaned_data["host"].strip().rstrip(".").lower()
-        if not _HOST.match(host):
+        if host and not _HOST.match(host):
             raise ValidationError("Enter a host name or IPv4 address.")
         return host
 

@@ -1,4 +1,5 @@
-"""Static routes: destination domains delivered to a fixed host instead of their MX."""
+"""Routes: destination domains delivered to a fixed host instead of their MX records, or
+through them with per-domain policies."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def route_set(request: HttpRequest) -> HttpResponse:
         try:
             route = routes.set_route(
                 data["domain"],
-                f"{data['host']}:{data['port']}",
+                f"{data['host']}:{data['port']}" if data["host"] else routes.MX,
                 require_tls=data["require_tls"],
                 hold_pending_certificate=data["hold_pending_certificate"],
                 actor=request.user,
@@ -48,7 +49,9 @@ def route_set(request: HttpRequest) -> HttpResponse:
         except (routes.RouteError, identity.IdentityError) as exc:
             form.add_error(None, str(exc))
         else:
-            messages.success(request, f"Mail for {route.domain} now goes to {route.host}:{route.port}.")
+            where = (f"now goes to {route.host}:{route.port}" if route.host
+                     else "goes through its MX records with these settings")
+            messages.success(request, f"Mail for {route.domain} {where}.")
             return redirect("adminconsole:route-list")
     return _list(request, form, status=400)
 
@@ -64,5 +67,6 @@ def route_delete(request: HttpRequest, pk: int) -> HttpResponse:
     except routes.RouteError as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, f"Mail for {route.domain} goes through its MX records again.")
+        messages.success(request, f"Mail for {route.domain} goes through its MX records again, "
+                                  "with the default settings.")
     return redirect("adminconsole:route-list")

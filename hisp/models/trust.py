@@ -68,10 +68,11 @@ class TrustAnchor(models.Model):
 
 
 class Route(models.Model):
-    """A static route for a destination domain, overriding its MX records."""
+    """How mail for one destination domain leaves: to a fixed host:port instead of its MX
+    records, or (``host`` empty) through its MX records with this route's policies."""
 
     domain = models.CharField(max_length=253, unique=True)
-    host = models.CharField(max_length=253)
+    host = models.CharField(max_length=253, blank=True)  # empty: the domain's MX records
     port = models.PositiveIntegerField(default=25)
     require_tls = models.BooleanField(default=False)
     # Hold deliveries without a usable certificate as pending-certificate instead of failing.
@@ -82,4 +83,9 @@ class Route(models.Model):
         ordering = ["domain"]
 
     def __str__(self) -> str:
-        return f"{self.domain} -> {self.host}:{self.port}"
+        return f"{self.domain} -> {self.target}"
+
+    @property
+    def target(self) -> str:
+        """``host:port``, or ``MX`` for a route that keeps the domain's MX records."""
+        return f"{self.host}:{self.port}" if self.host else "MX"

@@ -1,4 +1,6 @@
-"""Static routes: a destination domain delivered to a fixed host:port instead of its MX."""
+"""Routes: a destination domain delivered to a fixed host:port instead of its MX records, or
+through its MX records (target ``MX``) with per-domain policies (STARTTLS required, hold
+without a certificate)."""
 
 from __future__ import annotations
 
@@ -24,11 +26,17 @@ def lookup(domain: str) -> Route | None:
     return cached_rows(("route", name), lambda: Route.objects.filter(domain=name).first())
 
 
+MX = "MX"  # the target that keeps the domain's MX records
+
+
 def parse_target(target: str) -> tuple[str, int]:
+    """``HOST:PORT``, or ``MX`` (any case) as ``("", 25)``."""
+    if target.strip().upper() == MX:
+        return "", 25
     host, sep, port_text = target.strip().rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) <= 65535:
-        raise RouteError(f"expected HOST:PORT, got {target!r}")
+        raise RouteError(f"expected HOST:PORT or MX, got {target!r}")
     return host, int(port_text)
 
 
@@ -56,7 +64,7 @@ def set_route(
         actor=actor,
         client=client,
         domain=name,
-        target=f"{host}:{port}",
+        target=route.target,
         created=created,
         require_tls=route.require_tls,
         hold_pending_certificate=route.hold_pending_certificate,

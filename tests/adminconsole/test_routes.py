@@ -37,6 +37,22 @@ def test_setting_a_route_again_replaces_it(staff_client: Client, world: Any) -> 
     assert Route.objects.count() == 1
 
 
+def test_a_route_without_host_keeps_the_mx_records_with_its_policies(
+    staff_client: Client, sam: Any
+) -> None:
+    response = staff_client.post(
+        reverse(SET),
+        {"domain": "clinic.example.net", "host": "", "port": "25", "require_tls": "on",
+         "hold_pending_certificate": "on"},
+    )
+    assert response.status_code == 302
+    route = Route.objects.get(domain="clinic.example.net")
+    assert (route.host, route.require_tls, route.hold_pending_certificate) == ("", True, True)
+    assert AuditEvent.objects.get(action="route.set").detail["target"] == "MX"
+    page = staff_client.get(reverse("adminconsole:route-list"))
+    assert b"MX records" in page.content
+
+
 def test_staff_deletes_a_route_and_it_is_audited(staff_client: Client, world: Any, sam: Any) -> None:
     response = staff_client.post(reverse("adminconsole:route-delete", kwargs={"pk": world.route.pk}))
     assert response.status_code == 302

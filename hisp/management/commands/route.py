@@ -1,4 +1,6 @@
-"""``manage.py route set DOMAIN HOST:PORT``, ``route delete DOMAIN``, ``route list [--json]``."""
+"""``manage.py route set DOMAIN HOST:PORT|MX``, ``route delete DOMAIN``, ``route list [--json]``.
+
+``MX`` keeps the domain's MX records and applies the route's policies to them."""
 
 from __future__ import annotations
 
@@ -12,13 +14,14 @@ from hisp.services import routes
 
 
 class Command(BaseCommand):
-    help = "Static routes: deliver a destination domain to HOST:PORT instead of its MX."
+    help = ("Routes: deliver a destination domain to HOST:PORT instead of its MX records, or "
+            "keep them (MX) with the route's policies.")
 
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True)
-        set_ = sub.add_parser("set", help="route DOMAIN to HOST:PORT")
+        set_ = sub.add_parser("set", help="route DOMAIN to HOST:PORT, or MX for its MX records")
         set_.add_argument("domain")
-        set_.add_argument("target", metavar="HOST:PORT")
+        set_.add_argument("target", metavar="HOST:PORT|MX")
         set_.add_argument("--require-tls", action="store_true", default=None,
                           help="fail over to retry unless the server offers STARTTLS")
         set_.add_argument("--hold-pending-certificate", action="store_true", default=None,
@@ -39,7 +42,7 @@ class Command(BaseCommand):
                     hold_pending_certificate=opts["hold_pending_certificate"],
                     actor=CLI_ACTOR,
                 )
-            self.stdout.write(f"route {route.domain} -> {route.host}:{route.port}")
+            self.stdout.write(f"route {route.domain} -> {route.target}")
             return
         if action == "delete":
             with user_errors():
@@ -60,4 +63,5 @@ class Command(BaseCommand):
             print_json(self, rows)
             return
         for row in rows:
-            self.stdout.write(f"{row['domain']}\t{row['host']}:{row['port']}")
+            self.stdout.write(f"{row['domain']}\t{row['host']}:{row['port']}" if row["host"]
+                              else f"{row['domain']}\tMX")

@@ -35,6 +35,15 @@ def test_route_set_list_delete(transactional_db):
     ]
     run("route", "set", "partner.example.net", "mx.partner.example.net:25")
     assert json.loads(run("route", "list", "--json"))[0]["host"] == "mx.partner.example.net"
+    # MX: the domain's own MX records, with the route's policies.
+    assert "partner.example.net -> MX" in run(
+        "route", "set", "partner.example.net", "MX", "--require-tls"
+    )
+    assert json.loads(run("route", "list", "--json")) == [
+        {"domain": "partner.example.net", "host": "", "port": 25,
+         "require_tls": True, "hold_pending_certificate": False}
+    ]
+    assert run("route", "list").strip() == "partner.example.net\tMX"
     run("route", "delete", "partner.example.net")
     assert json.loads(run("route", "list", "--json")) == []
 

@@ -72,3 +72,19 @@ def test_mail_goes_to_the_exchangers_address_after_a_refusing_preferred_one(
     outcome = egress.send(wire=wire, mail_from="a@hisp.example", recipient=f"doc@{DOMAIN}")
     assert outcome.result is egress.Result.SENT, outcome
     assert sink.received == [([f"doc@{DOMAIN}"], wire)]
+
+
+def test_an_mx_route_applies_its_policy_to_every_exchanger(db, exchanger, mx_dns) -> None:
+    from hisp.services import routes
+
+    address, sink = exchanger
+    routes.set_route(DOMAIN.upper(), "mx", require_tls=True)
+    assert egress.hops(DOMAIN) == [
+        egress.Hop(mx_dns, 25, require_tls=True, name=f"down.{DOMAIN}"),
+        egress.Hop(address, 25, require_tls=True, name=f"mx.{DOMAIN}"),
+    ]
+    # The exchanger offers no STARTTLS: required, so nothing is sent in the clear.
+    outcome = egress.send(wire=b"Subject: x\r\n\r\nhi\r\n", mail_from="a@hisp.example",
+                          recipient=f"doc@{DOMAIN}")
+    assert outcome.result is egress.Result.TEMPORARY, outcome
+    assert sink.received == []
