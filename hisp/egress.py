@@ -197,7 +197,12 @@ def send(*, wire: bytes, mail_from: str, recipient: str, timeout: float = TIMEOU
 
 
 def send_batch(
-    *, wire: bytes, mail_from: str, recipients: Sequence[str], timeout: float = TIMEOUT
+    *,
+    wire: bytes,
+    mail_from: str,
+    recipients: Sequence[str],
+    timeout: float = TIMEOUT,
+    deadline: float | None = None,
 ) -> dict[str, Outcome]:
     """Deliver ``wire`` to several recipients; one outcome per recipient.
 
@@ -205,9 +210,11 @@ def send_batch(
     MAIL, a RCPT each, one DATA; RFC 5321 section 3.3). Each RCPT reply counts for its own
     recipient only: a 550 fails that one, a 4xx defers that one, and the others still get the
     message. ``recipients`` must all be able to receive the same bytes (one protection).
-    The whole call is one attempt, over by ``attempt_deadline()`` as it stands at the start.
+    The whole call is one attempt, over by ``deadline`` (``time.monotonic()``; the caller's
+    claim decides it), by default ``attempt_deadline()`` as it stands at the start.
     """
-    deadline = attempt_deadline()
+    if deadline is None:
+        deadline = attempt_deadline()
     unique = list(dict.fromkeys(recipients))
     outcomes: dict[str, Outcome] = {}
     routes: dict[tuple[Hop, ...], list[str]] = {}

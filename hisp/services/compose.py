@@ -20,7 +20,7 @@ from agent.errors import AgentError
 from hisp import mailtext
 from hisp.models import Address, Delivery, DeliveryEvent, MailboxEntry, Message
 from hisp.services import audit
-from hisp.services.mail import enqueue, find_address
+from hisp.services.mail import enqueue, find_address, hosted_domain
 
 # (filename, content type, bytes)
 AttachmentData = tuple[str, str, bytes]
@@ -125,12 +125,16 @@ def submit(
             *mailtext.addresses(head, "Bcc"),
         ]
     # One delivery per mailbox: the same address again, or with its domain in another case
-    # (RFC 5321 section 2.4), would send the message twice. The first spelling is kept.
+    # (RFC 5321 section 2.4), would send the message twice; so would a hosted address in
+    # another case (hosted addresses are found ignoring case). The first spelling is kept.
     by_mailbox: dict[str, str] = {}
     for r in (r.strip() for r in recipients):
         if r:
             local, _, domain = r.rpartition("@")
-            by_mailbox.setdefault(f"{local}@{domain.lower()}", r)
+            domain = domain.lower()
+            if hosted_domain(domain):
+                local = local.lower()
+            by_mailbox.setdefault(f"{local}@{domain}", r)
     rcpts = list(by_mailbox.values())
     if not rcpts:
         raise SubmissionError("the message has no recipients")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import close_old_connections, connection, transaction
 from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 
@@ -81,6 +81,9 @@ def process_each(pks: list[int]) -> list[str]:
             log.exception("message %s: could not be processed now; the sweeper will re-queue it",
                           pk)
             outcomes.append("error")
+            # As between tasks: a connection the error left broken is dropped, so the rest of
+            # the batch reconnects instead of failing on it too.
+            close_old_connections()
     return outcomes
 
 

@@ -380,7 +380,10 @@ def sweep() -> dict[str, int]:
     ).filter(
         Q(claimed_at__lt=expired)
         | Q(claimed_at__isnull=True, next_attempt_at__lte=now)
-        | Q(claimed_at__isnull=True, next_attempt_at__isnull=True, updated_at__lt=stale)
+        # Only protected ones: a delivery still waiting for its message's protection (a
+        # transient failure being waited out) is the message's business, re-queued above.
+        | Q(claimed_at__isnull=True, next_attempt_at__isnull=True, updated_at__lt=stale,
+            wire__isnull=False)
     )
     for pk in due.values_list("pk", flat=True):
         # Clearing next_attempt_at hands the row to the "queued but lost" rule above, so a

@@ -5,6 +5,7 @@ temporary failures with exponential backoff and failing the rest with one DSN ea
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -309,7 +310,8 @@ def _attempt(delivery: Delivery, now: datetime) -> str:
         return _deliver_locally(delivery, now)
     batch = [delivery, *_claim_companions(delivery, now)]
     outcomes = _send(
-        bytes(delivery.wire), reverse_path(delivery.message), [d.recipient for d in batch], pk
+        bytes(delivery.wire), reverse_path(delivery.message), [d.recipient for d in batch], pk,
+        _deadline(delivery.claimed_at or now),
     )
     results = [_record(d, outcomes[d.recipient], now) for d in batch]
     return results[0]
@@ -327,28 +329,43 @@ def reverse_path(message: Message) -> str:
     return "" if message.kind in _AUTO_GENERATED else message.envelope_from
 
 
-def _send(wire: bytes, mail_from: str, recipients: list[str], pk: int) -> dict[str, egress.Outcome]:
-    """egress.send_batch, with anything it did not expect made a permanent failure: left to
+def _deadline(claimed_at: datetime) -> float:
+    """When an attempt under the claim taken at ``claimed_at`` must be over, on the
+    ``time.monotonic()`` clock egress uses: counted from the claim, not from this attempt, so
+    several attempts under one claim (the MDNs of one inbound message, sent in turn) end
+    together, well before the sweeper may hand the work to another worker."""
+    ends = claimed_at + settings.HISP_CLAIM_LEASE * egress.ATTEMPT_SHARE
+    return time.monotonic() + (ends - timezone.now()).total_seconds()
+
+
+def _send(
+    wire: bytes, mail_from: str, recipients: list[str], pk: int, deadline: float
+) -> dict[str, egress.Outcome]:
+    """egress.send_batch, with anything it did not expect turned into an outcome: left to
     escape, it would skip _record, so the attempt would never count and the sweeper would
-    re-queue the delivery forever with no DSN (e.g. smtplib's UnicodeEncodeError for a
-    non-ASCII address, which Direct cannot carry: no SMTPUTF8)."""
+    re-queue the delivery forever with no DSN."""
     try:
-        return egress.send_batch(wire=wire, mail_from=mail_from, recipients=recipients)
-    except Exception as exc:
-        # The traceback is for us (ids only in the text; the wire is encrypted anyway); the
-        # DSN's detail names only the exception's type.
-        log.exception("delivery %s: unexpected %s in egress", pk, type(exc).__name__)
-        if len(recipients) > 1:
-            # One bad address must not fail its companions: each alone. Such errors come from
-            # building a command before DATA completes, so nobody has the message yet.
-            return {r: _send(wire, mail_from, [r], pk)[r] for r in recipients}
-        why = (
-            "the address is not plain ASCII (Direct does not support SMTPUTF8)"
-            if isinstance(exc, UnicodeError)
-            else f"this HISP failed while sending it ({type(exc).__name__})"
+        return egress.send_batch(
+            wire=wire, mail_from=mail_from, recipients=recipients, deadline=deadline
         )
-        failed = egress.Outcome(egress.Result.PERMANENT, NOT_SENT + why, "5.3.0")
-        return dict.fromkeys(recipients, failed)
+    except UnicodeError:
+        # smtplib cannot write a non-ASCII address (Direct has no SMTPUTF8). It fails while
+        # the RCPT commands are written, before DATA, so nobody has the message yet: each
+        # recipient alone, so that one bad address does not fail its companions.
+        log.warning("delivery %s: a recipient address is not plain ASCII", pk)
+        if len(recipients) > 1:
+            return {r: _send(wire, mail_from, [r], pk, deadline)[r] for r in recipients}
+        why = "the address is not plain ASCII (Direct does not support SMTPUTF8)"
+        return {recipients[0]: egress.Outcome(egress.Result.PERMANENT, NOT_SENT + why, "5.3.0")}
+    except Exception as exc:
+        # Anything else may have come after the remote accepted the message, so neither a
+        # failure DSN nor a resend now would be right: a temporary outcome, retried on the
+        # usual schedule and failed with one DSN if it persists for HISP_RETRY_PERIOD.
+        log.exception("delivery %s: unexpected %s in egress", pk, type(exc).__name__)
+        why = f"this HISP failed while sending it ({type(exc).__name__})"
+        return dict.fromkeys(
+            recipients, egress.Outcome(egress.Result.TEMPORARY, NOT_SENT + why, "4.3.0")
+        )
 
 
 # Starts the detail of an outcome this HISP made up (a server's reply starts with its code).

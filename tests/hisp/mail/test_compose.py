@@ -74,6 +74,15 @@ def test_one_delivery_per_mailbox_however_often_it_is_named(alice):
     assert message.deliveries.count() == 2
 
 
+def test_a_hosted_mailbox_named_in_two_cases_is_one_delivery(alice):
+    # Hosted addresses are found ignoring case, so these are one mailbox: one delivery.
+    local, _, domain = alice.address.partition("@")
+    raw = compose.build_message(sender=alice.address, to=[f"bob@{domain}", f"BOB@{domain}"],
+                                subject="s", body_text="hi")
+    message = compose.submit(address=alice.address, raw=raw, actor="test", peer="test")
+    assert message.envelope_to == [f"bob@{domain}"]
+
+
 def test_two_outbound_messages_can_never_share_a_message_id(db):
     # compose checks first; the database constraint closes the race between two submissions.
     from django.db import IntegrityError, transaction

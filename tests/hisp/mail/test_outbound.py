@@ -293,3 +293,34 @@ def test_unknown_hosted_recipient_fails_at_once(world):
     assert _delivery(message, f"nobody@{HOSTED}").state == Delivery.State.FAILED
     [report] = _alice_dsns(world)
     assert report.recipients[0].status == "5.1.1"
+
+
+def test_sweeper_leaves_unprotected_deliveries_to_their_message(world):
+    # A transient protection failure being waited out: the message comes back on its own
+    # schedule; its unprotected deliveries get no deliver task (it could only say not-ready).
+    message = _send(world, to=[world.partner.address])
+    long_ago = timezone.now() - timedelta(hours=1)
+    Message.objects.filter(pk=message.pk).update(attempts=3, updated_at=timezone.now())
+    Delivery.objects.filter(message=message).update(updated_at=long_ago)
+    assert mail.sweep()["deliveries"] == 0
+    Delivery.objects.filter(message=message).update(wire=b"protected", updated_at=long_ago)
+    assert mail.sweep()["deliveries"] == 1  # a protected one whose task was lost: queued
+
+
+def test_an_attempt_under_an_old_claim_sends_nothing(world):
+    # The deadline counts from the claim, not from the attempt: the MDNs of one inbound
+    # message, sent in turn under one claim, must all be over before the sweeper may hand
+    # the claim to another worker, or the partner would get them twice.
+    message = _send(world, to=[world.partner.address])
+    drain()
+    assert len(world.sink.handler.messages) == 1
+    delivery = _delivery(message, world.partner.address)
+    Delivery.objects.filter(pk=delivery.pk).update(
+        state=Delivery.State.QUEUED, claimed_at=timezone.now() - timedelta(minutes=9)
+    )  # the lease is 10 minutes: an attempt may use only the first half
+    delivery.refresh_from_db()
+    outbound.send_claimed(delivery)
+    assert len(world.sink.handler.messages) == 1  # nothing sent a second time
+    delivery.refresh_from_db()
+    assert delivery.state == Delivery.State.DEFERRED
+    assert "time limit" in delivery.detail
