@@ -69,6 +69,9 @@ HISP_QUEUE_GRACE = parse_duration(env.str("HISP_QUEUE_GRACE", default="2m"))
 # (hisp/services/batches.py). 1 id or 0 ms: one task per message, published at once.
 HISP_INGRESS_BATCH = env.int("HISP_INGRESS_BATCH", default=16)
 HISP_INGRESS_LINGER_MS = env.int("HISP_INGRESS_LINGER_MS", default=20)
+# Longest a database statement of the SMTP listener may run (PostgreSQL; SQLite waits at most
+# its 30 s busy timeout): past it the client gets 451 and retries (hisp/smtp/threads.py).
+HISP_SMTP_DB_TIMEOUT = parse_duration(env.str("HISP_SMTP_DB_TIMEOUT", default="30s"))
 HISP_SWEEP_INTERVAL = parse_duration(env.str("HISP_SWEEP_INTERVAL", default="60s"))
 # Routes with hold_pending_certificate: how long a delivery waits for a usable certificate, and
 # how often discovery is retried meanwhile.
