@@ -32,6 +32,38 @@ def _key(slot: str) -> rsa.RSAPrivateKey:
     return _KEYS[slot]
 
 
+def leaf_certificate(
+    ca: x509.Certificate,
+    ca_key: rsa.RSAPrivateKey,
+    key: rsa.RSAPrivateKey,
+    address: str,
+    *,
+    crl_url: str | None = None,
+) -> x509.Certificate:
+    """A Direct address certificate for ``address`` issued by ``ca`` (with a CRL
+    distribution point when ``crl_url`` is given)."""
+    now = datetime.now(UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(address))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=300))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, True, False, False, False, False, False, False), True
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), False)
+        .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(address)]), False)
+    )
+    if crl_url is not None:
+        point = x509.DistributionPoint([x509.UniformResourceIdentifier(crl_url)], None, None, None)
+        builder = builder.add_extension(x509.CRLDistributionPoints([point]), False)
+    return builder.sign(ca_key, hashes.SHA256())
+
+
 def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
@@ -85,22 +117,7 @@ class Partner:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
             .sign(ca_key, hashes.SHA256())
         )
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(_name(address))
-            .issuer_name(ca.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(days=1))
-            .not_valid_after(now + timedelta(days=300))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(True, False, True, False, False, False, False, False, False), True
-            )
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), False)
-            .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(address)]), False)
-            .sign(ca_key, hashes.SHA256())
-        )
+        cert = leaf_certificate(ca, ca_key, key, address)
         folder.mkdir(parents=True, exist_ok=True)
         partner = cls(folder, ca_key, ca, key, cert, address)
         partner.ca_file.write_bytes(_pem(ca))

@@ -5,19 +5,17 @@ protection failure is waited out like an SMTP 4xx."""
 from __future__ import annotations
 
 import socket
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
 from django.core.cache import cache
 
 from hisp import dsn
 from hisp.models import Delivery, MailboxEntry, Message
 from hisp.services import compose, mail, outbound, pki
 from tests.hisp.mail.drive import drain
-from tests.hisp.mail.partner import PARTNER, Partner
+from tests.hisp.mail.partner import PARTNER, Partner, leaf_certificate
 
 UMLAUT = f"jörg@{PARTNER}"
 
@@ -55,27 +53,8 @@ def _closed_port_url(path: str) -> str:
 
 def _certificate_with_unreachable_crl(partner: Partner, address: str) -> bytes:
     """A certificate for ``address`` from the partner's CA whose CRL nobody serves."""
-    now = datetime.now(UTC)
-    point = x509.DistributionPoint(
-        [x509.UniformResourceIdentifier(_closed_port_url("/partner.crl"))], None, None, None
-    )
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, address)]))
-        .issuer_name(partner.ca.subject)
-        .public_key(partner.key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=300))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(True, False, True, False, False, False, False, False, False), True
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), False)
-        .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(address)]), False)
-        .add_extension(x509.CRLDistributionPoints([point]), False)
-        .sign(partner.ca_key, hashes.SHA256())
-    )
+    cert = leaf_certificate(partner.ca, partner.ca_key, partner.key, address,
+                            crl_url=_closed_port_url("/partner.crl"))
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
