@@ -38,3 +38,9 @@ def test_the_flow_benchmark_delivers_every_message_and_reports_ratios(db: None) 
     assert 0 < result["ratio_end_to_end_to_agent"] < 1
     assert result["openssl_speed_rsa2048_signs_per_s"] > 0
     assert result["accept_to_mailbox_ms"]["p99"] >= result["accept_to_mailbox_ms"]["p50"] > 0
+    # Where the time went, by process group: each worked, and the parts add up.
+    spent = result["cpu_ms_per_message"]
+    assert spent["celery_workers"] > 0 and spent["smtp_listener"] > 0 and spent["postgresql"] > 0
+    parts = sum(ms for group, ms in spent.items() if group != "total")
+    assert abs(spent["total"] - parts) < 0.05
+    assert result["agent_only_unprotect_cpu_ms_per_message"] > 0
