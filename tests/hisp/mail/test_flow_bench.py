@@ -44,3 +44,8 @@ def test_the_flow_benchmark_delivers_every_message_and_reports_ratios(db: None) 
     parts = sum(ms for group, ms in spent.items() if group != "total")
     assert abs(spent["total"] - parts) < 0.05
     assert result["agent_only_unprotect_cpu_ms_per_message"] > 0
+    # The flow's other cryptography (the MDN's protect), and the ratio it would reach were
+    # everything but the agent free: above the real one, below 1.
+    assert result["agent_only_mdn_protect_msgs_per_s"] > 0
+    ceiling = result["ratio_ceiling_with_only_the_agents_cryptography"]
+    assert result["ratio_end_to_end_to_agent"] < ceiling < 1
