@@ -51,16 +51,6 @@ def peer_label(session: Session) -> str:
     return str(peer or "")
 
 
-def _named_already(rcpt_tos: list[str], address: str) -> bool:
-    """A repeated RCPT (domains compare without case) is answered 250 again but kept once:
-    one message must not become two deliveries to the same mailbox."""
-    local, _, domain = address.rpartition("@")
-    return any(
-        r.rpartition("@")[0] == local and r.rpartition("@")[2].lower() == domain.lower()
-        for r in rcpt_tos
-    )
-
-
 class BackboneHandler:
     async def handle_EHLO(
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
@@ -94,10 +84,7 @@ class BackboneHandler:
             return PATH_TOO_LONG
         if address == NULL_PATH:
             return NULL_RECIPIENT
-        # Counted per accepted RCPT command, repeats included: the limit bounds the work one
-        # transaction may cause, whatever the addresses.
-        accepted = getattr(envelope, "accepted_rcpts", 0)
-        if accepted >= MAX_RECIPIENTS:
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return TOO_MANY_RECIPIENTS
         try:
             if address.lower() == "postmaster":
@@ -108,10 +95,9 @@ class BackboneHandler:
             log.exception("recipient lookup failed")
             return TEMPORARY_FAILURE
         if verdict is Verdict.ACCEPT:
-            envelope.accepted_rcpts = accepted + 1  # type: ignore[attr-defined]
-            if not _named_already(envelope.rcpt_tos, address):
-                envelope.rcpt_tos.append(address)
-                envelope.rcpt_options.extend(options)
+            # Stored as received, repeats included: inbound delivers once per mailbox.
+            envelope.rcpt_tos.append(address)
+            envelope.rcpt_options.extend(options)
         return verdict.value
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:

@@ -253,7 +253,8 @@ def test_missing_configured_certificate_is_an_error(settings, tmp_path):
         tls.ensure_certificate()
 
 
-def test_a_repeated_recipient_is_accepted_and_kept_once(backbone, bob):
+def test_a_repeated_recipient_is_accepted_and_the_envelope_stored_as_received(backbone, bob):
+    # Inbound then delivers once per mailbox (test_inbound: ..._named_twice_is_one_delivery).
     local, _, domain = bob.address.partition("@")
     with _client(backbone) as client:
         client.mail("doc@partner.example.net")
@@ -262,4 +263,6 @@ def test_a_repeated_recipient_is_accepted_and_kept_once(backbone, bob):
         code, _ = client.data(MESSAGE)
     assert codes == [250, 250, 250]
     assert code == 250
-    assert Message.objects.get().envelope_to == [bob.address]
+    assert Message.objects.get().envelope_to == [
+        bob.address, bob.address, f"{local}@{domain.upper()}"
+    ]
