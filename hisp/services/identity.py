@@ -18,6 +18,9 @@ from hisp.services import audit
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 # RFC 5321 4.1.2 dot-string local parts (quoted local parts are not offered for hosted addresses).
 _LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+# RFC 5321 section 4.5.1 and RFC 2142 section 5: every mail domain accepts mail for this local
+# part (any case), so each hosted domain gets it when created and it cannot be switched off.
+POSTMASTER = "postmaster"
 
 Actor = AbstractBaseUser | str | None
 
@@ -45,11 +48,30 @@ def normalise_address(address: str) -> str:
     return f"{local}@{normalise_domain(domain)}"
 
 
+def is_postmaster(address: str) -> bool:
+    """Whether ``address`` is a domain's reserved ``postmaster`` mailbox (local part in any
+    case, RFC 5321 section 2.4)."""
+    local, at, _ = address.strip().rpartition("@")
+    return bool(at) and local.lower() == POSTMASTER
+
+
+def ensure_status_allowed(address: Address, status: str) -> None:
+    """Refuse a lifecycle move that would stop ``address`` receiving mail when it is the
+    postmaster mailbox: RFC 5321 section 4.5.1 says its domain MUST accept mail for it.
+    Every caller that changes an address's status asks here first (console and CLI alike)."""
+    if status != Address.Status.ACTIVE and is_postmaster(address.address):
+        raise IdentityError(
+            f"{address.address} is the domain's postmaster mailbox, which RFC 5321 requires to "
+            "accept mail: it stays active (grant staff access to it instead)"
+        )
+
+
 def add_domain(
     name: str, *, portal: bool = False, actor: Actor = None, client: str | None = None
 ) -> Domain:
     """Create a hosted domain with its issuing CA (or the shared one), a domain-bound certificate
-    and key, and its own CA as an incoming and outgoing trust anchor."""
+    and key, its own CA as an incoming and outgoing trust anchor, and its ``postmaster@``
+    address with an address-bound certificate."""
     value = normalise_domain(name)
     if Domain.objects.filter(name=value).exists():
         raise IdentityError(f"domain {value} already exists")
@@ -83,7 +105,46 @@ def add_domain(
             ca=ca.fingerprint_sha256,
             certificates=[c.fingerprint_sha256 for c in issued],
         )
+        _add_postmaster(domain, actor=actor, client=client)
     return domain
+
+
+def _add_postmaster(domain: Domain, *, actor: Actor, client: str | None) -> Address:
+    """The domain's ``postmaster@`` mailbox: a system address, active from the start (no
+    identity to proof), read by the staff granted access to it in the console."""
+    row = Address.objects.create(
+        address=f"{POSTMASTER}@{domain.name}",
+        domain=domain,
+        display_name="Postmaster",
+        kind=Address.Kind.SYSTEM,
+        status=Address.Status.ACTIVE,
+    )
+    issued = _issue_address_certificates(domain, row)
+    audit.record(
+        action="address.add",
+        obj=row,
+        actor=actor,
+        client=client,
+        kind=row.kind,
+        user=False,
+        certificates=[c.fingerprint_sha256 for c in issued],
+    )
+    return row
+
+
+def _issue_address_certificates(domain: Domain, row: Address) -> list[Certificate]:
+    if domain.issuing_ca is None:
+        raise IdentityError(f"domain {domain.name} has no issuing CA")
+    try:
+        return issue_set(
+            domain.issuing_ca,
+            binding=Certificate.Binding.ADDRESS,
+            name=row.address,
+            domain=domain,
+            address=row,
+        )
+    except CAError as exc:
+        raise IdentityError(str(exc)) from None
 
 
 def add_address(
@@ -105,6 +166,10 @@ def add_address(
         raise IdentityError(f"domain {domain_name} is not hosted here (add it first)")
     if Address.objects.filter(address=value).exists():
         raise IdentityError(f"address {value} already exists")
+    if is_postmaster(value) and Address.objects.filter(address__iexact=value).exists():
+        # Mail to postmaster in any case reaches one mailbox (find_address falls back to a
+        # case-insensitive match): a second spelling would split it.
+        raise IdentityError(f"the postmaster address of {domain_name} already exists")
     users = get_user_model()
     if password is not None:
         if users.objects.filter(username=value).exists():
@@ -124,20 +189,7 @@ def add_address(
         if password is not None:
             user = users.objects.create_user(username=value, password=password)
             AddressGrant.objects.create(user=user, address=row, role=AddressGrant.Role.OWNER)
-        issued: list[Certificate] = []
-        if address_cert:
-            if domain.issuing_ca is None:
-                raise IdentityError(f"domain {domain.name} has no issuing CA")
-            try:
-                issued = issue_set(
-                    domain.issuing_ca,
-                    binding=Certificate.Binding.ADDRESS,
-                    name=value,
-                    domain=domain,
-                    address=row,
-                )
-            except CAError as exc:
-                raise IdentityError(str(exc)) from None
+        issued = _issue_address_certificates(domain, row) if address_cert else []
         audit.record(
             action="address.add",
             obj=row,

@@ -50,3 +50,41 @@ def test_outbound_rows_sharing_a_message_id_are_set_apart_before_the_constraint(
         f"<raced@hisp.example> (duplicate {pk})" for pk in raced[:2]
     ]
     assert ids[alone] == "<alone@hisp.example>"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_existing_domain_gets_its_postmaster_address() -> None:
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    before = [("hisp", "0003_route_by_mx")]
+    executor = MigrationExecutor(connection)
+    latest = executor.loader.graph.leaf_nodes("hisp")
+    executor.migrate(before)
+    try:
+        old = MigrationExecutor(connection).loader.project_state(before).apps
+        Domain = old.get_model("hisp", "Domain")
+        Address = old.get_model("hisp", "Address")
+        bare = Domain.objects.create(name="old.example.org")
+        kept = Domain.objects.create(name="kept.example.org")
+        # Made by hand earlier (README used to say so), in another case and held by staff.
+        Address.objects.create(
+            address="PostMaster@kept.example.org", domain=kept, status="suspended"
+        )
+        MigrationExecutor(connection).migrate(latest)
+    finally:
+        MigrationExecutor(connection).migrate(latest)
+    from hisp.models import Address as Current
+    from hisp.models import AuditEvent
+    from hisp.services.mail import Verdict, recipient_verdict
+
+    added = Current.objects.get(address="postmaster@old.example.org")
+    assert added.domain_id == bare.pk
+    assert (added.kind, added.status) == (Current.Kind.SYSTEM, Current.Status.ACTIVE)
+    assert not added.certificates.exists()  # see the migration: issued later, by an operator
+    event = AuditEvent.objects.get(action="address.add", object_id=str(added.pk))
+    assert event.actor_label == "migration"
+    assert recipient_verdict("Postmaster@old.example.org") is Verdict.ACCEPT
+    # An existing postmaster is left as staff made it: no second spelling beside it.
+    [existing] = Current.objects.filter(domain_id=kept.pk)
+    assert (existing.address, existing.status) == ("PostMaster@kept.example.org", "suspended")

@@ -1,5 +1,6 @@
-"""``manage.py cert export ADDRESS_OR_DOMAIN [--out FILE]`` and
-``manage.py cert import FILE [--key FILE] [--password-stdin]``."""
+"""``manage.py cert export ADDRESS_OR_DOMAIN [--out FILE]``,
+``manage.py cert import FILE [--key FILE] [--password-stdin]`` and
+``manage.py cert issue ADDRESS_OR_DOMAIN``."""
 
 from __future__ import annotations
 
@@ -19,7 +20,10 @@ from hisp.services import pki
 
 
 class Command(BaseCommand):
-    help = "Export public certificates; import a partner's certificate or a hosted one with its key."
+    help = (
+        "Export public certificates; import a partner's certificate or a hosted one with its "
+        "key; issue a hosted address's or domain's certificate from its domain's CA."
+    )
     stealth_options = ("stdin",)  # tests pass a stream instead of the process's stdin
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -33,6 +37,10 @@ class Command(BaseCommand):
         imp.add_argument(
             "--password-stdin", action="store_true", help="password of the PKCS#12 file or key"
         )
+        issue = sub.add_parser(
+            "issue", help="issue an address-bound (ADDRESS) or domain-bound (DOMAIN) certificate"
+        )
+        issue.add_argument("name", metavar="ADDRESS_OR_DOMAIN")
 
     def handle(self, *args: Any, **opts: Any) -> None:
         if opts["action"] == "export":
@@ -41,6 +49,16 @@ class Command(BaseCommand):
             if not rows:
                 raise CommandError(f"no certificate in use for {opts['name']}")
             write_output(self, to_pem(load(row) for row in rows), opts["out"])
+            return
+        if opts["action"] == "issue":
+            with user_errors():
+                issued = pki.issue_for(opts["name"], actor=CLI_ACTOR)
+            for row in issued:
+                self.stdout.write(
+                    f"issued {row.get_binding_display().lower()} certificate for "
+                    f"{row.bound_name} ({row.get_usage_display().lower()}); SHA-256 fingerprint "
+                    f"{display_fingerprint(row.fingerprint_sha256)}"
+                )
             return
         data = read_file(opts["file"])
         key = read_file(opts["key"]) if opts["key"] else None

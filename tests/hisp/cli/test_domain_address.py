@@ -26,6 +26,13 @@ def test_domain_add_creates_the_domain_with_ca_and_prints_its_fingerprint(run: R
     assert domain.issuing_ca.fingerprint_sha256[:4].upper() in out.replace(":", "")
     assert Certificate.objects.filter(domain=domain, binding="domain").count() == 1
     assert AuditEvent.objects.get(action="domain.add").actor_label == "cli"
+    # RFC 5321 4.5.1: the domain accepts mail for postmaster from the start.
+    postmaster = Address.objects.get(domain=domain)
+    assert postmaster.address == "postmaster@clinic.example.org"
+    assert (postmaster.kind, postmaster.status) == ("system", "active")
+    assert Certificate.objects.filter(address=postmaster, binding="address").count() == 1
+    event = AuditEvent.objects.get(action="address.add", object_id=str(postmaster.pk))
+    assert event.actor_label == "cli"
 
 
 @pytest.mark.django_db
@@ -45,7 +52,7 @@ def test_domain_list_json_is_only_a_json_array(run: Run, provider: Domain) -> No
     (row,) = json.loads(out)
     assert row["name"] == provider.name and row["kind"] == "provider"
     assert row["ca_fingerprint"] == provider.issuing_ca.fingerprint_sha256
-    assert row["addresses"] == 0
+    assert row["addresses"] == 1  # its postmaster
     text, _ = run("domain", "list")
     assert provider.name in text
 
@@ -70,17 +77,54 @@ def test_address_add_rejects_bad_input(run: Run, provider: Domain) -> None:
         run("address", "add", "b@hospital.example.org", "--password-stdin", stdin="")
     with pytest.raises(CommandError, match="password rejected"):
         run("address", "add", "b@hospital.example.org", "--password-stdin", stdin="123\n")
-    assert not Address.objects.exists()
+    assert [a.address for a in Address.objects.all()] == ["postmaster@hospital.example.org"]
 
 
 def test_address_list_json(run: Run, provider: Domain) -> None:
     run("address", "add", "alice@hospital.example.org", "--name", "Alice", "--address-cert",
         "--password-stdin", stdin="a long enough password\n")
     out, _ = run("address", "list", "--json")
-    (row,) = json.loads(out)
+    row, postmaster = json.loads(out)
+    assert (postmaster["address"], postmaster["kind"]) == ("postmaster@hospital.example.org",
+                                                           "system")
+    assert postmaster["users"] == [] and len(postmaster["certificates"]) == 1
     assert row["address"] == "alice@hospital.example.org" and row["name"] == "Alice"
     assert row["users"] == ["alice@hospital.example.org"] and row["kind"] == "clinician"
     assert len(row["certificates"]) == 1 and len(row["certificates"][0]["fingerprint"]) == 64
+
+
+def test_address_add_refuses_the_postmaster_in_any_spelling(run: Run, provider: Domain) -> None:
+    for spelling in ("postmaster@hospital.example.org", "Postmaster@Hospital.Example.org"):
+        with pytest.raises(CommandError, match="already exists"):
+            run("address", "add", spelling)
+    assert Address.objects.filter(address__iexact="postmaster@hospital.example.org").count() == 1
+
+
+def test_cert_issue_gives_a_migrated_postmaster_its_own_certificate(
+    run: Run, provider: Domain
+) -> None:
+    # Migration 0004 creates postmaster@ for older domains without a certificate.
+    postmaster = Address.objects.get(address="postmaster@hospital.example.org")
+    Certificate.objects.filter(address=postmaster).delete()
+    out, _ = run("cert", "issue", "postmaster@hospital.example.org")
+    [cert] = Certificate.objects.filter(address=postmaster)
+    assert (cert.binding, cert.bound_name) == ("address", "postmaster@hospital.example.org")
+    assert cert.issued_by_id == provider.issuing_ca_id and cert.private_key_id is not None
+    assert out.startswith("issued address-bound certificate for postmaster@hospital.example.org")
+    assert cert.fingerprint_sha256[:4].upper() in out.replace(":", "")
+    event = AuditEvent.objects.get(action="certificate.issue", object_id=str(cert.pk))
+    assert event.actor_label == "cli"
+    exported, _ = run("cert", "export", "postmaster@hospital.example.org")
+    assert exported.count("BEGIN CERTIFICATE") == 1
+
+
+def test_cert_issue_rejects_names_not_hosted_here(run: Run, provider: Domain) -> None:
+    with pytest.raises(CommandError, match="not hosted here"):
+        run("cert", "issue", "nobody@hospital.example.org")
+    with pytest.raises(CommandError, match="not hosted here"):
+        run("cert", "issue", "elsewhere.example.net")
+    with pytest.raises(CommandError, match="not a valid domain name"):
+        run("cert", "issue", "not a domain")
 
 
 def test_a_real_process_exits_non_zero_with_one_line_error(tmp_path: Path) -> None:
@@ -109,6 +153,7 @@ def test_a_real_process_exits_non_zero_with_one_line_error(tmp_path: Path) -> No
         ("anchor", "import", "x.pem"),  # --domain is required
         ("keys", "rotate-kek"),  # --new-key-file is required
         ("cert", "frobnicate"),
+        ("cert", "issue"),  # the name is required
     ],
 )
 def test_bad_arguments_are_a_command_error(run: Run, args: tuple[str, ...]) -> None:

@@ -87,6 +87,8 @@ def test_ldif_entries_for_addresses_and_domain(alice: Address, provider: Domain)
     entries = text.split("\n\n")[1:]
     assert [e.splitlines()[0] for e in entries] == [
         f"dn: mail=alice@{DOMAIN},dc=hospital,dc=example,dc=org",
+        # Every domain's postmaster has its certificate (RFC 5321 4.5.1): published like alice's.
+        f"dn: mail=postmaster@{DOMAIN},dc=hospital,dc=example,dc=org",
         f"dn: mail={DOMAIN},dc=hospital,dc=example,dc=org",
     ]
     unfolded = text.replace("\n ", "")
@@ -101,7 +103,8 @@ def test_ldif_entries_for_addresses_and_domain(alice: Address, provider: Domain)
     assert found == {
         bytes(r.der)
         for r in Certificate.objects.filter(
-            bound_name__in=[alice.address, DOMAIN], binding__in=["address", "domain"]
+            bound_name__in=[alice.address, f"postmaster@{DOMAIN}", DOMAIN],
+            binding__in=["address", "domain"],
         )
     }
     assert all(len(line) <= 76 for line in text.splitlines())

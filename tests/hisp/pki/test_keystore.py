@@ -113,12 +113,12 @@ def test_wrapping_under_a_different_kek_than_the_verifier_is_refused(
 def test_rotate_kek_rewraps_every_key_in_one_go(alice: Address, tmp_path: Path,
                                                settings: Any) -> None:
     keys = {row.pk: _pkcs8(keystore.unwrap_private_key(row)) for row in PrivateKey.objects.all()}
-    assert len(keys) == 3  # CA, domain, alice
+    assert len(keys) == 4  # CA, domain, postmaster, alice
     new_text = _new_kek_text()
     key_file = tmp_path / "new.kek"
     key_file.write_text(new_text + "\n")
     out = _call("keys", "rotate-kek", "--new-key-file", str(key_file))
-    assert "re-wrapped 3 private keys" in out and "HISP_KEY_ENCRYPTION_KEY" in out
+    assert "re-wrapped 4 private keys" in out and "HISP_KEY_ENCRYPTION_KEY" in out
     # The old KEK opens nothing any more; the start-up check says so.
     with pytest.raises(keystore.KekMismatch):
         keystore.unwrap_private_key(PrivateKey.objects.first())

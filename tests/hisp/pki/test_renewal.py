@@ -39,7 +39,9 @@ def test_certificates_are_due_from_twelve_months_and_renewed_once(alice: Address
     assert {row.binding for row in due} == {"address", "domain"}
     old = _current(alice)
     renewed = pki.renew_due(at=later)
-    assert len(renewed) == 2
+    assert len(renewed) == 3  # alice's, the domain's postmaster's and the domain's
+    assert {r.bound_name for r in renewed} == {alice.address, f"postmaster@{provider.name}",
+                                               provider.name}
     old.refresh_from_db()
     new = old.superseded_by
     assert new is not None and new.bound_name == alice.address
@@ -48,7 +50,7 @@ def test_certificates_are_due_from_twelve_months_and_renewed_once(alice: Address
     # Idempotent: a second run (or a second worker) renews nothing more.
     assert pki.renew_due(at=later) == []
     assert pki.renew(old) == new
-    assert AuditEvent.objects.filter(action="certificate.renew").count() == 2
+    assert AuditEvent.objects.filter(action="certificate.renew").count() == 3
 
 
 def test_renewed_certificate_is_published_and_old_one_is_not(alice: Address) -> None:
