@@ -16,7 +16,10 @@ lease (``attempt_deadline``): once the lease runs out the sweeper re-queues the 
 another worker sends it, so an attempt still talking to the remote then would deliver the
 message twice. Past the deadline no hop is started, and every socket operation (connect, each
 command, each write of DATA, each read of a reply) waits at most the time left; an attempt cut
-short ends as a temporary failure, for the usual retry.
+short ends as a temporary failure, for the usual retry. Name lookups too: every host name (an
+exchanger's, a route's) becomes addresses before any connection, through HISP_DNS_SERVERS with
+the time left, else through the system resolver on a thread waited for only until the deadline;
+smtplib is handed addresses alone, so it never starts a lookup nobody can bound.
 """
 
 from __future__ import annotations
@@ -27,16 +30,19 @@ import dataclasses
 import enum
 import functools
 import io
+import ipaddress
 import logging
 import math
 import os
 import re
 import smtplib
+import socket
 import ssl
 import threading
 import time
 import weakref
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -102,6 +108,11 @@ class NoSuchDomain(Exception):
     pass
 
 
+class NoAddress(dns.exception.DNSException):
+    """A destination host name that neither our DNS servers nor the system resolver know:
+    temporary, like any lookup failure (a DNS change may be on its way)."""
+
+
 class TimeLimitExceeded(TimeoutError):
     """The attempt's deadline passed before a socket operation could start."""
 
@@ -115,6 +126,13 @@ def attempt_deadline() -> float:
 def _late(detail: str) -> Outcome:
     # RFC 3463 X.4.2: the connection could not complete the transaction (time-out).
     return Outcome(Result.TEMPORARY, detail[:400], "4.4.2")
+
+
+def _unresolved(domain: str, exc: dns.exception.DNSException, deadline: float) -> Outcome:
+    # RFC 3463 X.4.3: a directory (DNS) failure leaves no route for now; retried as any 4xx.
+    why = LATE if time.monotonic() >= deadline else str(exc)
+    detail = f"lookup of {domain}'s mail servers failed: {why}"
+    return Outcome(Result.TEMPORARY, detail[:400], "4.4.3")
 
 
 def _resolver() -> dns.resolver.Resolver:
@@ -135,16 +153,31 @@ def _resolver() -> dns.resolver.Resolver:
 
 
 def hops(domain: str, *, deadline: float = math.inf) -> list[Hop]:
-    """Where to deliver mail for ``domain``, most preferred first. A lookup that would start
-    after ``deadline`` raises ``dns.exception.Timeout``; each ends by it."""
+    """Where to deliver mail for ``domain``, most preferred first. Every hop's ``host`` is an
+    address, never a name: a name looked up later, at connect time, would wait on the system
+    resolver with no time limit. A lookup that would start after ``deadline`` raises
+    ``dns.exception.Timeout``; each ends by it. A destination with no address anywhere raises
+    ``NoAddress``."""
     domain = domain.lower().rstrip(".")
     route = routes.lookup(domain)  # remembered per process, see hisp.agent_env.cached_rows
     if route is not None and route.host:
-        return [Hop(route.host, route.port, route.require_tls)]
+        return _route_hops(route.host, route.port, route.require_tls, deadline)
     found = _mx_hops(domain, deadline)
     if route is not None and route.require_tls:  # an MX route's policy binds every exchanger
         found = [dataclasses.replace(hop, require_tls=True) for hop in found]
     return found
+
+
+def _route_hops(host: str, port: int, require_tls: bool, deadline: float) -> list[Hop]:
+    if _is_address(host):
+        return [Hop(host, port, require_tls)]
+    found = [
+        Hop(address, port, require_tls, name=host)
+        for address in _addresses(_resolver(), host, deadline)
+    ]
+    if not found:
+        raise NoAddress(f"no address for {host}")
+    return found[:MAX_HOPS]
 
 
 def _mx_hops(domain: str, deadline: float) -> list[Hop]:
@@ -154,16 +187,19 @@ def _mx_hops(domain: str, deadline: float) -> list[Hop]:
     except dns.resolver.NXDOMAIN:
         raise NoSuchDomain(domain) from None
     except dns.resolver.NoAnswer:
-        return _addresses(resolver, domain, deadline)  # RFC 5321 5.1: the implicit MX
-    records = sorted(answer, key=lambda r: (r.preference, str(r.exchange)))
-    names = [str(r.exchange).rstrip(".") for r in records]
-    if len(names) == 1 and names[0] in ("", "."):
-        raise NoSuchDomain(domain)  # RFC 7505 null MX: the domain accepts no mail
+        names = [domain]  # RFC 5321 5.1: the implicit MX
+    else:
+        records = sorted(answer, key=lambda r: (r.preference, str(r.exchange)))
+        names = [str(r.exchange).rstrip(".") for r in records]
+        if len(names) == 1 and names[0] in ("", "."):
+            raise NoSuchDomain(domain)  # RFC 7505 null MX: the domain accepts no mail
     found: list[Hop] = []
     for name in names:
         if len(found) >= MAX_HOPS:
             break  # later names' addresses would be cut off anyway: do not wait for them
-        found += _addresses(resolver, name, deadline)
+        found += [Hop(address, 25, name=name) for address in _addresses(resolver, name, deadline)]
+    if not found:
+        raise NoAddress(f"no address for {', '.join(names)}")
     return found[:MAX_HOPS]
 
 
@@ -174,19 +210,91 @@ def _lifetime(resolver: dns.resolver.Resolver, deadline: float) -> float:
     return min(resolver.lifetime, left)
 
 
-def _addresses(resolver: dns.resolver.Resolver, name: str, deadline: float) -> list[Hop]:
-    """The mail exchanger ``name`` as hops to its addresses, looked up through the same DNS
-    servers as the MX records (HISP_DNS_SERVERS), IPv4 first. When that finds none, the name
-    itself, for the system resolver at connect time (names only /etc/hosts knows)."""
-    found: list[Hop] = []
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _addresses(resolver: dns.resolver.Resolver, name: str, deadline: float) -> list[str]:
+    """The addresses of ``name``, IPv4 first: from the same DNS servers as the MX records
+    (HISP_DNS_SERVERS), else from the system resolver (names only /etc/hosts knows)."""
+    found: list[str] = []
     for rdtype in ("A", "AAAA"):
         lifetime = _lifetime(resolver, deadline)  # outside the try: past the deadline, stop
         try:
             answer = resolver.resolve(name, rdtype, lifetime=lifetime)
-            found += [Hop(r.address, 25, name=name) for r in answer]
+            found += [r.address for r in answer]
         except dns.exception.DNSException:
             continue
-    return found or [Hop(name, 25)]
+    return found or _system_addresses(name, deadline)
+
+
+# The system resolver (getaddrinfo: /etc/hosts, nsswitch, /etc/resolv.conf) takes no time
+# limit, and a thread blocked in it cannot be stopped. So it runs on a thread of its own that
+# the attempt waits for only until its deadline; a hung lookup then costs a thread until the
+# C library gives up, and this bounds how many such threads can pile up (past it, lookups wait
+# for a slot, again only until the deadline).
+MAX_SYSTEM_LOOKUPS = 8
+_system_lookups = threading.BoundedSemaphore(MAX_SYSTEM_LOOKUPS)
+
+
+def _fresh_lookup_slots() -> None:
+    """In a forked child: the parent's lookup threads are not here to give their slots back."""
+    global _system_lookups
+    _system_lookups = threading.BoundedSemaphore(MAX_SYSTEM_LOOKUPS)
+
+
+os.register_at_fork(after_in_child=_fresh_lookup_slots)
+
+
+def _wait(deadline: float) -> float | None:
+    """What to pass as a thread wait's ``timeout`` to end by ``deadline`` (None: no limit)."""
+    if deadline == math.inf:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise dns.exception.Timeout
+    return left
+
+
+def _system_addresses(name: str, deadline: float) -> list[str]:
+    """``name``'s addresses from the system resolver, IPv4 first; none when it knows none.
+    Raises ``dns.exception.Timeout`` when the answer is not there by ``deadline``."""
+    if not _system_lookups.acquire(timeout=_wait(deadline)):
+        raise dns.exception.Timeout(f"no system resolver slot free for {name} in time")
+    answer: Future[list[str]] = Future()
+    thread = threading.Thread(
+        target=_lookup_on_system, args=(name, answer), name="egress-getaddrinfo", daemon=True
+    )
+    try:
+        thread.start()
+    except BaseException:
+        _system_lookups.release()
+        raise
+    try:
+        return answer.result(timeout=_wait(deadline))
+    except TimeoutError:
+        log.info("the system resolver gave no answer for %s in time", name)
+        raise dns.exception.Timeout(
+            f"the system resolver did not answer for {name} in time"
+        ) from None
+
+
+def _lookup_on_system(name: str, answer: Future[list[str]]) -> None:
+    try:
+        infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+        found = [str(info[4][0]) for info in infos if info[0] in (socket.AF_INET, socket.AF_INET6)]
+        ipv4 = [a for a in found if ":" not in a]
+        answer.set_result(list(dict.fromkeys(ipv4 + [a for a in found if ":" in a])))
+    except OSError:  # gaierror: no such name, or the resolver failed: no address from here
+        answer.set_result([])
+    except BaseException as exc:
+        answer.set_exception(exc)
+    finally:
+        _system_lookups.release()
 
 
 def send(*, wire: bytes, mail_from: str, recipient: str, timeout: float = TIMEOUT) -> Outcome:
@@ -229,10 +337,7 @@ def send_batch(
             outcomes.update(dict.fromkeys(group, failed))
             continue
         except dns.exception.DNSException as exc:
-            later = Outcome(Result.TEMPORARY, f"MX lookup for {domain} failed: {exc}", "4.4.3")
-            if time.monotonic() >= deadline:
-                later = _late(f"MX lookup for {domain}: {LATE}")
-            outcomes.update(dict.fromkeys(group, later))
+            outcomes.update(dict.fromkeys(group, _unresolved(domain, exc, deadline)))
             continue
         routes.setdefault(tuple(destinations), []).extend(group)
     for route, group in routes.items():
@@ -259,7 +364,8 @@ def send_via(
     deadline: float | None = None,
 ) -> dict[str, Outcome]:
     """Try each hop in order for the recipients that are still failing temporarily there; a
-    5xx from any hop is final for its recipient (RFC 5321 section 5.1). No hop is started
+    5xx from any hop is final for its recipient (RFC 5321 section 5.1). Hops carry addresses
+    (see :func:`hops`): a name there is refused, never looked up. No hop is started
     after ``deadline`` (default: ``attempt_deadline()`` from now); the recipients still
     pending then fail temporarily."""
     if deadline is None:
@@ -313,6 +419,24 @@ class _Client(smtplib.SMTP):
         super().__init__(
             hop.host, hop.port, local_hostname=settings.HISP_HOSTNAME, timeout=self.left()
         )
+        # STARTTLS names the exchanger (SNI), not the address it was reached at: a server
+        # with a certificate per name picks the right one.
+        self._host = hop.name or hop.host
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        # ``host`` is an address (see hops()); AI_NUMERICHOST makes sure of it, so no name is
+        # ever looked up here, where the deadline could not bound the lookup.
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(address)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     def left(self) -> float:
         """The timeout for the next socket operation."""

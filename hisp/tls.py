@@ -35,7 +35,7 @@ def ensure_certificate() -> tuple[Path, Path]:
     if cert.parent != default_dir or key.parent != default_dir:
         # An operator named these files: never paper over a missing production certificate.
         raise FileNotFoundError(f"TLS certificate or key not found: {cert}, {key}")
-    _write_self_signed(cert, key, hostname=settings.HISP_HOSTNAME)
+    write_self_signed(cert, key, hostname=settings.HISP_HOSTNAME)
     log.warning(
         "generated a self-signed STARTTLS certificate in %s; production should set "
         "HISP_TLS_CERT_FILE and HISP_TLS_KEY_FILE",
@@ -52,7 +52,8 @@ def server_context() -> ssl.SSLContext:
     return context
 
 
-def _write_self_signed(cert_path: Path, key_path: Path, *, hostname: str) -> None:
+def write_self_signed(cert_path: Path, key_path: Path, *, hostname: str) -> None:
+    """A self-signed certificate for ``hostname`` and its key (mode 0600), as PEM files."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
     now = datetime.now(UTC)

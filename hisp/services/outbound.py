@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
 import agent
@@ -112,33 +112,72 @@ def process(pk: int) -> str:
     except Exception:
         # Never a silent drop or an endless loop: retry a few times, then fail with DSNs.
         log.exception("message %s: protection failed", pk)
-        if message.attempts + 1 < MAX_ATTEMPTS:
-            _retry_later(message)
+        return _after_internal_error(message)
+
+
+# An unexpected error while protecting a message (a bug, most likely) gets this many tries in
+# all, then the recipients still waiting fail. Counted on their own, not by Message.attempts:
+# that also counts the rounds that wait out a transient protection failure for
+# HISP_RETRY_PERIOD (often more than this), and a bug hit after those deserves its retries too.
+MAX_INTERNAL_ERRORS = 5
+# What counts them, with no column of its own: each internal error adds this DeliveryEvent to
+# every recipient still waiting, so their history shows it and each of them holds the count.
+INTERNAL_ERROR = "internal error: processing retried"
+
+
+def _after_internal_error(message: Message) -> str:
+    with transaction.atomic():
+        # Only the unprotected: a protected one belongs to the delivery tasks already.
+        waiting = list(message.deliveries.filter(state=Delivery.State.QUEUED, wire__isnull=True))
+        errors = _internal_errors(waiting) + 1
+        if waiting and errors < MAX_INTERNAL_ERRORS:
+            # Paced by this count too (1, 2, 4, 8 minutes), not by the transient rounds': a
+            # bug that persists is reported within minutes, not hours.
+            if not _retry_later(message, delay=retry_delay(errors)):
+                return "lease-lost"
+            DeliveryEvent.objects.bulk_create(
+                DeliveryEvent(delivery=d, state=Delivery.State.QUEUED, detail=INTERNAL_ERROR)
+                for d in waiting
+            )
             return "retry"
-        with transaction.atomic():
-            # Only the unprotected: a protected one belongs to the delivery tasks already.
-            unprotected = message.deliveries.filter(state=Delivery.State.QUEUED, wire__isnull=True)
-            for delivery in unprotected:
-                tracking.fail(delivery, detail="internal-error", status="5.3.0",
-                              why="this HISP could not process it")
-            finish_message(message, state=Message.State.FAILED, reason="internal-error")
-        return "failed"
+        # As _process would finish it: sent when recipients protected in earlier rounds (or
+        # held) are still on their way.
+        alive = message.deliveries.exclude(pk__in=[d.pk for d in waiting]).exclude(
+            state=Delivery.State.FAILED).exists()
+        state = Message.State.SENT if alive else Message.State.FAILED
+        if not finish_message(message, state=state, reason="" if alive else "internal-error"):
+            return "lease-lost"  # nothing written: the message is someone else's now
+        for delivery in waiting:
+            tracking.fail(delivery, detail="internal-error", status="5.3.0",
+                          why="this HISP could not process it")
+    return "failed"
 
 
-MAX_ATTEMPTS = 5
+def _internal_errors(waiting: list[Delivery]) -> int:
+    """How many internal errors the message has had: a recipient is waiting only if it waited
+    through all of them, so any one holds the count (the largest, should one ever not)."""
+    counts = (
+        DeliveryEvent.objects.filter(delivery__in=waiting, detail=INTERNAL_ERROR)
+        .values("delivery")
+        .order_by()
+        .annotate(n=Count("id"))
+        .values_list("n", flat=True)
+    )
+    return max(counts, default=0)
 
 
-def _retry_later(message: Message) -> bool:
-    """Back to the queue, processed again ``retry_delay(attempts)`` from now (capped, like the
-    sweeper's schedule for it); False when the lease was lost."""
+def _retry_later(message: Message, *, delay: timedelta | None = None) -> bool:
+    """Back to the queue, processed again ``delay`` from now: by default
+    ``retry_delay(attempts)``, the sweeper's schedule for it, which a shorter delay only
+    anticipates; False when the lease was lost."""
     from hisp.tasks.mail import process_outgoing
 
     attempts = message.attempts + 1
     if not release_message(message, back_to=Message.State.QUEUED, attempts=attempts):
         return False
-    delay = retry_delay(attempts).total_seconds()
+    countdown = (retry_delay(attempts) if delay is None else delay).total_seconds()
     transaction.on_commit(
-        lambda: process_outgoing.apply_async((message.pk,), countdown=delay), robust=True
+        lambda: process_outgoing.apply_async((message.pk,), countdown=countdown), robust=True
     )
     return True
 

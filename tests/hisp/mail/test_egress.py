@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
 from hisp import egress
@@ -19,7 +21,7 @@ def dns_server():
             Record("primary", "AAAA", "::1"),
             Record("backup", "A", "127.0.0.2"),
         ],
-        "noaddress.example.test": [Record("@", "MX", "10 nowhere.noaddress.example.test.")],
+        "hostsfile.example.test": [Record("@", "MX", "10 localhost.")],
         "nomx.example.test": [Record("@", "A", "127.0.0.1")],
         "nullmx.example.test": [Record("@", "MX", "0 .")],
     }
@@ -41,10 +43,12 @@ def test_mx_hosts_in_preference_order_each_address_in_turn(db, resolvers):
     ]
 
 
-def test_an_exchanger_without_addresses_is_left_to_the_system_resolver(db, resolvers):
-    assert egress.hops("noaddress.example.test") == [
-        egress.Hop("nowhere.noaddress.example.test", 25)
-    ]
+def test_an_exchanger_our_dns_does_not_know_is_resolved_by_the_system_resolver(db, resolvers):
+    # localhost is in /etc/hosts; our named (no recursion) refuses to answer for it. The hops
+    # carry its addresses: nothing is left for smtplib to look up (test_egress_resolution.py).
+    found = egress.hops("hostsfile.example.test")
+    assert found[0] == egress.Hop("127.0.0.1", 25, name="localhost")
+    assert all(ipaddress.ip_address(hop.host) and hop.name == "localhost" for hop in found)
 
 
 def test_route_overrides_mx(db, resolvers):

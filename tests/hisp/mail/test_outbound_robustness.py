@@ -1,19 +1,24 @@
 """Outbound robustness: reports leave with the null reverse-path, an address egress cannot write
-fails once with one DSN, a non-ASCII recipient is refused at submission, and a transient
-protection failure is waited out like an SMTP 4xx."""
+fails once with one DSN, a non-ASCII recipient is refused at submission, a transient
+protection failure is waited out like an SMTP 4xx, and our own unexpected errors (bugs) are
+retried on budgets of their own before failing with one DSN."""
 
 from __future__ import annotations
 
+import json
 import socket
-from datetime import timedelta
+from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from django.conf import settings
 from django.core.cache import cache
+from django.utils import timezone
 
-from hisp import dsn
-from hisp.models import Delivery, MailboxEntry, Message
-from hisp.services import compose, mail, outbound, pki
+from hisp import dsn, egress
+from hisp.models import Delivery, DeliveryEvent, MailboxEntry, Message
+from hisp.services import compose, mail, notices, outbound, pki
 from tests.hisp.mail.drive import drain
 from tests.hisp.mail.partner import PARTNER, Partner, leaf_certificate
 
@@ -199,3 +204,140 @@ def test_transient_protection_failure_is_retried_for_the_retry_period(world, set
     assert outbound.process(message.pk) == "not-claimed"
     assert len(_alice_dsns(world)) == 1
     assert len(world.sink.handler.messages) == 1
+
+
+# 5. Our own bugs. Nothing real makes these paths run (every error a real component can raise
+# is handled before them), so a monkeypatched function that raises RuntimeError stands in for
+# the bug; everything else is real.
+
+
+def _bug(*args: object, **kwargs: object) -> None:
+    raise RuntimeError("a bug")
+
+
+def test_unexpected_error_in_egress_is_retried_then_fails_with_one_dsn(
+    world, settings, monkeypatch
+):
+    message = _send(world, to=[world.partner.address])
+    monkeypatch.setattr(egress, "send_batch", _bug)
+    before = timezone.now()
+    assert outbound.process(message.pk) == "protected:1/1"  # delivered in the same task
+    delivery = Delivery.objects.get(message=message)
+    detail = "not sent: this HISP failed while sending it (RuntimeError)"
+    # Whether the remote had the message when the error came is unknown: neither a DSN nor
+    # an immediate resend, but the usual retry schedule.
+    assert (delivery.state, delivery.detail, delivery.attempts, delivery.claimed_at) == (
+        Delivery.State.DEFERRED, detail, 1, None
+    )
+    assert before + outbound.backoff(1) <= delivery.next_attempt_at
+    assert delivery.next_attempt_at <= timezone.now() + outbound.backoff(1)
+    assert list(delivery.events.values_list("state", "detail"))[-1:] == [
+        (Delivery.State.DEFERRED, detail)
+    ]
+    assert _alice_dsns(world) == []
+    # Not due yet: the queued task leaves it alone.
+    assert outbound.deliver(delivery.pk, only_due=True) == "not-claimed"
+    # Due, still inside the retry period: deferred again, with a longer backoff.
+    Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
+    assert outbound.deliver(delivery.pk, only_due=True) == "deferred"
+    delivery.refresh_from_db()
+    assert (delivery.state, delivery.attempts) == (Delivery.State.DEFERRED, 2)
+    assert delivery.next_attempt_at > timezone.now() + outbound.backoff(1)
+    assert _alice_dsns(world) == []
+    # The retry period is over: failed, with exactly one DSN.
+    settings.HISP_RETRY_PERIOD = timedelta(0)
+    Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
+    assert outbound.deliver(delivery.pk, only_due=True) == "failed"
+    delivery.refresh_from_db()
+    assert (delivery.state, delivery.attempts) == (Delivery.State.FAILED, 3)
+    [report] = _alice_dsns(world)
+    assert report.recipients[0].status == notices.EXPIRED
+    assert "failed while sending it (RuntimeError)" in report.recipients[0].diagnostic
+    assert outbound.deliver(delivery.pk) == "not-claimed"
+    assert mail.sweep()["deliveries"] == 0
+    assert len(_alice_dsns(world)) == 1
+    assert world.sink.handler.messages == []
+
+
+def _waiting_out_a_transient_failure(world, settings) -> tuple[Message, Delivery]:
+    """A message to doc (sent at once) and ann (whose CRL nobody serves: waiting), after
+    many transient rounds."""
+    settings.HISP_FETCH_ALLOW_PRIVATE_NETWORKS = True  # the CRL URL is on loopback
+    ann = f"ann@{PARTNER}"
+    pki.import_certificate(_certificate_with_unreachable_crl(world.partner, ann))
+    message = _send(world, to=[world.partner.address, ann])
+    assert outbound.process(message.pk) == "retry"
+    Message.objects.filter(pk=message.pk).update(attempts=9)
+    return message, Delivery.objects.get(message=message, recipient=ann)
+
+
+def test_internal_error_has_its_own_budget_after_many_transient_rounds(
+    world, settings, monkeypatch
+):
+    message, waiting = _waiting_out_a_transient_failure(world, settings)
+    monkeypatch.setattr(outbound, "_protect", _bug)
+    for errors in range(1, outbound.MAX_INTERNAL_ERRORS):
+        assert outbound.process(message.pk) == "retry"
+        message.refresh_from_db()
+        assert (message.state, message.attempts) == (Message.State.QUEUED, 9 + errors)
+        waiting.refresh_from_db()
+        assert (waiting.state, waiting.wire) == (Delivery.State.QUEUED, None)
+        events = waiting.events.filter(detail=outbound.INTERNAL_ERROR)
+        assert events.count() == errors
+        assert _alice_dsns(world) == []
+    # The budget is spent: the waiting recipient fails with one DSN; doc's delivery stands.
+    assert outbound.process(message.pk) == "failed"
+    message.refresh_from_db()
+    assert (message.state, message.reason) == (Message.State.SENT, "")
+    waiting.refresh_from_db()
+    assert (waiting.state, waiting.detail) == (Delivery.State.FAILED, "internal-error")
+    doc = Delivery.objects.get(message=message, recipient=world.partner.address)
+    assert doc.state == Delivery.State.SENT
+    [report] = _alice_dsns(world)
+    assert report.recipients[0].final_recipient.endswith(waiting.recipient)
+    assert report.recipients[0].status == "5.3.0"
+    assert outbound.process(message.pk) == "not-claimed"
+    assert len(_alice_dsns(world)) == 1
+    assert len(world.sink.handler.messages) == 1  # doc's copy only
+
+
+def _retries_queued(pk: int) -> list[datetime]:
+    """When the process_outgoing tasks for message ``pk`` in the broker's queue (the
+    filesystem transport the tests use) are due, in the order they were published."""
+    folder = Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"])
+    due = []
+    for path in sorted(folder.glob("*.msg"), key=lambda p: p.stat().st_mtime_ns):
+        headers = json.loads(path.read_bytes())["headers"]
+        if headers["task"] == "hisp.mail.process_outgoing" and headers["argsrepr"] == f"({pk},)":
+            due.append(datetime.fromisoformat(headers["eta"]))
+    return due
+
+
+def test_internal_error_retry_is_paced_by_its_own_count(
+    world, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    if not settings.CELERY_BROKER_URL.startswith("filesystem://"):
+        pytest.skip("reads the queue of the filesystem broker")
+    message, _ = _waiting_out_a_transient_failure(world, settings)
+    monkeypatch.setattr(outbound, "_protect", _bug)
+    before = timezone.now()
+    for _ in range(2):
+        with django_capture_on_commit_callbacks(execute=True):  # publishes to the broker
+            assert outbound.process(message.pk) == "retry"
+    waits = [round((due - before).total_seconds() / 60) for due in _retries_queued(message.pk)]
+    # 1 and 2 minutes, not the 128 minutes of the rounds that wait out a transient failure.
+    assert waits == [1, 2]
+
+
+def test_internal_error_fails_a_message_with_no_recipient_left_alive(world, monkeypatch):
+    message = _send(world, to=[world.partner.address])
+    monkeypatch.setattr(outbound, "_protect", _bug)
+    for _ in range(outbound.MAX_INTERNAL_ERRORS - 1):
+        assert outbound.process(message.pk) == "retry"
+    assert outbound.process(message.pk) == "failed"
+    message.refresh_from_db()
+    assert (message.state, message.reason) == (Message.State.FAILED, "internal-error")
+    [report] = _alice_dsns(world)
+    assert report.recipients[0].status == "5.3.0"
+    assert DeliveryEvent.objects.filter(detail=outbound.INTERNAL_ERROR).count() == 4
+    assert world.sink.handler.messages == []
