@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 from django.conf import settings
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from hisp.ca.publication import ca_issuers_url, crl_url, ocsp_url
@@ -58,25 +59,52 @@ def scope_for(domain: Domain) -> Scope:
     return Scope(domain.name, portal, domain)
 
 
+def _scope_cas(scope: Scope) -> QuerySet[Certificate]:
+    """The scope's usable CAs: ours, neither revoked nor replaced by a completed rollover."""
+    return Certificate.objects.filter(
+        binding=Certificate.Binding.CA,
+        source=Certificate.Source.HOSTED,
+        bound_name=scope.label,
+        revoked_at__isnull=True,
+        superseded_by__isnull=True,
+    )
+
+
+def scope_domains(domain: Domain) -> list[Domain]:
+    """The hosted domains that issue from the same CA as ``domain`` (just ``domain`` with a CA
+    per domain; every provider, or every portal, domain with the community CAs)."""
+    if domain.issuing_ca_id is None or scope_for(domain).domain is not None:
+        return [domain]
+    return list(Domain.objects.filter(issuing_ca_id=domain.issuing_ca_id).order_by("name"))
+
+
+def successor(domain: Domain) -> Certificate | None:
+    """The CA prepared to take over from ``domain``'s issuing CA (hisp.services.ca_rollover):
+    the newest usable CA of its scope that no domain issues from yet."""
+    if domain.issuing_ca_id is None:
+        return None
+    return (
+        _scope_cas(scope_for(domain))
+        .exclude(pk__in=Domain.objects.filter(issuing_ca__isnull=False).values("issuing_ca"))
+        .filter(pk__gt=domain.issuing_ca_id)  # made after it (certificate times are in seconds)
+        .order_by("-pk")
+        .first()
+    )
+
+
 def ca_for(domain: Domain) -> Certificate:
     """The issuing CA for ``domain``: its own, or the shared community one (created if needed).
 
     Patient-portal domains never share a CA with provider domains: patients are identity-proofed
-    differently, and partners decide separately whether to trust each kind.
+    differently, and partners decide separately whether to trust each kind. A community CA that
+    other domains already issue from wins over a successor still being rolled out.
     """
     scope = scope_for(domain)
-    existing = (
-        Certificate.objects.filter(
-            binding=Certificate.Binding.CA,
-            source=Certificate.Source.HOSTED,
-            bound_name=scope.label,
-            revoked_at__isnull=True,
-            superseded_by__isnull=True,
-        )
-        .order_by("-not_after")
-        .first()
-    )
-    return existing or create_ca(scope)
+    usable = _scope_cas(scope).order_by("-not_after")
+    in_use = usable.filter(
+        pk__in=Domain.objects.filter(issuing_ca__isnull=False).values("issuing_ca")
+    ).first()
+    return in_use or usable.first() or create_ca(scope)
 
 
 def create_ca(scope: Scope, *, at: datetime | None = None) -> Certificate:

@@ -152,7 +152,9 @@ def renew(
             raise PkiError("only certificates issued by this HISP can be renewed")
         if old.revoked_at is not None:
             raise PkiError("a revoked certificate cannot be renewed")
-        ca = old.issued_by
+        # The domain's issuing CA now: after a CA rollover (hisp.services.ca_rollover) that is
+        # the successor, not the CA that issued the old certificate.
+        ca = (old.domain.issuing_ca if old.domain is not None else None) or old.issued_by
         assert ca is not None
         key_bits = old.private_key.key_bits if old.private_key else None
         try:

@@ -30,6 +30,7 @@ from agent.errors import AgentError
 from agent.trust.fetch import Fetcher, FetchError
 from agent.types import AlgorithmPolicy, Direction
 from hisp.agent_env import bump_pki_version
+from hisp.ca import authority
 from hisp.certificates import (
     CertificateFormatError,
     anchor_row,
@@ -151,15 +152,27 @@ class ExportedAnchor:
         return display_fingerprint(self.certificate.fingerprint_sha256)
 
 
-def export_anchor(domain: str, *, actor: Actor = None, client: str | None = None) -> ExportedAnchor:
+def export_anchor(
+    domain: str, *, successor: bool = False, actor: Actor = None, client: str | None = None
+) -> ExportedAnchor:
     """The CA that issues ``domain``'s certificates, as partners import it, with its SHA-256
-    fingerprint for confirmation out of band."""
+    fingerprint for confirmation out of band. With ``successor``, the CA prepared to replace it
+    (hisp.services.ca_rollover), which partners must trust before the rollover is activated."""
     target = _domain(domain)
     if target.issuing_ca is None:
         raise TrustError(f"domain {target.name} has no issuing CA")
-    audit.record(action="anchor.export", obj=target.issuing_ca, actor=actor, client=client,
-                 domain=target.name)
-    return ExportedAnchor(target.issuing_ca, to_pem([load(target.issuing_ca)]))
+    ca = target.issuing_ca
+    if successor:
+        found = authority.successor(target)
+        if found is None:
+            raise TrustError(
+                f"no CA rollover is under way for {target.name} "
+                f"(start one with 'manage.py anchor rollover {target.name}')"
+            )
+        ca = found
+    audit.record(action="anchor.export", obj=ca, actor=actor, client=client,
+                 domain=target.name, **({"successor": True} if successor else {}))
+    return ExportedAnchor(ca, to_pem([load(ca)]))
 
 
 # --- Bundle formats ----------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """``manage.py anchor import FILE --domain NAME [--incoming] [--outgoing]``,
-``manage.py anchor export DOMAIN [--out FILE]`` and ``manage.py anchor list [--json]``."""
+``manage.py anchor export DOMAIN [--out FILE] [--next]``, ``manage.py anchor list [--json]`` and
+``manage.py anchor rollover DOMAIN [--activate] [--json]`` (replacing our own issuing CA, see
+hisp.services.ca_rollover)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from hisp.certificates import display_fingerprint
 from hisp.management.cli import CLI_ACTOR, print_json, read_file, user_errors, write_output
 from hisp.models import TrustAnchor
-from hisp.services import trust
+from hisp.services import ca_rollover, trust
 
 
 class Command(BaseCommand):
@@ -26,8 +28,19 @@ class Command(BaseCommand):
         exp = sub.add_parser("export", help="PEM of the CA that issues this domain's certificates")
         exp.add_argument("domain")
         exp.add_argument("--out", help="write to this file instead of stdout")
+        exp.add_argument("--next", action="store_true",
+                         help="the successor CA of a rollover under way (for partners to import)")
         listing = sub.add_parser("list", help="list trust anchors")
         listing.add_argument("--json", action="store_true")
+        roll = sub.add_parser(
+            "rollover",
+            help="replace the domain's issuing CA: first prepare the successor (partners import "
+            "it with 'anchor export DOMAIN --next'), later --activate it",
+        )
+        roll.add_argument("domain")
+        roll.add_argument("--activate", action="store_true",
+                          help="issue from the prepared successor and renew every certificate")
+        roll.add_argument("--json", action="store_true")
 
     def handle(self, *args: Any, **opts: Any) -> None:
         getattr(self, "_" + opts["action"])(opts)
@@ -52,7 +65,7 @@ class Command(BaseCommand):
 
     def _export(self, opts: dict[str, Any]) -> None:
         with user_errors():
-            exported = trust.export_anchor(opts["domain"], actor=CLI_ACTOR)
+            exported = trust.export_anchor(opts["domain"], successor=opts["next"], actor=CLI_ACTOR)
         write_output(self, exported.pem, opts["out"])
         # With the PEM on stdout the fingerprint goes to stderr, keeping stdout a clean PEM.
         stream = self.stdout if opts["out"] else self.stderr
@@ -81,4 +94,38 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"{row['domain']}\t{directions}\t{display_fingerprint(row['fingerprint'])}\t"
                 f"{row['subject']}"
+            )
+
+    def _rollover(self, opts: dict[str, Any]) -> None:
+        with user_errors():
+            if opts["activate"]:
+                done = ca_rollover.activate(opts["domain"], actor=CLI_ACTOR)
+                result = {
+                    "step": "activated",
+                    "fingerprint": done.ca.fingerprint_sha256,
+                    "previous": done.previous.fingerprint_sha256,
+                    "domains": done.domains,
+                    "renewed": [c.fingerprint_sha256 for c in done.renewed],
+                }
+            else:
+                ca = ca_rollover.prepare(opts["domain"], actor=CLI_ACTOR)
+                result = {
+                    "step": "prepared",
+                    "fingerprint": ca.fingerprint_sha256,
+                    "subject": ca.subject,
+                    "not_after": ca.not_after,
+                }
+        if opts["json"]:
+            print_json(self, result)
+        elif result["step"] == "prepared":
+            self.stdout.write(
+                f"successor CA prepared: SHA-256 fingerprint "
+                f"{display_fingerprint(result['fingerprint'])}\n"
+                f"send it to partners ('manage.py anchor export {opts['domain']} --next'), and "
+                f"once they trust it run 'manage.py anchor rollover {opts['domain']} --activate'"
+            )
+        else:
+            self.stdout.write(
+                f"now issuing from {display_fingerprint(result['fingerprint'])} for "
+                f"{', '.join(result['domains'])}; {len(result['renewed'])} certificate(s) renewed"
             )
