@@ -46,6 +46,11 @@ _TRANSITIONS: dict[str, tuple[Status, frozenset[str]]] = {
 TRANSITIONS = tuple(_TRANSITIONS)
 
 
+def transitions_from(status: str) -> tuple[str, ...]:
+    """The lifecycle moves an address in ``status`` may make: the console offers only these."""
+    return tuple(name for name, (_, sources) in _TRANSITIONS.items() if status in sources)
+
+
 def proofing_detail(record: ProofingRecord) -> dict[str, str | int]:
     return {
         "proofing_record": record.pk,
@@ -91,6 +96,10 @@ def change_status(
     if transition not in _TRANSITIONS:
         raise StaffActionError("unknown_transition", f"unknown lifecycle action {transition!r}")
     target, sources = _TRANSITIONS[transition]
+    try:
+        identity.ensure_status_allowed(address, target)
+    except identity.IdentityError as exc:
+        raise StaffActionError("postmaster_stays_active", str(exc)) from None
     latest = address.proofing_records.order_by("-proofed_on", "-id").first()
     if transition == "activate" and latest is None:
         raise StaffActionError(
@@ -148,7 +157,7 @@ def grant_access(
     return grant
 
 
-def revoke_access(*, request: HttpRequest, grant: AddressGrant) -> None:
+def revoke_access(*, request: HttpRequest, grant: AddressGrant, reason: str = "") -> None:
     if grant.role == AddressGrant.Role.OWNER:
         raise StaffActionError("owner_grant", "the owner's access is not revoked here")
     with transaction.atomic():
@@ -162,6 +171,7 @@ def revoke_access(*, request: HttpRequest, grant: AddressGrant) -> None:
             address=grant.address.address,
             user=grant.user.get_username(),
             role=grant.role,
+            **_reason(reason),
         )
 
 
@@ -171,7 +181,9 @@ class PasswordReset:
     temporary_password: str  # shown once to the staff member, never stored in clear or logged
 
 
-def reset_owner_password(*, request: HttpRequest, address: Address) -> PasswordReset:
+def reset_owner_password(
+    *, request: HttpRequest, address: Address, reason: str = ""
+) -> PasswordReset:
     """Set a temporary password for the address's owner (webmail has no self-service reset).
 
     Staff accounts are refused: a console user must not take over another console user.
@@ -200,6 +212,7 @@ def reset_owner_password(*, request: HttpRequest, address: Address) -> PasswordR
             request=request,
             address=address.address,
             username=user.get_username(),
+            **_reason(reason),
         )
     return PasswordReset(username=user.get_username(), temporary_password=temporary)
 
@@ -337,7 +350,7 @@ def flush_discovery_cache(*, request: HttpRequest, entry: str) -> str:
     return flushed
 
 
-def remove_anchor(*, request: HttpRequest, anchor: TrustAnchor) -> None:
+def remove_anchor(*, request: HttpRequest, anchor: TrustAnchor, reason: str = "") -> None:
     """Stop trusting an anchor imported by hand (a partner left, or its CA was compromised).
 
     Anchors from a bundle follow the bundle (the next refresh would bring them back), and a
@@ -359,4 +372,10 @@ def remove_anchor(*, request: HttpRequest, anchor: TrustAnchor) -> None:
             fingerprint=anchor.certificate.fingerprint_sha256,
             incoming=anchor.incoming,
             outgoing=anchor.outgoing,
+            **_reason(reason),
         )
+
+
+def _reason(reason: str) -> dict[str, str]:
+    """The staff member's stated reason, for the audit detail; left out when none was asked."""
+    return {"reason": reason} if reason else {}

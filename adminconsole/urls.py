@@ -23,12 +23,18 @@ urlpatterns = [
     path("domains/", domains.domain_list, name="domain-list"),
     path("domains/add/", domains.domain_add, name="domain-add"),
     path("domains/<int:pk>/", domains.domain_detail, name="domain-detail"),
+    path("domains/<int:pk>/ca-rollover/", domains.ca_rollover, name="domain-ca-rollover"),
     # Organisations and providers
     path("addresses/", addresses.address_list, name="address-list"),
     path("addresses/add/", addresses.address_add, name="address-add"),
     path("addresses/<int:pk>/", addresses.address_detail, name="address-detail"),
     path("addresses/<int:pk>/proofing/", addresses.record_proofing, name="address-proofing"),
     path("addresses/<int:pk>/status/", addresses.change_status, name="address-status"),
+    path(
+        "addresses/<int:pk>/status/<slug:transition>/",
+        addresses.status_confirm,
+        name="address-status-confirm",
+    ),
     path("addresses/<int:pk>/grants/", addresses.grant_access, name="address-grant"),
     path(
         "addresses/<int:pk>/grants/<int:grant_pk>/revoke/",

@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.utils import timezone
 
+from adminconsole.forms.confirm import CONFIRM_REQUIRED, confirm_field
 from adminconsole.forms.fields import (
     DomainField,
     PlainTextField,
@@ -59,11 +60,35 @@ class ProofingForm(forms.Form):
         return proofed_on
 
 
+# Lifecycle moves that take an address out of service: each needs a reason and a confirmation.
+CONFIRMED_TRANSITIONS = ("suspend", "disable")
+
+
 class StatusForm(forms.Form):
     transition = forms.ChoiceField(
         choices=[("activate", "Activate"), ("suspend", "Suspend"), ("disable", "Disable")]
     )
-    note = PlainTextField(max_length=500, required=False)
+    note = PlainTextField(
+        label="Reason", max_length=500, required=False,
+        help_text="Kept in the audit log.",
+    )
+    confirm = confirm_field()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Activation puts nobody out of service: it is done in one step from the address page.
+        self.fields["confirm"].required = False
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if cleaned.get("transition") in CONFIRMED_TRANSITIONS:
+            if not cleaned.get("note") and "note" not in self.errors:
+                self.add_error("note", "Say why: the reason is kept in the audit log.")
+            if not cleaned.get("confirm"):
+                self.add_error("confirm", CONFIRM_REQUIRED)
+        # cleaned_data is passed on as the service's keyword arguments, which the tick is not.
+        cleaned.pop("confirm", None)
+        return cleaned
 
 
 class GrantForm(forms.Form):

@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.utils import timezone
 
+from adminconsole.forms.confirm import confirm_field
 from adminconsole.forms.fields import (
     DomainField,
     PlainTextField,
@@ -61,8 +62,10 @@ class DeliveryFilterForm(forms.Form):
 
 class FailDeliveryForm(forms.Form):
     note = PlainTextField(
-        max_length=200, help_text="Why delivery is stopped (kept in the audit log, not sent)."
+        label="Reason", max_length=200,
+        help_text="Why delivery is stopped (kept in the audit log, not sent).",
     )
+    confirm = confirm_field()
 
 
 # --- Audit -----------------------------------------------------------------------------------

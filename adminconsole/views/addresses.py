@@ -4,21 +4,25 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.db.models import Q
-from django.http import HttpRequest, HttpResponse
+from django.forms import HiddenInput
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from adminconsole import access, services
+from adminconsole import access, impact, services
 from adminconsole.access import staff_required
+from adminconsole.forms.confirm import ReasonConfirmForm
 from adminconsole.forms.identity import (
+    CONFIRMED_TRANSITIONS,
     AddressAddForm,
     AddressFilterForm,
     GrantForm,
     ProofingForm,
     StatusForm,
 )
-from adminconsole.views.common import paginate, query_without_page
+from adminconsole.views.common import audit_search, confirm_page, paginate, query_without_page
 from hisp.models import Address, AddressGrant
 from hisp.services import identity
 
@@ -42,13 +46,15 @@ def _list(request: HttpRequest, add_form: AddressAddForm, *, status: int = 200) 
             addresses = addresses.filter(
                 Q(address__icontains=data["q"]) | Q(display_name__icontains=data["q"])
             )
+    page = paginate(request, addresses)
+    audit_search(request, form, page, action="address.console-search", listing="addresses")
     return render(
         request,
         "adminconsole/address_list.html",
         {
             "form": form,
             "add_form": add_form,
-            "page": paginate(request, addresses),
+            "page": page,
             "query": query_without_page(request),
         },
         status=status,
@@ -88,7 +94,9 @@ def _detail(request: HttpRequest, address: Address, **forms: object) -> HttpResp
         "certificates": address.certificates.defer("der"),
         "proofing_form": ProofingForm(),
         "status_form": StatusForm(),
+        "moves": services.transitions_from(address.status),
         "grant_form": GrantForm(),
+        "postmaster": identity.is_postmaster(address.address),
         **forms,
     }
     status = 400 if any(getattr(f, "errors", None) for f in forms.values()) else 200
@@ -124,9 +132,43 @@ def change_status(request: HttpRequest, pk: int) -> HttpResponse:
         except services.StaffActionError as exc:
             form.add_error(None, str(exc))
     if not form.is_valid():
-        return _detail(request, address, status_form=form)
+        return _status_refused(request, address, form)
     messages.success(request, f"{address.address} is now {address.get_status_display().lower()}.")
     return redirect("adminconsole:address-detail", pk=address.pk)
+
+
+def _status_refused(request: HttpRequest, address: Address, form: StatusForm) -> HttpResponse:
+    """A suspension or disabling that did not happen goes back to its confirmation page (the
+    error belongs beside what was being confirmed); a refused activation to the address page."""
+    transition = form.data.get("transition")
+    if transition in CONFIRMED_TRANSITIONS:
+        return _status_page(request, address, transition, form)
+    return _detail(request, address, status_form=form)
+
+
+def _status_page(
+    request: HttpRequest, address: Address, transition: str, form: StatusForm
+) -> HttpResponse:
+    form.fields["transition"].widget = HiddenInput()
+    # Shown as required (StatusForm.clean enforces both for these moves).
+    form.fields["note"].required = form.fields["confirm"].required = True
+    return confirm_page(
+        request,
+        impact.status_change(address, transition),
+        form,
+        cancel_url=reverse("adminconsole:address-detail", kwargs={"pk": address.pk}),
+        action_url=reverse("adminconsole:address-status", kwargs={"pk": address.pk}),
+    )
+
+
+@staff_required
+@require_GET
+def status_confirm(request: HttpRequest, pk: int, transition: str) -> HttpResponse:
+    """What suspending or disabling this address does; its form posts to ``change_status``."""
+    address = access.get_address(pk)
+    if transition not in CONFIRMED_TRANSITIONS:
+        raise Http404("no such lifecycle change to confirm")
+    return _status_page(request, address, transition, StatusForm(initial={"transition": transition}))
 
 
 @staff_required
@@ -150,32 +192,54 @@ def grant_access(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("adminconsole:address-detail", pk=address.pk)
 
 
+def _detail_url(address: Address) -> str:
+    return reverse("adminconsole:address-detail", kwargs={"pk": address.pk})
+
+
 @staff_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def revoke_grant(request: HttpRequest, pk: int, grant_pk: int) -> HttpResponse:
+    """Revoking a delegate needs a reason (audited) and an explicit confirmation."""
     address = access.get_address(pk)
     grant = get_object_or_404(AddressGrant.objects.select_related("user"), pk=grant_pk, address=address)
-    try:
-        services.revoke_access(request=request, grant=grant)
-    except services.StaffActionError as exc:
-        messages.error(request, str(exc))
-    else:
-        messages.success(request, f"Access for {grant.user.get_username()} revoked.")
-    return redirect("adminconsole:address-detail", pk=address.pk)
+    form = ReasonConfirmForm(request.POST if request.method == "POST" else None)
+    if form.is_valid():
+        try:
+            services.revoke_access(request=request, grant=grant, reason=form.cleaned_data["reason"])
+        except services.StaffActionError as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, f"Access for {grant.user.get_username()} revoked.")
+            return redirect("adminconsole:address-detail", pk=address.pk)
+    return confirm_page(
+        request, impact.grant_revocation(grant), form, cancel_url=_detail_url(address)
+    )
 
 
 @staff_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def reset_password(request: HttpRequest, pk: int) -> HttpResponse:
+    """Resetting the owner's password needs a reason (audited) and an explicit confirmation."""
     address = access.get_address(pk)
+    form = ReasonConfirmForm(request.POST if request.method == "POST" else None)
+    if not form.is_valid():
+        return _reset_page(request, address, form)
     try:
-        reset = services.reset_owner_password(request=request, address=address)
+        reset = services.reset_owner_password(
+            request=request, address=address, reason=form.cleaned_data["reason"]
+        )
     except services.StaffActionError as exc:
-        messages.error(request, str(exc))
-        return redirect("adminconsole:address-detail", pk=address.pk)
+        form.add_error(None, str(exc))
+        return _reset_page(request, address, form)
     # Rendered once, in this response only: never stored, never put in a message or the URL.
     response = render(
         request, "adminconsole/password_reset_done.html", {"address": address, "reset": reset}
     )
     response["Cache-Control"] = "no-store"
     return response
+
+
+def _reset_page(request: HttpRequest, address: Address, form: ReasonConfirmForm) -> HttpResponse:
+    return confirm_page(
+        request, impact.password_reset(address), form, cancel_url=_detail_url(address)
+    )

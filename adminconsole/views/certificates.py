@@ -137,8 +137,9 @@ def certificate_issue(request: HttpRequest) -> HttpResponse:
 def certificate_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     """Revocation needs a reason and an explicit confirmation; the CRL is regenerated at once."""
     certificate = access.get_certificate(pk)
-    form = RevokeForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
+    # Bound on every POST, even an empty one, so a missing confirmation is shown as an error.
+    form = RevokeForm(request.POST if request.method == "POST" else None)
+    if form.is_valid():
         try:
             pki.revoke(certificate, reason=form.cleaned_data["reason"], actor=request.user,
                        client=audit.client_address(request))

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.core.paginator import Page, Paginator
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from adminconsole.impact import Impact
+from hisp.services import audit
 
 PAGE_SIZE = 50
 
@@ -20,3 +25,50 @@ def query_without_page(request: HttpRequest) -> str:
     params = request.GET.copy()
     params.pop("page", None)
     return params.urlencode()
+
+
+def confirm_page(
+    request: HttpRequest,
+    impact: Impact,
+    form: forms.Form,
+    *,
+    cancel_url: str,
+    action_url: str = "",
+) -> HttpResponse:
+    """The page a destructive action shows before it acts: what happens, to what, and the box
+    to tick. Shown on GET (200) and again after a POST that did not act (400)."""
+    if "confirm" in form.fields and impact.statement:
+        form.fields["confirm"].label = impact.statement
+        form["confirm"].label = impact.statement  # a validated form has cached its bound field
+    return render(
+        request,
+        "adminconsole/confirm.html",
+        {
+            "impact": impact,
+            "form": form,
+            "action_url": action_url or request.path,
+            "cancel_url": cancel_url,
+        },
+        status=400 if request.method == "POST" else 200,
+    )
+
+
+def audit_search(
+    request: HttpRequest, form: forms.Form, page: Page, *, action: str, listing: str
+) -> None:
+    """Staff searching messages or people is access to them: record who looked for what. The
+    plain unfiltered list (or a search whose filters were refused) is not recorded, so the log
+    stays readable."""
+    if not form.is_valid():
+        return
+    filters = {name: str(value) for name, value in form.cleaned_data.items() if value}
+    if not filters:
+        return
+    audit.record(
+        action=action,
+        obj=("console-search", listing),
+        request=request,
+        filters=filters,
+        results=page.paginator.count,
+        page=page.number,
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -41,6 +42,17 @@ def expiring_certificates() -> QuerySet[Certificate]:
     ).exclude(source=Certificate.Source.DISCOVERED)
 
 
+def cas_to_roll_over() -> QuerySet[Domain]:
+    """Domains whose issuing CA ends within one certificate lifetime: certificates it issues
+    already come out shorter than HISP_CERT_VALIDITY, and partners need time to import a
+    successor (docs/pki.md, "Replacing a CA")."""
+    return (
+        Domain.objects.select_related("issuing_ca")
+        .filter(issuing_ca__not_after__lt=timezone.now() + settings.HISP_CERT_VALIDITY)
+        .order_by("issuing_ca__not_after", "name")
+    )
+
+
 def _message_rows(recent: QuerySet[Message]) -> list[tuple[str, str, int, int]]:
     """(state, label, inbound count, outbound count) for each message state."""
     counted = {
@@ -76,5 +88,6 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         .select_related("domain"),
         "expiring_count": expiring.count(),
         "expiring": expiring.order_by("not_after")[:10],
+        "ca_rollovers": cas_to_roll_over()[:10],
     }
     return render(request, "adminconsole/dashboard.html", context)

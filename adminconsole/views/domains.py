@@ -6,14 +6,19 @@ from django.contrib import messages
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from adminconsole import access
+from adminconsole import access, impact
 from adminconsole.access import staff_required
+from adminconsole.forms.confirm import ConfirmForm
 from adminconsole.forms.identity import DomainAddForm
+from adminconsole.views.common import confirm_page
+from hisp.certificates import display_fingerprint
 from hisp.models import Certificate, Domain
 from hisp.services import audit, identity
+from hisp.services import ca_rollover as ca_rollovers
 
 
 def _list(request: HttpRequest, form: DomainAddForm, *, status: int = 200) -> HttpResponse:
@@ -67,5 +72,50 @@ def domain_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "bundles": domain.bundles.all(),
         "addresses": domain.addresses.all()[:200],
         "address_count": domain.addresses.count(),
+        "successor": ca_rollovers.pending(domain.name) if domain.issuing_ca else None,
     }
     return render(request, "adminconsole/domain_detail.html", context)
+
+
+@staff_required
+@require_http_methods(["GET", "POST"])
+def ca_rollover(request: HttpRequest, pk: int) -> HttpResponse:
+    """Replacing the domain's issuing CA, one confirmed step at a time: prepare the successor
+    (partners import it), then activate it once they trust it."""
+    domain = access.get_domain(pk)
+    form = ConfirmForm(request.POST if request.method == "POST" else None)
+    preparing = ca_rollovers.pending(domain.name) is None if domain.issuing_ca else True
+    step = "prepare" if preparing else "activate"
+    if request.method == "POST" and request.GET.get("step") != step:
+        # Confirmed on a page showing the other step (another staff member moved the rollover
+        # on meanwhile): what was ticked is not what would happen now.
+        form.add_error(None, "The rollover changed since this page was shown: nothing was "
+                             "done. Check the details below and confirm again.")
+    if form.is_valid():
+        client = audit.client_address(request)
+        try:
+            if preparing:
+                new = ca_rollovers.prepare(domain.name, actor=request.user, client=client)
+                messages.success(
+                    request,
+                    f"Successor CA prepared ({display_fingerprint(new.fingerprint_sha256)}). "
+                    "Give it to partners before activating it.",
+                )
+            else:
+                done = ca_rollovers.activate(domain.name, actor=request.user, client=client)
+                messages.success(
+                    request,
+                    f"{', '.join(done.domains)} now issue from the successor CA; "
+                    f"{len(done.renewed)} certificate(s) renewed.",
+                )
+        except ca_rollovers.RolloverError as exc:
+            form.add_error(None, str(exc))
+        else:
+            return redirect("adminconsole:domain-detail", pk=domain.pk)
+    return confirm_page(
+        request,
+        impact.ca_rollover(domain),
+        form,
+        cancel_url=reverse("adminconsole:domain-detail", kwargs={"pk": domain.pk}),
+        action_url=f"{request.path}?step={step}",
+    )

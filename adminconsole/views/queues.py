@@ -11,12 +11,13 @@ from django.contrib import messages
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from adminconsole import access, services
+from adminconsole import access, impact, services
 from adminconsole.access import staff_required
 from adminconsole.forms.operations import DeliveryFilterForm, FailDeliveryForm, MessageFilterForm
-from adminconsole.views.common import paginate, query_without_page
+from adminconsole.views.common import audit_search, confirm_page, paginate, query_without_page
 from hisp.models import Delivery, Message
 from hisp.services import audit
 
@@ -41,10 +42,12 @@ def message_list(request: HttpRequest) -> HttpResponse:
             found = found.filter(
                 Q(message_id__icontains=data["q"]) | Q(envelope_from__icontains=data["q"])
             )
+    page = paginate(request, found)
+    audit_search(request, form, page, action="message.console-search", listing="messages")
     return render(
         request,
         "adminconsole/message_list.html",
-        {"form": form, "page": paginate(request, found), "query": query_without_page(request)},
+        {"form": form, "page": page, "query": query_without_page(request)},
     )
 
 
@@ -68,10 +71,12 @@ def delivery_list(request: HttpRequest) -> HttpResponse:
             found = found.filter(state=data["state"])
         if data["q"]:
             found = found.filter(recipient__icontains=data["q"])
+    page = paginate(request, found)
+    audit_search(request, form, page, action="delivery.console-search", listing="deliveries")
     return render(
         request,
         "adminconsole/delivery_list.html",
-        {"form": form, "page": paginate(request, found), "query": query_without_page(request)},
+        {"form": form, "page": page, "query": query_without_page(request)},
     )
 
 
@@ -89,9 +94,12 @@ def message_detail(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-def _delivery_page(
-    request: HttpRequest, delivery: Delivery, *, fail_form: FailDeliveryForm | None = None
-) -> HttpResponse:
+@staff_required
+@require_GET
+def delivery_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    delivery = access.get_delivery(pk)
+    audit.record(action="delivery.console-view", obj=delivery, request=request,
+                 message=delivery.message_id)
     outbound = delivery.message.direction == Message.Direction.OUTBOUND
     return render(
         request,
@@ -101,19 +109,8 @@ def _delivery_page(
             "events": delivery.events.all(),
             "may_retry": outbound and delivery.state in services.RETRYABLE,
             "may_fail": outbound and delivery.state in services.FAILABLE,
-            "fail_form": fail_form or FailDeliveryForm(),
         },
-        status=400 if fail_form is not None else 200,
     )
-
-
-@staff_required
-@require_GET
-def delivery_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    delivery = access.get_delivery(pk)
-    audit.record(action="delivery.console-view", obj=delivery, request=request,
-                 message=delivery.message_id)
-    return _delivery_page(request, delivery)
 
 
 @staff_required
@@ -130,10 +127,15 @@ def delivery_retry(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @staff_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def delivery_fail(request: HttpRequest, pk: int) -> HttpResponse:
+    """Failing a delivery by hand needs a reason (audited) and an explicit confirmation."""
     delivery = access.get_delivery(pk)
-    form = FailDeliveryForm(request.POST)
+    if request.method == "GET":
+        # The page shows who wrote to whom, as the delivery's own page does: audited alike.
+        audit.record(action="delivery.console-view", obj=delivery, request=request,
+                     message=delivery.message_id)
+    form = FailDeliveryForm(request.POST if request.method == "POST" else None)
     if form.is_valid():
         try:
             services.fail_delivery_now(
@@ -144,4 +146,9 @@ def delivery_fail(request: HttpRequest, pk: int) -> HttpResponse:
         else:
             messages.success(request, "Delivery failed; the sender gets a failure notice.")
             return redirect("adminconsole:delivery-detail", pk=delivery.pk)
-    return _delivery_page(request, delivery, fail_form=form)
+    return confirm_page(
+        request,
+        impact.delivery_failure(delivery),
+        form,
+        cancel_url=reverse("adminconsole:delivery-detail", kwargs={"pk": delivery.pk}),
+    )

@@ -6,11 +6,14 @@ from __future__ import annotations
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from adminconsole import access
+from adminconsole import access, impact
 from adminconsole.access import staff_required
+from adminconsole.forms.confirm import ConfirmForm
 from adminconsole.forms.operations import RouteForm
+from adminconsole.views.common import confirm_page
 from hisp.models import Route
 from hisp.services import audit, identity, routes
 
@@ -57,16 +60,22 @@ def route_set(request: HttpRequest) -> HttpResponse:
 
 
 @staff_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def route_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    """Deleting a route shows where mail goes instead, and acts only once confirmed."""
     route = access.get_route(pk)
-    try:
-        routes.delete_route(
-            route.domain, actor=request.user, client=audit.client_address(request)
-        )
-    except routes.RouteError as exc:
-        messages.error(request, str(exc))
-    else:
-        messages.success(request, f"Mail for {route.domain} goes through its MX records again, "
-                                  "with the default settings.")
-    return redirect("adminconsole:route-list")
+    form = ConfirmForm(request.POST if request.method == "POST" else None)
+    if form.is_valid():
+        try:
+            routes.delete_route(
+                route.domain, actor=request.user, client=audit.client_address(request)
+            )
+        except routes.RouteError as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, f"Mail for {route.domain} goes through its MX records "
+                                      "again, with the default settings.")
+            return redirect("adminconsole:route-list")
+    return confirm_page(
+        request, impact.route_deletion(route), form, cancel_url=reverse("adminconsole:route-list")
+    )

@@ -5,11 +5,15 @@ from __future__ import annotations
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from adminconsole import access, certinfo, services
+from adminconsole import access, certinfo, impact, services
 from adminconsole.access import staff_required
+from adminconsole.forms.confirm import ReasonConfirmForm
 from adminconsole.forms.trust import AnchorConfirmForm, AnchorUploadForm, BundleAddForm
+from adminconsole.views.common import confirm_page
 from hisp.models import Domain, TrustAnchor, TrustBundle
 from hisp.services import audit, trust
 
@@ -118,21 +122,25 @@ def anchor_confirm(request: HttpRequest) -> HttpResponse:
 @staff_required
 @require_GET
 def anchor_export(request: HttpRequest, pk: int) -> HttpResponse:
-    """Our CA for one domain, with the fingerprint to read out to the partner by phone."""
+    """Our CA for one domain, with the fingerprint to read out to the partner by phone
+    (``?next=1``: the successor of a CA rollover under way)."""
     domain = access.get_domain(pk)
+    successor = bool(request.GET.get("next"))
     try:
-        exported = trust.export_anchor(domain.name, actor=request.user,
+        exported = trust.export_anchor(domain.name, successor=successor, actor=request.user,
                                        client=audit.client_address(request))
     except trust.TrustError as exc:
         raise Http404(str(exc))
     if request.GET.get("download"):
         response = HttpResponse(exported.pem, content_type="application/pem-certificate-chain")
-        response["Content-Disposition"] = f'attachment; filename="{domain.name}-anchor.pem"'
+        name = f"{domain.name}-{'next-' if successor else ''}anchor.pem"
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
         return response
     return render(
         request,
         "adminconsole/anchor_export.html",
-        {"domain": domain, "exported": exported, "pem": exported.pem.decode("ascii")},
+        {"domain": domain, "exported": exported, "pem": exported.pem.decode("ascii"),
+         "successor": successor},
     )
 
 
@@ -193,15 +201,26 @@ def bundle_refresh(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @staff_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def anchor_remove(request: HttpRequest, pk: int) -> HttpResponse:
+    """Stopping trust in a partner needs a reason (audited) and an explicit confirmation."""
     anchor = access.get_anchor(pk)
-    try:
-        services.remove_anchor(request=request, anchor=anchor)
-    except services.StaffActionError as exc:
-        messages.error(request, str(exc))
-    else:
-        messages.success(
-            request, f"{anchor.domain.name} no longer trusts {anchor.certificate.subject}."
-        )
-    return redirect("adminconsole:anchor-list")
+    form = ReasonConfirmForm(request.POST if request.method == "POST" else None)
+    if form.is_valid():
+        try:
+            services.remove_anchor(
+                request=request, anchor=anchor, reason=form.cleaned_data["reason"]
+            )
+        except services.StaffActionError as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(
+                request, f"{anchor.domain.name} no longer trusts {anchor.certificate.subject}."
+            )
+            return redirect("adminconsole:anchor-list")
+    return confirm_page(
+        request,
+        impact.anchor_removal(anchor, now=timezone.now()),
+        form,
+        cancel_url=reverse("adminconsole:anchor-list"),
+    )

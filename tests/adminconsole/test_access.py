@@ -18,20 +18,23 @@ Kwargs = Callable[[World], dict[str, Any]]
 NONE: Kwargs = lambda w: {}  # noqa: E731
 
 # name -> (method, URL kwargs). POST actions are checked for access here and for their
-# effect in the screen tests.
+# effect in the screen tests. A destructive action's URL is listed with GET, its confirmation
+# page; its POST is checked in test_confirmations.
 VIEWS: dict[str, tuple[str, Kwargs]] = {
     "dashboard": ("GET", NONE),
     "domain-list": ("GET", NONE),
     "domain-add": ("POST", NONE),
     "domain-detail": ("GET", lambda w: {"pk": w.domain.pk}),
+    "domain-ca-rollover": ("GET", lambda w: {"pk": w.domain.pk}),
     "address-list": ("GET", NONE),
     "address-add": ("POST", NONE),
     "address-detail": ("GET", lambda w: {"pk": w.address.pk}),
     "address-proofing": ("POST", lambda w: {"pk": w.address.pk}),
     "address-status": ("POST", lambda w: {"pk": w.address.pk}),
+    "address-status-confirm": ("GET", lambda w: {"pk": w.address.pk, "transition": "disable"}),
     "address-grant": ("POST", lambda w: {"pk": w.address.pk}),
-    "address-revoke-grant": ("POST", lambda w: {"pk": w.address.pk, "grant_pk": w.grant.pk}),
-    "address-reset-password": ("POST", lambda w: {"pk": w.address.pk}),
+    "address-revoke-grant": ("GET", lambda w: {"pk": w.address.pk, "grant_pk": w.grant.pk}),
+    "address-reset-password": ("GET", lambda w: {"pk": w.address.pk}),
     "certificate-list": ("GET", NONE),
     "certificate-detail": ("GET", lambda w: {"pk": w.certificate.pk}),
     "certificate-pem": ("GET", lambda w: {"pk": w.certificate.pk}),
@@ -45,7 +48,7 @@ VIEWS: dict[str, tuple[str, Kwargs]] = {
     "anchor-list": ("GET", NONE),
     "anchor-import": ("GET", NONE),
     "anchor-confirm": ("POST", NONE),
-    "anchor-remove": ("POST", lambda w: {"pk": w.anchor.pk}),
+    "anchor-remove": ("GET", lambda w: {"pk": w.anchor.pk}),
     "anchor-export": ("GET", lambda w: {"pk": w.domain.pk}),
     "bundle-list": ("GET", NONE),
     "bundle-add": ("POST", NONE),
@@ -53,13 +56,13 @@ VIEWS: dict[str, tuple[str, Kwargs]] = {
     "bundle-refresh": ("POST", lambda w: {"pk": w.bundle.pk}),
     "route-list": ("GET", NONE),
     "route-set": ("POST", NONE),
-    "route-delete": ("POST", lambda w: {"pk": w.route.pk}),
+    "route-delete": ("GET", lambda w: {"pk": w.route.pk}),
     "message-list": ("GET", NONE),
     "message-detail": ("GET", lambda w: {"pk": w.message.pk}),
     "delivery-list": ("GET", NONE),
     "delivery-detail": ("GET", lambda w: {"pk": w.delivery.pk}),
     "delivery-retry": ("POST", lambda w: {"pk": w.delivery.pk}),
-    "delivery-fail": ("POST", lambda w: {"pk": w.delivery.pk}),
+    "delivery-fail": ("GET", lambda w: {"pk": w.delivery.pk}),
     "discovery": ("GET", NONE),
     "discovery-flush": ("POST", NONE),
     "audit-log": ("GET", NONE),

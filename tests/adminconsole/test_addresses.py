@@ -113,6 +113,10 @@ def test_activation_after_proofing_is_audited_with_the_proofing_record(
     assert event.detail["note"] == "badge seen"
 
 
+# What the confirmation page of a suspension or disabling posts (activation needs neither).
+CONFIRMED = {"note": "left the practice", "confirm": "on"}
+
+
 def test_suspend_then_reactivate_then_disable(staff_client: Client, alice_address: Address) -> None:
     _prove(staff_client, alice_address)
     for transition, expected in [
@@ -121,7 +125,8 @@ def test_suspend_then_reactivate_then_disable(staff_client: Client, alice_addres
         ("activate", "active"),
         ("disable", "disabled"),
     ]:
-        staff_client.post(_url("address-status", alice_address), {"transition": transition})
+        extra = CONFIRMED if transition != "activate" else {}
+        staff_client.post(_url("address-status", alice_address), {"transition": transition, **extra})
         alice_address.refresh_from_db()
         assert alice_address.status == expected
     assert AuditEvent.objects.filter(action__startswith="address.").exclude(
@@ -131,7 +136,7 @@ def test_suspend_then_reactivate_then_disable(staff_client: Client, alice_addres
 
 def test_a_disabled_address_cannot_be_reactivated(staff_client: Client, alice_address: Address) -> None:
     _prove(staff_client, alice_address)
-    staff_client.post(_url("address-status", alice_address), {"transition": "disable"})
+    staff_client.post(_url("address-status", alice_address), {"transition": "disable", **CONFIRMED})
     response = staff_client.post(_url("address-status", alice_address), {"transition": "activate"})
     assert response.status_code == 400
     assert "cannot activate" in str(response.context["status_form"].non_field_errors())
@@ -140,8 +145,11 @@ def test_a_disabled_address_cannot_be_reactivated(staff_client: Client, alice_ad
 
 
 def test_suspending_a_pending_address_is_refused(staff_client: Client, alice_address: Address) -> None:
-    response = staff_client.post(_url("address-status", alice_address), {"transition": "suspend"})
+    response = staff_client.post(
+        _url("address-status", alice_address), {"transition": "suspend", **CONFIRMED}
+    )
     assert response.status_code == 400
+    assert "cannot suspend" in str(response.context["form"].non_field_errors())
     assert not AuditEvent.objects.filter(action="address.suspend").exists()
 
 
@@ -170,10 +178,14 @@ def test_staff_grants_and_revokes_delegate_access(
     assert grant.role == AddressGrant.Role.READ
     assert AuditEvent.objects.filter(action="address.grant").first().detail["previous_role"] == "read_send"
 
-    response = staff_client.post(_url("address-revoke-grant", alice_address, grant_pk=grant.pk))
+    response = staff_client.post(
+        _url("address-revoke-grant", alice_address, grant_pk=grant.pk),
+        {"reason": "delegation ended", "confirm": "on"},
+    )
     assert response.status_code == 302
     assert not AddressGrant.objects.filter(pk=grant.pk).exists()
-    assert AuditEvent.objects.get(action="address.revoke_grant").detail["user"] == "bob"
+    revoked = AuditEvent.objects.get(action="address.revoke_grant")
+    assert (revoked.detail["user"], revoked.detail["reason"]) == ("bob", "delegation ended")
 
 
 def test_granting_to_an_unknown_user_is_a_form_error(staff_client: Client, alice_address: Address) -> None:
@@ -207,7 +219,12 @@ def test_the_owner_cannot_be_turned_into_a_delegate(
 
 def test_the_owner_grant_is_not_revoked_here(staff_client: Client, alice_address: Address) -> None:
     owner = AddressGrant.objects.get(address=alice_address, role="owner")
-    staff_client.post(_url("address-revoke-grant", alice_address, grant_pk=owner.pk))
+    response = staff_client.post(
+        _url("address-revoke-grant", alice_address, grant_pk=owner.pk),
+        {"reason": "x", "confirm": "on"},
+    )
+    assert response.status_code == 400
+    assert b"not revoked here" in response.content
     assert AddressGrant.objects.filter(pk=owner.pk).exists()
     assert not AuditEvent.objects.filter(action="address.revoke_grant").exists()
 
@@ -217,15 +234,24 @@ def test_a_grant_of_another_address_is_404(
 ) -> None:
     other = Address.objects.create(address="desk@direct.example.org", domain=domain)
     grant = AddressGrant.objects.create(user=bob, address=other, role="read")
-    response = staff_client.post(_url("address-revoke-grant", alice_address, grant_pk=grant.pk))
+    response = staff_client.post(
+        _url("address-revoke-grant", alice_address, grant_pk=grant.pk),
+        {"reason": "x", "confirm": "on"},
+    )
     assert response.status_code == 404
+    assert staff_client.get(
+        _url("address-revoke-grant", alice_address, grant_pk=grant.pk)
+    ).status_code == 404
     assert AddressGrant.objects.filter(pk=grant.pk).exists()
+
+
+RESET = {"reason": "caller verified by callback", "confirm": "on"}
 
 
 def test_password_reset_shows_a_working_temporary_password_once(
     staff_client: Client, alice_address: Address, alice: Any
 ) -> None:
-    response = staff_client.post(_url("address-reset-password", alice_address))
+    response = staff_client.post(_url("address-reset-password", alice_address), RESET)
     assert response.status_code == 200
     assert "no-store" in response["Cache-Control"]
     temporary = response.context["reset"].temporary_password
@@ -234,6 +260,7 @@ def test_password_reset_shows_a_working_temporary_password_once(
     assert alice.check_password(temporary)
     event = AuditEvent.objects.get(action="user.password_reset")
     assert event.object_id == str(alice.pk)
+    assert event.detail["reason"] == "caller verified by callback"
     assert temporary not in str(event.detail)
     # Not shown again anywhere.
     assert temporary.encode() not in staff_client.get(_url("address-detail", alice_address)).content
@@ -245,8 +272,9 @@ def test_password_reset_refuses_a_staff_owner(
     alice.is_staff = True
     alice.save()
     old_hash = alice.password
-    response = staff_client.post(_url("address-reset-password", alice_address), follow=True)
-    assert b"staff passwords are not reset" in response.content
+    response = staff_client.post(_url("address-reset-password", alice_address), RESET)
+    assert response.status_code == 400
+    assert b"Staff passwords are not reset" in response.content
     alice.refresh_from_db()
     assert alice.password == old_hash
     assert not AuditEvent.objects.filter(action="user.password_reset").exists()
@@ -256,7 +284,8 @@ def test_password_reset_refuses_an_address_without_an_owner(
     staff_client: Client, domain: Any
 ) -> None:
     desk = Address.objects.create(address="desk@direct.example.org", domain=domain)
-    response = staff_client.post(_url("address-reset-password", desk), follow=True)
+    response = staff_client.post(_url("address-reset-password", desk), RESET)
+    assert response.status_code == 400
     assert b"no single owning user" in response.content
     assert not AuditEvent.objects.filter(action="user.password_reset").exists()
     assert get_user_model().objects.count() >= 1

@@ -158,7 +158,8 @@ def test_fail_now_fails_the_delivery_with_one_notice_and_is_audited(
 ) -> None:
     delivery = world.delivery
     response = staff_client.post(
-        _delivery_url("delivery-fail", delivery), {"note": "partner asked us to stop"}
+        _delivery_url("delivery-fail", delivery),
+        {"note": "partner asked us to stop", "confirm": "on"},
     )
     assert response.status_code == 302
     delivery.refresh_from_db()
@@ -168,16 +169,20 @@ def test_fail_now_fails_the_delivery_with_one_notice_and_is_audited(
     event = AuditEvent.objects.get(action="delivery.fail_now")
     assert event.actor == sam
     assert event.detail["note"] == "partner asked us to stop"
-    again = staff_client.post(_delivery_url("delivery-fail", delivery), {"note": "again"})
+    again = staff_client.post(
+        _delivery_url("delivery-fail", delivery), {"note": "again", "confirm": "on"}
+    )
     assert again.status_code == 400
     assert Message.objects.filter(kind=Message.Kind.DSN, original=world.message).count() == 1
 
 
 @pytest.mark.parametrize("note", ["", "<script>alert(1)</script>", "n" * 201])
 def test_fail_now_needs_a_plain_note(staff_client: Client, world: Any, note: str) -> None:
-    response = staff_client.post(_delivery_url("delivery-fail", world.delivery), {"note": note})
+    response = staff_client.post(
+        _delivery_url("delivery-fail", world.delivery), {"note": note, "confirm": "on"}
+    )
     assert response.status_code == 400
-    assert response.context["fail_form"].errors["note"]
+    assert response.context["form"].errors["note"]
     assert b"<script>alert" not in response.content
     world.delivery.refresh_from_db()
     assert world.delivery.state == Delivery.State.DEFERRED
@@ -191,8 +196,10 @@ def test_inbound_deliveries_are_not_failed_from_the_console(staff_client: Client
     delivery = Delivery.objects.create(
         message=inbound, recipient="alice@direct.example.org", state=Delivery.State.QUEUED
     )
-    response = staff_client.post(_delivery_url("delivery-fail", delivery), {"note": "stop"})
+    response = staff_client.post(
+        _delivery_url("delivery-fail", delivery), {"note": "stop", "confirm": "on"}
+    )
     assert response.status_code == 400
-    assert "only outbound" in str(response.context["fail_form"].non_field_errors())
+    assert "only outbound" in str(response.context["form"].non_field_errors())
     delivery.refresh_from_db()
     assert delivery.state == Delivery.State.QUEUED

@@ -54,7 +54,9 @@ def test_a_route_without_host_keeps_the_mx_records_with_its_policies(
 
 
 def test_staff_deletes_a_route_and_it_is_audited(staff_client: Client, world: Any, sam: Any) -> None:
-    response = staff_client.post(reverse("adminconsole:route-delete", kwargs={"pk": world.route.pk}))
+    response = staff_client.post(
+        reverse("adminconsole:route-delete", kwargs={"pk": world.route.pk}), {"confirm": "on"}
+    )
     assert response.status_code == 302
     assert not Route.objects.exists()
     event = AuditEvent.objects.get(action="route.delete")

@@ -277,19 +277,25 @@ def test_bundle_add_rejects_a_signer_that_is_not_a_certificate(
 
 def test_staff_stops_trusting_an_imported_anchor(staff_client: Client, world: Any, sam: Any) -> None:
     anchor = world.anchor
-    response = staff_client.post(reverse("adminconsole:anchor-remove", kwargs={"pk": anchor.pk}))
+    response = staff_client.post(
+        reverse("adminconsole:anchor-remove", kwargs={"pk": anchor.pk}),
+        {"reason": "partner left the community", "confirm": "on"},
+    )
     assert response.status_code == 302
     assert not TrustAnchor.objects.filter(pk=anchor.pk).exists()
     event = AuditEvent.objects.get(action="anchor.remove")
     assert event.actor == sam
     assert event.detail["fingerprint"] == anchor.certificate.fingerprint_sha256
+    assert event.detail["reason"] == "partner left the community"
 
 
 def test_a_bundle_anchor_is_not_removed_by_hand(staff_client: Client, world: Any) -> None:
     TrustAnchor.objects.filter(pk=world.anchor.pk).update(bundle=world.bundle)
     response = staff_client.post(
-        reverse("adminconsole:anchor-remove", kwargs={"pk": world.anchor.pk}), follow=True
+        reverse("adminconsole:anchor-remove", kwargs={"pk": world.anchor.pk}),
+        {"reason": "gone", "confirm": "on"},
     )
+    assert response.status_code == 400
     assert b"remove the bundle" in response.content
     assert TrustAnchor.objects.filter(pk=world.anchor.pk).exists()
     assert not AuditEvent.objects.filter(action="anchor.remove").exists()
@@ -299,9 +305,11 @@ def test_a_domain_keeps_trusting_its_own_ca(staff_client: Client) -> None:
     hosted = identity.add_domain("clinic.example.com")
     own = TrustAnchor.objects.get(domain=hosted, certificate=hosted.issuing_ca)
     response = staff_client.post(
-        reverse("adminconsole:anchor-remove", kwargs={"pk": own.pk}), follow=True
+        reverse("adminconsole:anchor-remove", kwargs={"pk": own.pk}),
+        {"reason": "gone", "confirm": "on"},
     )
-    assert b"always trusts its own issuing CA" in response.content
+    assert response.status_code == 400
+    assert b"always trusts its own" in response.content
     assert TrustAnchor.objects.filter(pk=own.pk).exists()
 
 

@@ -1,0 +1,386 @@
+"""What a destructive console action is about to do, in names and counts, for the page that asks
+a staff member to confirm it.
+
+Read-only: these functions describe and count, nothing more. The actions themselves (and the
+final word on whether they are allowed) stay in ``adminconsole.services`` and ``hisp.services``;
+``blocked`` only spares the staff member a form that the service would refuse anyway.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from django.contrib.auth import get_user_model
+
+from adminconsole import services
+from hisp.ca.authority import scope_domains, successor
+from hisp.models import (
+    Address,
+    AddressGrant,
+    Certificate,
+    Delivery,
+    Domain,
+    Message,
+    Route,
+    TrustAnchor,
+)
+from hisp.services import identity
+
+# How far back the anchor page counts the messages that were verified under the anchor.
+RECENT = timedelta(days=30)
+# Outbound deliveries still waiting for an attempt, which follow a route change at the next one.
+WAITING = (Delivery.State.QUEUED, Delivery.State.DEFERRED, Delivery.State.PENDING_CERTIFICATE)
+
+
+@dataclass(frozen=True)
+class Fact:
+    label: str
+    value: str
+    # "code": Message-IDs and SMTP replies, monospaced; "fingerprint": large, to be read out.
+    style: Literal["text", "code", "fingerprint"] = "text"
+
+
+@dataclass(frozen=True)
+class Impact:
+    title: str  # what is about to happen, naming the object
+    facts: tuple[Fact, ...]  # the object, as the staff member should recognise it
+    effects: tuple[str, ...]  # plain sentences, with the counts of what else is touched
+    statement: str  # the sentence the staff member ticks
+    button: str
+    blocked: str = ""  # why the action cannot be done now; empty when it can
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def _yes_no(value: bool) -> str:
+    return "yes" if value else "no"
+
+
+def _colons(fingerprint: str) -> str:
+    """The SHA-256 fingerprint as read out over the phone (as on the anchor import page)."""
+    upper = fingerprint.upper()
+    return ":".join(upper[i : i + 2] for i in range(0, len(upper), 2))
+
+
+def anchor_removal(anchor: TrustAnchor, *, now: datetime) -> Impact:
+    certificate, domain = anchor.certificate, anchor.domain
+    blocked = ""
+    if anchor.bundle_id is not None:
+        blocked = (
+            f"This anchor comes from the bundle {anchor.bundle}: "
+            "remove the bundle instead (its next refresh would bring the anchor back)."
+        )
+    elif anchor.certificate_id == domain.issuing_ca_id:
+        blocked = "This is the domain's own issuing CA: a domain always trusts its own CA."
+    addresses = _count(domain.addresses.count(), "address", "addresses")
+    effects = []
+    if anchor.incoming:
+        effects.append(
+            f"Incoming mail signed under this anchor is refused for the {addresses} of "
+            f"{domain.name}: senders whose certificates chain to it can no longer write to them."
+        )
+    if anchor.outgoing:
+        effects.append(
+            f"Mail from the {addresses} of {domain.name} is no longer encrypted to recipients "
+            "whose certificates chain to it: such deliveries fail or wait for another certificate."
+        )
+    recent = Message.objects.filter(anchor=certificate, created_at__gte=now - RECENT).count()
+    effects.append(
+        f"{_count(recent, 'message was', 'messages were')} verified under this anchor in the "
+        "last 30 days (all hosted domains)."
+    )
+    others = (
+        TrustAnchor.objects.filter(certificate=certificate)
+        .exclude(domain=domain)
+        .values("domain")
+        .distinct()
+        .count()
+    )
+    effects.append(
+        f"{_count(others, 'other hosted domain trusts', 'other hosted domains trust')} the same "
+        "certificate and keep trusting it."
+    )
+    effects.append("To trust it again, import it again and confirm its fingerprint with the partner.")
+    return Impact(
+        title=f"Stop trusting {certificate.subject} for {domain.name}",
+        facts=(
+            Fact("Domain", domain.name),
+            Fact("Anchor subject", certificate.subject),
+            Fact("Issuer", certificate.issuer),
+            Fact("SHA-256 fingerprint", _colons(certificate.fingerprint_sha256), "fingerprint"),
+            Fact("Valid to", f"{certificate.not_after:%Y-%m-%d}"),
+            Fact("Trusted for", ", ".join(
+                word for word, on in (("incoming", anchor.incoming), ("outgoing", anchor.outgoing))
+                if on
+            ) or "nothing"),
+            Fact("Imported", f"{anchor.created_at:%Y-%m-%d}"
+                 + (", fingerprint confirmed" if anchor.confirmed_fingerprint else "")),
+        ),
+        effects=tuple(effects),
+        statement=f"I understand that {domain.name} stops trusting this anchor now.",
+        button="Stop trusting",
+        blocked=blocked,
+    )
+
+
+def route_deletion(route: Route) -> Impact:
+    waiting = Delivery.objects.filter(
+        message__direction=Message.Direction.OUTBOUND,
+        recipient__iendswith=f"@{route.domain}",
+        state__in=WAITING,
+    ).count()
+    if route.host:
+        effects = [
+            f"Mail for {route.domain} stops going to {route.host}:{route.port} and goes to the "
+            "domain's MX records instead."
+        ]
+    else:
+        effects = [f"Mail for {route.domain} keeps going through its MX records."]
+    if route.require_tls:
+        effects.append(
+            "STARTTLS is no longer required: it is used when the receiving server offers it."
+        )
+    if route.hold_pending_certificate:
+        effects.append(
+            "A message for a recipient without a usable certificate fails at once instead of "
+            "waiting for one."
+        )
+    effects.append(
+        f"{_count(waiting, 'delivery', 'deliveries')} to {route.domain} waiting in the queue "
+        "will use the default path and settings from the next attempt."
+    )
+    effects.append("To undo, set the route again.")
+    return Impact(
+        title=f"Delete the route for {route.domain}",
+        facts=(
+            Fact("Destination domain", route.domain),
+            Fact("Goes to", f"{route.host}:{route.port}" if route.host else "its MX records"),
+            Fact("STARTTLS required", _yes_no(route.require_tls)),
+            Fact("Hold without certificate", _yes_no(route.hold_pending_certificate)),
+        ),
+        effects=tuple(effects),
+        statement=f"I understand that mail for {route.domain} uses the default path from now on.",
+        button="Delete the route",
+    )
+
+
+def delivery_failure(delivery: Delivery) -> Impact:
+    message = delivery.message
+    blocked = ""
+    if message.direction != Message.Direction.OUTBOUND:
+        blocked = "Only outbound deliveries are failed from the console."
+    elif delivery.state not in services.FAILABLE:
+        blocked = (
+            f"This delivery is {delivery.get_state_display().lower()}: it is final or in flight "
+            "and cannot be failed."
+        )
+    others = message.deliveries.exclude(pk=delivery.pk).count()
+    sender = message.envelope_from or "the sender"
+    return Impact(
+        title=f"Fail the delivery to {delivery.recipient}",
+        facts=(
+            Fact("Recipient", delivery.recipient),
+            Fact("Message-ID", message.message_id, "code"),
+            Fact("Sender", message.envelope_from or "-"),
+            Fact("State", delivery.get_state_display()),
+            Fact("Attempts", str(delivery.attempts)),
+            Fact("Last result", delivery.detail or "-", "code"),
+        ),
+        effects=(
+            f"The delivery to {delivery.recipient} fails now and is never tried again.",
+            f"{sender} gets one failure notice saying an operator of this HISP stopped it.",
+            f"The message's {_count(others, 'other recipient is', 'other recipients are')} not "
+            "affected." if others else "The message has no other recipients.",
+            "This cannot be undone: the sender has to send the message again.",
+        ),
+        statement=f"I understand that the delivery to {delivery.recipient} fails now.",
+        button="Fail the delivery",
+        blocked=blocked,
+    )
+
+
+def status_change(address: Address, transition: str) -> Impact:
+    """Suspending or disabling an address (the two moves that take it out of service)."""
+    target = Address.Status.SUSPENDED if transition == "suspend" else Address.Status.DISABLED
+    blocked = ""
+    if transition not in services.transitions_from(address.status):
+        blocked = (
+            f"{address.address} is {address.get_status_display().lower()}: it cannot be "
+            f"{target.label.lower()} from that state."
+        )
+    else:
+        try:
+            identity.ensure_status_allowed(address, target)
+        except identity.IdentityError as exc:
+            blocked = str(exc)
+    users = address.grants.count()
+    certificates = address.certificates.filter(
+        revoked_at__isnull=True, superseded_by__isnull=True
+    ).count()
+    if address.status == Address.Status.ACTIVE:
+        effects = [
+            f"Mail to {address.address} is refused from now on: other HISPs are told the "
+            "mailbox does not exist.",
+            f"Its {_count(users, 'user', 'users')} (owner and delegates) can no longer open it "
+            "in webmail or send from it, in webmail or from a mail client.",
+            f"Its {_count(certificates, 'current certificate is', 'current certificates are')} "
+            "no longer published, so partners stop finding it.",
+        ]
+    else:
+        effects = [
+            f"It is {address.get_status_display().lower()} now, so mail to it is refused and its "
+            f"{_count(users, 'user', 'users')} cannot use it; this stays so.",
+        ]
+    effects.append("Mail already in the mailbox is kept.")
+    if transition == "suspend":
+        effects.append("A suspended address can be activated again later.")
+    else:
+        effects.append("Disabling is final: a disabled address cannot be activated again.")
+    verb = "suspended" if transition == "suspend" else "disabled"
+    return Impact(
+        title=f"{transition.capitalize()} {address.address}",
+        facts=(
+            Fact("Address", address.address),
+            Fact("Name", address.display_name or "-"),
+            Fact("Kind", address.get_kind_display()),
+            Fact("Status now", address.get_status_display()),
+            Fact("Status after", str(target.label)),
+        ),
+        effects=tuple(effects),
+        statement=f"I understand that {address.address} is {verb} now.",
+        button=transition.capitalize(),
+        blocked=blocked,
+    )
+
+
+def grant_revocation(grant: AddressGrant) -> Impact:
+    username = grant.user.get_username()
+    address = grant.address.address
+    blocked = "The owner's access is not revoked here." if grant.role == AddressGrant.Role.OWNER else ""
+    others = AddressGrant.objects.filter(user=grant.user).exclude(pk=grant.pk).count()
+    what = "open or send from" if grant.may_send else "open"
+    return Impact(
+        title=f"Revoke {username}'s access to {address}",
+        facts=(
+            Fact("Mailbox", address),
+            Fact("User", username),
+            Fact("Access", grant.get_role_display()),
+            Fact("Since", f"{grant.created_at:%Y-%m-%d}"),
+        ),
+        effects=(
+            f"{username} can no longer {what} {address}, from their next page on.",
+            f"Their access to {_count(others, 'other mailbox', 'other mailboxes')} is not changed.",
+            "The mail in the mailbox stays; only this user's access ends.",
+            "To undo, grant access again.",
+        ),
+        statement=f"I understand that {username} loses access to {address} now.",
+        button="Revoke access",
+        blocked=blocked,
+    )
+
+
+def password_reset(address: Address) -> Impact:
+    owners = list(
+        get_user_model().objects.filter(
+            addressgrant__address=address, addressgrant__role=AddressGrant.Role.OWNER
+        )
+    )
+    if len(owners) != 1:
+        return Impact(
+            title=f"Reset the password of {address.address}'s owner",
+            facts=(Fact("Address", address.address),),
+            effects=(),
+            statement="",
+            button="",
+            blocked="This address has no single owning user to reset.",
+        )
+    user = owners[0]
+    username = user.get_username()
+    blocked = "Staff passwords are not reset from the console." if user.is_staff or user.is_superuser else ""
+    mailboxes = AddressGrant.objects.filter(user=user).count()
+    app_passwords = user.app_passwords.count()
+    return Impact(
+        title=f"Reset the password of {username}",
+        facts=(
+            Fact("Address", address.address),
+            Fact("User", username),
+            Fact("Last sign-in", f"{user.last_login:%Y-%m-%d %H:%M}" if user.last_login else "never"),
+        ),
+        effects=(
+            f"{username}'s current password stops working now, and every session they have open "
+            "ends.",
+            "A temporary password is shown to you once, on the next page: read it to the user "
+            "only after checking who is calling.",
+            f"The account reaches {_count(mailboxes, 'mailbox', 'mailboxes')}; its "
+            f"{_count(app_passwords, 'app password', 'app passwords')} for mail clients are "
+            "not changed.",
+        ),
+        statement=f"I have checked who is asking, and {username}'s password is reset now.",
+        button="Reset the password",
+        blocked=blocked,
+    )
+
+
+def ca_rollover(domain: Domain) -> Impact:
+    """The next step of replacing ``domain``'s issuing CA (hisp.services.ca_rollover): preparing
+    a successor, or activating the one prepared."""
+    current = domain.issuing_ca
+    if current is None:
+        return Impact(title=f"Replace the CA of {domain.name}", facts=(Fact("Domain", domain.name),),
+                      effects=(), statement="", button="",
+                      blocked="This domain has no issuing CA.")
+    domains = [d.name for d in scope_domains(domain)]
+    facts = [
+        Fact("Domains issuing from it", ", ".join(domains)),
+        Fact("Current CA", current.subject),
+        Fact("Current CA fingerprint", _colons(current.fingerprint_sha256), "fingerprint"),
+        Fact("Current CA valid to", f"{current.not_after:%Y-%m-%d}"),
+    ]
+    following = successor(domain)
+    if following is None:
+        return Impact(
+            title=f"Prepare a successor for the CA of {domain.name}",
+            facts=tuple(facts),
+            effects=(
+                "A new CA with a new key is created. Nothing is issued by it yet: every "
+                "certificate in use stays as it is.",
+                f"{_count(len(domains), 'hosted domain trusts', 'hosted domains trust')} it from "
+                "now on, next to the current CA.",
+                "Next, give partners its certificate (Export the successor) and confirm its "
+                "fingerprint with them by phone. Activate it only once they trust it: until "
+                "then, mail signed under it would be refused by them.",
+            ),
+            statement=f"I understand that a successor CA is created for {', '.join(domains)}.",
+            button="Prepare the successor",
+        )
+    renew = Certificate.objects.filter(
+        issued_by=current,
+        source=Certificate.Source.HOSTED,
+        binding__in=[Certificate.Binding.ADDRESS, Certificate.Binding.DOMAIN],
+        superseded_by__isnull=True,
+        revoked_at__isnull=True,
+    ).count()
+    facts += [
+        Fact("Successor", following.subject),
+        Fact("Successor fingerprint", _colons(following.fingerprint_sha256), "fingerprint"),
+        Fact("Successor prepared", f"{following.created_at:%Y-%m-%d %H:%M}"),
+    ]
+    return Impact(
+        title=f"Activate the successor CA of {domain.name}",
+        facts=tuple(facts),
+        effects=(
+            f"{', '.join(domains)} issue every new certificate from the successor from now on.",
+            f"{_count(renew, 'certificate is', 'certificates are')} renewed under it now, with new "
+            "keys, and published in DNS and LDAP.",
+            "Partners that do not trust the successor yet refuse mail signed with the new "
+            "certificates: check that each partner has imported it.",
+            "The current CA keeps its CRL and OCSP answers, and mail signed or encrypted with the "
+            "old certificates is still accepted until they expire.",
+        ),
+        statement="I have confirmed with our partners that they trust the successor CA.",
+        button="Activate the successor",
+    )
