@@ -14,7 +14,7 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404
 
 from hisp.models import Address, AddressGrant, AppPassword, Folder, MailboxEntry
-from webmail.models import Contact, Draft
+from webmail.models import Contact, Draft, WebAuthnDevice
 
 User = AbstractBaseUser | AnonymousUser
 ACTIVE = Address.Status.ACTIVE
@@ -98,6 +98,10 @@ def contact_for(user: User, contact_id: int) -> Contact:
 
 def app_password_for(user: User, app_password_id: int) -> AppPassword:
     return get_object_or_404(AppPassword, pk=app_password_id, user_id=user.pk)
+
+
+def security_key_for(user: User, key_id: int) -> WebAuthnDevice:
+    return get_object_or_404(WebAuthnDevice, pk=key_id, user_id=user.pk)
 
 
 def delegate_grant_for(user: User, grant_id: int) -> AddressGrant:

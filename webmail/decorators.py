@@ -14,7 +14,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
-from django_otp.plugins.otp_totp.models import TOTPDevice
+from django_otp import user_has_device
 
 View = Callable[..., HttpResponse]
 
@@ -26,8 +26,8 @@ def mail_login_required(view: View) -> View:
         if not user.is_authenticated:
             return redirect_to_login(request.get_full_path())
         if not user.is_verified():  # type: ignore[union-attr]  # set by OTPMiddleware
-            has_device = TOTPDevice.objects.filter(user_id=user.pk, confirmed=True).exists()
-            target = "webmail:otp-verify" if has_device else "webmail:otp-enrol"
+            # Any confirmed device (TOTP or security key) means "verify", never a fresh enrolment.
+            target = "webmail:otp-verify" if user_has_device(user) else "webmail:otp-enrol"
             return redirect(f"{reverse(target)}?{urlencode({'next': request.get_full_path()})}")
         response = view(request, *args, **kwargs)
         add_never_cache_headers(response)

@@ -221,6 +221,43 @@ class TokenForm(forms.Form):
         return token
 
 
+# A registration answer with a long attestation chain stays well under this; it bounds the work
+# done on a hostile post before the parser sees it.
+_CREDENTIAL_MAX = 64 * 1024
+
+
+class SecurityKeyForm(forms.Form):
+    """Naming a new key; ``credential`` is what webauthn.js put there after the key was touched."""
+
+    name = forms.CharField(max_length=64, label="Name of the key",
+                           help_text="For example: blue YubiKey, or laptop fingerprint reader.")
+    credential = forms.CharField(max_length=_CREDENTIAL_MAX, widget=forms.HiddenInput,
+                                 error_messages={"required": "Touch your security key first."})
+
+
+class SecurityKeyAssertionForm(forms.Form):
+    credential = forms.CharField(max_length=_CREDENTIAL_MAX, widget=forms.HiddenInput)
+
+
+class PasswordConfirmForm(forms.Form):
+    """Removing a second factor asks for the password again: an unattended signed-in screen
+    must not be enough to weaken the account."""
+
+    password = forms.CharField(label="Your password", strip=False,
+                               widget=forms.PasswordInput(attrs={"autocomplete": "current-password",
+                                                                 "autofocus": True}))
+
+    def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.user = user
+
+    def clean_password(self) -> str:
+        password = self.cleaned_data["password"]
+        if not self.user.check_password(password):
+            raise forms.ValidationError("That is not your password.")
+        return str(password)
+
+
 class DelegateForm(forms.Form):
     username = forms.CharField(max_length=150, label="User name")
     role = forms.ChoiceField(choices=[

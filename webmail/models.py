@@ -1,4 +1,5 @@
-"""Webmail-only state: personal contacts, drafts and "a message is waiting" notices.
+"""Webmail-only state: personal contacts, drafts, "a message is waiting" notices and security
+keys.
 
 Mailboxes, messages and grants are core models in ``hisp.models``; these belong to one user.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django_otp.models import Device, TimestampMixin
 
 
 class Contact(models.Model):
@@ -60,3 +62,22 @@ class NotificationPreference(models.Model):
     )
     enabled = models.BooleanField(default=False)
     last_sent_at = models.DateTimeField(null=True, blank=True)
+
+
+class WebAuthnDevice(TimestampMixin, Device):
+    """A security key or passkey registered as a second factor (``webmail.securitykeys``).
+
+    A django-otp device, so ``django_otp.login`` and ``is_verified()`` treat a signed assertion
+    exactly as a TOTP code, and ``devices_for_user`` counts it wherever a second factor is asked
+    about (app-password-only submission, the staff console). It never verifies a typed token.
+    """
+
+    # base64url of the raw id (at most 1,023 bytes, W3C WebAuthn L2 §5.8.3), as browsers write it.
+    credential_id = models.CharField(max_length=1400, unique=True)
+    public_key = models.BinaryField()  # COSE_Key (RFC 9052 §7), as the authenticator gave it
+    sign_count = models.PositiveBigIntegerField(default=0)
+    transports = models.JSONField(default=list, blank=True)  # hints for the browser: usb, nfc, ...
+
+    class Meta(Device.Meta):
+        verbose_name = "security key"
+        ordering = ["created_at", "id"]

@@ -1,8 +1,9 @@
 """Every write the webmail makes, with its audit event: folders, moves, read flags, contacts,
-drafts, delegation, app passwords, second-factor enrolment and notices."""
+drafts, delegation, app passwords, second-factor enrolment (TOTP and security keys) and notices."""
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from datetime import datetime, timedelta
 
@@ -19,7 +20,8 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from hisp.models import Address, AddressGrant, AppPassword, Folder, MailboxEntry
 from hisp.services.audit import record
-from webmail.models import Contact, Draft, NotificationPreference
+from webmail.models import Contact, Draft, NotificationPreference, WebAuthnDevice
+from webmail.securitykeys import NewKey, Reason, Refused
 
 Box = MailboxEntry.SystemFolder
 
@@ -32,6 +34,16 @@ def open_entry(*, entry: MailboxEntry, request: HttpRequest, mark_read: bool = T
     if mark_read and not entry.read:
         MailboxEntry.objects.filter(pk=entry.pk, read=False).update(read=True)
         entry.read = True
+
+
+def record_search(*, address: Address, query: str, results: int, request: HttpRequest) -> None:
+    """Every search is audited with its words, so "who searched for this patient" can be
+    answered (snooping is found by the criteria, not only by the messages opened). Each page of
+    results is one event; ``results`` is what that page showed. The words may name a patient:
+    they are kept in the audit log, which is where access to PHI is recorded, and nowhere else."""
+    record(action="mailbox.search", obj=address, request=request, mailbox=address.pk,
+           address=address.address, query=query, results=results,
+           page="next" if request.GET.get("cursor") else "first")
 
 
 def set_read(*, entry: MailboxEntry, read: bool, request: HttpRequest) -> None:
@@ -198,6 +210,42 @@ def confirm_totp_device(*, device: TOTPDevice, request: HttpRequest) -> None:
     TOTPDevice.objects.filter(pk=device.pk).update(confirmed=True)
     device.confirmed = True
     record(action="otp.enrol", obj=device, request=request)
+
+
+def add_security_key(
+    *, user: AbstractBaseUser, name: str, key: NewKey, request: HttpRequest
+) -> WebAuthnDevice:
+    try:
+        with transaction.atomic():
+            device = WebAuthnDevice.objects.create(
+                user=user, name=name, confirmed=True, credential_id=key.credential_id,
+                public_key=key.public_key, sign_count=key.sign_count, transports=key.transports,
+            )
+    except IntegrityError:
+        # The credential id is on another account: only a crafted registration repeats one.
+        raise Refused(Reason.ALREADY_REGISTERED)
+    record(action="webauthn.register", obj=device, request=request, name=name,
+           credential=_credential_fingerprint(key.credential_id))
+    return device
+
+
+def remove_security_key(*, device: WebAuthnDevice, request: HttpRequest) -> None:
+    record(action="webauthn.remove", obj=device, request=request, name=device.name,
+           credential=_credential_fingerprint(device.credential_id))
+    device.delete()
+
+
+def security_key_used(*, device: WebAuthnDevice, sign_count: int) -> None:
+    """Store the counter the key reported. Conditional, so of two sign-ins racing with copies
+    of one key the later counter wins and a lower one never overwrites it."""
+    WebAuthnDevice.objects.filter(pk=device.pk, sign_count__lte=sign_count).update(
+        sign_count=sign_count, last_used_at=timezone.now()
+    )
+
+
+def _credential_fingerprint(credential_id: str) -> str:
+    # Enough to tell keys apart in the audit log; the id itself is not secret but is long.
+    return hashlib.sha256(credential_id.encode()).hexdigest()[:16]
 
 
 # --- "A message is waiting" --------------------------------------------------------------------

@@ -231,3 +231,45 @@ def test_a_read_only_delegate_cannot_rename_or_delete_folders(alice, bob):
     assert client.post(f"/mail/folders/{folder.pk}/rename/", {"name": "x"}).status_code == 403
     assert client.post(f"/mail/folders/{folder.pk}/delete/").status_code == 403
     assert client.get(f"/mail/a/{alice.address.pk}/folders/{folder.pk}/").status_code == 200
+
+
+def test_a_search_writes_one_audit_event_with_mailbox_query_and_result_count(alice, alice_client):
+    from hisp.models import AuditEvent
+
+    MailboxEntryFactory.create_batch(2, address=alice.address, body_text="Potassium level")
+    MailboxEntryFactory(address=alice.address, body_text="Nothing to see")
+    before = AuditEvent.objects.count()
+    alice_client.get(f"/mail/a/{alice.address.pk}/search/", {"q": " potassium "})
+    assert AuditEvent.objects.count() == before + 1
+    event = AuditEvent.objects.get(action="mailbox.search")
+    assert event.actor == alice.user
+    assert (event.object_type, event.object_id) == ("hisp.address", str(alice.address.pk))
+    assert event.detail["mailbox"] == alice.address.pk
+    assert event.detail["address"] == "alice@clinic.example"
+    assert event.detail["query"] == "potassium"
+    assert event.detail["results"] == 2
+
+
+def test_a_search_with_no_match_is_audited_with_zero_results(alice, alice_client):
+    from hisp.models import AuditEvent
+
+    alice_client.get(f"/mail/a/{alice.address.pk}/search/", {"q": "Jones"})
+    event = AuditEvent.objects.get(action="mailbox.search")
+    assert (event.detail["query"], event.detail["results"]) == ("Jones", 0)
+
+
+def test_an_empty_search_writes_no_audit_event(alice, alice_client):
+    from hisp.models import AuditEvent
+
+    MailboxEntryFactory(address=alice.address)
+    for query in ("", "   "):
+        alice_client.get(f"/mail/a/{alice.address.pk}/search/", {"q": query})
+    alice_client.get(f"/mail/a/{alice.address.pk}/search/")
+    assert not AuditEvent.objects.filter(action="mailbox.search").exists()
+
+
+def test_an_outsiders_search_of_another_mailbox_is_refused_before_it_is_run(alice, charlie_client):
+    from hisp.models import AuditEvent
+
+    assert charlie_client.get(f"/mail/a/{alice.address.pk}/search/", {"q": "x"}).status_code == 404
+    assert not AuditEvent.objects.filter(action="mailbox.search").exists()

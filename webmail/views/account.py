@@ -1,17 +1,25 @@
-"""The user's own settings: notices, contacts and delegation of the mailboxes they own."""
+"""The user's own settings: notices, security keys, contacts and delegation of the mailboxes
+they own."""
 
 from __future__ import annotations
 
 from django.contrib import messages
+from django.contrib.auth.signals import user_login_failed
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from hisp.models import AddressGrant
-from webmail import access, services
+from webmail import access, securitykeys, services
 from webmail.decorators import mail_login_required
-from webmail.forms import ContactForm, DelegateForm, NotificationForm
-from webmail.models import Contact, NotificationPreference
+from webmail.forms import (
+    ContactForm,
+    DelegateForm,
+    NotificationForm,
+    PasswordConfirmForm,
+    SecurityKeyForm,
+)
+from webmail.models import Contact, NotificationPreference, WebAuthnDevice
 
 
 @mail_login_required
@@ -28,7 +36,53 @@ def account(request: HttpRequest) -> HttpResponse:
         "form": form,
         "grants": access.grants(request.user),
         "has_email": bool(getattr(request.user, "email", "")),
+        "security_keys": WebAuthnDevice.objects.filter(user_id=request.user.pk),
     })
+
+
+@mail_login_required
+@require_http_methods(["GET", "POST"])
+def security_key_add(request: HttpRequest) -> HttpResponse:
+    """Name the key, touch it (webauthn.js fills in ``credential``), and it is registered."""
+    existing = list(WebAuthnDevice.objects.filter(user_id=request.user.pk))
+    form = SecurityKeyForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            key = securitykeys.verify_registration(
+                session=request.session, credential=form.cleaned_data["credential"],
+                existing=existing,
+            )
+            services.add_security_key(user=request.user, name=form.cleaned_data["name"], key=key,
+                                      request=request)
+        except securitykeys.Refused as refusal:
+            form.add_error(None, str(refusal))
+        else:
+            messages.success(request, f"Security key “{form.cleaned_data['name']}” added.")
+            return redirect("webmail:account")
+    # A fresh challenge for every showing of the form: the last one was used up or never sent.
+    # The template leaves ``credential`` empty, so a retry asks the key again.
+    return render(request, "webmail/security_key_add.html", {
+        "form": form,
+        "key_options": securitykeys.registration_options(
+            session=request.session, user=request.user, existing=existing),
+    })
+
+
+@mail_login_required
+@require_http_methods(["GET", "POST"])
+def security_key_remove(request: HttpRequest, key_id: int) -> HttpResponse:
+    device = access.security_key_for(request.user, key_id)
+    form = PasswordConfirmForm(request.POST or None, user=request.user)
+    if request.method == "POST":
+        if form.is_valid():
+            services.remove_security_key(device=device, request=request)
+            messages.success(request, f"Security key “{device.name}” removed.")
+            return redirect("webmail:account")
+        # A wrong password here counts like one at sign-in: a left-open session is not a way
+        # to guess it.
+        user_login_failed.send(sender=__name__, request=request,
+                               credentials={"username": request.user.get_username()})
+    return render(request, "webmail/security_key_remove.html", {"form": form, "key": device})
 
 
 @mail_login_required

@@ -1,8 +1,10 @@
-"""Sign-in (password, then TOTP), second-factor enrolment, sign-out, app passwords."""
+"""Sign-in (password, then a TOTP code or a security key), second-factor enrolment, sign-out,
+app passwords."""
 
 from __future__ import annotations
 
 from base64 import b32encode
+from urllib.parse import urlencode
 
 import segno
 from django.contrib import messages
@@ -18,18 +20,21 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 from django_otp import login as otp_login
+from django_otp import user_has_device
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from hisp.models import AppPassword
 from hisp.services.audit import record
-from webmail import access, services
+from webmail import access, securitykeys, services
 from webmail.decorators import mail_login_required
-from webmail.forms import AppPasswordForm, TokenForm
+from webmail.forms import AppPasswordForm, SecurityKeyAssertionForm, TokenForm
+from webmail.models import WebAuthnDevice
 
 
 class SignInView(LoginView):
     """Step one: the password (authenticate() runs through django-axes, which counts failures
-    and locks out). Step two is ``otp_verify`` or, on first sign-in, ``otp_enrol``."""
+    and locks out). Step two is ``otp_verify`` (a TOTP code, or ``key_sign_in`` with a security
+    key) or, on first sign-in, ``otp_enrol``."""
 
     template_name = "webmail/login.html"
 
@@ -47,10 +52,11 @@ def _next_url(request: HttpRequest) -> str:
 @sensitive_post_parameters("token")
 def otp_verify(request: HttpRequest) -> HttpResponse:
     devices = list(TOTPDevice.objects.filter(user_id=request.user.pk, confirmed=True))
-    if not devices:
+    keys = _security_keys(request)
+    if not devices and not keys:
         return redirect("webmail:otp-enrol")
     form = TokenForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
+    if request.method == "POST" and devices and form.is_valid():
         tried = False
         for device in devices:
             allowed, _ = device.verify_is_allowed()
@@ -64,15 +70,56 @@ def otp_verify(request: HttpRequest) -> HttpResponse:
             form.add_error("token", "Too many wrong codes. Wait a minute and try again.")
         else:
             form.add_error("token", "That code is not right. Check your authenticator app.")
-            # A wrong second factor counts as a failed sign-in for django-axes too, so someone
-            # holding the password is locked out after HISP_LOGIN_FAILURE_LIMIT wrong codes.
-            user_login_failed.send(
-                sender=__name__, credentials={"username": request.user.get_username()},
-                request=request,
-            )
+            _count_failure(request)
         record(action="auth.otp-failed", obj=request.user, request=request)
-    return render(request, "webmail/otp_verify.html",
-                  {"form": form, "next": _next_url(request)})
+    return render(request, "webmail/otp_verify.html", {
+        "form": form if devices else None,
+        "next": _next_url(request),
+        "key_form": SecurityKeyAssertionForm() if keys else None,
+        "key_options": (securitykeys.authentication_options(session=request.session, devices=keys)
+                        if keys else None),
+    })
+
+
+def _security_keys(request: HttpRequest) -> list[WebAuthnDevice]:
+    return list(WebAuthnDevice.objects.filter(user_id=request.user.pk, confirmed=True))
+
+
+def _count_failure(request: HttpRequest) -> None:
+    """A wrong second factor counts as a failed sign-in for django-axes too, so someone holding
+    the password is locked out after HISP_LOGIN_FAILURE_LIMIT wrong codes or key answers."""
+    user_login_failed.send(
+        sender=__name__, credentials={"username": request.user.get_username()}, request=request,
+    )
+
+
+@login_required
+@require_POST
+def key_sign_in(request: HttpRequest) -> HttpResponse:
+    """The second step with a security key: webauthn.js posts the signed assertion here."""
+    keys = _security_keys(request)
+    next_url = _next_url(request)
+    retry = f"{reverse('webmail:otp-verify')}?{urlencode({'next': next_url})}"
+    if not keys:
+        return redirect(retry)
+    form = SecurityKeyAssertionForm(request.POST)
+    try:
+        if not form.is_valid():
+            raise securitykeys.Refused(securitykeys.Reason.MALFORMED)
+        device, sign_count = securitykeys.verify_authentication(
+            session=request.session, credential=form.cleaned_data["credential"], devices=keys,
+        )
+    except securitykeys.Refused as refusal:
+        record(action="auth.webauthn-failed", obj=request.user, request=request,
+               reason=refusal.reason.value)
+        _count_failure(request)
+        messages.error(request, str(refusal))
+        return redirect(retry)
+    services.security_key_used(device=device, sign_count=sign_count)
+    otp_login(request, device)
+    record(action="auth.sign-in", obj=request.user, request=request, factor="webauthn",
+           device=device.pk)
+    return redirect(next_url)
 
 
 @login_required
@@ -80,8 +127,8 @@ def otp_verify(request: HttpRequest) -> HttpResponse:
 @sensitive_post_parameters("token")
 def otp_enrol(request: HttpRequest) -> HttpResponse:
     user = request.user
-    if TOTPDevice.objects.filter(user_id=user.pk, confirmed=True).exists():
-        # Adding a device needs the existing second factor first.
+    if user_has_device(user):
+        # Adding a device needs the existing second factor (a code or a key) first.
         return redirect("webmail:otp-verify")
     device = services.pending_totp_device(user=user)
     form = TokenForm(request.POST or None)

@@ -29,8 +29,10 @@ def inbox(request: HttpRequest) -> HttpResponse:
 def _render_list(
     request: HttpRequest, *, address: Address, entries: object, current: str, title: str,
     extra: dict[str, object] | None = None, ordering: tuple[object, ...] = listing.NEWEST_FIRST,
+    result: listing.Page | None = None,
 ) -> HttpResponse:
-    result = listing.page(entries, request.GET.get("cursor"), ordering)  # type: ignore[arg-type]
+    if result is None:
+        result = listing.page(entries, request.GET.get("cursor"), ordering)  # type: ignore[arg-type]
     summaries = listing.delivery_summaries(result.entries)
     for entry in result.entries:
         entry.delivery_summary = summaries.get(entry.message_id, "")  # type: ignore[attr-defined]
@@ -83,10 +85,13 @@ def search_view(request: HttpRequest, address_id: int) -> HttpResponse:
     address = access.address_for(request.user, address_id)
     query = request.GET.get("q", "")[:200]
     entries = search.filter_entries(MailboxEntry.objects.filter(address=address), query)
+    result = listing.page(entries, request.GET.get("cursor"), search.ordering(entries))
+    if query.strip():
+        services.record_search(address=address, query=query.strip(),
+                               results=len(result.entries), request=request)
     return _render_list(request, address=address, entries=entries, current="search",
                         title=f"Search: {query}" if query else "Search",
-                        extra={"query": query, "searching": True},
-                        ordering=search.ordering(entries))
+                        extra={"query": query, "searching": True}, result=result)
 
 
 @mail_login_required
