@@ -50,6 +50,7 @@ import dns.exception
 import dns.resolver
 from django.conf import settings
 
+from hisp.mailtext import printable
 from hisp.services import routes
 
 if TYPE_CHECKING:
@@ -79,6 +80,13 @@ class Outcome:
     result: Result
     detail: str  # the server's reply or what went wrong
     status: str  # RFC 3463 status for a DSN
+
+    def __post_init__(self) -> None:
+        # A remote's words end up in the delivery history, logs, DSNs and the console: a NUL
+        # there (refused by PostgreSQL) would make recording the outcome fail after the message
+        # had left, and the delivery would be sent again. Every outcome, whatever built it:
+        # exception texts can carry the remote's words too.
+        object.__setattr__(self, "detail", printable(self.detail))
 
     @classmethod
     def from_reply(cls, code: int, text: bytes | str) -> Outcome:

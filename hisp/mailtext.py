@@ -39,9 +39,29 @@ class Summary:
     body_text: str
     attachments: tuple[Attachment, ...]
 
+    def __post_init__(self) -> None:
+        # What a sender wrote goes into database text, where a NUL is refused (PostgreSQL):
+        # shown as U+FFFD instead, so a malformed message is delivered rather than failing
+        # every attempt. The stored message keeps every byte.
+        for name in ("message_id", "sender", "sender_address", "subject", "body_text"):
+            object.__setattr__(self, name, printable(getattr(self, name)))
+        for name in ("to", "cc"):
+            object.__setattr__(self, name, tuple(printable(v) for v in getattr(self, name)))
+
     @property
     def snippet(self) -> str:
         return " ".join(self.body_text.split())[:SNIPPET_CHARS]
+
+
+# C0 controls but tab, LF and CR; DEL and the C1 controls.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (a NUL, terminal escapes) shown as U+FFFD; tab and line
+    ends stay. For words from outside (a message, a remote server's reply) that are stored in
+    database text, logged or shown."""
+    return _CONTROL.sub("\ufffd", text) if _CONTROL.search(text) else text
 
 
 def parse(raw: bytes) -> EmailMessage:

@@ -219,6 +219,7 @@ def _unstuff(data: bytes) -> bytes:
 # parameters: recognised without the email package's header parser, which aiosmtpd runs on
 # every MAIL and RCPT (a tenth of the listener's CPU). Anything else goes to that parser.
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PLAIN_PATH = re.compile(
     rf"<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>[ \t]*([^( \t].*)?",
     re.DOTALL,
@@ -239,9 +240,14 @@ class HispSMTP(SMTP):
         found = _PLAIN_PATH.fullmatch(arg)
         if found is None:
             try:
-                return super()._getaddr(arg)
+                address, rest = super()._getaddr(arg)
             except IndexError:  # the email parser on an address cut short, e.g. "a@": malformed
                 return None, None
+            if address and _CONTROL.search(address):
+                # RFC 5321 4.1.2 allows no control character in a path; a NUL would also reach
+                # the database (which refuses it) and come back as a 451, retried for ever.
+                return None, None
+            return address, rest
         address, rest = found.group(1), found.group(2) or ""
         if len(address.rpartition("@")[0]) > self.local_part_limit:
             return None, None

@@ -341,3 +341,43 @@ def test_internal_error_fails_a_message_with_no_recipient_left_alive(world, monk
     assert report.recipients[0].status == "5.3.0"
     assert DeliveryEvent.objects.filter(detail=outbound.INTERNAL_ERROR).count() == 4
     assert world.sink.handler.messages == []
+
+
+@pytest.mark.parametrize("reply", ["250 2.0.0 queued\x00as 42\x1b[31m", "451 4.3.0 try\x00later"])
+def test_a_reply_with_control_characters_is_recorded_once(world, reply):
+    """A remote's reply text goes into the delivery's history: a NUL (PostgreSQL text refuses
+    it) must not make the record fail after the send, which would leave the delivery claimed
+    and send the same message again after every lease."""
+    world.sink.handler.reply = reply
+    message = _send(world, to=[world.partner.address])
+    drain()
+    [delivery] = Delivery.objects.filter(message=message)
+    expected = Delivery.State.SENT if reply.startswith("250") else Delivery.State.DEFERRED
+    assert delivery.state == expected and delivery.claimed_at is None
+    assert "\x00" not in delivery.detail and "\x1b" not in delivery.detail
+    assert "queued" in delivery.detail or "try" in delivery.detail
+    assert len(world.sink.handler.messages) == (1 if expected == Delivery.State.SENT else 0)
+
+
+def test_control_characters_in_received_mail_do_not_stop_its_delivery(world):
+    """A NUL in a subject or text body (malformed, RFC 5322 section 2.2, yet seen from broken
+    senders) must not turn into a database error and a rejection after five attempts: the
+    message is delivered, the summary shows U+FFFD, and the stored content keeps every byte.
+    (Sent by a hosted sender through our own agent: openssl's S/MIME text mode cuts lines at
+    a NUL, so the partner could not send these bytes intact.)"""
+    raw = compose.build_message(
+        sender=world.alice.address, to=[world.alice.address], subject="lab result",
+        body_text="value 7.2", delivery_notification=False,
+    )
+    raw = raw.replace(b"lab result", b"lab\x00result", 1).replace(b"value 7.2", b"value\x00 7.2")
+    assert raw.count(b"\x00") == 2
+    compose.submit(address=world.alice.address, raw=raw, actor="test", peer="test")
+    drain()
+    [message] = Message.objects.filter(
+        direction=Message.Direction.INBOUND, kind=Message.Kind.REGULAR
+    )
+    assert message.state == Message.State.DELIVERED, message.reason
+    entry = MailboxEntry.objects.get(message=message)
+    assert entry.subject == "lab\ufffdresult" and message.subject == "lab\ufffdresult"
+    assert "\x00" not in entry.body_text and "value\ufffd 7.2" in entry.body_text
+    assert b"value\x00 7.2" in bytes(message.content)

@@ -65,3 +65,18 @@ def test_bare_postmaster_without_such_a_mailbox_is_an_unknown_user(backbone, hos
     code, reply = _rcpt_postmaster(backbone.port)
     assert (code, reply[:5]) == (550, b"5.1.1")
 
+
+
+def test_control_characters_in_a_path_are_a_syntax_error(backbone, bob) -> None:
+    """A NUL (or another control character) in MAIL or RCPT is refused at once as a syntax
+    error (RFC 5321 section 4.1.2 allows none there), never looked up: the database refuses a
+    NUL, which would answer 451 and have the client retry for ever."""
+    with smtplib.SMTP("127.0.0.1", backbone.port, timeout=10) as client:
+        client.ehlo("partner.example.net")
+        code, _ = client.docmd("MAIL FROM:<doc\x00x@partner.example.net>")
+        assert code in (501, 553)
+        assert client.mail("doc@partner.example.net")[0] == 250
+        for path in (f"<{bob.address[:2]}\x00{bob.address[2:]}>", f"<{bob.address}\x1b>"):
+            code, _ = client.docmd(f"RCPT TO:{path}")
+            assert code in (501, 553), path
+        assert client.rcpt(bob.address)[0] == 250  # the session goes on
