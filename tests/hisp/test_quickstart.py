@@ -18,6 +18,7 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 import pytest
+from cryptography import x509
 
 from tests.support.services import free_port, port_open
 
@@ -40,7 +41,7 @@ def test_quickstart_serves_login_page_smtp_and_demo_logins(tmp_path: Path) -> No
     web, smtp, dns_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items()
            if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE",
-                        "SECRET_KEY", "HISP_KEY_ENCRYPTION_KEY"}}
+                        "SECRET_KEY", "HISP_KEY_ENCRYPTION_KEY", "HISP_WEB_URL"}}
     env["HISP_DATA_DIR"] = str(tmp_path / "var")
     log = (tmp_path / "quickstart.log").open("w+")
     proc = subprocess.Popen(
@@ -55,7 +56,9 @@ def test_quickstart_serves_login_page_smtp_and_demo_logins(tmp_path: Path) -> No
         _wait_for(lambda: port_open("127.0.0.1", web) and port_open("127.0.0.1", smtp), 60,
                   "web and SMTP ports", proc)
         banner = (tmp_path / "quickstart.log").read_text()
-        assert f"http://127.0.0.1:{web}/" in banner
+        # The web address follows --web-port (HISP_WEB_URL unset), named localhost: the
+        # origin security keys are bound to, and where certificates send relying parties.
+        assert f"http://localhost:{web}/  (listening on 127.0.0.1:{web})" in banner
         assert "alice@direct.demo.test" in banner
 
         with urllib.request.urlopen(f"http://127.0.0.1:{web}/mail/login/", timeout=10) as page:
@@ -101,6 +104,16 @@ def test_quickstart_serves_login_page_smtp_and_demo_logins(tmp_path: Path) -> No
         assert [m["subject"] for m in inbox] == ["Referral"]
         assert inbox[0]["trusted"] is True and inbox[0]["signer"]
         assert "attached referral" in inbox[0]["body_text"]
+        # The demo certificates' CRL distribution point is served by this very quick start.
+        exported = subprocess.run([*manage, "cert", "export", "bob@direct.demo.test"], cwd=ROOT,
+                                  env=env, capture_output=True, timeout=60)
+        assert exported.returncode == 0, exported.stderr
+        certificate = x509.load_pem_x509_certificates(exported.stdout)[0]
+        points = certificate.extensions.get_extension_for_class(x509.CRLDistributionPoints)
+        [crl_url] = [n.value for p in points.value for n in p.full_name or ()]
+        assert crl_url.startswith(f"http://localhost:{web}/")
+        with urllib.request.urlopen(crl_url, timeout=10) as crl:
+            assert x509.load_der_x509_crl(crl.read()).issuer == certificate.issuer
         # --submission-port 0 leaves the submission listener closed.
         assert "Submission" not in banner
     finally:

@@ -20,6 +20,9 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 DEMO_DOMAIN = "direct.demo.test"
+# Binds whose web address, for a browser on this machine, is http://localhost (all interfaces
+# included: reaching the quick start from elsewhere needs HISP_WEB_URL set to a real name).
+_LOCAL_NAMES = frozenset({"127.0.0.1", "::1", "localhost", "0.0.0.0", "::"})  # noqa: S104
 DEMO_USERS = (("alice", "Alice Adams, MD"), ("bob", "Bob Brown, RN"))
 
 
@@ -38,11 +41,31 @@ class Command(BaseCommand):
         for name in ("web_port", "smtp_port", "submission_port", "dns_port"):
             if not 0 <= opts[name] <= 65535:
                 raise CommandError(f"--{name.replace('_', '-')} must be between 0 and 65535")
+        self._web_url(opts)
         call_command("migrate", interactive=False, verbosity=0)
         logins = [] if opts["no_demo"] else self._demo()
         children = self._start(opts)
         self._banner(opts, logins)
         self._supervise(children)
+
+    def _web_url(self, opts: dict[str, Any]) -> None:
+        """Unless HISP_WEB_URL is set, the web address follows --bind and --web-port: it is
+        written into certificates (CRL, CA and OCSP URLs) and is the origin security keys are
+        bound to, so it must be where the quick start really answers. A loopback bind is named
+        ``localhost``: browsers treat it as a secure context, and a WebAuthn relying party must
+        be a name, never an IP address."""
+        if "HISP_WEB_URL" in os.environ or not opts["web_port"]:
+            return
+        bind = opts["bind"]
+        host = "localhost" if bind in _LOCAL_NAMES else bind
+        if ":" in host:
+            host = f"[{host}]"
+        url = f"http://{host}:{opts['web_port']}"
+        os.environ["HISP_WEB_URL"] = url  # for every child process
+        settings.HISP_WEB_URL = url  # for the demo certificates issued here
+        hostname = host.strip("[]")
+        if hostname not in settings.ALLOWED_HOSTS:
+            settings.ALLOWED_HOSTS.append(hostname)
 
     def _demo(self) -> list[tuple[str, str]]:
         from hisp.models import Address, Domain
@@ -89,7 +112,10 @@ class Command(BaseCommand):
         bind = opts["bind"]
         lines = ["", "HISP quick start is running (Ctrl-C stops everything)."]
         if opts["web_port"]:
-            lines.append(f"  Web UI:      http://{bind}:{opts['web_port']}/")
+            # The address the certificates and security keys name (see _web_url), which may
+            # differ from the bind address (0.0.0.0, or a host name in HISP_WEB_URL).
+            lines.append(f"  Web UI:      {settings.HISP_WEB_URL}/  (listening on {bind}:"
+                         f"{opts['web_port']})")
         if opts["smtp_port"]:
             lines.append(f"  SMTP (backbone, STARTTLS): {bind}:{opts['smtp_port']}")
         if opts["submission_port"]:
