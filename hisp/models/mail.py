@@ -53,6 +53,9 @@ class Message(models.Model):
     peer = models.CharField(max_length=255, blank=True)  # SMTP client address, or "webmail"
     claimed_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    # Leases that expired with no result (the worker was killed, hung or lost): counted by the
+    # sweeper, so a message that kills every worker taking it is given up, not retried for ever.
+    abandoned = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -95,6 +98,7 @@ class Delivery(models.Model):
     wire = models.BinaryField(null=True, blank=True)
     timely = models.BooleanField(default=False)  # X-DIRECT-FINAL-DESTINATION-DELIVERY asked
     attempts = models.PositiveIntegerField(default=0)
+    abandoned = models.PositiveSmallIntegerField(default=0)  # as Message.abandoned, per attempt
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     first_attempt_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)

@@ -20,6 +20,7 @@ from hisp import mailtext
 from hisp.models import Address, AuditEvent, Delivery, DeliveryEvent, MailboxEntry, Message
 from hisp.services import audit, notices, tracking
 from hisp.services.mail import (
+    abandoned_too_often,
     claim_message,
     compiled_insert,
     enqueue,
@@ -55,6 +56,12 @@ def process(pk: int) -> str:
     message = claim_message(pk, from_state=Message.State.RECEIVED)
     if message is None:
         return "not-claimed"
+    if abandoned_too_often(message):
+        # Every worker that took it died or hung: give it up without touching its content
+        # again (no header parsing either, in case that is what kills them).
+        log.error("message %s: abandoned %s times, rejected", pk, message.abandoned)
+        _reject(message, AgentError(Code.MALFORMED, "processing was cut short repeatedly"), None)
+        return "rejected:abandoned"
     try:
         return _process(message)
     except LeaseLost:

@@ -307,6 +307,13 @@ def release_message(message: Message, *, back_to: str, **fields: Any) -> bool:
 
 
 REQUEUE_WAIT_CAP = timedelta(minutes=30)
+# A message or delivery whose lease expired this many times with no result is given up (a
+# message that crashes or hangs every worker must not take them all down, one lease at a time).
+MAX_ABANDONED = 3
+
+
+def abandoned_too_often(row: Message | Delivery) -> bool:
+    return row.abandoned >= MAX_ABANDONED
 
 
 def _due(now: datetime) -> Q:
@@ -357,9 +364,12 @@ def sweep() -> dict[str, int]:
             ).values_list("pk", "claimed_at")
         )
         for pk, claimed in lost:
+            # Counted: the worker that held it died, hung or lost the database. A message that
+            # does this every time is given up after MAX_ABANDONED (see abandoned_too_often).
             Message.objects.filter(
                 pk=pk, state=Message.State.PROCESSING, claimed_at=claimed
-            ).update(state=back_to, claimed_at=None, updated_at=now)
+            ).update(state=back_to, claimed_at=None, updated_at=now,
+                     abandoned=F("abandoned") + 1)
         waiting = Message.objects.filter(direction=direction, state=back_to).filter(
             lost_or_due | Q(pk__in=[pk for pk, _ in lost])
         )
@@ -387,10 +397,13 @@ def sweep() -> dict[str, int]:
     )
     for pk in due.values_list("pk", flat=True):
         # Clearing next_attempt_at hands the row to the "queued but lost" rule above, so a
-        # due retry is queued once per grace period, not on every sweep.
-        touched = Delivery.objects.filter(pk=pk).filter(
-            Q(claimed_at__lt=expired) | Q(claimed_at__isnull=True)
-        ).update(claimed_at=None, next_attempt_at=None, updated_at=now)
+        # due retry is queued once per grace period, not on every sweep. An expired claim is
+        # an abandoned attempt, counted as for messages.
+        touched = Delivery.objects.filter(pk=pk, claimed_at__lt=expired).update(
+            claimed_at=None, next_attempt_at=None, updated_at=now, abandoned=F("abandoned") + 1
+        ) or Delivery.objects.filter(pk=pk, claimed_at__isnull=True).update(
+            next_attempt_at=None, updated_at=now
+        )
         if touched:
             enqueue("deliver", pk)
             counts["deliveries"] += 1

@@ -22,6 +22,7 @@ from hisp import egress
 from hisp.models import Delivery, DeliveryEvent, Message
 from hisp.services import audit, notices, routes, tracking
 from hisp.services.mail import (
+    abandoned_too_often,
     claim_lease,
     enqueue,
     find_address,
@@ -107,6 +108,9 @@ def process(pk: int) -> str:
     message = claim_message_out(pk)
     if message is None:
         return "not-claimed"
+    if abandoned_too_often(message):
+        log.error("message %s: abandoned %s times, its recipients fail", pk, message.abandoned)
+        return _give_up(message, why="this HISP could not process it (cut short repeatedly)")
     try:
         return _process(message)
     except Exception:
@@ -140,16 +144,22 @@ def _after_internal_error(message: Message) -> str:
                 for d in waiting
             )
             return "retry"
-        # As _process would finish it: sent when recipients protected in earlier rounds (or
-        # held) are still on their way.
+    return _give_up(message, why="this HISP could not process it")
+
+
+def _give_up(message: Message, *, why: str) -> str:
+    """Fail the recipients still waiting for protection, each with one DSN, and finish the
+    message as _process would: sent when recipients protected in earlier rounds (or held)
+    are still on their way."""
+    with transaction.atomic():
+        waiting = list(message.deliveries.filter(state=Delivery.State.QUEUED, wire__isnull=True))
         alive = message.deliveries.exclude(pk__in=[d.pk for d in waiting]).exclude(
             state=Delivery.State.FAILED).exists()
         state = Message.State.SENT if alive else Message.State.FAILED
         if not finish_message(message, state=state, reason="" if alive else "internal-error"):
             return "lease-lost"  # nothing written: the message is someone else's now
         for delivery in waiting:
-            tracking.fail(delivery, detail="internal-error", status="5.3.0",
-                          why="this HISP could not process it")
+            tracking.fail(delivery, detail="internal-error", status="5.3.0", why=why)
     return "failed"
 
 
@@ -327,6 +337,17 @@ def deliver(pk: int, *, only_due: bool = False) -> str:
     delivery = _claim_delivery(pk, only_due=only_due)
     if delivery is None:
         return "not-claimed"
+    if abandoned_too_often(delivery):
+        # Attempts that never recorded an outcome: the remote may have the message already,
+        # but another try could kill this worker again. One DSN says what we know.
+        log.error("delivery %s: attempt abandoned %s times, failed", pk, delivery.abandoned)
+        with transaction.atomic():
+            tracking.fail(
+                delivery, detail="internal-error: attempts cut short repeatedly", status="5.3.0",
+                why="this HISP's attempts to send it were cut short repeatedly; it may or may "
+                    "not have arrived",
+            )
+        return "failed"
     return _attempt(delivery, timezone.now())
 
 
