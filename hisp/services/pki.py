@@ -88,7 +88,10 @@ def issue_for(
 ) -> list[Certificate]:
     """Issue new certificate(s) for a hosted address (address-bound) or domain (domain-bound)."""
     if "@" in name:
-        address = Address.objects.filter(address=normalise_address(name)).first()
+        value = normalise_address(name)
+        # Local parts are matched ignoring case, as ingress does (Postmaster@ is postmaster@).
+        address = (Address.objects.filter(address=value).first()
+                   or Address.objects.filter(address__iexact=value).first())
         if address is None:
             raise PkiError(f"address {name} is not hosted here")
         domain = address.domain
