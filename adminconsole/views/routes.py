@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from adminconsole import access, impact
 from adminconsole.access import staff_required
-from adminconsole.forms.confirm import ConfirmForm
+from adminconsole.forms.confirm import ReasonConfirmForm
 from adminconsole.forms.operations import RouteForm
 from adminconsole.views.common import confirm_page
 from hisp.models import Route
@@ -64,11 +64,12 @@ def route_set(request: HttpRequest) -> HttpResponse:
 def route_delete(request: HttpRequest, pk: int) -> HttpResponse:
     """Deleting a route shows where mail goes instead, and acts only once confirmed."""
     route = access.get_route(pk)
-    form = ConfirmForm(request.POST if request.method == "POST" else None)
+    form = ReasonConfirmForm(request.POST if request.method == "POST" else None)
     if form.is_valid():
         try:
             routes.delete_route(
-                route.domain, actor=request.user, client=audit.client_address(request)
+                route.domain, actor=request.user, client=audit.client_address(request),
+                reason=form.cleaned_data["reason"],
             )
         except routes.RouteError as exc:
             form.add_error(None, str(exc))

@@ -72,10 +72,16 @@ def set_route(
     return route
 
 
-def delete_route(domain: str, *, actor: Actor = None, client: str | None = None) -> None:
+def delete_route(
+    domain: str, *, actor: Actor = None, client: str | None = None, reason: str = ""
+) -> None:
     name = normalise_domain(domain)
     route = Route.objects.filter(domain=name).first()
     if route is None:
         raise RouteError(f"no route for {name}")
-    audit.record(action="route.delete", obj=route, actor=actor, client=client, domain=name)
+    # What the route was goes into the log too: deleting it may drop a STARTTLS requirement.
+    target = f"{route.host}:{route.port}" if route.host else "MX"
+    audit.record(action="route.delete", obj=route, actor=actor, client=client, domain=name,
+                 target=target, require_tls=route.require_tls,
+                 **({"reason": reason} if reason else {}))
     route.delete()

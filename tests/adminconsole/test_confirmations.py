@@ -88,8 +88,9 @@ ACTIONS: dict[str, Action] = {
     "route-delete": Action(
         page="route-delete",
         kwargs=lambda w: {"pk": w.route.pk},
-        data={"confirm": "on"},
+        data={"reason": "partner moved to a new mail host", "confirm": "on"},
         audit="route.delete",
+        reason_key="reason",
         done=lambda w: not Route.objects.filter(pk=w.route.pk).exists(),
         shows=lambda w: [
             "Delete the route for partner.example.net",

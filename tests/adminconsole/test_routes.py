@@ -55,12 +55,15 @@ def test_a_route_without_host_keeps_the_mx_records_with_its_policies(
 
 def test_staff_deletes_a_route_and_it_is_audited(staff_client: Client, world: Any, sam: Any) -> None:
     response = staff_client.post(
-        reverse("adminconsole:route-delete", kwargs={"pk": world.route.pk}), {"confirm": "on"}
+        reverse("adminconsole:route-delete", kwargs={"pk": world.route.pk}),
+        {"reason": "partner moved", "confirm": "on"},
     )
     assert response.status_code == 302
     assert not Route.objects.exists()
     event = AuditEvent.objects.get(action="route.delete")
     assert (event.actor, event.client_address) == (sam, "127.0.0.1")
+    assert event.detail["reason"] == "partner moved"
+    assert event.detail["target"] == f"{world.route.host}:{world.route.port}"
 
 
 @pytest.mark.parametrize(
