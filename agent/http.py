@@ -15,6 +15,7 @@ proxy that enforces the same rule (the standard ``http_proxy`` variables are hon
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 import time
 import urllib.error
@@ -28,8 +29,20 @@ DEFAULT_TIMEOUT = 5.0
 _ALLOWED_SCHEMES = frozenset({"http", "https"})
 
 
+# Every control character, line ends included (see FetchError).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 class FetchError(Exception):
-    """The resource could not be read; the message says why (never the response body)."""
+    """The resource could not be read; the message says why (never the response body).
+
+    The message names a URL a stranger chose (from a certificate or a DNS record) and may
+    quote the server's words (a status line that is not HTTP): it is logged and stored, so it
+    is one line without control characters (a line end would forge a log line, and PostgreSQL
+    refuses a NUL in text)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(_CONTROL.sub("\ufffd", message))
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ domain, since each domain trusts its own anchors."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +32,7 @@ from agent.types import Environment, Unprotected
 _PKCS7_MIME = frozenset({"application/pkcs7-mime", "application/x-pkcs7-mime"})
 _PKCS7_SIGNATURE = frozenset({"application/pkcs7-signature", "application/x-pkcs7-signature"})
 _CONTENT_HEADERS = ("content-", "mime-version")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,11 @@ def _sender(outer: Entity) -> str:
     found = addresses(outer.get_all("from"))
     if len(found) != 1:
         raise AgentError(Code.MALFORMED, "the message must have exactly one From address")
+    if _CONTROL.search(found[0]):
+        # RFC 5322 3.4.1 and RFC 5321 4.1.2: no address holds one. A domain-bound signer binds
+        # any local part, so nothing else would stop it, and the caller would write it where
+        # its reports go (a NUL is refused by PostgreSQL; a line end would forge a field).
+        raise AgentError(Code.MALFORMED, "the From address holds a control character")
     return found[0]
 
 

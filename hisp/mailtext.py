@@ -11,7 +11,7 @@ import email
 import email.parser
 import email.policy
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.message import EmailMessage
 from email.utils import getaddresses, parseaddr
 
@@ -47,6 +47,10 @@ class Summary:
             object.__setattr__(self, name, printable(getattr(self, name)))
         for name in ("to", "cc"):
             object.__setattr__(self, name, tuple(printable(v) for v in getattr(self, name)))
+        if self.attachments:  # most clinical mail has none: no work on the hot path
+            object.__setattr__(self, "attachments", tuple(
+                replace(a, filename=printable(a.filename)) for a in self.attachments
+            ))
 
     @property
     def snippet(self) -> str:

@@ -12,6 +12,7 @@ from email.utils import format_datetime
 from django.utils import timezone
 
 from agent.mime import new_boundary, to_crlf
+from hisp.mailtext import printable
 
 
 class ReportError(ValueError):
@@ -40,7 +41,10 @@ def field_blocks(raw: bytes, report_type: str) -> list[list[tuple[str, str]]]:
                     blocks.append([(k, _unfold(v)) for k, v in block.items()])
         elif isinstance(payload, str):
             blocks = _parse_text_blocks(payload)
-        blocks = [b for b in blocks if b]
+        # The other HISP's words: they are matched against the database and kept in delivery
+        # history and the audit log, where PostgreSQL refuses a NUL (and would fail the report
+        # on every attempt); other control characters would reach logs and pages.
+        blocks = [[(printable(k), printable(v)) for k, v in b] for b in blocks if b]
         if blocks:
             return blocks
     raise ReportError(f"no {wanted} part")

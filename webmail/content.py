@@ -14,6 +14,7 @@ from email.message import EmailMessage
 from email.message import Message as MimeMessage
 from email.parser import BytesParser
 
+from hisp.mailtext import printable
 from hisp.models import Message
 
 _UNSAFE_FILENAME = re.compile(r"[^\w.\- ()]+")
@@ -76,9 +77,12 @@ def _text_of(part: MimeMessage) -> str:
         return ""
     charset = part.get_content_charset() or "utf-8"
     try:
-        return payload.decode(charset, errors="replace")
+        text = payload.decode(charset, errors="replace")
     except LookupError:  # an unknown charset name in a header
-        return payload.decode("utf-8", errors="replace")
+        text = payload.decode("utf-8", errors="replace")
+    # A sender's control characters (a NUL, terminal escapes) shown as U+FFFD: quoted in a
+    # reply they would otherwise make the compose form, which refuses a NUL, refuse the reply.
+    return printable(text)
 
 
 def open_bytes(data: bytes) -> OpenedMessage:
@@ -90,7 +94,7 @@ def open_bytes(data: bytes) -> OpenedMessage:
         except (ValueError, IndexError, TypeError):  # a header the parser cannot make sense of
             value = None
         if value is not None:
-            headers[name] = str(value)
+            headers[name] = printable(str(value))
     text = html = ""
     attachments: list[Attachment] = []
     for index, part in enumerate(p for p in parsed.walk() if not p.is_multipart()):

@@ -84,7 +84,7 @@ class HttpIssuerFetcher:
                 data = self._fetcher.get(url)
                 certificates = parse_issuers(data)
             except _UNREADABLE as exc:
-                log.info("caIssuers unusable: %s (%s)", url, exc)
+                log.info("caIssuers unusable: %r (%s)", url, exc)
                 self._cache.set(key, _FAILED, self._failure_ttl)
                 return []
             self._cache.set(key, data, self._ttl)

@@ -184,11 +184,11 @@ class HttpRevocationChecker:
             try:
                 answer, next_update = attempt(url)
             except _Unusable as exc:
-                log.info("revocation source unusable: %s (%s)", url, exc)
+                log.info("revocation source unusable: %r (%s)", url, exc)
                 continue
             except PARSE_ERRORS as exc:
                 # A CRL entry or responder certificate that does not parse: not an answer.
-                log.info("revocation source malformed: %s (%s)", url, type(exc).__name__)
+                log.info("revocation source malformed: %r (%s)", url, type(exc).__name__)
                 continue
             self._cache.set(key, answer.encode(), self._ttl(next_update))
             return answer.status_at(at)

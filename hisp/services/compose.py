@@ -152,6 +152,10 @@ def submit(
         raw = mailtext.without_fields(raw, frozenset({"bcc"}))  # RFC 5322 section 3.6.3
         added: list[tuple[str, str]] = []
         message_id = " ".join(str(head.get("Message-ID") or "").split())
+        if mailtext.printable(message_id) != message_id:
+            # RFC 5322 3.6.4 allows none; it is looked up and stored as written, and the
+            # database refuses a NUL (an error the client would retry for ever).
+            raise SubmissionError("the Message-ID must not contain control characters")
         if not message_id:
             message_id = new_message_id()
             added.append(("Message-ID", message_id))

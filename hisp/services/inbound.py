@@ -46,10 +46,12 @@ def signer_name(certificate: x509.Certificate) -> str:
     try:
         san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
-        return certificate.subject.rfc4514_string()[:320]
+        return mailtext.printable(certificate.subject.rfc4514_string()[:320])
     emails = san.get_values_for_type(x509.RFC822Name)
     dns = san.get_values_for_type(x509.DNSName)
-    return (emails or dns or [certificate.subject.rfc4514_string()])[0][:320]
+    # A partner's certificate may name more than what binds it (a NUL in another SAN name):
+    # the stored text never carries a control character into the database.
+    return mailtext.printable((emails or dns or [certificate.subject.rfc4514_string()])[0][:320])
 
 
 def process(pk: int) -> str:

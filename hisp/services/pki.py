@@ -29,6 +29,7 @@ from hisp.certificates import (
     san_names,
 )
 from hisp.keystore import unwrap_private_key, wrap_private_key
+from hisp.mailtext import printable
 from hisp.models import Address, Certificate, Domain, PrivateKey
 from hisp.services import audit
 from hisp.services.identity import Actor, IdentityError, normalise_address, normalise_domain
@@ -326,6 +327,10 @@ def import_certificate(
     secret = password.encode() if password is not None else None
     cert, key = _parse_import(data, key_data, secret)
     emails, dns_names = san_names(cert)
+    if any(printable(name) != name for name in (*emails, *dns_names)):
+        # An IA5String may hold any ASCII, but no address or domain holds a control character
+        # (RFC 5321 4.1.2); a NUL would also be refused by the database the name is looked up in.
+        raise PkiError("the certificate's subjectAltName holds a control character")
     if emails:
         binding, bound = Certificate.Binding.ADDRESS, emails[0]
     elif dns_names:

@@ -7,6 +7,7 @@ address and per login name through the shared cache, so several SMTP processes c
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
@@ -30,7 +31,10 @@ class Outcome:
 def _keys(login: str, client: str) -> tuple[str, str]:
     # The login key is normalised exactly as _verify looks the user up (stripped,
     # case-insensitive): " Alice" and "alice" are one account, so they share one counter.
-    return (f"hisp:smtp-auth:ip:{client}", f"hisp:smtp-auth:login:{login.strip().lower()}")
+    # Hashed: the name is whatever the client sent (spaces, control characters, any length),
+    # which a cache key must not carry.
+    name = hashlib.sha256(login.strip().lower().encode("utf-8", "surrogatepass")).hexdigest()
+    return (f"hisp:smtp-auth:ip:{client}", f"hisp:smtp-auth:login:{name}")
 
 
 def _has_second_factor(user: AbstractBaseUser) -> bool:
@@ -58,7 +62,12 @@ def check(login: str, password: str, *, client: str) -> Outcome:
 
 def _verify(login: str, password: str) -> AbstractBaseUser | None:
     users = get_user_model()
-    user = users.objects.filter(username__iexact=login.strip(), is_active=True).first()
+    name = login.strip()
+    # No user name holds a NUL (AUTH LOGIN can send one), and PostgreSQL refuses it even in
+    # a query: that would end the session with an error instead of counting a failed login.
+    user = None if "\x00" in name else users.objects.filter(
+        username__iexact=name, is_active=True
+    ).first()
     if user is None:
         # Same cost as a real check, so timing does not reveal which logins exist.
         users().set_password(password)

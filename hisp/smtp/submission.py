@@ -15,6 +15,7 @@ import logging
 
 from aiosmtpd.smtp import SMTP, Envelope, LoginPassword, Session
 
+from hisp.mailtext import printable
 from hisp.smtp.backbone import TEMPORARY_FAILURE, peer_label
 from hisp.smtp.protocol import (
     BARE_LINE_ENDING,
@@ -32,6 +33,14 @@ AUTH_OK = "235 2.7.0 Authentication successful"
 AUTH_INVALID = "535 5.7.8 Authentication credentials invalid"
 AUTH_THROTTLED = "454 4.7.0 Too many failed authentication attempts; try again later"
 NOT_YOURS = "550 5.7.1 You may not send from this address"
+
+
+def _reply_text(error: Exception) -> str:
+    """One line of ASCII for an SMTP reply. The text may quote what the client sent (a
+    Message-ID, an address): aiosmtpd writes replies as ASCII, so anything else ended the
+    session with 421 (which the client retries), and a line end would forge a reply line."""
+    text = printable(" ".join(str(error).split()))
+    return text.encode("ascii", "replace").decode("ascii")
 
 
 async def _challenge(server: SMTP, prompt: str) -> bytes | None:
@@ -134,7 +143,7 @@ class SubmissionHandler:
                 client=session.peer[0] if isinstance(session.peer, tuple) else None,
             )
         except SubmissionError as exc:
-            return f"550 5.7.1 {exc}"
+            return f"550 5.7.1 {_reply_text(exc)}"
         except Exception:
             log.exception("storing a submitted message failed")
             return TEMPORARY_FAILURE

@@ -307,6 +307,21 @@ def test_unprotect_rejects_an_outer_from_that_differs_from_the_signed_message(wo
     assert _code(raw, world.env()) is Code.HEADER_TAMPER
 
 
+@pytest.mark.parametrize("control", ["\x00", "\x01", "\x7f"])
+def test_unprotect_rejects_a_from_address_with_a_control_character(
+    world: World, control: str
+) -> None:
+    # Checked before anything else: a domain-bound signer would bind any local part.
+    protected = protect(INNER, sender="alice@hisp.test", recipients=[BOB], env=world.env(), at=NOW)
+    assert protected.message is not None
+    odd = f"From: ali{control}ce@hisp.test".encode()
+    raw = protected.message.replace(b"From: alice@hisp.test", odd, 1)
+    with pytest.raises(AgentError) as caught:
+        unprotect(raw, recipients=[BOB], env=world.env(), at=NOW)
+    assert caught.value.code is Code.MALFORMED and caught.value.permanent
+    assert "control character" in caught.value.detail
+
+
 # -- per-recipient trust outcomes (validate_signer's codes surfaced in `rejected`) -----------
 
 

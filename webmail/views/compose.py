@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from hisp.mailtext import printable
 from hisp.models import Address, AddressGrant, MailboxEntry
 from hisp.services.audit import client_address
 from webmail import access, services
@@ -166,7 +167,7 @@ def recipient_suggestions(request: HttpRequest) -> HttpResponse:
     field with the last, partly typed address completed, so a plain <datalist> does the rest."""
     field = request.GET.get("field", "to")
     field = field if field in ("to", "cc") else "to"
-    text = request.GET.get(field, "")[:2000]
+    text = printable(request.GET.get(field, ""))[:2000]  # a NUL would fail the queries
     head, _, token = text.rpartition(",")
     token = token.strip().lower()
     prefix = (head.strip() + ", ") if head.strip() else ""

@@ -7,6 +7,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from hisp.mailtext import printable
 from hisp.models import Address, MailboxEntry
 from webmail import access, listing, search, services
 from webmail.decorators import mail_login_required
@@ -83,7 +84,8 @@ def user_folder(request: HttpRequest, address_id: int, folder_id: int) -> HttpRe
 @require_GET
 def search_view(request: HttpRequest, address_id: int) -> HttpResponse:
     address = access.address_for(request.user, address_id)
-    query = request.GET.get("q", "")[:200]
+    # From the address bar: a NUL (%00) would fail the query and the audit event (PostgreSQL).
+    query = printable(request.GET.get("q", ""))[:200]
     entries = search.filter_entries(MailboxEntry.objects.filter(address=address), query)
     result = listing.page(entries, request.GET.get("cursor"), search.ordering(entries))
     if query.strip():

@@ -173,15 +173,17 @@ class Partner:
         )
 
     def protect(self, inner: bytes, *, to: str, sign: bool = True, encrypt: bool = True,
-                signer: Partner | None = None) -> bytes:
+                signer: Partner | None = None, binary: bool = False) -> bytes:
         """What the partner sends: wrapped, signed by ``signer`` (default: itself), encrypted
-        to ``to``'s certificate at our HISP."""
+        to ``to``'s certificate at our HISP. ``binary``: openssl keeps the bytes as they are
+        (its text mode ends a line at a NUL); ``inner`` must be CRLF-canonical then."""
         content = b"Content-Type: message/rfc822\r\n\r\n" + inner
+        mode = ["-binary"] if binary else []
         if sign:
             who = signer or self
             content = crlf(
                 openssl("-sign", "-signer", who.cert_file, "-inkey", who.key_file, "-md",
-                        "sha256", data=content)
+                        "sha256", *mode, data=content)
             )
         if not encrypt:
             headers = inner.split(b"\r\n\r\n", 1)[0]
@@ -189,7 +191,7 @@ class Partner:
         return crlf(
             openssl(
                 "-encrypt", "-aes256", "-from", self.address, "-to", to, "-subject", "Referral",
-                self.recipient_file(to), data=content,
+                *mode, self.recipient_file(to), data=content,
             )
         )
 
