@@ -80,3 +80,15 @@ def submission(transactional_db: None) -> Iterator[HispController]:
 def world(db: None, tmp_path: Path) -> Iterator[World]:
     with make_world(tmp_path) as made:
         yield made
+
+
+@pytest.fixture
+def no_idle_egress_sessions() -> Iterator[None]:
+    """No SMTP session that another test in this process left idle in egress's cache is
+    reused, and none this test opens is left behind (egress tests ask for it with
+    ``pytestmark = pytest.mark.usefixtures(...)``)."""
+    from hisp import egress
+
+    egress.close_connections()
+    yield
+    egress.close_connections()

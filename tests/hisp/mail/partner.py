@@ -39,13 +39,16 @@ def leaf_certificate(
     address: str,
     *,
     crl_url: str | None = None,
+    subject: str | None = None,
+    names: list[x509.GeneralName] | None = None,
 ) -> x509.Certificate:
     """A Direct address certificate for ``address`` issued by ``ca`` (with a CRL
-    distribution point when ``crl_url`` is given)."""
+    distribution point when ``crl_url`` is given; another common name or other subjectAltName
+    entries when ``subject`` or ``names`` say so)."""
     now = datetime.now(UTC)
     builder = (
         x509.CertificateBuilder()
-        .subject_name(_name(address))
+        .subject_name(_name(subject if subject is not None else address))
         .issuer_name(ca.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -56,7 +59,9 @@ def leaf_certificate(
             x509.KeyUsage(True, False, True, False, False, False, False, False, False), True
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), False)
-        .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(address)]), False)
+        .add_extension(
+            x509.SubjectAlternativeName(names or [x509.RFC822Name(address)]), False
+        )
     )
     if crl_url is not None:
         point = x509.DistributionPoint([x509.UniformResourceIdentifier(crl_url)], None, None, None)

@@ -24,6 +24,8 @@ from hisp import egress
 from hisp.services import routes
 from tests.support.services import free_port
 
+pytestmark = pytest.mark.usefixtures("no_idle_egress_sessions")
+
 LEASE = 4.0  # seconds; the attempt's deadline is half of it
 SLOW = 6.0  # a per-command timeout longer than the lease, as the 60 s default is
 WIRE = b"From: alice@hospital.example.org\r\nSubject: x\r\n\r\nbody\r\n"
@@ -35,13 +37,6 @@ T = TypeVar("T")
 @pytest.fixture(autouse=True)
 def short_lease(settings) -> None:
     settings.HISP_CLAIM_LEASE = timedelta(seconds=LEASE)
-
-
-@pytest.fixture(autouse=True)
-def _empty_cache() -> Iterator[None]:
-    egress.close_connections()  # sessions other tests in this process left idle
-    yield
-    egress.close_connections()
 
 
 @dataclass

@@ -42,6 +42,8 @@ from tests.hisp.mail.processes import ROOT, database_url
 from tests.support.bind import BindServer, Record, bind_server
 from tests.support.services import free_port, missing
 
+pytestmark = pytest.mark.usefixtures("no_idle_egress_sessions")
+
 LEASE = 4.0  # seconds; an attempt's deadline is half of it
 WIRE = b"From: alice@hospital.example.org\r\nSubject: x\r\n\r\nbody\r\n"
 PARTNER = "partner.example.net"
@@ -55,13 +57,6 @@ HUNG_MX = f"gone.{ZONE}"
 @pytest.fixture(autouse=True)
 def short_lease(settings) -> None:
     settings.HISP_CLAIM_LEASE = timedelta(seconds=LEASE)
-
-
-@pytest.fixture(autouse=True)
-def _empty_cache() -> Iterator[None]:
-    egress.close_connections()  # sessions other tests in this process left idle
-    yield
-    egress.close_connections()
 
 
 @pytest.fixture(scope="module")

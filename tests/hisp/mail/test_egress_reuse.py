@@ -25,6 +25,8 @@ from hisp.services import routes
 from hisp.tls import write_self_signed
 from tests.support.services import free_port
 
+pytestmark = pytest.mark.usefixtures("no_idle_egress_sessions")
+
 WIRE = b"From: alice@hospital.example.org\r\nSubject: x\r\n\r\nbody\r\n"
 PARTNER = "partner.example.net"
 RECIPIENT = f"doc@{PARTNER}"
@@ -95,13 +97,6 @@ def smtp_server(
         yield handler, egress.Hop("127.0.0.1", controller.port)
     finally:
         controller.stop()
-
-
-@pytest.fixture(autouse=True)
-def _empty_cache() -> Iterator[None]:
-    egress.close_connections()  # sessions other tests in this process left idle
-    yield
-    egress.close_connections()
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,10 @@ import base64
 import logging
 import smtplib
 import ssl
-from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
 
 from hisp.models import AuditEvent, Delivery, Message
 from hisp.services import compose, mail
@@ -167,25 +165,8 @@ def test_a_login_name_with_a_nul_is_a_failed_login(submission, alice):
 def _odd_certificate(partner: Partner, names: list[x509.GeneralName]) -> x509.Certificate:
     """A certificate from the partner's CA for the partner's key, with the given SAN names
     (an IA5String can hold any ASCII character, NUL and line ends included)."""
-    now = datetime.now(UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([
-            x509.NameAttribute(NameOID.COMMON_NAME, "Doc\x00\r\nInjected: yes"),
-        ]))
-        .issuer_name(partner.ca.subject)
-        .public_key(partner.key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=300))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(True, False, True, False, False, False, False, False, False), True
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), False)
-        .add_extension(x509.SubjectAlternativeName(names), False)
-        .sign(partner.ca_key, hashes.SHA256())
-    )
+    return leaf_certificate(partner.ca, partner.ca_key, partner.key, partner.address,
+                            subject="Doc\x00\r\nInjected: yes", names=names)
 
 
 def _signer_with(world, tmp_path, certificate: x509.Certificate) -> Partner:
