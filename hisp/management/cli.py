@@ -16,6 +16,8 @@ from typing import IO, Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from hisp.mailtext import printable
+
 # The actor recorded in the audit log for actions taken at the command line.
 CLI_ACTOR = "cli"
 
@@ -32,6 +34,14 @@ def print_json(command: BaseCommand, data: list[Any] | dict[str, Any]) -> None:
 
 def one_line(message: str) -> str:
     return " ".join(str(message).split())
+
+
+def shown(text: str) -> str:
+    """A stranger's words (a partner's certificate subject, a discovered certificate) as one
+    line for the operator's terminal: a control character could move the cursor, recolour or
+    rewrite what the operator reads, so each becomes U+FFFD (JSON output escapes them anyway)."""
+    return printable(str(text)).replace("\r", "\ufffd").replace("\n", "\ufffd").replace(
+        "\t", " ")
 
 
 @contextmanager

@@ -139,6 +139,9 @@ def submit(
     if not rcpts:
         raise SubmissionError("the message has no recipients")
     for rcpt in rcpts:
+        if mailtext.printable(rcpt) != rcpt or any(c in rcpt for c in "\t\r\n"):
+            # No path holds one (RFC 5321 4.1.2): it would be sent in RCPT as it is.
+            raise SubmissionError("not a Direct address (it holds a control character)")
         if not rcpt.isascii():
             # An address beyond ASCII needs SMTPUTF8 (RFC 6531), which Direct does not support:
             # no HISP could take it, and it cannot even be written in an SMTP command here.

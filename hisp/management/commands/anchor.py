@@ -10,7 +10,14 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from hisp.certificates import display_fingerprint
-from hisp.management.cli import CLI_ACTOR, print_json, read_file, user_errors, write_output
+from hisp.management.cli import (
+    CLI_ACTOR,
+    print_json,
+    read_file,
+    shown,
+    user_errors,
+    write_output,
+)
 from hisp.models import TrustAnchor
 from hisp.services import ca_rollover, trust
 
@@ -60,7 +67,7 @@ class Command(BaseCommand):
         for row in rows:
             self.stdout.write(
                 f"SHA-256 fingerprint {display_fingerprint(row.certificate.fingerprint_sha256)}  "
-                f"{row.certificate.subject}"
+                f"{shown(row.certificate.subject)}"
             )
 
     def _export(self, opts: dict[str, Any]) -> None:
@@ -93,7 +100,7 @@ class Command(BaseCommand):
             directions = "+".join(d for d in ("incoming", "outgoing") if row[d])
             self.stdout.write(
                 f"{row['domain']}\t{directions}\t{display_fingerprint(row['fingerprint'])}\t"
-                f"{row['subject']}"
+                f"{shown(row['subject'])}"
             )
 
     def _rollover(self, opts: dict[str, Any]) -> None:

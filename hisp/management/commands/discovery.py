@@ -9,7 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from hisp.discovery import DiscoveryError, flush, lookup_report
-from hisp.management.cli import CLI_ACTOR, print_json, user_errors
+from hisp.management.cli import CLI_ACTOR, print_json, shown, user_errors
 from hisp.services import audit
 
 
@@ -48,10 +48,10 @@ class Command(BaseCommand):
             for cert in level.certificates:
                 state = "current" if cert.current else "not current"
                 self.stdout.write(
-                    f"    {cert.subject} serial {cert.serial} until {cert.not_after:%Y-%m-%d}"
+                    f"    {shown(cert.subject)} serial {cert.serial} until {cert.not_after:%Y-%m-%d}"
                     f" ({state}) sha256 {cert.fingerprint_sha256}"
                 )
             if level.error:
-                self.stdout.write(f"    error: {level.error}")
+                self.stdout.write(f"    error: {shown(level.error)}")
             for note in level.notes:
-                self.stdout.write(f"    note: {note}")
+                self.stdout.write(f"    note: {shown(note)}")

@@ -149,3 +149,22 @@ def test_bundle_add_rejects_bad_input(run: Run, provider: Domain) -> None:
     with pytest.raises(CommandError, match="fetch failed"):
         run("bundle", "add", url, "--domain", provider.name)
     assert not TrustBundle.objects.exists()
+
+
+def test_anchor_list_shows_a_partners_control_characters_harmlessly(
+    run: Run, provider: Domain, tmp_path: Path
+) -> None:
+    """A partner chooses its CA's name: a terminal escape or a line end in it must not reach
+    the operator's terminal (recolour, move the cursor, forge a line)."""
+    from tests.adminconsole.pkitools import make_ca
+
+    ca = make_ca("Partner \x1b[2J\x1b[31mCA\rForged line")
+    (tmp_path / "ca.pem").write_bytes(ca.pem)
+    out, _ = run("anchor", "import", str(tmp_path / "ca.pem"), "--domain", provider.name)
+    listing, _ = run("anchor", "list")
+    for text in (out, listing):
+        assert "\x1b" not in text and "\r" not in text
+    assert "Partner \ufffd[2J\ufffd[31mCA\ufffdForged line" in listing
+    assert len(listing.splitlines()) == 2  # our own CA and the partner's, one line each
+    (row,) = [r for r in json.loads(run("anchor", "list", "--json")[0]) if "Partner" in r["subject"]]
+    assert "\x1b" in row["subject"]  # JSON keeps the name as it is, escaped

@@ -162,6 +162,16 @@ def test_submit_refuses_a_non_ascii_envelope_recipient(alice):
     assert not Message.objects.exists()
 
 
+@pytest.mark.parametrize("rcpt", ['"doc\x01x"@partner.example.net', "doc\t@partner.example.net"])
+def test_submit_refuses_a_recipient_with_a_control_character(alice, rcpt):
+    """It would go out in RCPT TO as it is (smtplib refuses only line ends)."""
+    raw = compose.build_message(sender=alice.address, to=["doc@partner.example.net"],
+                                subject="Hi", body_text="Hello")
+    with pytest.raises(compose.SubmissionError, match="control character"):
+        compose.submit(address=alice, raw=raw, actor="test", peer="test", recipients=[rcpt])
+    assert not Message.objects.exists()
+
+
 def test_submit_refuses_a_non_ascii_header_recipient(alice):
     raw = (
         f"From: {alice.address}\r\nTo: {UMLAUT}\r\nSubject: Hi\r\n\r\nHello\r\n"
