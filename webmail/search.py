@@ -19,12 +19,20 @@ from django.db.models.expressions import RawSQL
 
 from hisp.models import MailboxEntry
 
-INDEX_NAME = "webmail_entry_fts"
+# The body's first SEARCH_CHARS characters are searchable. PostgreSQL refuses a tsvector over
+# 1 MB ("string is too long for tsvector"), which a long text body of distinct words (about
+# 40,000) reaches: the index would then refuse the mailbox entry, and the message could not
+# be filed at all. 100,000 characters (some thirty pages) stay under a third of that limit
+# whatever the script or words (measured: distinct CJK pairs, astral characters, hex tokens).
+SEARCH_CHARS = 100_000
+# Renamed whenever the indexed expression changes: ensure_search_index then drops the old one.
+INDEX_NAME = "webmail_entry_fts_v2"
+_OLD_INDEXES = ("webmail_entry_fts",)
 _TABLE = MailboxEntry._meta.db_table
 _DOCUMENT = (
     "to_tsvector('english'::regconfig, "
     "coalesce({t}sender, '') || ' ' || coalesce({t}recipients::text, '') || ' ' || "
-    "coalesce({t}subject, '') || ' ' || coalesce({t}body_text, ''))"
+    f"coalesce({{t}}subject, '') || ' ' || coalesce(left({{t}}body_text, {SEARCH_CHARS}), ''))"
 )
 
 
@@ -83,6 +91,8 @@ def ensure_search_index(*, using: str = "default", **_kwargs: Any) -> None:
     if connection.vendor != "postgresql":
         return
     with connection.cursor() as cursor:
+        for old in _OLD_INDEXES:
+            cursor.execute(f"DROP INDEX IF EXISTS {old}")
         cursor.execute(
             f"CREATE INDEX IF NOT EXISTS {INDEX_NAME} ON {_TABLE} USING gin "  # noqa: S608 - constants
             f"(({_DOCUMENT.format(t='')}))"

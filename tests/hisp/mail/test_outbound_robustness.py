@@ -391,3 +391,31 @@ def test_control_characters_in_received_mail_do_not_stop_its_delivery(world):
     assert entry.subject == "lab\ufffdresult" and message.subject == "lab\ufffdresult"
     assert "\x00" not in entry.body_text and "value\ufffd 7.2" in entry.body_text
     assert b"value\x00 7.2" in bytes(message.content)
+
+
+def test_a_long_text_of_distinct_words_is_filed_and_searchable(world):
+    """About 40,000 distinct words make a tsvector over PostgreSQL's 1 MB limit: indexed whole,
+    the mailbox entry would be refused and the message never filed (rejected after five
+    attempts; the sender's own Sent copy refused at submission). The body's first
+    SEARCH_CHARS characters are searchable; the rest is kept and shown, not indexed."""
+    from webmail.search import SEARCH_CHARS, filter_entries
+
+    words = [f"w{i:x}z{(i * 7919) % 100003:x}" for i in range(120_000)]
+    body = "Findable opening paragraph.\n" + " ".join(words) + "\nlastwordbeyondthelimit\n"
+    assert len(body) > 1_000_000 >= 10 * SEARCH_CHARS
+    raw = compose.build_message(
+        sender=world.alice.address, to=[world.alice.address], subject="Long result",
+        body_text=body, delivery_notification=False,
+    )
+    compose.submit(address=world.alice.address, raw=raw, actor="test", peer="test")
+    drain()
+    [message] = Message.objects.filter(
+        direction=Message.Direction.INBOUND, kind=Message.Kind.REGULAR
+    )
+    assert message.state == Message.State.DELIVERED, message.reason
+    entries = MailboxEntry.objects.filter(address=world.alice)
+    assert set(entries.values_list("folder", flat=True)) >= {"inbox", "sent"}
+    assert entries.get(folder="inbox").body_text.rstrip().endswith("lastwordbeyondthelimit")
+    found = filter_entries(entries, "findable")
+    assert {e.folder for e in found} == {"inbox", "sent"}
+    assert not filter_entries(entries, "lastwordbeyondthelimit").exists()
