@@ -26,7 +26,13 @@ from hisp.services.mail import enqueue, find_address, hosted_domain
 AttachmentData = tuple[str, str, bytes]
 
 FINAL_DELIVERY_OPTION = "X-DIRECT-FINAL-DESTINATION-DELIVERY=optional,true"
+# The stored header columns (Message.message_id, header_from, subject) hold RFC 5322's line
+# length; a folded field may be longer.
+MAX_HEADER_CHARS = 998
 
+
+# As many as our SMTP listeners take in one transaction (RFC 5321 4.5.3.1.8 asks for 100).
+MAX_RECIPIENTS = 100
 
 class SubmissionError(ValueError):
     """The message cannot be sent as submitted; the text says why (safe to show the user)."""
@@ -138,6 +144,13 @@ def submit(
     rcpts = list(by_mailbox.values())
     if not rcpts:
         raise SubmissionError("the message has no recipients")
+    if len(rcpts) > MAX_RECIPIENTS:
+        # Each recipient costs a certificate discovery and a delivery: thousands in the headers
+        # (webmail and the CLI take them from there) would hold a worker for many minutes.
+        raise SubmissionError(
+            f"at most {MAX_RECIPIENTS} recipients per message ({len(rcpts)} given): "
+            "send it in several messages"
+        )
     for rcpt in rcpts:
         if mailtext.printable(rcpt) != rcpt or any(c in rcpt for c in "\t\r\n"):
             # No path holds one (RFC 5321 4.1.2): it would be sent in RCPT as it is.
@@ -159,6 +172,12 @@ def submit(
             # RFC 5322 3.6.4 allows none; it is looked up and stored as written, and the
             # database refuses a NUL (an error the client would retry for ever).
             raise SubmissionError("the Message-ID must not contain control characters")
+        if len(message_id) > MAX_HEADER_CHARS:
+            # Tracking finds the message by the exact id that MDNs and DSNs quote: a stored
+            # copy cut short would never match them.
+            raise SubmissionError(
+                f"the Message-ID is longer than {MAX_HEADER_CHARS} characters"
+            )
         if not message_id:
             message_id = new_message_id()
             added.append(("Message-ID", message_id))
@@ -187,9 +206,9 @@ def submit(
                 message_id=message_id,
                 envelope_from=sender.address,
                 envelope_to=rcpts,
-                header_from=summary.sender,
+                header_from=summary.sender[:MAX_HEADER_CHARS],
                 header_to=list(summary.to + summary.cc),
-                subject=summary.subject[:998],
+                subject=summary.subject[:MAX_HEADER_CHARS],
                 peer=peer[:255],
             )
             for rcpt in rcpts:
@@ -202,9 +221,9 @@ def submit(
                 message=message,
                 folder=MailboxEntry.SystemFolder.SENT,
                 read=True,
-                sender=summary.sender,
+                sender=summary.sender[:MAX_HEADER_CHARS],
                 recipients=rcpts,
-                subject=summary.subject[:998],
+                subject=summary.subject[:MAX_HEADER_CHARS],
                 snippet=summary.snippet,
                 body_text=summary.body_text,
                 has_attachments=bool(summary.attachments),
