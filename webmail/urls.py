@@ -37,6 +37,7 @@ urlpatterns = [
     # Messages
     path("m/<int:entry_id>/", message.message_detail, name="message-detail"),
     path("m/<int:entry_id>/action/", message.message_action, name="message-action"),
+    path("m/<int:entry_id>/text/", message.text_download, name="message-text"),
     path("m/<int:entry_id>/attachments/<int:index>/", message.attachment_download,
          name="attachment-download"),
     path("m/<int:entry_id>/attachments/<int:index>/view/", message.attachment_view,

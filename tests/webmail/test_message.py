@@ -232,3 +232,30 @@ def test_it_shows_a_per_recipient_timeline_with_sentences_for_sent_mail(alice, a
     assert "confirmed it received the message" in body
     assert "No certificate was found for this recipient" in body
     assert body.index("x@partner.example") < body.index("y@partner.example")
+
+
+def test_a_very_long_text_is_shown_in_part_with_the_whole_a_click_away(alice, alice_client,
+                                                                       charlie_client):
+    from webmail.views.message import TEXT_SHOWN_CHARS
+
+    text = "Opening line of the report.\n" + "x" * TEXT_SHOWN_CHARS + "\nClosing line.\n"
+    entry = _entry(alice, text=text)
+    page = alice_client.get(f"/mail/m/{entry.pk}/")
+    body = page.content.decode()
+    assert page.status_code == 200
+    assert "Opening line of the report." in body and "Closing line." not in body
+    assert len(body) < TEXT_SHOWN_CHARS + 100_000
+    assert f"/mail/m/{entry.pk}/text/" in body
+    download = alice_client.get(f"/mail/m/{entry.pk}/text/")
+    assert download.status_code == 200
+    assert download["Content-Type"] == "text/plain; charset=utf-8"
+    assert download["Content-Disposition"].startswith("attachment")
+    whole = download.content.decode()
+    assert whole.startswith("Opening line") and whole.rstrip().endswith("Closing line.")
+    assert AuditEvent.objects.filter(action="message.text-download").count() == 1
+    assert charlie_client.get(f"/mail/m/{entry.pk}/text/").status_code == 404
+
+
+def test_a_short_text_has_no_download_link(alice, alice_client):
+    entry = _entry(alice, text="Short.")
+    assert f"/mail/m/{entry.pk}/text/" not in alice_client.get(f"/mail/m/{entry.pk}/").content.decode()
