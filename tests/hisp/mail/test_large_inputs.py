@@ -86,3 +86,38 @@ def test_submission_refuses_more_recipients_than_one_transaction_takes(world):
                                 body_text="Hello")
     message = compose.submit(address=world.alice.address, raw=raw, actor="test", peer="test")
     assert message.deliveries.count() == compose.MAX_RECIPIENTS
+
+
+def test_a_hundred_recipients_at_one_partner_leave_in_one_transaction(world):
+    """The most one message may have (MAX_RECIPIENTS), all at one partner domain: protected
+    once, sent in one SMTP transaction (egress takes the companions along), each delivery
+    recorded as sent, and the message log lists them all."""
+    import json
+    from io import StringIO
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from django.core.management import call_command
+
+    from hisp.services import pki
+    from tests.hisp.mail.partner import leaf_certificate
+
+    partner = world.partner
+    partner_domain = partner.address.rpartition("@")[2]
+    # The partner publishes a domain-bound certificate: it covers every address there.
+    domain_cert = leaf_certificate(partner.ca, partner.ca_key, partner.key, partner_domain,
+                                   names=[x509.DNSName(partner_domain)])
+    pki.import_certificate(domain_cert.public_bytes(serialization.Encoding.PEM))
+    many = [f"doc{i}@{partner_domain}" for i in range(compose.MAX_RECIPIENTS)]
+    raw = compose.build_message(sender=world.alice.address, to=many, subject="To all",
+                                body_text="Hello all")
+    message = compose.submit(address=world.alice.address, raw=raw, actor="test", peer="test")
+    drain()
+    states = set(Delivery.objects.filter(message=message).values_list("state", flat=True))
+    assert states == {Delivery.State.SENT}
+    [received] = world.sink.handler.messages
+    assert sorted(received.rcpt_tos) == sorted(many)
+    out = StringIO()
+    call_command("messages", "--json", "--direction", "out", stdout=out)
+    [row] = [m for m in json.loads(out.getvalue()) if m["subject"] == "To all"]
+    assert len(row["deliveries"]) == compose.MAX_RECIPIENTS
