@@ -374,8 +374,8 @@ def ca_rollover(domain: Domain) -> Impact:
         facts=tuple(facts),
         effects=(
             f"{', '.join(domains)} issue every new certificate from the successor from now on.",
-            f"{_count(renew, 'certificate is', 'certificates are')} renewed under it now, with new "
-            "keys, and published in DNS and LDAP.",
+            f"{_count(renew, 'certificate is', 'certificates are')} renewed under it, with new "
+            "keys, by the renewal task within minutes, and published in DNS and LDAP.",
             "Partners that do not trust the successor yet refuse mail signed with the new "
             "certificates: check that each partner has imported it.",
             "The current CA keeps its CRL and OCSP answers, and mail signed or encrypted with the "

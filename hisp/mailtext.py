@@ -61,6 +61,16 @@ class Summary:
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
+# Any control character, line ends and tab included: none belongs in an address or an id.
+_ANY_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def has_control_character(text: str) -> bool:
+    """Whether ``text`` holds a control character (tab and line ends included): an SMTP path,
+    an address or a Message-ID holding one is refused, not shown (RFC 5321 4.1.2, 5322 3.6.4)."""
+    return _ANY_CONTROL.search(text) is not None
+
+
 def printable(text: str) -> str:
     """``text`` with control characters (a NUL, terminal escapes) shown as U+FFFD; tab and line
     ends stay. For words from outside (a message, a remote server's reply) that are stored in

@@ -102,11 +102,13 @@ def ca_rollover(request: HttpRequest, pk: int) -> HttpResponse:
                     "Give it to partners before activating it.",
                 )
             else:
-                done = ca_rollovers.activate(domain.name, actor=request.user, client=client)
+                # Renewing thousands of certificates would outlast the request: queued.
+                done = ca_rollovers.activate(domain.name, actor=request.user, client=client,
+                                             renew_now=False)
                 messages.success(
                     request,
                     f"{', '.join(done.domains)} now issue from the successor CA; "
-                    f"{len(done.renewed)} certificate(s) renewed.",
+                    f"{done.pending} certificate(s) are being renewed in the background.",
                 )
         except ca_rollovers.RolloverError as exc:
             form.add_error(None, str(exc))

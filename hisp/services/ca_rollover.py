@@ -42,6 +42,7 @@ class Activated:
     previous: Certificate
     domains: list[str]
     renewed: list[Certificate]
+    pending: int = 0  # certificates left to the renewal task (renew_now=False)
 
 
 def _domain(name: str) -> Domain:
@@ -106,8 +107,15 @@ def prepare(name: str, *, actor: Actor = None, client: str | None = None) -> Cer
     return new
 
 
-def activate(name: str, *, actor: Actor = None, client: str | None = None) -> Activated:
-    """Step two: issue from the successor and renew every certificate the old CA issued."""
+def activate(
+    name: str, *, actor: Actor = None, client: str | None = None, renew_now: bool = True
+) -> Activated:
+    """Step two: issue from the successor and renew every certificate the old CA issued.
+
+    Each renewal generates a key (tenths of a second), so a domain with thousands of addresses
+    takes minutes: with ``renew_now=False`` (the console, inside a web request) the switch
+    commits at once and the renewals are left to the renewal task, queued on commit, for which
+    a certificate of a replaced CA is due (pki.due_for_renewal). ``renewed`` is then empty."""
     domain = _domain(name)
     current = domain.issuing_ca
     assert current is not None
@@ -127,19 +135,29 @@ def activate(name: str, *, actor: Actor = None, client: str | None = None) -> Ac
         Certificate.objects.filter(pk=current.pk, superseded_by__isnull=True).update(
             superseded_by=new
         )
-        renewed = [
-            pki.renew(row, actor=actor, client=client)
-            for row in Certificate.objects.filter(
-                issued_by=current,
-                source=Certificate.Source.HOSTED,
-                binding__in=[Certificate.Binding.ADDRESS, Certificate.Binding.DOMAIN],
-                superseded_by__isnull=True,
-                revoked_at__isnull=True,
-                not_after__gt=timezone.now(),
-            ).order_by("pk")
-        ]
+        to_renew = Certificate.objects.filter(
+            issued_by=current,
+            source=Certificate.Source.HOSTED,
+            binding__in=[Certificate.Binding.ADDRESS, Certificate.Binding.DOMAIN],
+            superseded_by__isnull=True,
+            revoked_at__isnull=True,
+            not_after__gt=timezone.now(),
+        ).order_by("pk")
+        waiting = to_renew.count()
+        if renew_now:
+            renewed = [pki.renew(row, actor=actor, client=client) for row in to_renew]
+        else:
+            renewed = []
+            transaction.on_commit(_queue_renewals, robust=True)
         bump_pki_version()
         audit.record(action="ca.rollover-activate", obj=new, actor=actor, client=client,
                      domains=[d.name for d in domains], previous=current.fingerprint_sha256,
-                     fingerprint=new.fingerprint_sha256, renewed=len(renewed))
-    return Activated(new, current, [d.name for d in domains], renewed)
+                     fingerprint=new.fingerprint_sha256, renewed=len(renewed),
+                     left_to_the_renewal_task=waiting - len(renewed))
+    return Activated(new, current, [d.name for d in domains], renewed, waiting - len(renewed))
+
+
+def _queue_renewals() -> None:
+    from hisp.tasks.pki import renew_certificates
+
+    renew_certificates.delay()  # should the broker be down, the 6-hourly run does the same

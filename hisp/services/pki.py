@@ -127,11 +127,13 @@ def issue_for(
 
 def due_for_renewal(*, at: datetime | None = None) -> QuerySet[Certificate]:
     """Our issued end-entity certificates old enough to renew (``HISP_CERT_RENEW_AFTER``, 12
-    months by default) or within 30 days of expiry, not yet renewed or revoked."""
+    months by default), within 30 days of expiry, or issued by a CA that a rollover replaced
+    (hisp.services.ca_rollover), not yet renewed or revoked."""
     now = at or timezone.now()
     return Certificate.objects.filter(
         Q(not_before__lte=now - settings.HISP_CERT_RENEW_AFTER)
-        | Q(not_after__lte=now + (settings.HISP_CERT_VALIDITY - settings.HISP_CERT_RENEW_AFTER)),
+        | Q(not_after__lte=now + (settings.HISP_CERT_VALIDITY - settings.HISP_CERT_RENEW_AFTER))
+        | Q(issued_by__superseded_by__isnull=False),
         source=Certificate.Source.HOSTED,
         binding__in=[Certificate.Binding.ADDRESS, Certificate.Binding.DOMAIN],
         issued_by__isnull=False,

@@ -28,6 +28,8 @@ from warnings import warn
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import MISSING, SMTP
 
+from hisp.mailtext import has_control_character
+
 # RFC 5321 section 4.5.3.1: local part 64, path 256 (with the angle brackets), 100 recipients
 # is the minimum a server must accept and what we accept at most.
 MAX_PATH = 254
@@ -219,7 +221,6 @@ def _unstuff(data: bytes) -> bytes:
 # parameters: recognised without the email package's header parser, which aiosmtpd runs on
 # every MAIL and RCPT (a tenth of the listener's CPU). Anything else goes to that parser.
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PLAIN_PATH = re.compile(
     rf"<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>[ \t]*([^( \t].*)?",
     re.DOTALL,
@@ -243,7 +244,7 @@ class HispSMTP(SMTP):
                 address, rest = super()._getaddr(arg)
             except IndexError:  # the email parser on an address cut short, e.g. "a@": malformed
                 return None, None
-            if address and _CONTROL.search(address):
+            if address and has_control_character(address):
                 # RFC 5321 4.1.2 allows no control character in a path; a NUL would also reach
                 # the database (which refuses it) and come back as a 451, retried for ever.
                 return None, None

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.test import Client
 from django.urls import reverse
 
 from adminconsole.forms.confirm import CONFIRM_REQUIRED
 from hisp.certificates import display_fingerprint
 from hisp.models import AuditEvent, Certificate, Domain
-from hisp.services import ca_rollover, identity
+from hisp.services import ca_rollover, identity, pki
 
 WHERE = "198.51.100.7"
 
@@ -38,7 +41,16 @@ def _issuing(domain: Domain) -> Certificate:
     return domain.issuing_ca
 
 
-def test_prepare_then_activate_from_the_console(staff_client: Client, hosted: Domain) -> None:
+def _queued_tasks() -> list[str]:
+    """The task names in the broker's queue (the filesystem transport the tests use)."""
+    folder = Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"])
+    return [json.loads(p.read_bytes())["headers"]["task"] for p in folder.glob("*.msg")]
+
+
+def test_prepare_then_activate_from_the_console(
+    staff_client: Client, hosted: Domain, django_capture_on_commit_callbacks: Any,
+) -> None:
+    before = _queued_tasks().count("hisp.pki.renew_certificates")
     old = _issuing(hosted)
     detail = reverse("adminconsole:domain-detail", kwargs={"pk": hosted.pk})
     assert "Replace this CA" in staff_client.get(detail).content.decode()
@@ -81,11 +93,18 @@ def test_prepare_then_activate_from_the_console(staff_client: Client, hosted: Do
     page = staff_client.get(_page(hosted)).content.decode()
     assert "Activate the successor CA of rollover.example.org" in page
     assert "certificates are renewed" in page
-    response = staff_client.post(_page(hosted) + "?step=activate", {"confirm": "on"},
-                                 REMOTE_ADDR=WHERE)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff_client.post(_page(hosted) + "?step=activate", {"confirm": "on"},
+                                     REMOTE_ADDR=WHERE)
     assert response.status_code == 302
     assert _issuing(hosted) == successor
-    assert AuditEvent.objects.filter(action="ca.rollover-activate", actor_label="sam").exists()
+    event = AuditEvent.objects.get(action="ca.rollover-activate", actor_label="sam")
+    # The request only switches the CA; the renewal task (queued on commit) renews.
+    assert event.detail["renewed"] == 0 and event.detail["left_to_the_renewal_task"] >= 3
+    assert _queued_tasks().count("hisp.pki.renew_certificates") == before + 1
+    renewed = pki.renew_due()
+    assert len(renewed) == event.detail["left_to_the_renewal_task"]
+    assert all(c.issued_by_id == successor.pk for c in renewed)
     assert not Certificate.objects.filter(issued_by=old, superseded_by__isnull=True,
                                           revoked_at__isnull=True).exists()
 
