@@ -18,7 +18,7 @@ from django.utils import timezone
 import agent
 from agent.errors import AgentError, Code
 from agent.types import Environment, ProtectOptions
-from hisp import egress
+from hisp import durations, egress
 from hisp.models import Delivery, DeliveryEvent, Message
 from hisp.services import audit, notices, routes, tracking
 from hisp.services.mail import (
@@ -297,7 +297,7 @@ def _refuse(delivery: Delivery, error: AgentError, now: datetime) -> int:
             detail=str(error.code),
             status=notices.EXPIRED,
             why=f"it could not be protected for this recipient within "
-            f"{settings.HISP_RETRY_PERIOD} ({error.code})",
+            f"{durations.describe(settings.HISP_RETRY_PERIOD)} ({error.code})",
         )
         return 0
     tracking.fail(
@@ -521,8 +521,11 @@ def _record(delivery: Delivery, outcome: egress.Outcome, now: datetime) -> str:
                 )
                 audit.record(action="delivery.sent", obj=delivery, actor="system")
             return "sent"
-        expired = now >= first + settings.HISP_RETRY_PERIOD
-        if outcome.result is egress.Result.TEMPORARY and not expired:
+        # Only a temporary failure can run out of time: a refusal is reported as a refusal,
+        # with its own status, however late in the retry period it came.
+        temporary = outcome.result is egress.Result.TEMPORARY
+        expired = temporary and now >= first + settings.HISP_RETRY_PERIOD
+        if temporary and not expired:
             moved = Delivery.objects.filter(_mine(delivery)).update(
                 state=Delivery.State.DEFERRED,
                 detail=outcome.detail[:500],
@@ -544,16 +547,25 @@ def _record(delivery: Delivery, outcome: egress.Outcome, now: datetime) -> str:
         status = outcome.status if not expired else notices.EXPIRED
         if status.startswith("4"):
             status = "5" + status[1:]
-        why = (
-            f"the destination kept refusing or was unreachable for "
-            f"{settings.HISP_RETRY_PERIOD} (last: {outcome.detail})"
-            if expired
-            else outcome.detail.removeprefix(NOT_SENT)
-            if outcome.detail.startswith(NOT_SENT)
-            else f"the destination refused it: {outcome.detail}"
-        )
+        why = _failure_why(outcome, expired=expired)
         tracking.fail(delivery, detail=outcome.detail, status=status, why=why)
     return "failed"
+
+
+def _failure_why(outcome: egress.Outcome, *, expired: bool) -> str:
+    """The sentence of the sender's DSN: whose doing the failure was (the destination's, or
+    this HISP's own, whose outcomes start with NOT_SENT) and, after retries, for how long."""
+    ours = outcome.detail.startswith(NOT_SENT)
+    reason = outcome.detail.removeprefix(NOT_SENT)
+    if not expired:
+        return reason if ours else f"the destination refused it: {reason}"
+    period = durations.describe(settings.HISP_RETRY_PERIOD)
+    if ours:
+        return f"it could not be sent for {period}; last attempt: {reason}"
+    return (
+        f"the destination refused it for now or could not be reached, for {period} "
+        f"(last: {reason})"
+    )
 
 
 def _record_sent(

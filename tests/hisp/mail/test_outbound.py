@@ -62,6 +62,14 @@ def _alice_dsns(world) -> list[dsn.Dsn]:
     return [dsn.parse(bytes(e.message.raw)) for e in entries]
 
 
+def _alice_dsn_texts(world) -> list[str]:
+    """The human-readable part of each DSN in alice's mailbox, as one line."""
+    entries = MailboxEntry.objects.filter(
+        address=world.alice, message__kind=Message.Kind.DSN
+    ).order_by("id")
+    return [" ".join(e.body_text.split()) for e in entries]
+
+
 def test_message_to_partner_is_signed_encrypted_and_sent(world):
     message = _send(world, to=[world.partner.address])
     drain()
@@ -194,8 +202,33 @@ def test_temporary_failures_are_retried_then_fail_with_one_dsn(world, settings):
     assert outbound.deliver(delivery.pk) == "failed"
     [report] = _alice_dsns(world)
     assert report.recipients[0].status == "5.4.7"
+    explanation = _alice_dsn_texts(world)[0]
+    assert (
+        "the destination refused it for now or could not be reached, for 3 days "
+        "(last: 451 4.3.0 try again later)"
+    ) in explanation
     assert outbound.deliver(delivery.pk) == "not-claimed"
     assert len(_alice_dsns(world)) == 1
+
+
+def test_a_refusal_after_the_retry_period_is_reported_as_that_refusal(world, settings):
+    """The last attempt of a long retry meets a 5xx: the sender learns what the destination
+    said, with its status, not that time ran out."""
+    world.sink.handler.reply = "451 4.3.0 try again later"
+    message = _send(world, to=[world.partner.address])
+    drain()
+    delivery = _delivery(message, world.partner.address)
+    assert delivery.state == Delivery.State.DEFERRED
+    Delivery.objects.filter(pk=delivery.pk).update(
+        first_attempt_at=timezone.now() - settings.HISP_RETRY_PERIOD - timedelta(minutes=1)
+    )
+    world.sink.handler.reply = "550 5.2.1 mailbox disabled"
+    assert outbound.deliver(delivery.pk) == "failed"
+    [report] = _alice_dsns(world)
+    assert report.recipients[0].status == "5.2.1"
+    explanation = _alice_dsn_texts(world)[0]
+    assert "the destination refused it: 550 5.2.1 mailbox disabled" in explanation
+    assert "3 days" not in explanation
 
 
 def test_permanent_failure_fails_at_once_with_one_dsn(world):

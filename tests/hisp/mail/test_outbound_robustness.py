@@ -263,6 +263,14 @@ def test_unexpected_error_in_egress_is_retried_then_fails_with_one_dsn(
     [report] = _alice_dsns(world)
     assert report.recipients[0].status == notices.EXPIRED
     assert "failed while sending it (RuntimeError)" in report.recipients[0].diagnostic
+    # Our own failure, not the destination's: the sender is not told the partner refused.
+    [entry] = MailboxEntry.objects.filter(address=world.alice, message__kind=Message.Kind.DSN)
+    explanation = " ".join(entry.body_text.split())
+    assert (
+        "it could not be sent for 0 seconds; last attempt: this HISP failed while sending it "
+        "(RuntimeError)"
+    ) in explanation
+    assert "destination" not in explanation
     assert outbound.deliver(delivery.pk) == "not-claimed"
     assert mail.sweep()["deliveries"] == 0
     assert len(_alice_dsns(world)) == 1
