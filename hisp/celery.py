@@ -6,9 +6,9 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun
+from celery.signals import after_setup_logger, after_setup_task_logger, task_postrun, task_prerun
 
-from hisp import broker
+from hisp import broker, logsafety
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hisp.settings")
 broker.register()
@@ -16,6 +16,10 @@ broker.register()
 app = Celery("hisp")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+# The worker replaces Django's logging handlers with its own: they get the same filter.
+after_setup_logger.connect(logsafety.protect_handlers, weak=False)
+after_setup_task_logger.connect(logsafety.protect_handlers, weak=False)
 
 
 @task_prerun.connect
