@@ -202,13 +202,37 @@ def _mx_hops(domain: str, deadline: float) -> list[Hop]:
         if len(names) == 1 and names[0] in ("", "."):
             raise NoSuchDomain(domain)  # RFC 7505 null MX: the domain accepts no mail
     found: list[Hop] = []
-    for name in names:
+    for index, name in enumerate(names):
         if len(found) >= MAX_HOPS:
             break  # later names' addresses would be cut off anyway: do not wait for them
-        found += [Hop(address, 25, name=name) for address in _addresses(resolver, name, deadline)]
+        try:
+            addresses = _addresses(resolver, name, _share(deadline, len(names) - index))
+        except dns.exception.Timeout:
+            if time.monotonic() >= deadline:
+                raise
+            # This exchanger's name hung (a system-resolver lookup cannot be cut short): the
+            # next ones, in preference order, may still be reachable in the time left.
+            log.info("no address for %s in its share of the attempt; trying the next", name)
+            continue
+        found += [Hop(address, 25, name=name) for address in addresses]
     if not found:
         raise NoAddress(f"no address for {', '.join(names)}")
     return found[:MAX_HOPS]
+
+
+# The longest one exchanger's address lookup may take while others wait behind it: what a
+# system resolver takes before it gives up on a server (resolv.conf's timeout x attempts).
+EXCHANGER_LOOKUP_LIMIT = 30.0
+
+
+def _share(deadline: float, names_left: int) -> float:
+    """When the lookup of the next of ``names_left`` exchanger names must end: a fair share
+    of the time left (the last name gets all of it), so that one hung name does not use up
+    the attempt its successors could have served."""
+    if names_left <= 1 or deadline == math.inf:
+        return deadline
+    now = time.monotonic()
+    return min(deadline, now + min(EXCHANGER_LOOKUP_LIMIT, (deadline - now) / names_left))
 
 
 def _lifetime(resolver: dns.resolver.Resolver, deadline: float) -> float:
