@@ -16,6 +16,7 @@ from django.contrib.auth import get_user_model
 
 from adminconsole import services
 from hisp.ca.authority import scope_domains, successor
+from hisp.certificates import fingerprint
 from hisp.models import (
     Address,
     AddressGrant,
@@ -25,8 +26,9 @@ from hisp.models import (
     Message,
     Route,
     TrustAnchor,
+    TrustBundle,
 )
-from hisp.services import identity
+from hisp.services import identity, trust
 
 # How far back the anchor page counts the messages that were verified under the anchor.
 RECENT = timedelta(days=30)
@@ -43,6 +45,17 @@ class Fact:
 
 
 @dataclass(frozen=True)
+class AnchorChange:
+    """One anchor a bundle refresh starts or stops trusting."""
+
+    change: Literal["added", "removed"]
+    subject: str
+    fingerprint: str  # colon form, to be read out
+    domain: str  # the hosted domain whose trust changes, and for which mail
+    note: str = ""  # when the change does not change trust (another anchor covers it)
+
+
+@dataclass(frozen=True)
 class Impact:
     title: str  # what is about to happen, naming the object
     facts: tuple[Fact, ...]  # the object, as the staff member should recognise it
@@ -50,6 +63,8 @@ class Impact:
     statement: str  # the sentence the staff member ticks
     button: str
     blocked: str = ""  # why the action cannot be done now; empty when it can
+    anchors: tuple[AnchorChange, ...] = ()  # the anchors a bundle refresh adds and removes
+    no_change: str = ""  # the action would change nothing: said instead of asking
 
 
 def _count(n: int, one: str, many: str) -> str:
@@ -165,6 +180,191 @@ def route_deletion(route: Route) -> Impact:
         effects=tuple(effects),
         statement=f"I understand that mail for {route.domain} uses the default path from now on.",
         button="Delete the route",
+    )
+
+
+def _where(route: Route) -> str:
+    return f"{route.host}:{route.port}" if route.host else "its MX records"
+
+
+def _before_after(before: str, after: str) -> str:
+    return before if before == after else f"{before} → {after}"
+
+
+def route_replacement(route: Route, new: Route) -> Impact:
+    """Setting a route for a domain that has one: ``new`` is the unsaved replacement."""
+    domain = route.domain
+    if _where(route) != _where(new):
+        effects = [f"Mail for {domain} goes to {_where(new)} instead of {_where(route)}."]
+    else:
+        effects = [f"Mail for {domain} keeps going to {_where(route)}."]
+    if route.require_tls and not new.require_tls:
+        effects.append(
+            "STARTTLS is no longer required: it is used when the receiving server offers it."
+        )
+    elif new.require_tls and not route.require_tls:
+        effects.append(
+            f"STARTTLS is required from now on: a server that does not offer it gets no mail for "
+            f"{domain}, and the deliveries wait and retry."
+        )
+    if route.hold_pending_certificate and not new.hold_pending_certificate:
+        effects.append(
+            "A message for a recipient without a usable certificate fails at once instead of "
+            "waiting for one."
+        )
+    elif new.hold_pending_certificate and not route.hold_pending_certificate:
+        effects.append(
+            "A message for a recipient without a usable certificate waits for one instead of "
+            "failing at once."
+        )
+    waiting = Delivery.objects.filter(
+        message__direction=Message.Direction.OUTBOUND,
+        recipient__iendswith=f"@{domain}",
+        state__in=WAITING,
+    ).count()
+    effects.append(
+        f"{_count(waiting, 'delivery', 'deliveries')} to {domain} waiting in the queue "
+        "will follow the new route from the next attempt."
+    )
+    effects.append(
+        f"To undo, set the route again as it was: {_where(route)}, STARTTLS required "
+        f"{_yes_no(route.require_tls)}, hold without certificate "
+        f"{_yes_no(route.hold_pending_certificate)}."
+    )
+    return Impact(
+        title=f"Replace the route for {domain}",
+        facts=(
+            Fact("Destination domain", domain),
+            Fact("Goes to", _before_after(_where(route), _where(new))),
+            Fact("STARTTLS required",
+                 _before_after(_yes_no(route.require_tls), _yes_no(new.require_tls))),
+            Fact("Hold without certificate",
+                 _before_after(_yes_no(route.hold_pending_certificate),
+                               _yes_no(new.hold_pending_certificate))),
+        ),
+        effects=tuple(effects),
+        statement=f"I understand that the route for {domain} is replaced now.",
+        button="Replace the route",
+    )
+
+
+def _bundle_facts(bundle: TrustBundle) -> list[Fact]:
+    directions = " and ".join(
+        word for word, on in (("incoming", bundle.incoming), ("outgoing", bundle.outgoing)) if on
+    )
+    return [
+        Fact("Bundle", bundle.name),
+        Fact("Domain", bundle.domain.name),
+        Fact("Source", bundle.url or "uploaded file", "code" if bundle.url else "text"),
+        Fact("Trusted for", f"{directions} mail" if directions else "nothing"),
+        Fact("Pinned signer", _yes_no(bool(bundle.signer_pin))),
+    ]
+
+
+def bundle_refresh_failure(bundle: TrustBundle, error: str) -> Impact:
+    return Impact(
+        title=f"Refresh the bundle {bundle.name}",
+        facts=tuple(_bundle_facts(bundle)),
+        effects=(),
+        statement="",
+        button="",
+        blocked=f"Refresh failed: {error}. Nothing was changed: the existing anchors were kept.",
+    )
+
+
+def bundle_refresh(change: trust.BundleChange, *, now: datetime) -> Impact:
+    """What applying ``change`` (fetched and verified, not applied) does to the bundle's domain."""
+    bundle = change.bundle
+    domain = bundle.domain
+    facts = _bundle_facts(bundle)
+    facts.append(Fact("Bundle SHA-256", change.digest, "code"))
+    listed = len(change.added) + change.kept
+    facts.append(Fact("Anchors listed", str(listed)))
+    title = f"Refresh the bundle {bundle.name}"
+    if change.unchanged:
+        return Impact(
+            title=title, facts=tuple(facts), effects=(), statement="", button="",
+            no_change=(
+                f"Refreshing changes nothing: the bundle lists the same "
+                f"{_count(listed, 'anchor', 'anchors')} that {domain.name} trusts from it now."
+            ),
+        )
+    # A certificate the domain also trusts outside this bundle (imported by hand, or from
+    # another bundle) keeps or already has its trust: the change is real only for the others.
+    elsewhere = set(
+        TrustAnchor.objects.filter(domain=domain)
+        .exclude(bundle=bundle)
+        .values_list("certificate__fingerprint_sha256", flat=True)
+    )
+    directions = " and ".join(
+        word for word, on in (("incoming", bundle.incoming), ("outgoing", bundle.outgoing)) if on
+    )
+    where = f"{domain.name} ({directions} mail)"
+    rows = [
+        AnchorChange(
+            "added", certificate.subject.rfc4514_string(), _colons(fp), where,
+            "already trusted through another anchor" if fp in elsewhere else "",
+        )
+        for certificate, fp in ((c, fingerprint(c)) for c in change.added)
+    ]
+    rows += [
+        AnchorChange(
+            "removed", row.subject, _colons(row.fingerprint_sha256), where,
+            "still trusted through another anchor" if row.fingerprint_sha256 in elsewhere else "",
+        )
+        for row in change.removed
+    ]
+    effects = []
+    if change.added:
+        effects.append(
+            f"{domain.name} starts trusting "
+            f"{_count(len(change.added), 'anchor', 'anchors')} from this bundle for "
+            f"{directions} mail."
+        )
+    lost = [row for row in change.removed if row.fingerprint_sha256 not in elsewhere]
+    if lost:
+        addresses = _count(domain.addresses.count(), "address", "addresses")
+        them = _count(len(lost), "removed anchor", "removed anchors")
+        it = "it" if len(lost) == 1 else "them"
+        if bundle.incoming:
+            effects.append(
+                f"Incoming mail signed under the {them} is refused for the {addresses} of "
+                f"{domain.name}: senders whose certificates chain to {it} can no longer write "
+                "to them."
+            )
+        if bundle.outgoing:
+            effects.append(
+                f"Mail from the {addresses} of {domain.name} is no longer encrypted to "
+                f"recipients whose certificates chain to the {them}: such deliveries fail or "
+                "wait for another certificate."
+            )
+        recent = Message.objects.filter(anchor__in=lost, created_at__gte=now - RECENT).count()
+        effects.append(
+            f"{_count(recent, 'message was', 'messages were')} verified under the {them} in "
+            "the last 30 days (all hosted domains)."
+        )
+    if change.removed:
+        effects.append(
+            "A removed anchor is trusted again only when the bundle lists it again, or when it "
+            "is imported by hand."
+        )
+    effects.append(
+        f"{_count(change.kept, 'other anchor', 'other anchors')} from this bundle "
+        f"{'stays' if change.kept == 1 else 'stay'} as {'it is' if change.kept == 1 else 'they are'}."
+    )
+    effects.append(
+        "Only the changes listed here are applied: if the bundle is different when you confirm, "
+        "nothing is applied and the new changes are shown."
+    )
+    return Impact(
+        title=title,
+        facts=tuple(facts),
+        effects=tuple(effects),
+        statement=(
+            f"I have checked these anchors, and {domain.name} starts and stops trusting them now."
+        ),
+        button="Apply the refresh",
+        anchors=tuple(rows),
     )
 
 

@@ -23,7 +23,7 @@ from django.utils import timezone
 from adminconsole.models import ProofingRecord
 from hisp import discovery
 from hisp.agent_env import bump_pki_version
-from hisp.models import Address, AddressGrant, Delivery, Message, TrustAnchor, TrustBundle
+from hisp.models import Address, AddressGrant, Delivery, Message, TrustAnchor
 from hisp.services import audit, identity, mail, tracking, trust
 
 Status = Address.Status
@@ -269,18 +269,31 @@ def _temporary_password() -> str:
     return "-".join(groups)
 
 
-def refresh_bundle_now(*, request: HttpRequest, bundle: TrustBundle) -> trust.RefreshOutcome:
-    """A staff-requested refresh (the scheduled one is a system action and not audited here).
-    ``force`` re-applies unchanged content, so a staff member can repair drifted anchors."""
-    outcome = trust.refresh_bundle(bundle, force=True)
-    audit.record(
-        action="bundle.refresh",
-        obj=bundle,
-        request=request,
-        result=str(outcome.result),
-        added=outcome.added,
-        removed=outcome.removed,
-    )
+class RefreshChanged(Exception):
+    """The bundle refresh about to be applied is not the one the staff member previewed."""
+
+
+def apply_previewed_refresh(
+    *, request: HttpRequest, change: trust.BundleChange, added: list[str], removed: list[str]
+) -> trust.RefreshOutcome:
+    """Apply the bundle bytes that were just fetched and verified, and only if the anchors they
+    add and remove are exactly the ``added`` and ``removed`` fingerprints previewed: a
+    scheduled refresh that ran in between would make them differ, and then nothing is kept
+    (``RefreshChanged``). The scheduled refresh is a system action and is not audited here."""
+    with transaction.atomic():
+        # force: the same bytes as last time still repair anchors that drifted from the bundle.
+        outcome = trust.refresh_bundle(change.bundle, body=change.body, force=True)
+        if outcome.failed or (outcome.added, outcome.removed) != (added, removed):
+            raise RefreshChanged
+        audit.record(
+            action="bundle.refresh",
+            obj=change.bundle,
+            request=request,
+            result=str(outcome.result),
+            added=outcome.added,
+            removed=outcome.removed,
+            digest=change.digest,
+        )
     return outcome
 
 

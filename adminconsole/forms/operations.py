@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.utils import timezone
 
-from adminconsole.forms.confirm import confirm_field
+from adminconsole.forms.confirm import confirm_field, reason_field
 from adminconsole.forms.fields import (
     DomainField,
     PlainTextField,
@@ -42,6 +42,20 @@ class RouteForm(forms.Form):
         if host and not _HOST.match(host):
             raise ValidationError("Enter a host name or IPv4 address.")
         return host
+
+
+class RouteReplaceForm(RouteForm):
+    """Second step of setting a route for a domain that has one: the new route (hidden, as
+    typed in step one), the route it replaces as the staff member saw it, and a reason."""
+
+    previous = forms.CharField(widget=forms.HiddenInput, max_length=600)
+    reason = reason_field()
+    confirm = confirm_field()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name in ("domain", "host", "port", "require_tls", "hold_pending_certificate"):
+            self.fields[name].widget = forms.HiddenInput()
 
 
 # --- Queues ----------------------------------------------------------------------------------

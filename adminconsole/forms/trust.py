@@ -10,6 +10,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from adminconsole import certinfo
+from adminconsole.forms.confirm import confirm_field
 from adminconsole.forms.fields import (
     MAX_ANCHOR_BYTES,
     MAX_BUNDLE_BYTES,
@@ -140,3 +141,49 @@ class BundleAddForm(forms.Form):
         if not cleaned.get("incoming") and not cleaned.get("outgoing"):
             raise ValidationError("Trust the bundle for incoming mail, outgoing mail, or both.")
         return cleaned
+
+
+# A bundle with many thousand anchors still fits (65 characters a fingerprint).
+_MAX_FINGERPRINT_LIST = 65 * 20_000
+
+
+def _fingerprint_list() -> forms.CharField:
+    return forms.CharField(
+        widget=forms.HiddenInput, required=False, max_length=_MAX_FINGERPRINT_LIST, strip=True
+    )
+
+
+class BundleRefreshForm(forms.Form):
+    """Second step of a refresh: the changes the staff member saw (fingerprints, carried in
+    hidden fields), applied only if a fresh fetch still gives exactly these."""
+
+    added = _fingerprint_list()
+    removed = _fingerprint_list()
+    confirm = confirm_field()
+
+    @staticmethod
+    def initial_for(added: list[str], removed: list[str]) -> dict[str, str]:
+        return {"added": " ".join(added), "removed": " ".join(removed)}
+
+    def _clean_list(self, name: str) -> list[str]:
+        values = self.cleaned_data[name].split()
+        if not all(_HEX64.match(value) for value in values):
+            raise ValidationError("The preview was changed; look at the refresh again.")
+        return sorted(set(values))
+
+    def clean_added(self) -> list[str]:
+        return self._clean_list("added")
+
+    def clean_removed(self) -> list[str]:
+        return self._clean_list("removed")
+
+    def previewed(self) -> tuple[list[str], list[str]] | None:
+        """(added, removed) as shown to the staff member; None when the hidden fields are not
+        fingerprints (the form was not ours)."""
+        if not self.is_bound or "added" not in self.data or "removed" not in self.data:
+            return None
+        self.is_valid()  # cleans once; errors on the box alone keep the fingerprints
+        data = getattr(self, "cleaned_data", {})
+        if "added" not in data or "removed" not in data:
+            return None
+        return data["added"], data["removed"]

@@ -25,7 +25,7 @@ from adminconsole.forms.certificates import (
     Pkcs12ExportForm,
     RevokeForm,
 )
-from adminconsole.views.common import paginate, query_without_page
+from adminconsole.views.common import audit_search, paginate, query_without_page
 from hisp.models import Address, Certificate
 from hisp.services import audit, pki
 
@@ -56,12 +56,14 @@ def certificate_list(request: HttpRequest) -> HttpResponse:
             certificates = certificates.filter(
                 Q(bound_name__icontains=data["q"]) | Q(subject__icontains=data["q"])
             )
+    page = paginate(request, certificates)
+    audit_search(request, form, page, action="certificate.console-search", listing="certificates")
     return render(
         request,
         "adminconsole/certificate_list.html",
         {
             "form": form,
-            "page": paginate(request, certificates),
+            "page": page,
             "query": query_without_page(request),
             "now": timezone.now(),
         },

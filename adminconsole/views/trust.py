@@ -12,7 +12,12 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from adminconsole import access, certinfo, impact, services
 from adminconsole.access import staff_required
 from adminconsole.forms.confirm import ReasonConfirmForm
-from adminconsole.forms.trust import AnchorConfirmForm, AnchorUploadForm, BundleAddForm
+from adminconsole.forms.trust import (
+    AnchorConfirmForm,
+    AnchorUploadForm,
+    BundleAddForm,
+    BundleRefreshForm,
+)
 from adminconsole.views.common import confirm_page
 from hisp.models import Domain, TrustAnchor, TrustBundle
 from hisp.services import audit, trust
@@ -186,18 +191,47 @@ def bundle_add(request: HttpRequest) -> HttpResponse:
 
 
 @staff_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def bundle_refresh(request: HttpRequest, pk: int) -> HttpResponse:
+    """Step one (GET): fetch and verify the bundle, and show which anchors it would add and
+    remove, changing nothing. Step two (POST): fetch it again and apply it only if it still
+    makes exactly the changes shown; otherwise show the new changes instead."""
     bundle = access.get_bundle(pk)
-    outcome = services.refresh_bundle_now(request=request, bundle=bundle)
-    if outcome.failed:
-        messages.error(request, f"Refresh failed ({outcome.result}); existing anchors were kept.")
-    else:
+    cancel_url = reverse("adminconsole:bundle-detail", kwargs={"pk": bundle.pk})
+    try:
+        change = trust.preview_refresh(bundle)
+    except trust.TrustError as exc:
+        return confirm_page(request, impact.bundle_refresh_failure(bundle, str(exc)),
+                            BundleRefreshForm(), cancel_url=cancel_url)
+    pending = (change.added_fingerprints, change.removed_fingerprints)
+    fresh = BundleRefreshForm(initial=BundleRefreshForm.initial_for(*pending))
+    if request.method == "GET":
+        return confirm_page(request, impact.bundle_refresh(change, now=timezone.now()), fresh,
+                            cancel_url=cancel_url)
+    form = BundleRefreshForm(request.POST)
+    previewed = form.previewed()
+    if previewed != pending:
+        messages.error(request, (
+            "The bundle changed since it was previewed" if previewed is not None
+            else "The confirmation did not say which changes were previewed"
+        ) + ": nothing was applied. These are the changes a refresh makes now.")
+        form = fresh
+    elif form.is_valid() and not change.unchanged:
+        try:
+            outcome = services.apply_previewed_refresh(
+                request=request, change=change, added=pending[0], removed=pending[1]
+            )
+        except services.RefreshChanged:
+            messages.error(request, "The bundle's anchors changed while it was applied: nothing "
+                                    "was applied. Look at the refresh again.")
+            return redirect("adminconsole:bundle-refresh", pk=bundle.pk)
         messages.success(
             request,
             f"Refreshed: {len(outcome.added)} added, {len(outcome.removed)} removed.",
         )
-    return redirect("adminconsole:bundle-detail", pk=bundle.pk)
+        return redirect("adminconsole:bundle-detail", pk=bundle.pk)
+    return confirm_page(request, impact.bundle_refresh(change, now=timezone.now()), form,
+                        cancel_url=cancel_url)
 
 
 @staff_required

@@ -5,6 +5,7 @@ without a certificate)."""
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
 
 from hisp.agent_env import cached_rows
 from hisp.models import Route
@@ -16,6 +17,10 @@ Actor = AbstractBaseUser | str | None
 
 class RouteError(ValueError):
     pass
+
+
+class RouteChanged(RouteError):
+    """The route is no longer what the staff member confirmed replacing."""
 
 
 def lookup(domain: str) -> Route | None:
@@ -85,3 +90,74 @@ def delete_route(
                  target=target, require_tls=route.require_tls,
                  **({"reason": reason} if reason else {}))
     route.delete()
+
+
+NONE = "none"  # the state of a domain without a route
+
+
+def state(route: Route | None) -> str:
+    """A route as one string, for a confirmation to carry: the row and everything that decides
+    where and how the domain's mail goes."""
+    if route is None:
+        return NONE
+    return (f"{route.pk}:{route.target}:tls={int(route.require_tls)}"
+            f":hold={int(route.hold_pending_certificate)}")
+
+
+def change_route(
+    domain: str,
+    target: str,
+    *,
+    expected: str,
+    require_tls: bool,
+    hold_pending_certificate: bool,
+    reason: str = "",
+    actor: Actor = None,
+    client: str | None = None,
+) -> Route:
+    """Set the route of ``domain`` only if it is still in the ``expected`` state (``state()``
+    of the route the staff member was shown, ``NONE`` for a new one): a route created, changed
+    or deleted meanwhile raises ``RouteChanged`` and nothing is written."""
+    name = normalise_domain(domain)
+    host, port = parse_target(target)
+    with transaction.atomic():
+        # The row lock keeps a second confirmation of the same replacement waiting until this
+        # one commits; it then sees the new state and is refused.
+        current = Route.objects.select_for_update().filter(domain=name).first()
+        if state(current) != expected:
+            raise RouteChanged(f"the route for {name} was changed meanwhile")
+        previous = None
+        if current is None:
+            try:
+                with transaction.atomic():
+                    route = Route.objects.create(
+                        domain=name, host=host, port=port, require_tls=require_tls,
+                        hold_pending_certificate=hold_pending_certificate,
+                    )
+            except IntegrityError:  # created by someone else since the read above
+                raise RouteChanged(f"a route for {name} was set meanwhile") from None
+        else:
+            previous = {
+                "target": current.target,
+                "require_tls": current.require_tls,
+                "hold_pending_certificate": current.hold_pending_certificate,
+            }
+            route = current
+            route.host, route.port = host, port
+            route.require_tls = require_tls
+            route.hold_pending_certificate = hold_pending_certificate
+            route.save()
+        audit.record(
+            action="route.set",
+            obj=route,
+            actor=actor,
+            client=client,
+            domain=name,
+            target=route.target,
+            created=current is None,
+            require_tls=route.require_tls,
+            hold_pending_certificate=route.hold_pending_certificate,
+            **({"previous": previous} if previous else {}),
+            **({"reason": reason} if reason else {}),
+        )
+    return route

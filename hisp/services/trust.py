@@ -401,6 +401,61 @@ def refresh_bundle(
     return RefreshOutcome(bundle, TrustBundle.Result.OK, added, removed)
 
 
+@dataclass(frozen=True)
+class BundleChange:
+    """What refreshing ``bundle`` from ``body`` would do to the anchors trusted from it."""
+
+    bundle: TrustBundle
+    body: bytes  # exactly the bytes that were parsed and verified, to apply these and no others
+    digest: str  # SHA-256 hex of ``body``
+    added: tuple[x509.Certificate, ...]  # listed by the bundle, not trusted from it yet
+    removed: tuple[Certificate, ...]  # trusted from it, no longer listed
+    kept: int  # trusted from it and still listed
+
+    @property
+    def added_fingerprints(self) -> list[str]:
+        return sorted(fingerprint(c) for c in self.added)
+
+    @property
+    def removed_fingerprints(self) -> list[str]:
+        return sorted(row.fingerprint_sha256 for row in self.removed)
+
+    @property
+    def unchanged(self) -> bool:
+        return not self.added and not self.removed
+
+
+def preview_refresh(
+    bundle: TrustBundle, *, at: datetime | None = None, body: bytes | None = None
+) -> BundleChange:
+    """What ``refresh_bundle`` would change now, computed without changing anything (not even
+    the bundle's history): the bundle is fetched (or its upload re-read), parsed and verified as
+    a refresh does it, and compared with the anchors trusted from it.
+
+    A fetch, format or signature failure raises ``BundleFetchError``, ``BundleFormatError`` or
+    ``BundleSignatureError``.
+    """
+    if body is None:
+        body = _fetch(bundle.url) if bundle.url else bytes(bundle.uploaded or b"")
+    try:
+        pin = _pin(bundle)
+    except ValueError:
+        raise BundleSignatureError("the pinned signer certificate is unreadable") from None
+    wanted = {fingerprint(c): c for c in parse_bundle(body, signer_pin=pin, at=at)}
+    current = {
+        row.certificate.fingerprint_sha256: row.certificate
+        for row in TrustAnchor.objects.filter(bundle=bundle).select_related("certificate")
+    }
+    return BundleChange(
+        bundle=bundle,
+        body=body,
+        digest=hashlib.sha256(body).hexdigest(),
+        added=tuple(wanted[fp] for fp in sorted(set(wanted) - set(current))),
+        removed=tuple(current[fp] for fp in sorted(set(current) - set(wanted))),
+        kept=len(set(wanted) & set(current)),
+    )
+
+
 def add_bundle(
     source: str | bytes,
     *,

@@ -28,10 +28,15 @@ def test_staff_sets_a_route_and_it_is_audited(staff_client: Client, sam: Any) ->
     assert event.client_address == "127.0.0.1"  # the test client's REMOTE_ADDR
 
 
-def test_setting_a_route_again_replaces_it(staff_client: Client, world: Any) -> None:
-    staff_client.post(
+def test_setting_a_route_again_replaces_it_once_confirmed(staff_client: Client, world: Any) -> None:
+    asked = staff_client.post(
         reverse(SET), {"domain": world.route.domain, "host": "10.0.0.5", "port": "25"}
     )
+    assert asked.status_code == 200
+    assert Route.objects.get(domain=world.route.domain).host == "mx.partner.example.net"
+    form = asked.context["form"]
+    data = {name: form[name].value() for name in form.fields}
+    staff_client.post(reverse(SET), {**data, "reason": "partner moved", "confirm": "on"})
     route = Route.objects.get(domain=world.route.domain)
     assert route.host == "10.0.0.5"
     assert Route.objects.count() == 1

@@ -1,4 +1,4 @@
-"""Staff searching messages, deliveries and addresses is recorded with what they looked for;
+"""Staff searching messages, deliveries, addresses and certificates is recorded with what they looked for;
 the plain unfiltered lists are not, so the audit log stays readable."""
 
 from __future__ import annotations
@@ -30,6 +30,11 @@ SEARCHES: dict[str, tuple[str, dict[str, str], dict[str, str]]] = {
         "address.console-search",
         {"q": "Alice", "kind": "", "status": "pending"},
         {"q": "Alice", "status": "pending"},
+    ),
+    "certificate-list": (
+        "certificate.console-search",
+        {"q": "alice@direct", "binding": "address", "source": "", "revoked": "no"},
+        {"q": "alice@direct", "binding": "address", "revoked": "no"},
     ),
 }
 NAMES = sorted(SEARCHES)
@@ -94,3 +99,12 @@ def test_a_non_staff_user_cannot_search(
     action, params, _ = SEARCHES[name]
     assert outsider_client.get(reverse(f"adminconsole:{name}"), params).status_code == 404
     assert not AuditEvent.objects.filter(action=action).exists()
+
+
+def test_the_expiring_certificates_filter_is_recorded_as_a_search(
+    staff_client: Client, world: World
+) -> None:
+    staff_client.get(reverse("adminconsole:certificate-list"), {"expiring": "on"})
+    event = AuditEvent.objects.get(action="certificate.console-search")
+    assert event.detail["filters"] == {"expiring": "True"}
+    assert event.object_id == "certificates"

@@ -208,16 +208,29 @@ def test_uploaded_bundle_adds_its_anchors_and_is_audited(
     assert first.fingerprint[:17].encode() in page.content  # history lists added fingerprints
 
 
-def test_refresh_now_is_audited_with_its_outcome(
+def _refresh(client: Client, bundle: TrustBundle) -> Any:
+    """Both steps of a refresh: look at the preview, then confirm exactly what it showed."""
+    url = reverse("adminconsole:bundle-refresh", kwargs={"pk": bundle.pk})
+    form = client.get(url).context["form"]
+    return client.post(
+        url, {"added": form["added"].value(), "removed": form["removed"].value(), "confirm": "on"}
+    )
+
+
+def test_refresh_now_repairs_a_drifted_bundle_and_is_audited(
     staff_client: Client, domain: Domain, sam: Any
 ) -> None:
     _add_bundle(staff_client, domain, upload=SimpleUploadedFile("c.p7b", _p7b(pkitools.make_ca("A"))))
     bundle = TrustBundle.objects.get(domain=domain)
-    response = staff_client.post(reverse("adminconsole:bundle-refresh", kwargs={"pk": bundle.pk}))
+    (anchor,) = bundle.anchors.all()
+    anchor.delete()  # drifted from the bundle: the refresh brings it back
+    response = _refresh(staff_client, bundle)
     assert response.status_code == 302
     event = AuditEvent.objects.get(action="bundle.refresh")
     assert event.actor == sam
     assert event.detail["result"] == "ok"
+    assert event.detail["added"] == [anchor.certificate.fingerprint_sha256]
+    assert bundle.anchors.count() == 1
     assert TrustBundleEvent.objects.filter(bundle=bundle).count() == 2
 
 
@@ -228,11 +241,12 @@ def test_refresh_failure_keeps_anchors_and_shows_the_error(
     bundle = world.bundle
     bundle.url = "http://127.0.0.1:9/bundle.p7b"
     TrustBundle.objects.filter(pk=bundle.pk).update(url=bundle.url)
-    response = staff_client.post(
-        reverse("adminconsole:bundle-refresh", kwargs={"pk": bundle.pk}), follow=True
-    )
+    response = staff_client.get(reverse("adminconsole:bundle-refresh", kwargs={"pk": bundle.pk}))
+    assert response.status_code == 200
     assert b"existing anchors were kept" in response.content
-    assert AuditEvent.objects.get(action="bundle.refresh").detail["result"] == "fetch_error"
+    assert b'name="confirm"' not in response.content
+    assert TrustAnchor.objects.filter(pk=world.anchor.pk).exists()
+    assert not AuditEvent.objects.filter(action="bundle.refresh").exists()
 
 
 @pytest.mark.parametrize(
@@ -360,7 +374,7 @@ def test_bundle_by_url_is_fetched_and_refresh_now_records_what_changed(
         first.fingerprint, second.fingerprint
     }
     bundle_server.body = _p7b(second, third)
-    staff_client.post(reverse("adminconsole:bundle-refresh", kwargs={"pk": bundle.pk}))
+    assert _refresh(staff_client, bundle).status_code == 302
     event = AuditEvent.objects.get(action="bundle.refresh")
     assert event.detail["added"] == [third.fingerprint]
     assert event.detail["removed"] == [first.fingerprint]
