@@ -11,6 +11,7 @@ from adminconsole.views import (
     dashboard,
     discovery,
     domains,
+    invitations,
     queues,
     routes,
     trust,
@@ -43,6 +44,12 @@ urlpatterns = [
     ),
     path(
         "addresses/<int:pk>/reset-password/", addresses.reset_password, name="address-reset-password"
+    ),
+    path("addresses/<int:pk>/invite/", invitations.invite, name="address-invite"),
+    path(
+        "addresses/<int:pk>/invitations/<int:invitation_pk>/revoke/",
+        invitations.invitation_revoke,
+        name="address-invitation-revoke",
     ),
     # Certificates
     path("certificates/", certificates.certificate_list, name="certificate-list"),

@@ -127,6 +127,21 @@ HISP_SESSION_IDLE_TIMEOUT = parse_duration(env.str("HISP_SESSION_IDLE_TIMEOUT", 
 HISP_TRASH_RETENTION = parse_duration(env.str("HISP_TRASH_RETENTION", default="30d"))
 # At most one "a message is waiting" notice (no PHI) per user per interval, for users who opt in.
 HISP_NOTIFY_INTERVAL = parse_duration(env.str("HISP_NOTIFY_INTERVAL", default="1h"))
+# How long a patient's invitation link (console -> webmail) can be used to set up the account.
+HISP_INVITATION_TTL = parse_duration(env.str("HISP_INVITATION_TTL", default="7d"))
+
+# --- Ordinary email (no PHI: waiting notices, patient invitations) --------------------------
+# e.g. smtp+tls://user:password@relay.example.org:587 (EMAIL_URL_FILE for the secret form).
+_email = env.email_url("EMAIL_URL", default="smtp://localhost:25")
+EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+EMAIL_HOST = _email["EMAIL_HOST"]
+EMAIL_PORT = _email["EMAIL_PORT"]
+EMAIL_HOST_USER = _email["EMAIL_HOST_USER"] or ""
+EMAIL_HOST_PASSWORD = _email["EMAIL_HOST_PASSWORD"] or ""
+EMAIL_USE_TLS = _email.get("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = _email.get("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = 10  # seconds: a staff page waits for the relay; a dead one must not hang it
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default=f"no-reply@{HISP_HOSTNAME}")
 
 # --- Django core -----------------------------------------------------------------------------
 INSTALLED_APPS = [

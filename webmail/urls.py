@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from webmail.views import account, auth, compose, mailbox, message
+from webmail.views import account, auth, compose, invitation, mailbox, message
 
 app_name = "webmail"
 urlpatterns = [
@@ -13,6 +13,9 @@ urlpatterns = [
     path("login/enrol/", auth.otp_enrol, name="otp-enrol"),
     path("login/key/", auth.key_sign_in, name="key-sign-in"),
     path("logout/", auth.sign_out, name="logout"),
+    # Patient invitations (issued in the console); set-up/ first: the token pattern matches it.
+    path("invitation/set-up/", invitation.set_up, name="invitation-set-up"),
+    path("invitation/<str:token>/", invitation.invitation_link, name="invitation"),
     path("account/", account.account, name="account"),
     path("account/password/", auth.password_change, name="password-change"),
     path("account/keys/add/", account.security_key_add, name="security-key-add"),

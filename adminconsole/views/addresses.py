@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from adminconsole import access, impact, services
+from adminconsole import access, impact, invitations, services
 from adminconsole.access import staff_required
 from adminconsole.forms.confirm import ReasonConfirmForm
 from adminconsole.forms.identity import (
@@ -97,6 +97,7 @@ def _detail(request: HttpRequest, address: Address, **forms: object) -> HttpResp
         "moves": services.transitions_from(address.status),
         "grant_form": GrantForm(),
         "postmaster": identity.is_postmaster(address.address),
+        **invitations.detail_context(address),
         **forms,
     }
     status = 400 if any(getattr(f, "errors", None) for f in forms.values()) else 200

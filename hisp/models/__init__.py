@@ -1,7 +1,7 @@
 """Core models, split by aggregate. Writes go through ``hisp.services``, never ``save()`` logic."""
 
 from hisp.models.audit import AuditEvent
-from hisp.models.identity import Address, AddressGrant, AppPassword, Domain
+from hisp.models.identity import Address, AddressGrant, AppPassword, Domain, Invitation
 from hisp.models.mail import (
     Delivery,
     DeliveryEvent,
@@ -28,6 +28,7 @@ __all__ = [
     "DeliveryEvent",
     "Domain",
     "Folder",
+    "Invitation",
     "KekVerifier",
     "MailboxEntry",
     "Message",

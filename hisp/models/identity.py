@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import secrets
+from datetime import datetime
+
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 
 class Domain(models.Model):
@@ -96,3 +101,57 @@ class AppPassword(models.Model):
     password_hash = models.CharField(max_length=256)  # Django password hasher output
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
+
+
+class Invitation(models.Model):
+    """A patient's invitation to set up the account that owns a patient-portal address.
+
+    Only the SHA-256 of the token is stored: the token itself exists in the link staff hand
+    over (shown once) or email, so a copy of the database cannot be turned into sign-ups.
+    A 256-bit random token needs no slow hash (nothing to guess, unlike a password).
+    """
+
+    TOKEN_BYTES = 32  # 256 bits
+
+    address = models.ForeignKey(Address, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField(blank=True)  # the patient's ordinary email, when staff sent it
+    token_hash = models.CharField(max_length=64, unique=True)  # hex SHA-256 of the token
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # At most one open invitation per address: issuing a new one revokes the old one
+            # in the same transaction, and this index refuses a second one issued meanwhile.
+            models.UniqueConstraint(
+                fields=["address"],
+                condition=models.Q(accepted_at__isnull=True, revoked_at__isnull=True),
+                name="one_open_invitation_per_address",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"invitation {self.pk} for {self.address_id}"
+
+    @staticmethod
+    def new_token() -> str:
+        return secrets.token_urlsafe(Invitation.TOKEN_BYTES)
+
+    @staticmethod
+    def hash_token(token: str) -> str:
+        return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+    def is_live(self, at: datetime | None = None) -> bool:
+        """Open (not accepted, not revoked) and not expired at ``at``."""
+        at = at or timezone.now()
+        return self.accepted_at is None and self.revoked_at is None and self.expires_at > at

@@ -35,6 +35,8 @@ VIEWS: dict[str, tuple[str, Kwargs]] = {
     "address-grant": ("POST", lambda w: {"pk": w.address.pk}),
     "address-revoke-grant": ("GET", lambda w: {"pk": w.address.pk, "grant_pk": w.grant.pk}),
     "address-reset-password": ("GET", lambda w: {"pk": w.address.pk}),
+    "address-invite": ("GET", lambda w: {"pk": w.address.pk}),
+    "address-invitation-revoke": ("POST", lambda w: {"pk": w.address.pk, "invitation_pk": 1}),
     "certificate-list": ("GET", NONE),
     "certificate-detail": ("GET", lambda w: {"pk": w.certificate.pk}),
     "certificate-pem": ("GET", lambda w: {"pk": w.certificate.pk}),
