@@ -14,10 +14,50 @@ from django.core.validators import validate_email
 from django.urls import reverse
 
 from hisp.models import Address, AddressGrant, Folder
+from hisp.services import compose
 from webmail.phi import phi_reasons
 
 # C0 controls (CR and LF among them) and DEL: never part of a one-line header value.
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+# What build_message adds around the attachments, as upper bounds: each part's own header
+# fields (a long file name is encoded too) and, for the allowance the page shows before anything
+# is typed, one recipient, a subject and a short text.
+_PART_BYTES = 2 * 1024
+_TYPICAL_FIELDS = 1024
+_TEXT_ROOM = 16 * 1024
+
+
+def _base64_size(size: int) -> int:
+    # Attachments and a text with long lines travel in base64: 76 characters and a CRLF for
+    # every 57 bytes (RFC 2045 section 6.8).
+    return -(-size // 57) * 78
+
+
+def _room_for_attachments(*, certificates: int, headers: int, rest: int) -> int:
+    """Bytes of attachments (in total, as files) that fit beside ``rest`` bytes of message
+    once it is signed and encrypted: they are encoded in base64 twice, in the message and
+    again with the whole encrypted message."""
+    plain = compose.largest_plaintext(certificates=certificates, headers=headers)
+    return max((plain - rest - _PART_BYTES - 78) // 78 * 57, 0)
+
+
+def attachment_allowance() -> int:
+    """About how many bytes of attachments a message to one recipient with a short text may
+    carry and still fit HISP_MAX_MESSAGE_BYTES once signed and encrypted."""
+    headers = compose.HEADER_BYTES + _TYPICAL_FIELDS
+    return _room_for_attachments(
+        certificates=compose.CERTIFICATES_PER_RECIPIENT,
+        headers=headers,
+        rest=headers + _base64_size(_TEXT_ROOM) + _PART_BYTES,
+    )
+
+
+def _about(size: int) -> str:
+    """Rounded down, so that a file of the size named does fit."""
+    if size >= compose.MB:
+        return f"{int(size * 10 // compose.MB) / 10:g} MB"
+    return f"{size // 1024} KB"
 
 
 def parse_recipients(text: str) -> list[str]:
@@ -101,6 +141,15 @@ class ComposeForm(forms.Form):
                 "hx-vals": json.dumps({"field": name}),
                 "hx-sync": "this:replace",
             })
+        allowance = attachment_allowance()
+        attachments = self.fields["attachments"]
+        attachments.help_text = (
+            f"Attachments up to about {_about(allowance)} in total. Messages are signed and "
+            "encrypted, which makes them about a third larger, and must then fit the "
+            f"{compose.size_text(settings.HISP_MAX_MESSAGE_BYTES)} limit for secure messages."
+            if allowance else
+            "The size limit for secure messages leaves no room for attachments."
+        )
         self.fields["subject"].widget.attrs.update({
             "hx-post": reverse("webmail:subject-check"),
             "hx-trigger": "input changed delay:400ms, change",
@@ -120,18 +169,7 @@ class ComposeForm(forms.Form):
         cleaned = super().clean() or {}
         if not cleaned.get("to") and not cleaned.get("cc") and "to" not in self.errors:
             self.add_error("to", "Add at least one recipient.")
-        files = cleaned.get("attachments") or []
-        # Attachments travel base64-encoded (4/3, plus CRLF every 76 characters), and the whole
-        # message must fit HISP_MAX_MESSAGE_BYTES on the wire.
-        encoded = sum(-(-f.size // 3) * 4 * 78 // 76 for f in files)
-        total = encoded + len((cleaned.get("body") or "").encode())
-        if total > settings.HISP_MAX_MESSAGE_BYTES:
-            limit_mb = settings.HISP_MAX_MESSAGE_BYTES / 1024 / 1024
-            self.add_error(
-                "attachments",
-                f"The attachments are too large: once encoded the message would exceed the "
-                f"{limit_mb:.0f} MB limit.",
-            )
+        self._check_size(cleaned)
         reasons = phi_reasons(cleaned.get("subject") or "")
         if reasons and not cleaned.get("phi_confirmed"):
             self.add_error(
@@ -141,6 +179,41 @@ class ComposeForm(forms.Form):
                 + "). Subjects are not encrypted on the wire: remove it, or confirm below.",
             )
         return cleaned
+
+    def _check_size(self, cleaned: dict[str, Any]) -> None:
+        """The message must fit HISP_MAX_MESSAGE_BYTES once signed and encrypted, estimated as
+        submit() will (an upper bound on what build_message makes of these fields), so the
+        clinician learns it now, not from a failure notice after a partner HISP refused it."""
+        files = cleaned.get("attachments") or []
+        recipients = [*(cleaned.get("to") or []), *(cleaned.get("cc") or [])]
+        body = cleaned.get("body") or ""
+        body_bytes = len(body.encode())
+        headers = (
+            compose.HEADER_BYTES
+            + 2 * len(", ".join(recipients))  # To and Cc, folded
+            + 3 * len((cleaned.get("subject") or "").encode())  # RFC 2047 base64 words, folded
+        )
+        # The text as it is (each bare LF gaining a CR) or, with long lines, in base64.
+        rest = headers + max(_base64_size(body_bytes), body_bytes + body.count("\n")) + _PART_BYTES
+        size = rest + sum(_base64_size(f.size) + _PART_BYTES for f in files)
+        limit = int(settings.HISP_MAX_MESSAGE_BYTES)
+        certificates = compose.certificates_for(recipients)
+        wire = compose.protected_size(size, certificates=certificates, headers=headers)
+        if wire <= limit:
+            return
+        room = _room_for_attachments(certificates=certificates, headers=headers, rest=rest)
+        self.add_error(
+            "attachments",
+            f"The message is too large to send: signed and encrypted it would be about "
+            f"{compose.size_text(wire)}, {compose.size_text(wire - limit)} over the "
+            f"{compose.size_text(limit)} limit for secure messages. "
+            + (
+                f"Attachments up to about {_about(room)} in total fit in this message; send "
+                "the rest in another one."
+                if room else
+                "Shorten the text, or send it to fewer recipients at a time."
+            ),
+        )
 
 
 class DraftForm(forms.Form):

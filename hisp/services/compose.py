@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import secrets
+from collections import Counter
 from collections.abc import Sequence
 from email.headerregistry import Address as HeaderAddress
 from email.message import EmailMessage
@@ -36,6 +37,103 @@ MAX_RECIPIENTS = 100
 
 class SubmissionError(ValueError):
     """The message cannot be sent as submitted; the text says why (safe to show the user)."""
+
+
+class MessageTooLarge(SubmissionError):
+    """Once signed and encrypted the message would exceed HISP_MAX_MESSAGE_BYTES (the submission
+    port answers ``552 5.3.4``, RFC 3463: too big for the system)."""
+
+
+# How protection grows a message (agent.protect): the plaintext goes whole into a
+# multipart/signed entity next to a base64 SignedData (the signer's certificate and chain), that
+# entity is encrypted (DER EnvelopedData, one RecipientInfo per recipient certificate) and the
+# result is base64 in 76-character lines (4/3 * 78/76, about 1.37 times); the From, To, Cc,
+# Subject, Date, Message-ID and notification header fields are repeated in clear outside.
+# The constants are upper bounds checked against the real agent
+# (tests/hisp/mail/test_protected_size.py, 1 KB to 20 MB): the estimate is about 24 KB above the
+# real size with our own CA's certificates, and still 15 KB above with 4096-bit keys, long
+# issuer names, two intermediates and two certificates per recipient.
+#
+# The multipart/signed wrapper and the base64 SignedData (the signer's certificate and chain):
+# ~3 KB with our CA; 16 KB leaves room for 4096-bit keys and a chain of several certificates.
+SIGNATURE_BYTES = 16 * 1024
+# One KeyTransRecipientInfo: issuer name, serial and the wrapped key (256 bytes for RSA-2048,
+# 512 for RSA-4096); ~0.4 KB is usual, 1 KB allows a long issuer name and a 4096-bit key.
+RECIPIENT_INFO_BYTES = 1024
+# A recipient may publish more than one certificate (the old and the new one during a
+# rollover), and the agent encrypts to every usable one.
+CERTIFICATES_PER_RECIPIENT = 2
+# DER framing, algorithm identifiers, IV and CBC padding (or the GCM tag) of the EnvelopedData,
+# the envelope's own MIME header fields and a neutral Subject, when one replaces the real one.
+ENVELOPE_BYTES = 2 * 1024
+# The header section of a message built here (webmail, ``manage.py send``), apart from its
+# recipients and subject: From, Date, Message-ID, MIME and notification fields.
+HEADER_BYTES = 2 * 1024
+MB = 1024 * 1024
+
+
+def _base64_lines(size: int) -> int:
+    """Bytes of ``size`` bytes in base64 with CRLF after every 76 characters (RFC 2045 6.8)."""
+    text = -(-size // 3) * 4
+    return text + 2 * -(-text // 76)
+
+
+def protected_size(size: int, *, certificates: int = 1, headers: int = HEADER_BYTES) -> int:
+    """An upper bound on the bytes on the wire once a plaintext message of ``size`` bytes
+    (header section included) is signed and encrypted to ``certificates`` recipient
+    certificates; ``headers`` is the length of its header section, part of which is repeated in
+    clear (see above)."""
+    envelope = (
+        size + SIGNATURE_BYTES + max(certificates, 1) * RECIPIENT_INFO_BYTES + ENVELOPE_BYTES
+    )
+    return headers + ENVELOPE_BYTES + _base64_lines(envelope)
+
+
+def largest_plaintext(*, certificates: int = 1, headers: int = HEADER_BYTES) -> int:
+    """The largest plaintext message that fits HISP_MAX_MESSAGE_BYTES once protected (0 when
+    none does): partner HISPs take protected mail up to that size, as our backbone does."""
+    limit = int(settings.HISP_MAX_MESSAGE_BYTES)
+    low, high = 0, limit  # protection only ever adds, so the answer is at most the limit
+    if protected_size(0, certificates=certificates, headers=headers) > limit:
+        return 0
+    while low < high:  # the estimate grows with the size: the last size that fits
+        middle = (low + high + 1) // 2
+        if protected_size(middle, certificates=certificates, headers=headers) <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def size_text(size: int) -> str:
+    """``1.5 MB`` or ``120 KB``, for people (MB as HISP_MAX_MESSAGE_BYTES is set: 2**20)."""
+    if size >= MB:
+        return f"{size / MB:.1f}".removesuffix(".0") + " MB"
+    return f"{-(-size // 1024)} KB"
+
+
+def certificates_for(recipients: Sequence[str]) -> int:
+    """RecipientInfos in the largest envelope: outbound protects once per destination domain,
+    for every certificate of each of that domain's recipients."""
+    per_domain = Counter(r.rpartition("@")[2].lower() for r in recipients)
+    return max(per_domain.values(), default=1) * CERTIFICATES_PER_RECIPIENT
+
+
+def check_protected_size(*, size: int, recipients: Sequence[str], headers: int) -> None:
+    """Raise MessageTooLarge when the message would exceed HISP_MAX_MESSAGE_BYTES once signed
+    and encrypted: a partner HISP with the same limit would answer 552, and the sender would
+    learn of it only from a failure notice much later."""
+    limit = int(settings.HISP_MAX_MESSAGE_BYTES)
+    certificates = certificates_for(recipients)
+    wire = protected_size(size, certificates=certificates, headers=headers)
+    if wire > limit:
+        allowance = largest_plaintext(certificates=certificates, headers=headers)
+        raise MessageTooLarge(
+            f"the message is too large: signed and encrypted it would be about "
+            f"{size_text(wire)}, {size_text(wire - limit)} over the {size_text(limit)} limit "
+            f"for secure messages; messages up to about {size_text(allowance)} fit. Remove "
+            "attachments or send them in several messages."
+        )
 
 
 def new_message_id() -> str:
@@ -190,6 +288,12 @@ def submit(
             timely = False
     except AgentError as exc:
         raise SubmissionError(f"the message headers do not parse: {exc.detail}") from None
+    # The agent signs the message with CRLF line ends (RFC 8551 3.1.1): each bare LF (possible
+    # only from webmail or the CLI; the port refuses them) gains a CR.
+    size = len(raw) + raw.count(b"\n") - raw.count(b"\r\n")
+    head_bytes = mailtext.head_of(raw)
+    headers = len(head_bytes) + head_bytes.count(b"\n") - head_bytes.count(b"\r\n")
+    check_protected_size(size=size, recipients=rcpts, headers=headers)
     summary = mailtext.summarise(raw)
     now = timezone.now()
     try:

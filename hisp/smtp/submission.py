@@ -5,6 +5,10 @@ STARTTLS comes first (``530`` otherwise, RFC 3207 section 4), then AUTH PLAIN or
 are rate-limited. The envelope sender must be an address the user may send from
 (``550 5.7.1``). Accepted plain messages enter the outbound pipeline, where the HISP signs and
 encrypts them (the full-service model).
+
+A message that would exceed HISP_MAX_MESSAGE_BYTES once protected is refused with ``552 5.3.4``
+(RFC 3463: too big for the system), and EHLO advertises as SIZE (RFC 1870) the largest plain
+message that fits, not the listener's own limit on what it reads.
 """
 
 from __future__ import annotations
@@ -55,7 +59,44 @@ def _b64(value: str) -> bytes | None:
         return None
 
 
+def _allowance() -> int:
+    """The largest plain message to one recipient that fits once protected."""
+    from hisp.services.compose import CERTIFICATES_PER_RECIPIENT, largest_plaintext
+
+    return largest_plaintext(certificates=CERTIFICATES_PER_RECIPIENT)
+
+
+def _too_big(allowance: int) -> str:
+    from django.conf import settings
+
+    from hisp.services.compose import size_text
+
+    return (
+        f"552 5.3.4 Message too big: signed and encrypted it would exceed the "
+        f"{size_text(settings.HISP_MAX_MESSAGE_BYTES)} limit; messages up to about "
+        f"{size_text(allowance)} fit"
+    )
+
+
 class SubmissionHandler:
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        # aiosmtpd advertises data_size_limit (what the listener reads: HISP_MAX_MESSAGE_BYTES)
+        # but protection grows a message by about 37%, so the honest SIZE is the plain message
+        # that still fits. The listener keeps reading up to the limit, so a message a little
+        # over the allowance gets the clear 552 5.3.4 from handle_DATA. With this hook
+        # aiosmtpd leaves recording the client's name to it.
+        session.host_name = hostname
+        allowance = _allowance()
+        if allowance < 1:  # "SIZE 0" would mean no limit at all (RFC 1870 section 4)
+            return responses
+        return [
+            f"250-SIZE {allowance}" if line.startswith("250-SIZE ") else line
+            for line in responses
+        ]
+
     async def handle_AUTH(
         self, server: SMTP, session: Session, envelope: Envelope, args: list[str]
     ) -> str | None:
@@ -109,6 +150,10 @@ class SubmissionHandler:
         user = getattr(session, "hisp_user", None)
         if user is None or not await in_thread(credentials.may_send_from, user, address):
             return NOT_YOURS
+        declared = next((o[5:] for o in options if o.upper().startswith("SIZE=")), "")
+        if declared.isdigit() and int(declared) > (allowance := _allowance()):
+            # RFC 1870 section 6.1: refused before the client sends the data.
+            return _too_big(allowance)
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 2.1.0 OK"
@@ -127,7 +172,7 @@ class SubmissionHandler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        from hisp.services.compose import SubmissionError, submit
+        from hisp.services.compose import MessageTooLarge, SubmissionError, submit
 
         raw = envelope.original_content or b""
         if bare_line_ending(raw):
@@ -142,6 +187,8 @@ class SubmissionHandler:
                 recipients=list(envelope.rcpt_tos),
                 client=session.peer[0] if isinstance(session.peer, tuple) else None,
             )
+        except MessageTooLarge as exc:
+            return f"552 5.3.4 {_reply_text(exc)}"
         except SubmissionError as exc:
             return f"550 5.7.1 {_reply_text(exc)}"
         except Exception:
