@@ -46,10 +46,23 @@ class _Signed:
 def unprotect(
     raw: bytes, *, recipients: Sequence[str], env: Environment, at: datetime
 ) -> Unprotected:
-    """Open one incoming Direct message addressed to the hosted ``recipients``."""
+    """Open one incoming Direct message addressed to the hosted ``recipients``.
+
+    A large message passes through several forms (the received base64, the envelope, the
+    plaintext, the inner message), each about its size: each is let go of as soon as the next
+    exists, so a caller that hands over its only reference to ``raw`` frees the received bytes
+    before decryption begins.
+    """
     outer = parse_message(raw)
+    del raw
     sender = _sender(outer)
-    plaintext = _decrypt(outer, recipients=recipients, env=env)
+    envelope = _envelope(outer)
+    # Only the outer header fields are read from here on.
+    outer = Entity(outer.headers, b"", 0, 0)
+    decrypted = _decrypt(envelope, recipients=recipients, env=env)
+    del envelope
+    plaintext = to_crlf(decrypted)
+    del decrypted
     signed = _verify(plaintext, env=env)
     entity = parse_entity(signed.source, signed.start, signed.end)
     del plaintext
@@ -119,24 +132,30 @@ def _sender(outer: Entity) -> str:
     return found[0]
 
 
-def _decrypt(outer: Entity, *, recipients: Sequence[str], env: Environment) -> bytes:
+def _envelope(outer: Entity) -> bytes:
+    """The outer body's CMS (Auth)EnvelopedData, DER (RFC 8551 section 3.3)."""
     media = outer.content_type
     if media.type not in _PKCS7_MIME:
         raise AgentError(Code.NOT_ENCRYPTED, f"outer content is {media.type}")
-    envelope = outer.decoded_body()
-    if not len(envelope):
+    body = outer.decoded_body()
+    if not len(body):
         raise AgentError(Code.MALFORMED, "empty application/pkcs7-mime body")
+    # A body sent without transfer encoding is a view into the received bytes: copied once
+    # here (the CMS parser would copy it anyway), so that the received bytes can go.
+    envelope = body if isinstance(body, bytes) else bytes(body)
     kind = cms.content_type(envelope)
     if kind == cms.SIGNED:
         raise AgentError(Code.NOT_ENCRYPTED, "signed-data without encryption")
     if kind not in (cms.ENVELOPED, cms.AUTH_ENVELOPED):
         raise AgentError(Code.MALFORMED, f"unexpected CMS content type {kind}")
+    return envelope
+
+
+def _decrypt(envelope: bytes, *, recipients: Sequence[str], env: Environment) -> bytes:
     identities = env.keys.decryption_identities(recipients)
     if not identities:
         raise AgentError(Code.NO_DECRYPTION_KEY, "no hosted key for these recipients")
-    plaintext = cms.decrypt(envelope, identities=identities)
-    del envelope
-    return to_crlf(plaintext)
+    return cms.decrypt(envelope, identities=identities)
 
 
 def _verify(plaintext: bytes, *, env: Environment) -> _Signed:

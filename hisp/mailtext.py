@@ -7,9 +7,12 @@ bytes a signature covers.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import email
-import email.parser
+import email.feedparser
 import email.policy
+import logging
 import re
 from dataclasses import dataclass, replace
 from email.message import EmailMessage
@@ -17,6 +20,8 @@ from email.utils import getaddresses, parseaddr
 
 from agent.errors import AgentError
 from agent.mime import CRLF, parse_entity, to_crlf
+
+log = logging.getLogger(__name__)
 
 SNIPPET_CHARS = 200
 
@@ -54,7 +59,18 @@ class Summary:
 
     @property
     def snippet(self) -> str:
-        return " ".join(self.body_text.split())[:SNIPPET_CHARS]
+        """The first characters of the text with its white space collapsed, read from as short
+        a prefix as gives them (splitting a 25 MB text whole made millions of words). A prefix's
+        words are the text's first words, the last perhaps cut short, so its collapsed form
+        begins the text's: once that is long enough, or the prefix is the whole text, it starts
+        with the snippet."""
+        text = self.body_text
+        size = 4 * SNIPPET_CHARS
+        while True:
+            collapsed = " ".join(text[:size].split())
+            if len(collapsed) >= SNIPPET_CHARS or size >= len(text):
+                return collapsed[:SNIPPET_CHARS]
+            size *= 8
 
 
 # C0 controls but tab, LF and CR; DEL and the C1 controls.
@@ -78,22 +94,62 @@ def printable(text: str) -> str:
     return _CONTROL.sub("\ufffd", text) if _CONTROL.search(text) else text
 
 
+# Large enough that feeding costs nothing per call, small enough to be no copy worth counting.
+_FEED_CHUNK = 1 << 20
+
+
 def parse(raw: bytes) -> EmailMessage:
-    message = email.message_from_bytes(raw, policy=email.policy.default)
+    """What ``email.message_from_bytes`` gives, fed to its parser in pieces: that function
+    decodes the whole message to one str and copies it into a StringIO (which keeps four bytes
+    a character), five times the message before parsing begins. Decoding ASCII with
+    surrogateescape is byte for byte, so pieces decode as the whole would, and the parser is
+    fed pieces there too (8 KB at a time, email.parser.Parser.parse)."""
+    parser = email.feedparser.FeedParser(policy=email.policy.default)
+    view = memoryview(raw)
+    for start in range(0, len(view), _FEED_CHUNK):
+        parser.feed(str(view[start : start + _FEED_CHUNK], "ascii", "surrogateescape"))
+    message = parser.close()
     assert isinstance(message, EmailMessage)
     return message
 
 
-def _header(message: EmailMessage, name: str) -> str:
+def header_text(message: EmailMessage, name: str) -> str | None:
+    """The first ``name`` field as text (encoded-words decoded); None when there is none.
+
+    The email package's header parsers fail on some malformed fields, and not only with the
+    errors they document: ``To: User1@`` and ``Message-ID: <`` raise IndexError, a group
+    whose display name runs into an address AttributeError. Such a field is given as written,
+    so that a message holding one is still filed and shown (found by fuzzing)."""
+    if name not in message:
+        return None
     try:
-        value = message.get(name)
-    except (ValueError, IndexError, TypeError):  # broken encoded-words and the like
-        value = message.get_all(name, failobj=[""])[0] if name in message else ""
-    return " ".join(str(value or "").split())
+        return str(message.get(name))
+    except Exception:  # noqa: BLE001 - see above: any error of the parser's, not ours
+        return _as_written(message, name)[0]
+
+
+def _as_written(message: EmailMessage, name: str) -> list[str]:
+    """The raw values of every ``name`` field: unparsed, line ends unfolded, and bytes that
+    are not UTF-8 (kept as surrogates by the parser) shown as U+FFFD."""
+    wanted = name.lower()
+    return [
+        " ".join(value.encode("utf-8", "surrogateescape").decode("utf-8", "replace").split())
+        for key, value in message.raw_items()
+        if key.lower() == wanted
+    ]
+
+
+def _header(message: EmailMessage, name: str) -> str:
+    return " ".join((header_text(message, name) or "").split())
 
 
 def addresses(message: EmailMessage, name: str) -> tuple[str, ...]:
-    values = [str(v) for v in message.get_all(name, failobj=[])]
+    try:
+        values = [str(v) for v in message.get_all(name, failobj=[])]
+    except Exception:  # noqa: BLE001 - the parser's own failures, as in header_text
+        # Listed as written: a reader still sees who else it went to, however malformed.
+        written = (part.strip() for value in _as_written(message, name) for part in value.split(","))
+        return tuple(part for part in written if part)
     return tuple(addr for _n, addr in getaddresses(values) if addr)
 
 
@@ -101,23 +157,33 @@ def summarise(raw: bytes) -> Summary:
     plain = _plain_ascii_summary(raw)
     if plain is not None:
         return plain
-    # The header block is parsed once; a single-part text message (most clinical mail, every
-    # notice we file) then needs no second, full MIME parse, and its Content-Type is read once
-    # instead of on every EmailMessage helper call. Anything else takes the full parse. Both
-    # give the same Summary (tests compare them).
-    head = _HEADERS.parsebytes(raw, headersonly=True)
-    assert isinstance(head, EmailMessage)
-    content_type = head.get_content_type()
+    # One parse, whatever the type (a 25 MB message parsed twice held both trees at once). A
+    # single-part text message (most clinical mail, every notice we file) then has its
+    # Content-Type read once instead of on every EmailMessage helper call; for such a message
+    # the full parse is what a header-only parse gives (the rest of the input is its payload,
+    # email.feedparser), so the Summary is the same either way (tests compare them).
+    message = parse(raw)
+    try:
+        return _parsed_summary(message)
+    except Exception:  # noqa: BLE001 - the email package's own failures on hostile MIME
+        # Filed with its header fields and without its text in the index: better than a
+        # message that fails on every attempt and is rejected, lost to its recipient (the
+        # webmail shows the stored message itself).
+        log.warning("a message's body could not be read for its summary", exc_info=True)
+        return _summary(message, "", [])
+
+
+def _parsed_summary(message: EmailMessage) -> Summary:
+    content_type = message.get_content_type()
     if not content_type.startswith("text/"):
-        message = parse(raw)
         return _summary(message, body_text(message), attachments(message))
     # RFC 2045 section 5.2: a part without Content-Type is text/plain. An inline text/plain or
     # text/html part is its own body (EmailMessage.get_body), and has no attachments.
     subtype = content_type.partition("/")[2]
     body = ""
-    if subtype in ("plain", "html") and not head.is_attachment():
-        body = _single_text(head, html=subtype == "html")
-    return _summary(head, body, [])
+    if subtype in ("plain", "html") and not message.is_attachment():
+        body = _single_text(message, html=subtype == "html")
+    return _summary(message, body, [])
 
 
 # The common clinical message, read without the email package (whose header objects cost more
@@ -172,7 +238,7 @@ def _plain_ascii_summary(raw: bytes) -> Summary | None:
         to=recipients[0],
         cc=recipients[1],
         subject=" ".join((entity.get("subject") or "").split()),
-        body_text=bytes(entity.body).decode("ascii"),
+        body_text=str(entity.body, "ascii"),  # decoded from the span: no copy of the bytes
         attachments=(),
     )
 
@@ -206,9 +272,6 @@ def _single_text(part: EmailMessage, *, html: bool) -> str:
     return text
 
 
-_HEADERS = email.parser.BytesParser(policy=email.policy.default)
-
-
 def body_text(message: EmailMessage) -> str:
     try:
         part = message.get_body(preferencelist=("plain", "html"))
@@ -233,15 +296,57 @@ def attachments(message: EmailMessage) -> list[Attachment]:
     found: list[Attachment] = []
     for part in message.iter_attachments() if message.is_multipart() else ():
         assert isinstance(part, EmailMessage)
-        payload = part.get_payload(decode=True)
+        size = _base64_size(part)
+        if size is None:
+            payload = part.get_payload(decode=True)
+            size = len(payload) if isinstance(payload, bytes) else 0
         found.append(
             Attachment(
                 filename=part.get_filename() or "",
                 content_type=part.get_content_type(),
-                size=len(payload) if isinstance(payload, bytes) else 0,
+                size=size,
             )
         )
     return found
+
+
+_SIZE_CHUNK = 1 << 20  # characters of base64 decoded at a time
+
+
+def _base64_size(part: EmailMessage) -> int | None:
+    """``len(part.get_payload(decode=True))`` for a well-formed base64 part, decoded a piece at
+    a time; None for anything else (the caller decodes it the email package's way).
+
+    The email package decodes an attachment whole, through a copy, a list of its lines and
+    their join: several times a large attachment at once, only to count its bytes. For a part it
+    decodes without complaint (ASCII, a whole number of quanta, strict base64 once line ends
+    are dropped: ``email._encoded_words.decode_b``'s first try) the pieces give the same count:
+    each piece but the last is whole quanta of the alphabet alone (no pad character), which
+    strict decoding reads the same whether it starts the input or follows such quanta.
+    """
+    if part.is_multipart():
+        return None
+    if str(part.get("content-transfer-encoding", "")).lower() != "base64":
+        return None
+    payload = part.get_payload()
+    if not isinstance(payload, str) or not payload.isascii():
+        return None  # a surrogate-escaped or non-ASCII payload takes the package's own path
+    size, carry, padded = 0, b"", False
+    for start in range(0, len(payload), _SIZE_CHUNK):
+        # bytes.splitlines, which the package joins back, splits at CR and LF alone.
+        data = carry + payload[start : start + _SIZE_CHUNK].encode("ascii").translate(None, b"\r\n")
+        whole = len(data) - len(data) % 4
+        data, carry = data[:whole], data[whole:]
+        if not data:
+            continue
+        if padded:
+            return None  # quanta after a pad character: not what strict decoding accepts
+        try:
+            size += len(base64.b64decode(data, validate=True))
+        except binascii.Error:
+            return None
+        padded = b"=" in data
+    return None if carry else size
 
 
 # --- Header fields that steer the flow -------------------------------------------------------

@@ -109,14 +109,17 @@ def _hosted(envelope_to: list[str]) -> dict[str, Address]:
 def _process(message: Message) -> str:
     from hisp.agent_env import build_environment
 
-    raw = bytes(message.raw)
+    # Only the header block of the received bytes is read here; the agent is handed the only
+    # reference to the rest, so it frees them once it has decoded the envelope (a 25 MB
+    # message is otherwise held in every one of its forms at once).
+    head = mailtext.head_of(bytes(message.raw))
     hosted = _hosted(list(message.envelope_to))
     env = build_environment()  # one per task: the MDNs are protected with it too
     try:
         if not hosted:
             raise AgentError(Code.NO_DECRYPTION_KEY, "no hosted recipient")
         result = agent.unprotect(
-            raw,
+            _take_raw(message),
             recipients=[row.address for row in hosted.values()],
             env=env,
             at=timezone.now(),
@@ -125,7 +128,7 @@ def _process(message: Message) -> str:
         if not exc.permanent and message.attempts + 1 < MAX_TRANSIENT_ATTEMPTS:
             _retry_later(message, exc)
             return "retry"
-        _reject(message, exc, _outer(raw))
+        _reject(message, exc, _outer(head))
         return f"rejected:{exc.code}"
 
     report = mailtext.is_report(result.message)
@@ -136,16 +139,25 @@ def _process(message: Message) -> str:
             exc = next(iter(result.rejected.values()), None) or AgentError(
                 Code.NO_DECRYPTION_KEY, "no hosted recipient"
             )
-            _reject(message, exc, _outer(raw))
+            _reject(message, exc, _outer(head))
             return f"rejected:{exc.code}"
         return tracking.handle_report(message, result, report)
     return _deliver(message, result, hosted, env)
 
 
-def _outer(raw: bytes) -> mailtext.Summary | None:
-    """The clear outer headers, for the message log of a rejected message."""
+def _take_raw(message: Message) -> bytes:
+    """The received bytes, taken from the instance: the field becomes deferred again (read
+    from the database should anything later ask for it), so no reference stays behind."""
+    raw = bytes(message.raw)
+    del message.raw
+    return raw
+
+
+def _outer(head: bytes) -> mailtext.Summary | None:
+    """The clear outer headers (``head``: the received header block), for the message log of
+    a rejected message."""
     try:
-        return mailtext.summarise(mailtext.head_of(raw) + b"\r\n")
+        return mailtext.summarise(head + b"\r\n")
     except Exception:  # unparseable headers: the log shows the envelope only
         return None
 
