@@ -14,7 +14,7 @@ from email.message import EmailMessage
 from email.message import Message as MimeMessage
 from email.parser import BytesParser
 
-from hisp.mailtext import printable
+from hisp.mailtext import header_text, printable
 from hisp.models import Message
 
 _UNSAFE_FILENAME = re.compile(r"[^\w.\- ()]+")
@@ -78,7 +78,7 @@ def _text_of(part: MimeMessage) -> str:
     charset = part.get_content_charset() or "utf-8"
     try:
         text = payload.decode(charset, errors="replace")
-    except LookupError:  # an unknown charset name in a header
+    except (LookupError, ValueError):  # an unknown charset name, or one holding a NUL
         text = payload.decode("utf-8", errors="replace")
     # A sender's control characters (a NUL, terminal escapes) shown as U+FFFD: quoted in a
     # reply they would otherwise make the compose form, which refuses a NUL, refuse the reply.
@@ -89,12 +89,9 @@ def open_bytes(data: bytes) -> OpenedMessage:
     parsed: EmailMessage = BytesParser(policy=policy.default).parsebytes(data)  # type: ignore[assignment]
     headers = {}
     for name in ("From", "To", "Cc", "Subject", "Date", "Message-ID"):
-        try:
-            value = parsed.get(name)
-        except (ValueError, IndexError, TypeError):  # a header the parser cannot make sense of
-            value = None
+        value = header_text(parsed, name)
         if value is not None:
-            headers[name] = printable(str(value))
+            headers[name] = printable(value)
     text = html = ""
     attachments: list[Attachment] = []
     for index, part in enumerate(p for p in parsed.walk() if not p.is_multipart()):
