@@ -53,6 +53,10 @@ HISP_MDN_DISPATCHED_TIMEOUT = parse_duration(
     env.str("HISP_MDN_DISPATCHED_TIMEOUT", default="24h")
 )
 HISP_RETRY_PERIOD = parse_duration(env.str("HISP_RETRY_PERIOD", default="3d"))
+# A received message whose processing fails for a transient reason (a signer's CRL or OCSP
+# responder unreachable) is retried this long after it arrived; keep it under the senders'
+# processed-MDN timeout (the Implementation Guide's hour), after which they count it failed.
+HISP_INBOUND_RETRY_PERIOD = parse_duration(env.str("HISP_INBOUND_RETRY_PERIOD", default="45m"))
 HISP_SMTP_PORT = env.int("HISP_SMTP_PORT", default=2525)
 HISP_SUBMISSION_PORT = env.int("HISP_SUBMISSION_PORT", default=2587)
 HISP_SMTP_BIND = env.str("HISP_SMTP_BIND", default="127.0.0.1")
@@ -171,6 +175,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",
+    "webmail.uploads.UploadLimitMiddleware",
 ]
 
 ROOT_URLCONF = "hisp.urls"

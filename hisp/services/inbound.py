@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 from cryptography import x509
 from django.conf import settings
@@ -33,7 +34,6 @@ from hisp.services.mail import (
 
 log = logging.getLogger(__name__)
 
-MAX_TRANSIENT_ATTEMPTS = 5
 MAILBOX_DISABLED = "mailbox-disabled"
 
 
@@ -72,7 +72,9 @@ def process(pk: int) -> str:
     except Exception:
         # A bug or input nothing anticipated: never a silent drop, never an endless loop.
         log.exception("message %s: processing failed", pk)
-        if message.attempts + 1 < MAX_TRANSIENT_ATTEMPTS:
+        # Retried like a transient failure (a database hiccup looks the same from here),
+        # within the same period; what fails for that long is given up.
+        if _retry_time_left(message) > timedelta(0):
             _retry_later(message, AgentError(Code.MALFORMED, "processing error", permanent=False))
             return "retry"
         _reject(message, AgentError(Code.MALFORMED, "processing failed repeatedly"), None)
@@ -125,11 +127,20 @@ def _process(message: Message) -> str:
             at=timezone.now(),
         )
     except AgentError as exc:
-        if not exc.permanent and message.attempts + 1 < MAX_TRANSIENT_ATTEMPTS:
+        if not exc.permanent and _retry_time_left(message) > timedelta(0):
             _retry_later(message, exc)
             return "retry"
         _reject(message, exc, _outer(head))
         return f"rejected:{exc.code}"
+
+    # The signer is checked per recipient domain (each trusts its own anchors), so a failure
+    # that may pass later (its CRL or OCSP responder unreachable) comes back per recipient.
+    # The whole message waits for it: delivering to the others now would need a second,
+    # partial delivery later, and the cause is nearly always the signer's, shared by all.
+    transient = [exc for exc in result.rejected.values() if not exc.permanent]
+    if transient and _retry_time_left(message) > timedelta(0):
+        _retry_later(message, transient[0])
+        return "retry"
 
     report = mailtext.is_report(result.message)
     if report is not None:
@@ -162,13 +173,23 @@ def _outer(head: bytes) -> mailtext.Summary | None:
         return None
 
 
+def _retry_time_left(message: Message) -> timedelta:
+    """How much of HISP_INBOUND_RETRY_PERIOD is left for a transient failure: counted from
+    when the message arrived, so an outage of the signer's revocation service shorter than
+    that costs a delay, not the message (which, rejected, would get no MDN and be reported
+    failed to its sender an hour later)."""
+    return message.created_at + settings.HISP_INBOUND_RETRY_PERIOD - timezone.now()
+
+
 def _retry_later(message: Message, exc: AgentError) -> None:
     from hisp.tasks.mail import process_incoming
 
     attempts = message.attempts + 1
     if not release_message(message, back_to=Message.State.RECEIVED, attempts=attempts):
         return  # our lease expired: whoever holds it now decides
-    delay = retry_delay(attempts).total_seconds()
+    # The usual backoff, but the last try at the end of the period rather than after it.
+    wait = min(retry_delay(attempts), max(_retry_time_left(message), timedelta(seconds=10)))
+    delay = wait.total_seconds()
     log.info("message %s: transient %s, retry in %ss", message.pk, exc.code, delay)
     transaction.on_commit(
         lambda: process_incoming.apply_async((message.pk,), countdown=delay), robust=True
