@@ -17,15 +17,17 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from hisp.mailtext import printable
 from hisp.models import Address, AddressGrant, MailboxEntry
 from hisp.services.audit import client_address
+from hisp.services.compose import size_text
 from webmail import access, services
 from webmail.certcheck import check_recipients
 from webmail.content import open_message
 from webmail.decorators import mail_login_required
-from webmail.forms import ComposeForm, DraftForm, parse_recipients
-from webmail.models import Contact
+from webmail.forms import ComposeForm, DraftForm, _about, attachment_allowance, parse_recipients
+from webmail.models import Contact, Draft
 from webmail.navigation import sidebar
 from webmail.phi import phi_reasons
 from webmail.sending import SubmissionError, send
+from webmail.uploads import declared_length
 
 Box = MailboxEntry.SystemFolder
 
@@ -44,6 +46,14 @@ def _quote(text: str) -> str:
     return "\n".join("> " + line for line in text.splitlines())
 
 
+def _draft_initial(draft: Draft) -> dict[str, Any]:
+    return {
+        "sender": draft.address_id, "to": draft.to, "cc": draft.cc, "subject": draft.subject,
+        "body": draft.body, "delivery_notification": draft.delivery_notification,
+        "draft": draft.pk, "forward_of": draft.forward_of_id,
+    }
+
+
 def _prefill(request: HttpRequest, sendable: list[Address]) -> dict[str, Any]:
     """Initial values from ?draft=, ?reply=&mode=reply|all|forward, ?to= and ?from=."""
     initial: dict[str, Any] = {"delivery_notification": True}
@@ -56,13 +66,7 @@ def _prefill(request: HttpRequest, sendable: list[Address]) -> dict[str, Any]:
         initial["to"] = request.GET["to"][:500]
     draft_id = request.GET.get("draft", "")
     if draft_id.isdigit():
-        draft = access.draft_for(request.user, int(draft_id))
-        initial.update(
-            sender=draft.address_id, to=draft.to, cc=draft.cc, subject=draft.subject,
-            body=draft.body, delivery_notification=draft.delivery_notification,
-            draft=draft.pk, forward_of=draft.forward_of_id,
-        )
-        return initial
+        return {**initial, **_draft_initial(access.draft_for(request.user, int(draft_id)))}
     reply_id = request.GET.get("reply", "")
     if reply_id.isdigit():
         entry = access.entry_for(request.user, int(reply_id))
@@ -142,11 +146,43 @@ def compose(request: HttpRequest) -> HttpResponse:
     return _compose_page(request, form, sendable)
 
 
-def _compose_page(request: HttpRequest, form: ComposeForm, sendable: list[Address]) -> HttpResponse:
+@mail_login_required
+def compose_too_large(request: HttpRequest) -> HttpResponse:
+    """The answer to a compose post longer than any message we send (webmail.uploads refuses
+    it before the body is read, so nothing the clinician typed reached us with it). The page
+    comes back with their latest autosaved draft, which is all of their text we have."""
+    sendable = _sendable(request.user)
+    if not sendable:
+        messages.error(request, "You have no mailbox you may send from.")
+        return redirect("webmail:inbox")
+    # The page a draft was resumed from posts to ?draft=<id>; otherwise autosave made one
+    # that only the form's hidden field names: the author's newest is that one.
+    drafts = Draft.objects.filter(author_id=request.user.pk, address__in=sendable)
+    draft_id = request.GET.get("draft", "")
+    draft = (drafts.filter(pk=int(draft_id)).first() if draft_id.isdigit() else None) or drafts.first()
+    initial = _draft_initial(draft) if draft is not None else _prefill(request, sendable)
+    form = ComposeForm(initial=initial, user=request.user)
+    allowance = attachment_allowance()
+    # An unbound form has no cleaned_data for add_error to prune: the error is put in directly.
+    room = (f"secure messages can carry about {_about(allowance)} of attachments. Send them in "
+            "several messages, or share a smaller file." if allowance else
+            "the size limit for secure messages leaves no room for attachments.")
+    form.errors["attachments"] = form.error_class(
+        [f"The files you chose, about {size_text(declared_length(request))} in all, are too "
+         f"large to send: {room} Nothing of them was received; choose the files to send again."],
+        renderer=form.renderer, field_id=form["attachments"].auto_id,
+    )
+    return _compose_page(request, form, sendable, restored=draft, refused=True, status=413)
+
+
+def _compose_page(request: HttpRequest, form: ComposeForm, sendable: list[Address], *,
+                  restored: Draft | None = None, refused: bool = False,
+                  status: int = 200) -> HttpResponse:
     address = sendable[0]
     sender_value = form["sender"].value()
     if sender_value and str(sender_value).isdigit():
         address = next((a for a in sendable if a.pk == int(sender_value)), address)
+    allowance = attachment_allowance()
     forward_value = form["forward_of"].value()
     forwarded = None
     if forward_value and str(forward_value).isdigit():
@@ -157,7 +193,11 @@ def _compose_page(request: HttpRequest, form: ComposeForm, sendable: list[Addres
         "form": form,
         "forwarded_attachments": forwarded,
         "phi_reasons": phi_reasons(str(form["subject"].value() or "")),
-    })
+        "attachment_allowance": allowance,
+        "attachment_allowance_text": _about(allowance),
+        "refused": refused,
+        "restored": restored,
+    }, status=status)
 
 
 @mail_login_required
