@@ -21,6 +21,16 @@ class ReportError(ValueError):
 
 def field_blocks(raw: bytes, report_type: str) -> list[list[tuple[str, str]]]:
     """The field blocks of the machine-readable part of a ``multipart/report``."""
+    try:
+        return _field_blocks(raw, report_type)
+    except RecursionError as exc:
+        # The email package parses (and walks) each nested multipart or message/* part one
+        # Python frame deeper: a report nested a thousand levels, a few tens of KB, exhausts the
+        # stack. Found by fuzzing; without this the message failed on every attempt.
+        raise ReportError("nested too deeply to read") from exc
+
+
+def _field_blocks(raw: bytes, report_type: str) -> list[list[tuple[str, str]]]:
     message = email.message_from_bytes(to_crlf(raw), policy=email.policy.compat32)
     if message.get_content_type() != "multipart/report":
         raise ReportError("not a multipart/report")

@@ -8,6 +8,8 @@ sanitised by nh3 like any mail HTML.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html import escape
 from xml.etree import ElementTree as ET
@@ -15,11 +17,24 @@ from xml.parsers import expat
 
 from django.utils.safestring import SafeString
 
-from webmail.sanitise import clean_html
+from webmail.sanitise import MAX_HTML_CHARS, clean_html
 
 MAX_CDA_BYTES = 20 * 1024 * 1024
 # Real C-CDA documents nest a few dozen elements deep; well below Python's recursion limit.
 MAX_DEPTH = 200
+# Each section's narrative is sanitised by its own nh3 call (some 0.2 ms each, plus time linear
+# in the HTML): 200,000 tiny sections took minutes, 300,000 table cells (8 MB) 40 s. Real
+# documents have tens of sections; the narrative gets the bound mail HTML has (renderable).
+MAX_SECTIONS = 1000
+# expat's cost grows faster than linearly with the number of distinct attribute names, and the
+# attributes of one tag are all read before any handler runs: 20 MB of tags with made-up
+# attribute names took 10-30 s to parse. A C-CDA uses a few dozen names, and no real start tag
+# is a megabyte long; both bounds are checked before the cost is paid.
+MAX_ATTRIBUTE_NAMES = 10_000
+MAX_TAG_BYTES = 1024 * 1024
+# A start or end tag (not a comment, CDATA section or processing instruction) longer than the
+# bound; [^<>] never crosses another "<", so the scan is linear.
+_LONG_TAG = re.compile(rb"<[^!?<>][^<>]{%d}" % MAX_TAG_BYTES)
 V3 = "{urn:hl7-org:v3}"
 
 # CDA narrative element -> HTML element (CDA R2 4.3.5.1 - 4.3.5.11).
@@ -64,20 +79,26 @@ def _refuse_declarations(data: bytes) -> None:
     """Also bounds the nesting depth: the narrative and section walks recurse once per level,
     and a document nested thousands deep would otherwise exhaust the interpreter's stack."""
     depth = 0
+    attribute_names: set[str] = set()
 
     def refuse(*_args: object) -> None:
         raise DocumentError("dtd-forbidden", "The document declares a DTD or entities; refused.")
 
-    def start(*_args: object) -> None:
+    def start(_name: str, attributes: dict[str, str]) -> None:
         nonlocal depth
         depth += 1
         if depth > MAX_DEPTH:
             raise DocumentError("too-deep", "The document is nested too deeply to show.")
+        attribute_names.update(attributes)
+        if len(attribute_names) > MAX_ATTRIBUTE_NAMES:
+            raise DocumentError("too-complex", "The document has too many kinds of attribute.")
 
     def end(*_args: object) -> None:
         nonlocal depth
         depth -= 1
 
+    if _LONG_TAG.search(data):
+        raise DocumentError("too-complex", "The document has a tag too large to show.")
     parser = expat.ParserCreate()
     parser.StartDoctypeDeclHandler = refuse
     parser.EntityDeclHandler = refuse
@@ -88,6 +109,13 @@ def _refuse_declarations(data: bytes) -> None:
         parser.Parse(data, True)
     except expat.ExpatError as exc:
         raise DocumentError("malformed", "The document is not well-formed XML.") from exc
+    except DocumentError:
+        raise  # from the handlers above; a ValueError too, so it must pass the clause below
+    except (LookupError, ValueError) as exc:
+        # expat asks Python's codecs for an encoding its XML declaration names but expat does
+        # not know: an unknown name raises LookupError, a codec that is not a single-byte text
+        # encoding ("idna", "utf-7", ...) UnicodeError or ValueError (found by fuzzing).
+        raise DocumentError("malformed", "The document's character encoding is not supported.") from exc
 
 
 def _text(element: ET.Element | None) -> str:
@@ -123,8 +151,21 @@ def _ts(element: ET.Element | None) -> str:
     return value
 
 
-def _narrative(element: ET.Element) -> str:
+def _too_large() -> DocumentError:
+    return DocumentError("too-large", "The document's narrative is too large to show.")
+
+
+def _narrative(element: ET.Element, limit: int) -> str:
+    """The narrative block as HTML; DocumentError once it passes ``limit`` characters."""
     out: list[str] = []
+    size = 0
+
+    def emit(piece: str) -> None:
+        nonlocal size
+        size += len(piece)
+        if size > limit:
+            raise _too_large()
+        out.append(piece)
 
     def walk(node: ET.Element) -> None:
         tag = node.tag.removeprefix(V3) if isinstance(node.tag, str) else ""
@@ -142,41 +183,49 @@ def _narrative(element: ET.Element) -> str:
                 )
             elif html_tag == "a" and node.get("href", "").startswith(("http://", "https://")):
                 attrs = f' href="{escape(node.get("href", ""))}"'
-            out.append(f"<{html_tag}{attrs}>")
+            emit(f"<{html_tag}{attrs}>")
         if node.text:
-            out.append(escape(node.text))
+            emit(escape(node.text))
         for child in node:
             walk(child)
             if child.tail:
-                out.append(escape(child.tail))
+                emit(escape(child.tail))
         if html_tag and html_tag not in ("br", "col"):
-            out.append(f"</{html_tag}>")
+            emit(f"</{html_tag}>")
 
     if element.text:
-        out.append(escape(element.text))
+        emit(escape(element.text))
     for child in element:
         walk(child)
         if child.tail:
-            out.append(escape(child.tail))
+            emit(escape(child.tail))
     return "".join(out)
 
 
 def _sections(container: ET.Element, level: int) -> list[Section]:
-    found: list[Section] = []
+    """The sections, within bounds (MAX_SECTIONS, MAX_HTML_CHARS of narrative in all) checked
+    as they are read, so an oversized document is refused before most of its cost."""
+    found: list[tuple[str, str, int]] = []
+    budget = MAX_HTML_CHARS
+    for title, text, lvl in _raw_sections(container, level):
+        html = _narrative(text, budget) if text is not None else ""
+        budget -= len(html)
+        found.append((title, html, lvl))
+        if len(found) > MAX_SECTIONS:
+            raise _too_large()
+    return [Section(title=title, html=clean_html(html), level=lvl) for title, html, lvl in found]
+
+
+def _raw_sections(
+    container: ET.Element, level: int
+) -> Iterator[tuple[str, ET.Element | None, int]]:
     for component in container.findall(V3 + "component"):
         section = component.find(V3 + "section")
         if section is None:
             continue
-        text = section.find(V3 + "text")
-        found.append(
-            Section(
-                title=_text(section.find(V3 + "title")) or "Untitled section",
-                html=clean_html(_narrative(text)) if text is not None else clean_html(""),
-                level=level,
-            )
-        )
-        found.extend(_sections(section, level + 1))
-    return found
+        title = _text(section.find(V3 + "title")) or "Untitled section"
+        yield title, section.find(V3 + "text"), level
+        yield from _raw_sections(section, level + 1)
 
 
 def parse_cda(data: bytes) -> CdaDocument:

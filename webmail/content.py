@@ -85,8 +85,35 @@ def _text_of(part: MimeMessage) -> str:
     return printable(text)
 
 
+def _parse(data: bytes) -> EmailMessage:
+    """The message parsed; for one nested too deeply to parse, its header block only, so that
+    its whole body is offered as one attachment (nothing lost, the page still opens).
+
+    The email package parses, and walks, each nested multipart or message/rfc822 part one
+    Python frame deeper: a thousand levels (some 50 KB) raised RecursionError, a 500 on every
+    page of the message (found by fuzzing). The walk is tried here too, one frame deeper than
+    the caller's, so the caller's own walk cannot fail where this one succeeded."""
+    parser = BytesParser(policy=policy.default)
+    try:
+        parsed: EmailMessage = parser.parsebytes(data)  # type: ignore[assignment]
+        for _part in parsed.walk():
+            pass
+    except RecursionError:
+        parsed = parser.parsebytes(data, headersonly=True)  # type: ignore[assignment]
+    return parsed
+
+
+# A lone surrogate (a charset such as utf-7 or unicode_escape can decode to one) cannot be
+# encoded as UTF-8: the page showing it answered 500 (found by fuzzing).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _no_surrogates(text: str) -> str:
+    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
+
+
 def open_bytes(data: bytes) -> OpenedMessage:
-    parsed: EmailMessage = BytesParser(policy=policy.default).parsebytes(data)  # type: ignore[assignment]
+    parsed = _parse(data)
     headers = {}
     for name in ("From", "To", "Cc", "Subject", "Date", "Message-ID"):
         value = header_text(parsed, name)
@@ -98,10 +125,10 @@ def open_bytes(data: bytes) -> OpenedMessage:
         content_type = part.get_content_type()
         disposition = part.get_content_disposition()
         if disposition != "attachment" and content_type == "text/plain" and not text:
-            text = _text_of(part)
+            text = _no_surrogates(_text_of(part))
             continue
         if disposition != "attachment" and content_type == "text/html" and not html:
-            html = _text_of(part)
+            html = _no_surrogates(_text_of(part))
             continue
         payload = part.get_payload(decode=True)
         attachments.append(

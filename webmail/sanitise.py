@@ -23,8 +23,13 @@ _URL_SCHEMES = {"http", "https", "mailto"}
 
 MAX_HTML_CHARS = 2 * 1024 * 1024
 MAX_HTML_DEPTH = 500
-# A start or end tag. [^<>]* never crosses another "<", so the scan is linear in the input.
-_TAG = re.compile(r"<(/?)([A-Za-z][^\s/<>]*)[^<>]*>")
+# A start or end tag. [^<>]* never crosses another "<", and the quantifiers are possessive: with
+# plain ones a "<" that is never closed had its run split between the name and the rest every
+# way before failing, quadratic in the run (a 32 KB run took seconds; found by fuzzing).
+_TAG = re.compile(r"<(/?)([A-Za-z][^\s/<>]*+)[^<>]*+>")
+# A lone surrogate (from a charset such as utf-7 or unicode_escape that can decode to one)
+# cannot be encoded as UTF-8, which nh3 and the page response need.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta",
                    "param", "source", "track", "wbr"})
 
@@ -48,7 +53,7 @@ def renderable(html: str) -> bool:
 def clean_html(html: str) -> SafeString:
     """The one place mail HTML becomes markup: sanitised by nh3, then marked safe."""
     cleaned = nh3.clean(
-        html,
+        _SURROGATE.sub("\ufffd", html),
         tags=_TAGS,
         attributes=_ATTRIBUTES,
         url_schemes=_URL_SCHEMES,

@@ -8,14 +8,24 @@ disk), so a zip bomb costs at most the limit.
 from __future__ import annotations
 
 import io
+import lzma
 import mimetypes
 import zipfile
+import zlib
 from dataclasses import dataclass
 
 MAX_MEMBERS = 1000
 MAX_MEMBER_BYTES = 20 * 1024 * 1024
 MAX_TOTAL_BYTES = 100 * 1024 * 1024
 MAX_RATIO = 100  # uncompressed / compressed; XML compresses ~10-20x, bombs ~1000x
+
+
+# What reading a damaged member raises, beyond BadZipFile and OSError: each decompressor has
+# its own error for corrupt data (zlib.error, lzma.LZMAError; bz2 raises OSError), a stream cut
+# short is EOFError, an offset pointing before the file ValueError ("negative seek value"),
+# an unsupported method NotImplementedError, an encrypted member RuntimeError (found by fuzzing).
+_READ_ERRORS = (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError, EOFError,
+                ValueError, zlib.error, lzma.LZMAError)
 
 
 class ArchiveError(ValueError):
@@ -39,7 +49,9 @@ class XdmDocument:
 def _archive(data: bytes) -> zipfile.ZipFile:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as exc:
+        # NotImplementedError: a central directory naming a zip version zipfile does not read
+        # ("zip file version 25.5"; found by fuzzing).
         raise ArchiveError("bad-zip", "The attachment is not a readable zip file.") from exc
     infos = archive.infolist()
     if len(infos) > MAX_MEMBERS:
@@ -64,7 +76,8 @@ def documents(data: bytes) -> tuple[XdmDocument, ...]:
         name = info.filename
         upper = name.upper()
         leaf = upper.rsplit("/", 1)[-1]
-        if info.is_dir() or not upper.startswith("IHE_XDM/"):
+        # The prefix first: is_dir() raises IndexError for an empty name (found by fuzzing).
+        if not upper.startswith("IHE_XDM/") or info.is_dir():
             continue
         if leaf in {"METADATA.XML", "INDEX.HTM", "README.TXT"}:
             continue
@@ -90,7 +103,7 @@ def read_document(data: bytes, index: int) -> tuple[XdmDocument, bytes]:
             try:
                 with archive.open(info) as handle:
                     content = handle.read(MAX_MEMBER_BYTES + 1)
-            except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError) as exc:
+            except _READ_ERRORS as exc:
                 raise ArchiveError("bad-zip", "A file in the archive cannot be read.") from exc
             if len(content) > MAX_MEMBER_BYTES:  # the header lied about the size
                 raise ArchiveError("too-large", "A file in the archive is too large to open.")
