@@ -162,7 +162,12 @@ def summarise(raw: bytes) -> Summary:
     # Content-Type read once instead of on every EmailMessage helper call; for such a message
     # the full parse is what a header-only parse gives (the rest of the input is its payload,
     # email.feedparser), so the Summary is the same either way (tests compare them).
-    message = parse(raw)
+    try:
+        message = parse(raw)
+    except RecursionError:
+        # Parts nested a thousand deep: the email package's parser recurses once per level.
+        log.warning("a message nested too deeply to parse is summarised by its header fields")
+        return _summary(parse(head_of(raw)), "", [])
     try:
         return _parsed_summary(message)
     except Exception:  # noqa: BLE001 - the email package's own failures on hostile MIME

@@ -112,3 +112,32 @@ def test_a_body_the_email_package_fails_on_is_filed_without_its_text(world, monk
     assert message.state == Message.State.DELIVERED
     entry = MailboxEntry.objects.get(address=world.alice, message=message)
     assert (entry.subject, entry.body_text) == ("Referral", "")
+
+
+def _nested(levels: int) -> str:
+    return "".join(
+        f'Content-Type: multipart/mixed; boundary="b{i}"\r\n\r\n--b{i}\r\n' for i in range(levels)
+    ) + "Content-Type: text/plain\r\n\r\nPatient summary\r\n"
+
+
+def test_a_message_nested_past_the_parsers_recursion_is_filed_by_its_fields(world):
+    """The email package's parser recurses once per nesting level: 1,500 levels (about 70 KB)
+    raised RecursionError on every attempt, so the message was rejected, lost to alice."""
+    raw = ("From: dr.who@partner.example\r\nSubject: Deep\r\nMIME-Version: 1.0\r\n"
+           + _nested(1500)).encode()
+    summary = mailtext.summarise(raw)
+    assert (summary.subject, summary.sender_address, summary.body_text) == (
+        "Deep", "dr.who@partner.example", ""
+    )
+    partner = world.partner
+    inner = partner.inner(to=world.alice.address, message_id="<h4@partner.example.net>")
+    head = inner.split(b"Content-Type: text/plain\r\n\r\n")[0]
+    message = mail.accept_incoming(
+        raw=partner.protect(head + _nested(1500).encode(), to=world.alice.address),
+        mail_from=partner.address, rcpt_tos=[world.alice.address], peer="127.0.0.1:2525",
+    )
+    drain()
+    message.refresh_from_db()
+    assert message.state == Message.State.DELIVERED
+    entry = MailboxEntry.objects.get(address=world.alice, message=message)
+    assert entry.subject == "Referral"
