@@ -63,18 +63,32 @@ def set_route(
     if hold_pending_certificate is not None:
         route.hold_pending_certificate = hold_pending_certificate
     route.save()
+    _audit_set(route, created=created, actor=actor, client=client)
+    return route
+
+
+def _audit_set(
+    route: Route,
+    *,
+    created: bool,
+    actor: Actor,
+    client: str | None,
+    previous: dict[str, object] | None = None,
+    reason: str = "",
+) -> None:
     audit.record(
         action="route.set",
         obj=route,
         actor=actor,
         client=client,
-        domain=name,
+        domain=route.domain,
         target=route.target,
         created=created,
         require_tls=route.require_tls,
         hold_pending_certificate=route.hold_pending_certificate,
+        **({"previous": previous} if previous else {}),
+        **({"reason": reason} if reason else {}),
     )
-    return route
 
 
 def delete_route(
@@ -147,17 +161,6 @@ def change_route(
             route.require_tls = require_tls
             route.hold_pending_certificate = hold_pending_certificate
             route.save()
-        audit.record(
-            action="route.set",
-            obj=route,
-            actor=actor,
-            client=client,
-            domain=name,
-            target=route.target,
-            created=current is None,
-            require_tls=route.require_tls,
-            hold_pending_certificate=route.hold_pending_certificate,
-            **({"previous": previous} if previous else {}),
-            **({"reason": reason} if reason else {}),
-        )
+        _audit_set(route, created=current is None, actor=actor, client=client,
+                   previous=previous, reason=reason)
     return route
