@@ -73,7 +73,10 @@ class UploadLimitMiddleware:
         length = declared_length(request)
         if length <= max_request_bytes():
             return self.get_response(request)
-        _drain(request, length)
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            # Only for someone signed in: a stranger's body is not worth a worker's time.
+            _drain(request, length)
         try:
             match = resolve(request.path_info)
         except Resolver404:
@@ -86,7 +89,9 @@ class UploadLimitMiddleware:
 
 
 def _drain(request: HttpRequest, length: int) -> None:
-    left = min(length, _DRAIN_FACTOR * max_request_bytes())
+    if length > _DRAIN_FACTOR * max_request_bytes():
+        return  # the browser would see the reset all the same: do not read on for nothing
+    left = length
     while left > 0:
         chunk = request.read(min(_CHUNK, left))
         if not chunk:

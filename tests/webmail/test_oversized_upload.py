@@ -143,3 +143,32 @@ def test_the_compose_page_states_the_allowance_for_its_script(alice_client, sett
     assert 'src="/static/webmail/attachments.js"' in page
     # Autosave and the field checks post the form in the background: never its files.
     assert 'hx-params="not attachments"' in page
+
+
+@pytest.mark.parametrize(("signed_in", "size_in_caps", "read"), [
+    (True, 2, True),  # read and thrown away: the browser then shows our page
+    (False, 2, False),  # a stranger's body is not worth a worker's time
+    (True, 5, False),  # past four times the cap the browser would see a reset anyway
+])
+def test_an_oversized_body_is_drained_only_for_someone_signed_in(
+    small_limit, alice, signed_in, size_in_caps, read
+):
+    import io
+
+    from django.contrib.auth.models import AnonymousUser
+    from django.http import HttpResponse
+    from django.test import RequestFactory
+
+    from webmail.uploads import UploadLimitMiddleware, max_request_bytes
+
+    size = size_in_caps * max_request_bytes()
+    stream = io.BytesIO(b"x" * size)
+    request = RequestFactory().post("/mail/account/contacts/", data=b"", content_type="text/plain")
+    request.META["CONTENT_LENGTH"] = str(size)
+    request.META["wsgi.input"] = stream
+    request._stream = stream  # what Django reads the body from
+    request.user = alice.user if signed_in else AnonymousUser()
+    middleware = UploadLimitMiddleware(lambda r: HttpResponse("not reached"))
+    response = middleware(request)
+    assert response.status_code == 413
+    assert stream.tell() == (size if read else 0)
