@@ -1,8 +1,11 @@
 """CPU time used by groups of processes between two moments, read from Linux's /proc: where a
 benchmark's time goes (the flow benchmark prints it per message). Elsewhere it reports nothing.
 
-Processes that exit between the two moments take their time with them; the benchmarks keep
-their processes (and database connections) for the whole measurement.
+A snapshot keeps each process's time, so a difference counts what each process that is still
+there used, and all of a process that started meanwhile. A process that exits between the two
+moments takes its time with them (its share is not counted, rather than subtracted): the
+benchmarks keep their own processes and connections for the whole measurement, and the exit of
+someone else's (another database client's backend) leaves the figure as it was.
 """
 
 from __future__ import annotations
@@ -30,39 +33,52 @@ def _processes() -> dict[int, tuple[str, int, float]]:
     return found
 
 
+Snapshot = dict[str, dict[int, float]]  # group -> pid -> CPU seconds used so far
+
+
 def snapshot(
     trees: Mapping[str, int],
     names: Mapping[str, str],
     alone: Mapping[str, int] | None = None,
-) -> dict[str, float]:
-    """CPU seconds used so far by each group: ``trees`` maps a group to a process whose whole
-    tree it is (the process and its descendants), ``names`` a group to a command name (every
-    process of that name, e.g. the database server's), ``alone`` a group to one process
-    without its children (a benchmark's own process, whose children are other groups)."""
+) -> Snapshot:
+    """CPU seconds used so far by each process of each group: ``trees`` maps a group to a
+    process whose whole tree it is (the process and its descendants), ``names`` a group to a
+    command name (every process of that name, e.g. the database server's), ``alone`` a group to
+    one process without its children (a benchmark's own process, whose children are other
+    groups)."""
     table = _processes()
     children: dict[int, list[int]] = {}
     for pid, (_name, parent, _cpu) in table.items():
         children.setdefault(parent, []).append(pid)
-    used: dict[str, float] = {}
+    used: Snapshot = {}
     for group, root in trees.items():
-        stack, total = [root], 0.0
+        stack, members = [root], {}
         while stack:
             pid = stack.pop()
             if pid in table:
-                total += table[pid][2]
+                members[pid] = table[pid][2]
             stack.extend(children.get(pid, ()))
-        used[group] = total
+        used[group] = members
     for group, command in names.items():
-        used[group] = sum(cpu for name, _parent, cpu in table.values() if name == command)
+        used[group] = {pid: cpu for pid, (name, _parent, cpu) in table.items() if name == command}
     for group, pid in (alone or {}).items():
-        used[group] = table[pid][2] if pid in table else 0.0
+        used[group] = {pid: table[pid][2]} if pid in table else {}
     return used
 
 
-def per_message_ms(
-    before: Mapping[str, float], after: Mapping[str, float], messages: int
-) -> dict[str, float]:
+def spent(before: Snapshot, after: Snapshot, group: str) -> float:
+    """The CPU seconds ``group`` used between the two snapshots (see the module's note)."""
+    earlier = before.get(group, {})
+    return sum(max(cpu - earlier.get(pid, 0.0), 0.0) for pid, cpu in after.get(group, {}).items())
+
+
+def total(used: Snapshot, group: str) -> float:
+    """The CPU seconds the processes of ``group`` in a snapshot have used in all."""
+    return sum(used.get(group, {}).values())
+
+
+def per_message_ms(before: Snapshot, after: Snapshot, messages: int) -> dict[str, float]:
     """The CPU milliseconds each group spent per message between two snapshots, and their sum."""
-    spent = {group: (after[group] - before[group]) * 1000 / messages for group in before}
-    spent["total"] = sum(spent.values())
-    return {group: round(ms, 2) for group, ms in spent.items()}
+    ms = {group: spent(before, after, group) * 1000 / messages for group in before}
+    ms["total"] = sum(ms.values())
+    return {group: round(value, 2) for group, value in ms.items()}
