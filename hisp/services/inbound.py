@@ -19,11 +19,10 @@ from agent.errors import AgentError, Code
 from agent.types import Environment
 from hisp import mailtext
 from hisp.models import Address, AuditEvent, Delivery, DeliveryEvent, MailboxEntry, Message
-from hisp.services import audit, notices, tracking
+from hisp.services import audit, notices, rows, tracking
 from hisp.services.mail import (
     abandoned_too_often,
     claim_message,
-    compiled_insert,
     enqueue,
     find_address,
     finish_message,
@@ -360,7 +359,8 @@ def _deliver(
         # would roll the whole delivery back if another worker had raced us anyway. One
         # multi-row INSERT per table (the MDN messages first: their deliveries and events go
         # in with the recipients'), so the round trips do not grow with the reports.
-        mdn_messages = Message.objects.bulk_create(
+        mdn_messages = rows.insert(
+            Message,
             [
                 notices.mdn_message(
                     inbound=message,
@@ -375,7 +375,8 @@ def _deliver(
                 for report in reports
             ]
         )
-        rows = Delivery.objects.bulk_create(
+        written = rows.insert(
+            Delivery,
             [
                 Delivery(message=message, recipient=o.recipient, state=o.state, detail=o.detail)
                 for o in outcomes
@@ -385,7 +386,7 @@ def _deliver(
                 for m, report in zip(mdn_messages, reports, strict=True)
             ]
         )
-        deliveries, stored = rows[: len(outcomes)], rows[len(outcomes) :]
+        deliveries, stored = written[: len(outcomes)], written[len(outcomes) :]
         events = [DeliveryEvent(delivery=d, state=d.state, detail=d.detail) for d in deliveries] + [
             DeliveryEvent(delivery=d, state=Delivery.State.QUEUED, detail=report.disposition)
             for d, report in zip(stored, reports, strict=True)
@@ -478,13 +479,13 @@ def _write_results(
     update.add_update_values({**finished, "claimed_at": None})
     update_sql, update_params = update.get_compiler(connection=connection).as_sql()
     parts = [(f"fin AS ({update_sql} RETURNING 1)", list(update_params))]
-    for name, model, rows in (
+    for name, model, objs in (
         ("events", DeliveryEvent, events),
         ("audited", AuditEvent, audits),
         ("filed", MailboxEntry, entries),
     ):
-        if rows:
-            sql, params = compiled_insert(model, rows)
+        if objs:
+            sql, params = rows.insert_sql(model, objs)
             parts.append((f"{name} AS ({sql})", params))
     with connection.cursor() as cursor:
         cursor.execute(

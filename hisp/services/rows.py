@@ -1,0 +1,107 @@
+"""Multi-row INSERTs for the mail hot paths, their SQL text built once per shape.
+
+Django compiles every ``bulk_create`` afresh: the column list, each value's placeholder through
+the compiler's generic machinery, and on PostgreSQL an ``UNNEST`` of typed arrays whose types it
+looks up field by field. For the handful of rows a received message writes, that compiling cost
+about as much CPU as PostgreSQL spent storing them (``hisp.bench.flow``; measured in the note
+on issue 6). The text depends only on the model, the number of rows and whether the keys come
+back, so it is built once per such shape here; every value still goes through its field's
+``pre_save`` and ``get_db_prep_save``, exactly as Django's compiler calls them, so defaults,
+``auto_now`` and the database adapters behave as they do through the ORM.
+
+What the fast path does not cover goes through Django's own compiler: a value whose field wants
+a placeholder other than ``%s``, or a value that is an expression.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+from typing import TypeVar
+
+from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db.models import Field, Model
+from django.db.models.sql import InsertQuery
+
+M = TypeVar("M", bound=Model)
+
+
+@cache
+def _columns(model: type[Model]) -> tuple[tuple[Field, ...], str]:
+    """The fields an INSERT writes and its ``INSERT INTO t (cols) VALUES`` text."""
+    qn = connection.ops.quote_name
+    fields = tuple(f for f in model._meta.concrete_fields if not f.primary_key)
+    # Only quoted identifiers from the model go into the text; every value is a parameter.
+    head = (
+        f"INSERT INTO {qn(model._meta.db_table)} "  # noqa: S608
+        f"({', '.join(qn(f.column) for f in fields)}) VALUES "
+    )
+    return fields, head
+
+
+@cache
+def _text(model: type[Model], rows: int, returning_pk: bool) -> str:
+    fields, head = _columns(model)
+    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    sql = head + ", ".join([row] * rows)
+    if returning_pk:
+        sql += f" RETURNING {connection.ops.quote_name(model._meta.pk.column)}"
+    return sql
+
+
+def insert_sql(
+    model: type[Model], objs: Sequence[Model], *, returning_pk: bool = False
+) -> tuple[str, list[object]]:
+    """The INSERT of ``objs`` as SQL and parameters (to be run alone, or as one CTE of a larger
+    statement): what Django's compiler produces for them, with the same values."""
+    fields, _head = _columns(model)
+    # The wrapper itself: every ``connection.x`` through the thread-local proxy costs a lookup,
+    # and the fields ask for ``connection.ops`` once per value.
+    db = connections[DEFAULT_DB_ALIAS]
+    params: list[object] = []
+    append = params.append
+    for obj in objs:
+        for field in fields:
+            value = field.pre_save(obj, add=True)
+            if hasattr(value, "resolve_expression"):
+                return _django_insert_sql(model, objs, returning_pk=returning_pk)
+            placeholder = getattr(field, "get_placeholder", None)
+            # BinaryField asks the backend, which answers a plain %s on PostgreSQL and SQLite.
+            if placeholder is not None and placeholder(value, None, db) != "%s":
+                return _django_insert_sql(model, objs, returning_pk=returning_pk)
+            append(field.get_db_prep_save(value, connection=db))
+    return _text(model, len(objs), returning_pk), params
+
+
+def _django_insert_sql(
+    model: type[Model], objs: Sequence[Model], *, returning_pk: bool
+) -> tuple[str, list[object]]:
+    query = InsertQuery(model)
+    query.insert_values([f for f in model._meta.concrete_fields if not f.primary_key], objs)
+    compiler = query.get_compiler(connection=connection)
+    if returning_pk:
+        compiler.returning_fields = [model._meta.pk]
+    [(sql, params)] = compiler.as_sql()
+    return sql, list(params)
+
+
+def insert(model: type[M], objs: list[M]) -> list[M]:
+    """``model.objects.bulk_create(objs)`` for new rows with database-assigned keys, in one
+    statement: each object gets its primary key and is marked saved, as bulk_create does."""
+    for obj in objs:
+        if obj.pk is not None:
+            raise ValueError(f"{model.__name__} row already has a key: not a new row")
+        # As bulk_create: a related object saved after it was assigned gives its key now,
+        # and an unsaved one is refused rather than stored as NULL.
+        obj._prepare_related_fields_for_save(operation_name="insert")
+    if not objs or connection.vendor != "postgresql":
+        return model._default_manager.bulk_create(objs)
+    sql, params = insert_sql(model, objs, returning_pk=True)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        keys = cursor.fetchall()
+    for obj, (pk,) in zip(objs, keys, strict=True):
+        obj.pk = pk
+        obj._state.adding = False
+        obj._state.db = connection.alias
+    return objs
