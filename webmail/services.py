@@ -12,7 +12,7 @@ from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
@@ -56,6 +56,8 @@ def set_read(*, entry: MailboxEntry, read: bool, request: HttpRequest) -> None:
 def set_flag(*, entry: MailboxEntry, flagged: bool, request: HttpRequest) -> None:
     MailboxEntry.objects.filter(pk=entry.pk).update(flagged=flagged)
     entry.flagged = flagged
+    record(action="message.flag" if flagged else "message.unflag", obj=entry.message,
+           request=request, entry=entry.pk)
 
 
 # --- Moving ------------------------------------------------------------------------------------
@@ -92,6 +94,29 @@ def delete_entry(*, entry: MailboxEntry, request: HttpRequest) -> None:
         MailboxEntry.objects.filter(pk=entry.pk).delete()
     else:
         move_entry(entry=entry, folder=Box.TRASH, request=request)
+
+
+def trash_before(*, address: Address, moment: datetime) -> QuerySet[MailboxEntry]:
+    """The Trash of a mailbox as it was at ``moment`` (an entry with no stamp predates it)."""
+    return MailboxEntry.objects.filter(address=address, folder=Box.TRASH).filter(
+        Q(trashed_at__lte=moment) | Q(trashed_at__isnull=True)
+    )
+
+
+def empty_trash(*, address: Address, trashed_before: datetime, request: HttpRequest) -> int:
+    """Delete forever what was in this mailbox's Trash when the user confirmed: a message
+    trashed after the confirmation page was shown (another tab, a delegate) is not part of
+    what they agreed to lose. Each purge is audited like a single "Delete forever"."""
+    with transaction.atomic():
+        chosen = list(
+            trash_before(address=address, moment=trashed_before)
+            .select_for_update(of=("self",)).select_related("message")
+        )
+        for entry in chosen:
+            record(action="message.purge", obj=entry.message, request=request, entry=entry.pk,
+                   via="empty-trash")
+        MailboxEntry.objects.filter(pk__in=[e.pk for e in chosen]).delete()
+    return len(chosen)
 
 
 def purge_trash(*, now: datetime | None = None) -> int:

@@ -32,6 +32,7 @@ urlpatterns = [
     path("a/<int:address_id>/bulk/", mailbox.bulk, name="bulk"),
     path("a/<int:address_id>/folders/", mailbox.folders, name="folders"),
     path("a/<int:address_id>/folders/<int:folder_id>/", mailbox.user_folder, name="user-folder"),
+    path("a/<int:address_id>/trash/empty/", mailbox.empty_trash, name="empty-trash"),
     path("a/<int:address_id>/sharing/", account.delegates, name="delegates"),
     path("a/<int:address_id>/<str:folder>/", mailbox.folder, name="folder"),
     path("folders/<int:folder_id>/rename/", mailbox.folder_rename, name="folder-rename"),

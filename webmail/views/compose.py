@@ -77,7 +77,9 @@ def _prefill(request: HttpRequest, sendable: list[Address]) -> dict[str, Any]:
         if entry.address in sendable:
             initial["sender"] = entry.address.pk
         header_from = opened.headers.get("From", entry.sender)
-        quoted = (f"\n\nOn {entry.received_at:%Y-%m-%d %H:%M}, {header_from} wrote:\n"
+        # In the site's time zone, as the message page shows it (stored times are UTC).
+        quoted = (f"\n\nOn {timezone.localtime(entry.received_at):%Y-%m-%d %H:%M}, "
+                  f"{header_from} wrote:\n"
                   + _quote(opened.text))
         if mode == "forward":
             initial["subject"] = subject if subject.lower().startswith("fwd:") else f"Fwd: {subject}"
@@ -101,9 +103,14 @@ def _prefill(request: HttpRequest, sendable: list[Address]) -> dict[str, Any]:
                         others += parse_recipients(opened.headers.get(field, ""))
                     except ValidationError:
                         continue
-                initial["cc"] = ", ".join(
-                    a for a in dict.fromkeys(others) if a != own and a not in reply_to
-                )
+                # Compared ignoring case: a sender may write our address in any case, and
+                # hosted addresses are found ignoring it, so "Alice@" is still this mailbox.
+                left_out = {own.lower(), *(a.lower() for a in reply_to)}
+                cc: dict[str, str] = {}
+                for a in others:
+                    if a.lower() not in left_out:
+                        cc.setdefault(a.lower(), a)
+                initial["cc"] = ", ".join(cc.values())
     return initial
 
 

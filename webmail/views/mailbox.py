@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from hisp.mailtext import printable
@@ -108,6 +110,14 @@ def bulk(request: HttpRequest, address_id: int) -> HttpResponse:
     if len(chosen) != len(set(ids)):
         raise Http404("no such message")
     action = request.POST.get("action", "")
+    if action == "delete" and chosen:
+        # Counted before the loop: delete_entry leaves every entry's folder at Trash.
+        purged = sum(entry.folder == Box.TRASH for entry in chosen)
+        moved = len(chosen) - purged
+        if purged:
+            messages.success(request, f"Deleted {_messages(purged)} forever.")
+        if moved:
+            messages.success(request, f"Moved {_messages(moved)} to Trash.")
     for entry in chosen:
         if action == "archive":
             services.move_entry(entry=entry, folder=Box.ARCHIVE, request=request)
@@ -129,11 +139,36 @@ def bulk(request: HttpRequest, address_id: int) -> HttpResponse:
     return redirect(_back(request, address))
 
 
+def _messages(count: int) -> str:
+    return f"{count} message{'' if count == 1 else 's'}"
+
+
 def _back(request: HttpRequest, address: Address) -> str:
     back = request.POST.get("back", "")
     if back.startswith("/mail/") and "//" not in back:
         return back
     return f"/mail/a/{address.pk}/inbox/"
+
+
+@mail_login_required
+@require_http_methods(["GET", "POST"])
+def empty_trash(request: HttpRequest, address_id: int) -> HttpResponse:
+    """Ask first, then delete forever what the Trash held when the question was asked."""
+    address = access.address_for(request.user, address_id, write=True)
+    if request.method == "POST":
+        moment = parse_datetime(request.POST.get("before", ""))
+        if moment is None or timezone.is_naive(moment):
+            messages.error(request, "Trash was not emptied: open Empty Trash again and confirm.")
+        else:
+            count = services.empty_trash(address=address, trashed_before=moment, request=request)
+            messages.success(request, f"Deleted {_messages(count)} forever.")
+        return redirect("webmail:folder", address.pk, Box.TRASH)
+    now = timezone.now()
+    return render(request, "webmail/empty_trash.html", {
+        **sidebar(user=request.user, address=address, current=Box.TRASH),
+        "count": services.trash_before(address=address, moment=now).count(),
+        "before": now.isoformat(),
+    })
 
 
 @mail_login_required

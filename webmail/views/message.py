@@ -63,13 +63,15 @@ TEXT_SHOWN_CHARS = 1_000_000
 @require_GET
 def message_detail(request: HttpRequest, entry_id: int) -> HttpResponse:
     entry = access.entry_for(request.user, entry_id)
+    # A read-only delegate reads without changing the owner's unread state. Marked before the
+    # sidebar is counted, so its unread numbers already leave this message out.
+    grant = access.grant_for(request.user, entry.address_id)
+    services.open_entry(entry=entry, request=request,
+                        mark_read=grant.role != AddressGrant.Role.READ)
     navigation = sidebar(
         user=request.user, address=entry.address,
         current=f"folder:{entry.user_folder_id}" if entry.folder == Box.USER else entry.folder,
     )
-    # A read-only delegate reads without changing the owner's unread state.
-    services.open_entry(entry=entry, request=request,
-                        mark_read=navigation["grant"].role != AddressGrant.Role.READ)
     message = entry.message
     opened = open_message(message)
     outbound = message.direction == Message.Direction.OUTBOUND
@@ -195,10 +197,15 @@ def message_action(request: HttpRequest, entry_id: int) -> HttpResponse:
         services.move_entry(entry=entry, folder=Box.ARCHIVE, request=request)
         messages.success(request, "Archived.")
     elif action == "delete":
+        # Read before deleting: delete_entry leaves entry.folder at Trash either way.
+        purged = entry.folder == Box.TRASH
         services.delete_entry(entry=entry, request=request)
-        messages.success(request, "Moved to Trash." if entry.folder == Box.TRASH else "Deleted.")
+        messages.success(request, "Deleted forever." if purged else "Moved to Trash.")
     elif action == "unread":
         services.set_read(entry=entry, read=False, request=request)
+    elif action in ("flag", "unflag"):
+        services.set_flag(entry=entry, flagged=action == "flag", request=request)
+        return redirect("webmail:message-detail", entry.pk)
     elif action == "move":
         form = MoveForm(request.POST, address=entry.address)
         if not form.is_valid():
