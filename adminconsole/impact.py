@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from django.contrib.auth import get_user_model
+from django.db.models import Exists, OuterRef
 
 from adminconsole import services
 from hisp.ca.authority import scope_domains, successor
@@ -584,3 +585,79 @@ def ca_rollover(domain: Domain) -> Impact:
         statement="I have confirmed with our partners that they trust the successor CA.",
         button="Activate the successor",
     )
+
+
+def _in_use(certificate: Certificate, now: datetime) -> bool:
+    return (certificate.revoked_at is None and certificate.superseded_by_id is None
+            and certificate.not_before <= now < certificate.not_after)
+
+
+def certificate_revocation_blocked(certificate: Certificate) -> str:
+    """Why this certificate cannot be revoked here (the service refuses it too); empty if it can."""
+    if certificate.revoked_at is not None:
+        return (f"This certificate was revoked on {certificate.revoked_at:%Y-%m-%d %H:%M} UTC "
+                f"({certificate.get_revocation_reason_display()}): there is nothing more to do.")
+    if certificate.issued_by_id is None or certificate.source != Certificate.Source.HOSTED:
+        return ("Only certificates issued by this HISP can be revoked here. To stop trusting a "
+                "partner's certificate, remove its trust anchor.")
+    return ""
+
+
+def certificate_revocation(certificate: Certificate, *, now: datetime) -> tuple[str, ...]:
+    """What revoking one of our certificates stops, for the revoke page: above all whether the
+    address or domain is left with no certificate at all (then partners cannot encrypt to it
+    until a new one is issued, and renewing would have been the gentler way)."""
+    name = certificate.bound_name or certificate.subject
+    if certificate.revoked_at is not None:
+        return ()
+    effects = [
+        "Partners refuse mail signed with this certificate and stop encrypting to it: the CRL "
+        "is regenerated now and OCSP answers \"revoked\" from the next request on.",
+    ]
+    if not _in_use(certificate, now):
+        effects.append("This certificate is no longer in use (superseded or expired): nothing "
+                       "else changes for its owner.")
+    elif certificate.binding in (Certificate.Binding.ADDRESS, Certificate.Binding.DOMAIN):
+        # A dual-use certificate is replaced by another dual-use one; a signing-only one by a
+        # signing or dual-use one, and so on.
+        covers = [Certificate.Usage.DUAL] if certificate.usage == Certificate.Usage.DUAL else [
+            certificate.usage, Certificate.Usage.DUAL]
+        others = Certificate.objects.filter(
+            bound_name=certificate.bound_name, binding=certificate.binding, usage__in=covers,
+            revoked_at__isnull=True, superseded_by__isnull=True, not_before__lte=now,
+            not_after__gt=now,
+        ).exclude(pk=certificate.pk).count()
+        if others:
+            effects.append(f"{name} keeps {_count(others, 'other certificate', 'other certificates')}"
+                           " in use: its mail goes on.")
+        elif certificate.binding == Certificate.Binding.ADDRESS:
+            fallback = Certificate.objects.filter(
+                bound_name=certificate.domain.name if certificate.domain else "",
+                binding=Certificate.Binding.DOMAIN, revoked_at__isnull=True,
+                superseded_by__isnull=True, not_before__lte=now, not_after__gt=now,
+            ).exists()
+            effects.append(
+                f"{name} has no other certificate of its own: partners fall back to the "
+                "domain's certificate." if fallback else
+                f"{name} is left with no certificate: partners cannot encrypt to it and its "
+                "mail cannot be signed until a new certificate is issued."
+            )
+        else:
+            # One subquery, so the four conditions hold for the same certificate (an exclude()
+            # across a multi-valued relation may match them on different ones).
+            own = Certificate.objects.filter(
+                address=OuterRef("pk"), binding=Certificate.Binding.ADDRESS,
+                revoked_at__isnull=True, superseded_by__isnull=True, not_after__gt=now,
+            )
+            bare = Address.objects.filter(domain__name=certificate.bound_name).exclude(
+                Exists(own)).count()
+            effects.append(
+                f"{name} is left with no domain certificate: "
+                f"{_count(bare, 'address', 'addresses')} of it without a certificate of its own "
+                "cannot receive encrypted mail or send signed mail until a new one is issued."
+            )
+        effects.append("If the key was not compromised, renewing instead replaces the "
+                       "certificate without a gap.")
+    effects.append("Revocation cannot be undone, whatever the reason chosen (a \"certificate "
+                   "hold\" is not released either).")
+    return tuple(effects)

@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from adminconsole import access, certinfo
+from adminconsole import access, certinfo, impact
 from adminconsole.access import staff_required
 from adminconsole.forms.certificates import (
     CertificateFilterForm,
@@ -151,10 +151,21 @@ def certificate_revoke(request: HttpRequest, pk: int) -> HttpResponse:
             messages.success(request, "Certificate revoked; the CRL was regenerated.")
             return redirect("adminconsole:certificate-detail", pk=certificate.pk)
     status = 400 if request.method == "POST" else 200
+    # The box names the certificate being revoked, as every other confirmation does.
+    statement = ("I understand that relying parties will reject the certificate for "
+                 f"{certificate.bound_name or certificate.subject} from now on.")
+    form.fields["confirm"].label = statement
+    form["confirm"].label = statement  # a validated form has cached its bound field
     return render(
         request,
         "adminconsole/certificate_revoke.html",
-        {"certificate": certificate, "form": form, "info": certinfo.try_describe_der(bytes(certificate.der))},
+        {
+            "certificate": certificate,
+            "form": form,
+            "info": certinfo.try_describe_der(bytes(certificate.der)),
+            "effects": impact.certificate_revocation(certificate, now=timezone.now()),
+            "blocked": impact.certificate_revocation_blocked(certificate),
+        },
         status=status,
     )
 

@@ -8,7 +8,8 @@ shown (they may carry PHI).
 from __future__ import annotations
 
 from django.contrib import messages
-from django.db.models import Q
+from django.db.models import Q, TextField
+from django.db.models.functions import Cast
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -39,8 +40,11 @@ def message_list(request: HttpRequest) -> HttpResponse:
         if data["state"]:
             found = found.filter(state=data["state"])
         if data["q"]:
-            found = found.filter(
+            # An address is looked for among the recipients too: "did the message to X arrive?"
+            # is the usual question. envelope_to is a JSON list; its text form is searched.
+            found = found.alias(recipients=Cast("envelope_to", TextField())).filter(
                 Q(message_id__icontains=data["q"]) | Q(envelope_from__icontains=data["q"])
+                | Q(recipients__icontains=data["q"])
             )
     page = paginate(request, found)
     audit_search(request, form, page, action="message.console-search", listing="messages")
