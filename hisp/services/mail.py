@@ -317,8 +317,10 @@ def _load_raw(message: Message) -> None:
                 cursor.cursor.execute(sql, [message.pk], binary=True)
         else:
             cursor.execute(sql, [message.pk])
-        (raw,) = cursor.fetchone()
-    message.raw = bytes(raw)
+        row = cursor.fetchone()
+    if row is None:  # nothing deletes messages; should anything, the claim fails cleanly
+        raise Message.DoesNotExist(f"message {message.pk} is gone")
+    message.raw = bytes(row[0])
 
 
 def _binary_results(cursor: object) -> bool:
