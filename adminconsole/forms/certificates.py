@@ -6,6 +6,7 @@ from typing import Any
 
 from django import forms
 
+from adminconsole.forms.confirm import reason_field
 from adminconsole.forms.fields import (
     MAX_ANCHOR_BYTES,
     PlainTextField,
@@ -78,7 +79,12 @@ class CertificateImportForm(forms.Form):
 
 
 class RevokeForm(forms.Form):
-    reason = forms.ChoiceField(choices=Certificate.RevocationReason.choices)
+    # The code a CRL publishes says little (most are "unspecified"): as for every other
+    # destructive action, staff say in their own words why, for the audit log.
+    reason = forms.ChoiceField(label="Reason code (published in the CRL)",
+                               choices=Certificate.RevocationReason.choices)
+    note = reason_field()
+    note.label = "Why (kept in the audit log)"
     confirm = forms.BooleanField(
         label="I understand that relying parties will reject this certificate from now on."
     )

@@ -143,7 +143,8 @@ def certificate_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     form = RevokeForm(request.POST if request.method == "POST" else None)
     if form.is_valid():
         try:
-            pki.revoke(certificate, reason=form.cleaned_data["reason"], actor=request.user,
+            pki.revoke(certificate, reason=form.cleaned_data["reason"],
+                       note=form.cleaned_data["note"], actor=request.user,
                        client=audit.client_address(request))
         except pki.PkiError as exc:
             form.add_error(None, str(exc))

@@ -194,12 +194,15 @@ def revoke(
     certificate: Certificate,
     *,
     reason: str = Certificate.RevocationReason.UNSPECIFIED,
+    note: str = "",
     actor: Actor = None,
     client: str | None = None,  # the staff member's address, for the audit event
     at: datetime | None = None,
 ) -> Certificate:
     """Revoke one of our certificates. The CA's CRL is regenerated in the same transaction and
-    the OCSP responder reads the database, so both show it from the next request on."""
+    the OCSP responder reads the database, so both show it from the next request on.
+    ``reason`` is the RFC 5280 code the CRL publishes; ``note``, the staff member's own words
+    on why (the console asks for them), goes into the audit event only."""
     if reason not in Certificate.RevocationReason.values:
         raise PkiError(f"unknown revocation reason {reason!r}")
     now = at or timezone.now()
@@ -219,7 +222,8 @@ def revoke(
         assert ca is not None
         crls.generate(ca, at=now)
         audit.record(action="certificate.revoke", obj=row, actor=actor, client=client,
-                     fingerprint=row.fingerprint_sha256, reason=reason)
+                     fingerprint=row.fingerprint_sha256, reason=reason,
+                     **({"note": note} if note else {}))
         row.refresh_from_db()
     return row
 

@@ -132,12 +132,17 @@ def test_issue_rejects_unknown_or_hostile_subjects(
     assert b"<script>x" not in response.content
 
 
+WHY = {"note": "Laptop with the key stolen on 2026-11-20"}
+
+
 def test_revoke_needs_confirmation(staff_client: Client, hosted_address: Address) -> None:
     certificate = _cert(hosted_address)
     page = staff_client.get(_url("certificate-revoke", certificate))
     assert page.status_code == 200
     assert b"cannot be undone" in page.content
-    response = staff_client.post(_url("certificate-revoke", certificate), {"reason": "key_compromise"})
+    response = staff_client.post(
+        _url("certificate-revoke", certificate), {"reason": "key_compromise", **WHY}
+    )
     assert response.status_code == 400
     assert response.context["form"].errors["confirm"]
     certificate.refresh_from_db()
@@ -151,7 +156,8 @@ def test_revoke_with_reason_regenerates_the_crl_and_is_audited(
     certificate = _cert(hosted_address)
     crls_before = CertificateRevocationList.objects.filter(issuer=certificate.issued_by).count()
     response = staff_client.post(
-        _url("certificate-revoke", certificate), {"reason": "key_compromise", "confirm": "on"}
+        _url("certificate-revoke", certificate),
+        {"reason": "key_compromise", "confirm": "on", **WHY},
     )
     assert response.status_code == 302
     certificate.refresh_from_db()
@@ -161,12 +167,30 @@ def test_revoke_with_reason_regenerates_the_crl_and_is_audited(
     event = AuditEvent.objects.get(action="certificate.revoke")
     assert event.actor == sam
     assert event.detail["reason"] == "key_compromise"
+    assert event.detail["note"] == WHY["note"]
+
+
+def test_revoking_needs_the_staff_members_own_words(
+    staff_client: Client, hosted_address: Address
+) -> None:
+    # The CRL's code alone ("unspecified", mostly) does not tell a later reader why.
+    certificate = _cert(hosted_address)
+    for note in ("", "   "):
+        response = staff_client.post(
+            _url("certificate-revoke", certificate),
+            {"reason": "unspecified", "confirm": "on", "note": note},
+        )
+        assert response.status_code == 400
+        assert "Say why" in str(response.context["form"].errors["note"])
+    certificate.refresh_from_db()
+    assert certificate.revoked_at is None
+    assert not AuditEvent.objects.filter(action="certificate.revoke").exists()
 
 
 def test_revoke_rejects_an_unknown_reason(staff_client: Client, hosted_address: Address) -> None:
     certificate = _cert(hosted_address)
     response = staff_client.post(
-        _url("certificate-revoke", certificate), {"reason": "bored", "confirm": "on"}
+        _url("certificate-revoke", certificate), {"reason": "bored", "confirm": "on", **WHY}
     )
     assert response.status_code == 400
     assert response.context["form"].errors["reason"]
@@ -174,7 +198,7 @@ def test_revoke_rejects_an_unknown_reason(staff_client: Client, hosted_address: 
 
 def test_revoking_twice_is_a_form_error(staff_client: Client, hosted_address: Address) -> None:
     certificate = _cert(hosted_address)
-    data = {"reason": "superseded", "confirm": "on"}
+    data = {"reason": "superseded", "confirm": "on", **WHY}
     staff_client.post(_url("certificate-revoke", certificate), data)
     response = staff_client.post(_url("certificate-revoke", certificate), data)
     assert response.status_code == 400
@@ -184,7 +208,8 @@ def test_revoking_twice_is_a_form_error(staff_client: Client, hosted_address: Ad
 
 def test_revoking_a_partner_certificate_is_refused(staff_client: Client, world: Any) -> None:
     response = staff_client.post(
-        _url("certificate-revoke", world.anchor.certificate), {"reason": "superseded", "confirm": "on"}
+        _url("certificate-revoke", world.anchor.certificate),
+        {"reason": "superseded", "confirm": "on", **WHY},
     )
     assert response.status_code == 400
     assert "issued by this HISP" in str(response.context["form"].non_field_errors())

@@ -41,7 +41,8 @@ def test_certificate_issue_renew_and_revoke_record_the_staff_client(
                       REMOTE_ADDR=WHERE)
     issued.refresh_from_db()
     staff_client.post(reverse("adminconsole:certificate-revoke", kwargs={"pk": issued.superseded_by_id}),
-                      {"reason": "key_compromise", "confirm": "on"}, REMOTE_ADDR=WHERE)
+                      {"reason": "key_compromise", "note": "laptop stolen", "confirm": "on"},
+                      REMOTE_ADDR=WHERE)
     staff_client.get(reverse("adminconsole:anchor-export", kwargs={"pk": hosted.pk}),
                      REMOTE_ADDR=WHERE)
     assert _events("certificate.issue") == [("sam", WHERE)]

@@ -227,7 +227,7 @@ def test_provider_onboarding_certificate_issue_and_revocation(console):
     assert "renewing instead" in effects
     assert page.get_by_label("I understand that relying parties will reject the certificate "
                              "for dr.who@clinic.example.com from now on.").is_visible()
-    page.get_by_label("Reason").select_option(label="Key compromise")
+    page.get_by_label("Reason code").select_option(label="Key compromise")
     page.get_by_role("button", name="Revoke").click()
     refused_unticked(page)
     certificate.refresh_from_db()
@@ -235,7 +235,8 @@ def test_provider_onboarding_certificate_issue_and_revocation(console):
     # Cancel leaves it alone, too.
     page.get_by_role("link", name="Cancel").click()
     page.get_by_role("link", name="Revoke…").click()
-    page.get_by_label("Reason").select_option(label="Key compromise")
+    page.get_by_label("Reason code").select_option(label="Key compromise")
+    page.get_by_label("Why (kept in the audit log)").fill("Laptop with the key was stolen")
     page.get_by_role("checkbox").check()
     page.get_by_role("button", name="Revoke").click()
     page.get_by_text("Certificate revoked; the CRL was regenerated.").wait_for()
@@ -244,6 +245,8 @@ def test_provider_onboarding_certificate_issue_and_revocation(console):
     certificate.refresh_from_db()
     assert certificate.revoked_at is not None
     assert certificate.revocation_reason == Certificate.RevocationReason.KEY_COMPROMISE
+    assert AuditEvent.objects.get(action="certificate.revoke").detail["note"] == (
+        "Laptop with the key was stolen")
     # Back to the confirmation page (browser history): it says it is done, with no form.
     page.go_back()
     page.get_by_text("This certificate was revoked on").wait_for()
