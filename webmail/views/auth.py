@@ -3,6 +3,7 @@ app passwords."""
 
 from __future__ import annotations
 
+import math
 from base64 import b32encode
 from urllib.parse import urlencode
 
@@ -15,6 +16,7 @@ from django.contrib.auth.views import LoginView, PasswordChangeView
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import mark_safe
 from django.views.decorators.debug import sensitive_post_parameters
@@ -58,16 +60,19 @@ def otp_verify(request: HttpRequest) -> HttpResponse:
     form = TokenForm(request.POST or None)
     if request.method == "POST" and devices and form.is_valid():
         tried = False
+        waits: list[float] = []
         for device in devices:
-            allowed, _ = device.verify_is_allowed()
+            allowed, why = device.verify_is_allowed()
             tried = tried or allowed
+            if not allowed and why and why.get("locked_until"):
+                waits.append((why["locked_until"] - timezone.now()).total_seconds())
             # verify_token throttles itself: each failure doubles the wait before the next try.
             if allowed and device.verify_token(form.cleaned_data["token"]):
                 otp_login(request, device)
                 record(action="auth.sign-in", obj=request.user, request=request)
                 return redirect(_next_url(request))
         if not tried:
-            form.add_error("token", "Too many wrong codes. Wait a minute and try again.")
+            form.add_error("token", _throttled(min(waits, default=60.0)))
         else:
             form.add_error("token", "That code is not right. Check your authenticator app.")
             _count_failure(request)
@@ -79,6 +84,17 @@ def otp_verify(request: HttpRequest) -> HttpResponse:
         "key_options": (securitykeys.authentication_options(session=request.session, devices=keys)
                         if keys else None),
     })
+
+
+def _throttled(seconds: float) -> str:
+    """The wait after wrong codes, as long as it really is: it doubles with each wrong code
+    (1 s after the first), and a flat "wait a minute" after one typo sent people away."""
+    wait = max(1, math.ceil(seconds))
+    if wait < 60:
+        return (f"Too many wrong codes in a row. Wait {wait} second{'s' if wait > 1 else ''}, "
+                "then enter the code your app shows now.")
+    return (f"Too many wrong codes in a row. Wait {math.ceil(wait / 60)} minutes, then enter "
+            "the code your app shows now.")
 
 
 def _security_keys(request: HttpRequest) -> list[WebAuthnDevice]:
