@@ -11,7 +11,6 @@ from datetime import timedelta
 from cryptography import x509
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
-from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 
 import agent
@@ -473,12 +472,13 @@ def _write_results(
     """The events, audit events, mailbox entries and the message's final state as one
     statement (PostgreSQL), inside the caller's transaction: False when our lease was lost
     (the caller raises, and the transaction rolls back what this statement wrote)."""
-    update = Message.objects.filter(
-        pk=message.pk, state=Message.State.PROCESSING, claimed_at=message.claimed_at
-    ).query.chain(UpdateQuery)
-    update.add_update_values({**finished, "claimed_at": None})
-    update_sql, update_params = update.get_compiler(connection=connection).as_sql()
-    parts = [(f"fin AS ({update_sql} RETURNING 1)", list(update_params))]
+    update_sql, update_params = rows.update_sql(
+        Message,
+        {**finished, "claimed_at": None},
+        where={"pk": message.pk, "state": Message.State.PROCESSING,
+               "claimed_at": message.claimed_at},
+    )
+    parts = [(f"fin AS ({update_sql} RETURNING 1)", update_params)]
     for name, model, objs in (
         ("events", DeliveryEvent, events),
         ("audited", AuditEvent, audits),

@@ -1,4 +1,5 @@
-"""Multi-row INSERTs for the mail hot paths, their SQL text built once per shape.
+"""Multi-row INSERTs and conditional UPDATEs for the mail hot paths, their SQL text built once
+per shape.
 
 Django compiles every ``bulk_create`` afresh: the column list, each value's placeholder through
 the compiler's generic machinery, and on PostgreSQL an ``UNNEST`` of typed arrays whose types it
@@ -10,7 +11,8 @@ back, so it is built once per such shape here; every value still goes through it
 ``auto_now`` and the database adapters behave as they do through the ORM.
 
 What the fast path does not cover goes through Django's own compiler: a value whose field wants
-a placeholder other than ``%s``, or a value that is an expression.
+a placeholder other than ``%s``, or a value that is an expression (or, in an UPDATE, a model
+instance for a foreign key).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.models import Field, Model
-from django.db.models.sql import InsertQuery
+from django.db.models.sql import InsertQuery, UpdateQuery
 
 M = TypeVar("M", bound=Model)
 
@@ -105,3 +107,61 @@ def insert(model: type[M], objs: list[M]) -> list[M]:
         obj._state.adding = False
         obj._state.db = connection.alias
     return objs
+
+
+@cache
+def _update_text(
+    model: type[Model], names: tuple[str, ...], keys: tuple[str, ...]
+) -> tuple[str, tuple[Field, ...], tuple[Field, ...]]:
+    meta = model._meta
+    qn = connection.ops.quote_name
+
+    def field(name: str) -> Field:
+        return meta.pk if name == "pk" else meta.get_field(name)  # type: ignore[return-value]
+
+    changed = tuple(field(name) for name in names)
+    matched = tuple(field(name) for name in keys)
+    # Only quoted identifiers from the model go into the text; every value is a parameter.
+    sql = (
+        f"UPDATE {qn(meta.db_table)} SET "  # noqa: S608
+        + ", ".join(f"{qn(f.column)} = %s" for f in changed)
+        + " WHERE "
+        + " AND ".join(f"{qn(f.column)} = %s" for f in matched)
+    )
+    return sql, changed, matched
+
+
+def update_sql(
+    model: type[Model], values: dict[str, object], *, where: dict[str, object]
+) -> tuple[str, list[object]]:
+    """``model.objects.filter(**where).update(**values)`` as SQL and parameters (to be run
+    alone, or as one CTE of a larger statement). ``where`` holds equalities only; None has no
+    place there (Django would make it IS NULL), and is refused."""
+    if not values or not where:
+        raise ValueError("an UPDATE here sets something and matches on something")
+    sql, changed, matched = _update_text(model, tuple(values), tuple(where))
+    db = connections[DEFAULT_DB_ALIAS]
+    params: list[object] = []
+    for field, value in zip(changed, values.values(), strict=True):
+        placeholder = getattr(field, "get_placeholder", None)
+        if (
+            hasattr(value, "resolve_expression")
+            or isinstance(value, Model)
+            or (placeholder is not None and placeholder(value, None, db) != "%s")
+        ):
+            return _django_update_sql(model, values, where)
+        params.append(field.get_db_prep_save(value, connection=db))
+    for field, value in zip(matched, where.values(), strict=True):
+        if value is None:
+            raise ValueError(f"{field.name}=None is not an equality")
+        params.append(field.get_db_prep_value(field.get_prep_value(value), db, prepared=True))
+    return sql, params
+
+
+def _django_update_sql(
+    model: type[Model], values: dict[str, object], where: dict[str, object]
+) -> tuple[str, list[object]]:
+    query = model._default_manager.filter(**where).query.chain(UpdateQuery)
+    query.add_update_values(values)
+    sql, params = query.get_compiler(connection=connection).as_sql()
+    return sql, list(params)

@@ -20,17 +20,17 @@ CLOCK = {"created_at", "updated_at", "at"}
 
 
 def _message(n: int = 0, **fields: Any) -> Message:
-    return Message(
-        direction=Message.Direction.OUTBOUND,
-        kind=Message.Kind.MDN,
-        raw=b"\x00\xffraw bytes %d" % n,
-        content=b"inner\r\n" * n,
-        envelope_from=f"sender{n}@h.example",
-        envelope_to=["doc@partner.example.net", f"other{n}@partner.example.net"],
-        header_to=["Doc <doc@partner.example.net>"],
-        subject=f"Referral {n} \N{SNOWMAN}",
+    return Message(**{
+        "direction": Message.Direction.OUTBOUND,
+        "kind": Message.Kind.MDN,
+        "raw": b"\x00\xffraw bytes %d" % n,
+        "content": b"inner\r\n" * n,
+        "envelope_from": f"sender{n}@h.example",
+        "envelope_to": ["doc@partner.example.net", f"other{n}@partner.example.net"],
+        "header_to": ["Doc <doc@partner.example.net>"],
+        "subject": f"Referral {n} \N{SNOWMAN}",
         **fields,
-    )
+    })
 
 
 def _stored(model: type[Model], pk: int) -> dict[str, object]:
@@ -152,3 +152,57 @@ def test_the_text_is_one_per_shape(db: None) -> None:
     assert one is again
     assert two.count("(%s") == 2 and two.endswith('RETURNING "id"')
     assert len(params) == 2 * len(rows._columns(Message)[0])
+
+
+def _finished(n: int) -> dict[str, object]:
+    return {
+        "state": Message.State.DELIVERED, "reason": "", "content": b"\x00inner %d" % n,
+        "message_id": f"<m{n}@partner.example.net>", "header_from": "Doc <d@p.example>",
+        "header_to": ["alice@h.example", "Ünïcode <u@h.example>"], "subject": "s \N{SNOWMAN}",
+        "signer": "doc@partner.example.net", "claimed_at": None,
+    }
+
+
+def test_an_update_stores_what_the_querysets_update_stores(db: None) -> None:
+    claimed = timezone.now()
+    received = {"direction": Message.Direction.INBOUND, "state": Message.State.PROCESSING,
+                "claimed_at": claimed}
+    ours, django = rows.insert(Message, [_message(1, **received), _message(1, **received)])
+    lease = {"state": Message.State.PROCESSING, "claimed_at": claimed}
+    sql, params = rows.update_sql(Message, _finished(1), where={"pk": ours.pk, **lease})
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        assert cursor.rowcount == 1
+    assert Message.objects.filter(pk=django.pk, **lease).update(**_finished(1)) == 1
+    assert _stored(Message, ours.pk) == _stored(Message, django.pk)
+    assert bytes(Message.objects.get(pk=ours.pk).content) == b"\x00inner 1"
+
+
+def test_an_update_whose_lease_is_gone_changes_nothing(db: None) -> None:
+    claimed = timezone.now()
+    [message] = rows.insert(
+        Message, [_message(2, state=Message.State.PROCESSING, claimed_at=claimed)]
+    )
+    later = claimed + timedelta(seconds=1)  # another worker's lease
+    sql, params = rows.update_sql(
+        Message, _finished(2),
+        where={"pk": message.pk, "state": Message.State.PROCESSING, "claimed_at": later},
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        assert cursor.rowcount == 0
+    assert Message.objects.get(pk=message.pk).state == Message.State.PROCESSING
+
+
+def test_an_update_refuses_none_as_an_equality_and_hands_expressions_to_django(
+    db: None,
+) -> None:
+    with pytest.raises(ValueError, match="not an equality"):
+        rows.update_sql(Message, {"state": "x"}, where={"pk": 1, "claimed_at": None})
+    [message] = rows.insert(Message, [_message(3)])
+    sql, params = rows.update_sql(Message, {"claimed_at": Now()}, where={"pk": message.pk})
+    if connection.vendor == "postgresql":
+        assert "STATEMENT_TIMESTAMP()" in sql
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+    assert Message.objects.get(pk=message.pk).claimed_at is not None
