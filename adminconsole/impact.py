@@ -369,6 +369,146 @@ def bundle_refresh(change: trust.BundleChange, *, now: datetime) -> Impact:
     )
 
 
+@dataclass(frozen=True)
+class ListedAnchor:
+    """One anchor of a bundle about to be added, as the staff member checks it."""
+
+    subject: str
+    fingerprint: str  # colon form, to be read out
+    valid_to: str
+    expired: bool
+    trusted: str  # how the domain already trusts it ("" when it does not)
+
+
+@dataclass(frozen=True)
+class BundleAddition:
+    impact: Impact
+    anchors: tuple[ListedAnchor, ...]
+
+
+def _already_trusted(rows: list[TrustAnchor]) -> str:
+    if not rows:
+        return ""
+    ways = []
+    for row in rows:
+        directions = " and ".join(
+            word for word, on in (("incoming", row.incoming), ("outgoing", row.outgoing)) if on
+        )
+        source = (
+            f"bundle {row.bundle.name}" if row.bundle_id is not None
+            else "its own CA" if row.certificate_id == row.domain.issuing_ca_id
+            else "imported by hand"
+        )
+        ways.append(f"{directions or 'no'} mail ({source})")
+    return "yes, for " + "; ".join(ways)
+
+
+def _every(interval: timedelta) -> str:
+    seconds = int(interval.total_seconds())
+    for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute")):
+        if seconds >= size and seconds % size == 0:
+            return _count(seconds // size, unit, unit + "s")
+    return _count(seconds, "second", "seconds")
+
+
+def bundle_addition(
+    preview: trust.BundlePreview,
+    *,
+    name: str,
+    incoming: bool,
+    outgoing: bool,
+    file_name: str,
+    now: datetime,
+    refresh_interval: timedelta,
+) -> BundleAddition:
+    """What adding the previewed (fetched and verified, not stored) bundle trusts, and for whom."""
+    domain = preview.domain
+    directions = " and ".join(
+        word for word, on in (("incoming", incoming), ("outgoing", outgoing)) if on
+    )
+    existing: dict[str, list[TrustAnchor]] = {}
+    fingerprints = [fingerprint(c) for c in preview.anchors]
+    for row in (
+        TrustAnchor.objects.filter(domain=domain, certificate__fingerprint_sha256__in=fingerprints)
+        .select_related("certificate", "bundle", "domain")
+        .order_by("pk")
+    ):
+        existing.setdefault(row.certificate.fingerprint_sha256, []).append(row)
+    rows = tuple(
+        ListedAnchor(
+            subject=certificate.subject.rfc4514_string(),
+            fingerprint=_colons(fp),
+            valid_to=f"{certificate.not_valid_after_utc:%Y-%m-%d}",
+            expired=certificate.not_valid_after_utc <= now,
+            trusted=_already_trusted(existing.get(fp, [])),
+        )
+        for certificate, fp in zip(preview.anchors, fingerprints, strict=True)
+    )
+    count = len(rows)
+    anchors = _count(count, "anchor", "anchors")
+    if preview.url:
+        source = Fact("Source", preview.url, "code")
+    else:
+        source = Fact("Source", f"uploaded file {file_name}" if file_name else "uploaded file")
+    signer = preview.signer
+    facts = (
+        Fact("Bundle", name),
+        Fact("Domain", domain.name),
+        Fact("Trusted for", f"{directions} mail"),
+        source,
+        Fact("Bundle SHA-256", preview.digest, "code"),
+        Fact(
+            "Pinned signer",
+            f"{signer.subject.rfc4514_string()} ({_colons(fingerprint(signer))}), "
+            "signature checked" if signer is not None else "none",
+        ),
+        Fact("Anchors listed", str(count)),
+    )
+    known = sum(1 for row in rows if row.trusted)
+    effects = [
+        f"{domain.name} starts trusting the {anchors} listed above for {directions} mail."
+        + (f" It already trusts {known} of them; their trust is kept as it is." if known else ""),
+    ]
+    addresses = _count(domain.addresses.count(), "address", "addresses")
+    if incoming:
+        effects.append(
+            f"Mail signed under these anchors is accepted for the {addresses} of {domain.name}."
+        )
+    if outgoing:
+        effects.append(
+            f"Mail from the {addresses} of {domain.name} is encrypted to recipients whose "
+            "certificates chain to these anchors."
+        )
+    expired = sum(1 for row in rows if row.expired)
+    if expired:
+        effects.append(
+            f"{_count(expired, 'anchor has', 'anchors have')} expired: listed, but no "
+            "certificate verifies under an expired anchor."
+        )
+    if preview.url:
+        effects.append(
+            f"The bundle is fetched again every {_every(refresh_interval)} and applied without another "
+            "confirmation: anchors its publisher adds are trusted, anchors it drops are not."
+        )
+    effects.append(
+        "Only this bundle is added: if it is different when you confirm (its SHA-256 above), "
+        "nothing is added and what it holds then is shown instead."
+    )
+    return BundleAddition(
+        impact=Impact(
+            title=f"Add the bundle {name} for {domain.name}",
+            facts=facts,
+            effects=tuple(effects),
+            statement=(
+                f"I have checked these {anchors} and trust them for {domain.name} "
+                f"({directions} mail)."
+            ),
+            button="Add the bundle",
+        ),
+        anchors=rows,
+    )
+
+
 def delivery_failure(delivery: Delivery) -> Impact:
     message = delivery.message
     blocked = ""

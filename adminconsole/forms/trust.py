@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import re
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from django import forms
+from django.core import signing
 from django.core.exceptions import ValidationError
 
 from adminconsole import certinfo
@@ -141,6 +146,104 @@ class BundleAddForm(forms.Form):
         if not cleaned.get("incoming") and not cleaned.get("outgoing"):
             raise ValidationError("Trust the bundle for incoming mail, outgoing mail, or both.")
         return cleaned
+
+
+@dataclass(frozen=True)
+class PendingBundle:
+    """A bundle as previewed in the first step of adding it, to be added in the second."""
+
+    name: str
+    domain: int  # pk
+    url: str  # "" for an uploaded file
+    file_name: str  # the uploaded file's name, as shown; "" for a URL
+    incoming: bool
+    outgoing: bool
+    signer: str  # the pinned signer certificate, base64 DER; "" for none
+    digest: str  # SHA-256 hex of the bundle's bytes as previewed
+
+    @property
+    def signer_der(self) -> bytes | None:
+        return base64.b64decode(self.signer) if self.signer else None
+
+
+# The hidden fields come back from the browser: the preview is signed (with the staff member's
+# id, so one member cannot confirm what another was shown) and an upload's bytes must hash to
+# the signed digest. What was ticked is then exactly what was shown.
+_PENDING_SALT = "adminconsole.bundle-add.preview"
+# base64 of the largest bundle file the first step accepts
+_MAX_UPLOAD_BASE64 = 4 * ((MAX_BUNDLE_BYTES + 2) // 3)
+CHANGED = "The confirmation page was changed or is incomplete: nothing was added. Add the bundle again."
+
+
+class BundleConfirmForm(forms.Form):
+    """Second step of adding a bundle: the preview (signed) and an upload's bytes (base64),
+    carried in hidden fields, and the box ticked for the anchors shown."""
+
+    preview = forms.CharField(
+        widget=forms.HiddenInput, max_length=200_000, error_messages={"required": CHANGED,
+                                                                       "max_length": CHANGED},
+    )
+    upload = forms.CharField(
+        widget=forms.HiddenInput, required=False, max_length=_MAX_UPLOAD_BASE64, strip=False,
+        error_messages={"max_length": "The bundle carried by the page is larger than "
+                                      f"{MAX_BUNDLE_BYTES // 1024} KiB: nothing was added. "
+                                      "Add the bundle again."},
+    )
+    confirm = confirm_field()
+
+    def __init__(self, *args: Any, user_id: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.user_id = user_id
+
+    @classmethod
+    def for_preview(cls, pending: PendingBundle, body: bytes, *, user_id: int) -> BundleConfirmForm:
+        token = signing.dumps({"user": user_id, **asdict(pending)}, salt=_PENDING_SALT,
+                              compress=True)
+        upload = "" if pending.url else base64.b64encode(body).decode("ascii")
+        return cls(initial={"preview": token, "upload": upload}, user_id=user_id)
+
+    def clean_preview(self) -> PendingBundle:
+        try:
+            data = signing.loads(self.cleaned_data["preview"], salt=_PENDING_SALT)
+            if data.pop("user") != self.user_id:
+                raise ValidationError(CHANGED)
+            return PendingBundle(**data)
+        except (signing.BadSignature, TypeError, KeyError, AttributeError):
+            raise ValidationError(CHANGED) from None
+
+    def clean_upload(self) -> bytes | None:
+        text = self.cleaned_data.get("upload") or ""
+        if not text:
+            return None
+        try:
+            body = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValidationError(CHANGED) from None
+        if len(body) > MAX_BUNDLE_BYTES:
+            raise ValidationError(CHANGED)
+        return body
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        pending: PendingBundle | None = cleaned.get("preview")
+        if pending is None or "upload" not in cleaned:
+            return cleaned
+        body: bytes | None = cleaned["upload"]
+        if pending.url:
+            if body is not None:
+                self.add_error("upload", CHANGED)
+        elif body is None or hashlib.sha256(body).hexdigest() != pending.digest:
+            self.add_error("upload", CHANGED)
+        return cleaned
+
+    def pending(self) -> tuple[PendingBundle, bytes | None] | None:
+        """The previewed bundle (and an upload's bytes) when the hidden fields are intact,
+        whether or not the box was ticked; None when the page was changed (start again)."""
+        self.is_valid()
+        data = getattr(self, "cleaned_data", {})
+        if self.non_field_errors() or "preview" not in data or "upload" not in data:
+            return None
+        return data["preview"], data["upload"]
 
 
 # A bundle with many thousand anchors still fits (65 characters a fingerprint).

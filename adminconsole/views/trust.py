@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+from dataclasses import replace
+
+from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -13,10 +17,13 @@ from adminconsole import access, certinfo, impact, services
 from adminconsole.access import staff_required
 from adminconsole.forms.confirm import ReasonConfirmForm
 from adminconsole.forms.trust import (
+    CHANGED,
     AnchorConfirmForm,
     AnchorUploadForm,
     BundleAddForm,
+    BundleConfirmForm,
     BundleRefreshForm,
+    PendingBundle,
 )
 from adminconsole.views.common import confirm_page
 from hisp.models import Domain, TrustAnchor, TrustBundle
@@ -149,12 +156,14 @@ def anchor_export(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-def _bundle_list(request: HttpRequest, form: BundleAddForm, *, status: int = 200) -> HttpResponse:
+def _bundle_list(
+    request: HttpRequest, form: BundleAddForm, *, status: int = 200, problem: str = ""
+) -> HttpResponse:
     bundles = TrustBundle.objects.select_related("domain").defer("uploaded", "signer_pin")
     return render(
         request,
         "adminconsole/bundle_list.html",
-        {"bundles": bundles, "form": form},
+        {"bundles": bundles, "form": form, "problem": problem},
         status=status,
     )
 
@@ -165,29 +174,145 @@ def bundle_list(request: HttpRequest) -> HttpResponse:
     return _bundle_list(request, BundleAddForm())
 
 
+def _preview(pending: PendingBundle, domain: Domain, *, body: bytes | None) -> trust.BundlePreview:
+    """Fetch (unless ``body`` is the bundle already) and verify the bundle, storing nothing."""
+    return trust.preview_bundle(
+        pending.url or body or b"",
+        domain=domain.name,
+        incoming=pending.incoming,
+        outgoing=pending.outgoing,
+        signer_pin=pending.signer_der,
+        body=body if pending.url else None,
+    )
+
+
+def _bundle_add_confirm(
+    request: HttpRequest,
+    pending: PendingBundle,
+    preview: trust.BundlePreview,
+    form: BundleConfirmForm,
+    *,
+    status: int,
+) -> HttpResponse:
+    addition = impact.bundle_addition(
+        preview,
+        name=pending.name,
+        incoming=pending.incoming,
+        outgoing=pending.outgoing,
+        file_name=pending.file_name,
+        now=timezone.now(),
+        refresh_interval=settings.HISP_BUNDLE_REFRESH_INTERVAL,
+    )
+    form.fields["confirm"].label = addition.impact.statement
+    form["confirm"].label = addition.impact.statement  # a validated form has cached its field
+    return render(
+        request,
+        "adminconsole/bundle_add_confirm.html",
+        {"impact": addition.impact, "anchors": addition.anchors, "domain": preview.domain,
+         "fetched": bool(preview.url), "form": form},
+        status=status,
+    )
+
+
+def _restart(request: HttpRequest, problem: str, pending: PendingBundle | None = None) -> HttpResponse:
+    """Back to the form (filled in again, but for the file), saying why nothing was added."""
+    initial: dict[str, object] = {}
+    if pending is not None:
+        initial = {"name": pending.name, "domain": pending.domain, "url": pending.url,
+                   "incoming": pending.incoming, "outgoing": pending.outgoing}
+    return _bundle_list(request, BundleAddForm(initial=initial), status=400, problem=problem)
+
+
 @staff_required
 @require_POST
 def bundle_add(request: HttpRequest) -> HttpResponse:
+    """Step one: fetch or read the bundle, verify it and show the anchors it holds, storing
+    nothing. Step two (the confirmation page's form, ``preview`` set): add it only if it is
+    still exactly the bundle shown; a URL whose bundle changed in between is shown again."""
+    if "preview" in request.POST:
+        return _bundle_add_confirmed(request)
     form = BundleAddForm(request.POST, request.FILES)
-    if form.is_valid():
-        data = form.cleaned_data
+    if not form.is_valid():
+        return _bundle_list(request, form, status=400)
+    data = form.cleaned_data
+    try:
+        preview = trust.preview_bundle(
+            data["url"] or data["upload"],
+            domain=data["domain"].name,
+            incoming=data["incoming"],
+            outgoing=data["outgoing"],
+            signer_pin=data["signer"],
+        )
+    except trust.TrustError as exc:
+        form.add_error(None, f"The bundle was not added: {exc}")
+        return _bundle_list(request, form, status=400)
+    pending = PendingBundle(
+        name=data["name"],
+        domain=data["domain"].pk,
+        url=preview.url,
+        file_name="" if preview.url else str(getattr(request.FILES.get("upload"), "name", ""))[:200],
+        incoming=data["incoming"],
+        outgoing=data["outgoing"],
+        signer=base64.b64encode(data["signer"]).decode("ascii") if data["signer"] else "",
+        digest=preview.digest,
+    )
+    confirm = BundleConfirmForm.for_preview(pending, preview.body, user_id=int(request.user.pk))
+    return _bundle_add_confirm(request, pending, preview, confirm, status=200)
+
+
+def _bundle_add_confirmed(request: HttpRequest) -> HttpResponse:
+    form = BundleConfirmForm(request.POST, user_id=int(request.user.pk))
+    carried = form.pending()
+    if carried is None:
+        return _restart(request, str(next(iter(form.errors.get("upload", [])), CHANGED)))
+    pending, upload = carried
+    domain = Domain.objects.filter(pk=pending.domain).first()
+    if domain is None:
+        return _restart(request, "The bundle was not added: its domain is no longer hosted here.")
+    if not form.is_valid():
+        # The box was not ticked: show the bundle as it is now, and add nothing.
         try:
-            outcome = trust.add_bundle(
-                data["url"] or data["upload"],
-                domain=data["domain"].name,
-                name=data["name"],
-                incoming=data["incoming"],
-                outgoing=data["outgoing"],
-                signer_pin=data["signer"],
-                actor=request.user,
-                client=audit.client_address(request),
-            )
+            preview = _preview(pending, domain, body=upload)
         except trust.TrustError as exc:
-            form.add_error(None, f"The bundle was not added: {exc}")
-        else:
-            messages.success(request, f"Bundle added with {len(outcome.added)} anchor(s).")
-            return redirect("adminconsole:bundle-detail", pk=outcome.bundle.pk)
-    return _bundle_list(request, form, status=400)
+            return _restart(request, f"The bundle was not added: {exc}", pending)
+        if preview.digest != pending.digest:
+            return _changed(request, pending, preview)
+        return _bundle_add_confirm(request, pending, preview, form, status=400)
+    try:
+        outcome = trust.add_bundle(
+            pending.url or upload or b"",
+            domain=domain.name,
+            name=pending.name,
+            incoming=pending.incoming,
+            outgoing=pending.outgoing,
+            signer_pin=pending.signer_der,
+            expect_digest=pending.digest,
+            actor=request.user,
+            client=audit.client_address(request),
+        )
+    except trust.BundleChangedError as exc:
+        try:
+            preview = _preview(pending, domain, body=exc.body)
+        except trust.TrustError as error:
+            return _restart(
+                request,
+                f"The bundle changed since it was previewed and was not added: {error}",
+                pending,
+            )
+        return _changed(request, pending, preview)
+    except trust.TrustError as exc:
+        return _restart(request, f"The bundle was not added: {exc}", pending)
+    messages.success(request, f"Bundle added with {len(outcome.added)} anchor(s).")
+    return redirect("adminconsole:bundle-detail", pk=outcome.bundle.pk)
+
+
+def _changed(request: HttpRequest, pending: PendingBundle, preview: trust.BundlePreview) -> HttpResponse:
+    """The URL now serves another bundle than the one previewed: show that one instead."""
+    messages.error(request, "The bundle changed since it was previewed: nothing was added. "
+                            "These are the anchors it holds now.")
+    fresh = replace(pending, digest=preview.digest)
+    form = BundleConfirmForm.for_preview(fresh, preview.body, user_id=int(request.user.pk))
+    return _bundle_add_confirm(request, fresh, preview, form, status=409)
 
 
 @staff_required

@@ -456,27 +456,33 @@ def preview_refresh(
     )
 
 
-def add_bundle(
-    source: str | bytes,
-    *,
-    domain: str,
-    name: str = "",
-    incoming: bool = True,
-    outgoing: bool = True,
-    signer_pin: bytes | None = None,
-    refresh_interval: timedelta | None = None,
-    at: datetime | None = None,
-    actor: Actor = None,
-    client: str | None = None,  # the staff member's address, for the audit event
-) -> RefreshOutcome:
-    """Add a bundle from a URL (``str``) or an upload (``bytes``) for ``domain`` and load it.
+class BundleChangedError(TrustError):
+    """The bundle is not the one that was previewed (its SHA-256 differs): nothing was added.
+    ``body`` and ``digest`` are what was fetched now, so the caller can show it instead."""
 
-    The bundle is only kept if it loads: a URL that cannot be fetched, a file that is not a
-    bundle or a bad signature is an error and nothing is stored.
-    """
-    target = _domain(domain)
-    if not (incoming or outgoing):
-        raise TrustError("a bundle must be trusted for incoming or outgoing mail (or both)")
+    def __init__(self, message: str, *, body: bytes, digest: str) -> None:
+        super().__init__(message)
+        self.body = body
+        self.digest = digest
+
+
+@dataclass(frozen=True)
+class BundlePreview:
+    """What ``add_bundle`` would trust for ``domain``, computed without storing anything."""
+
+    domain: Domain
+    url: str  # "" for an uploaded bundle
+    body: bytes  # exactly the bytes that were parsed and verified
+    digest: str  # SHA-256 hex of ``body``: what ``add_bundle(expect_digest=...)`` must find
+    signer: x509.Certificate | None  # the pinned signer the signature was checked against
+    anchors: tuple[x509.Certificate, ...]  # in the order the bundle lists them, no duplicates
+
+
+def _bundle_source(
+    source: str | bytes, *, target: Domain, signer_pin: bytes | None, body: bytes | None = None
+) -> tuple[str, bytes, bytes | None]:
+    """(url, body, pinned signer DER) as ``add_bundle`` takes them, fetching a URL unless
+    ``body`` is given. Shared by the preview so it refuses exactly what adding refuses."""
     pin_der: bytes | None = None
     if signer_pin is not None:
         try:
@@ -489,13 +495,84 @@ def add_bundle(
             raise TrustError("a bundle URL must start with http:// or https://")
         if TrustBundle.objects.filter(domain=target, url=url).exists():
             raise TrustError(f"bundle {url} is already configured for {target.name}")
-        body = _fetch(url)
-        uploaded = None
-    else:
-        url, body, uploaded = "", source, source
+        return url, _fetch(url) if body is None else body, pin_der
+    return "", source, pin_der
+
+
+def preview_bundle(
+    source: str | bytes,
+    *,
+    domain: str,
+    incoming: bool = True,
+    outgoing: bool = True,
+    signer_pin: bytes | None = None,
+    at: datetime | None = None,
+    body: bytes | None = None,
+) -> BundlePreview:
+    """The anchors ``add_bundle`` with the same arguments would trust, storing nothing (not
+    even a history row): the URL is fetched, the bundle parsed and its signature checked as
+    adding does it. ``body`` stands in for a URL's fetch (one already made).
+
+    Raises what ``add_bundle`` raises: ``TrustError`` for the arguments, ``BundleFetchError``,
+    ``BundleFormatError`` or ``BundleSignatureError`` for the bundle.
+    """
+    target = _domain(domain)
+    if not (incoming or outgoing):
+        raise TrustError("a bundle must be trusted for incoming or outgoing mail (or both)")
+    url, data, pin_der = _bundle_source(source, target=target, signer_pin=signer_pin, body=body)
+    try:
+        signer = x509.load_der_x509_certificate(pin_der) if pin_der is not None else None
+    except ValueError:
+        raise BundleSignatureError("the pinned signer certificate is unreadable") from None
+    anchors = parse_bundle(data, signer_pin=signer, at=at)
+    return BundlePreview(
+        domain=target,
+        url=url,
+        body=data,
+        digest=hashlib.sha256(data).hexdigest(),
+        signer=signer,
+        anchors=tuple(anchors),
+    )
+
+
+def add_bundle(
+    source: str | bytes,
+    *,
+    domain: str,
+    name: str = "",
+    incoming: bool = True,
+    outgoing: bool = True,
+    signer_pin: bytes | None = None,
+    refresh_interval: timedelta | None = None,
+    at: datetime | None = None,
+    expect_digest: str | None = None,
+    actor: Actor = None,
+    client: str | None = None,  # the staff member's address, for the audit event
+) -> RefreshOutcome:
+    """Add a bundle from a URL (``str``) or an upload (``bytes``) for ``domain`` and load it.
+
+    The bundle is only kept if it loads: a URL that cannot be fetched, a file that is not a
+    bundle or a bad signature is an error and nothing is stored. With ``expect_digest`` (the
+    SHA-256 hex of the bundle as previewed, see ``preview_bundle``) a bundle whose bytes differ
+    now is refused with ``BundleChangedError`` before anything is written: the publisher may
+    have changed it between the preview and the confirmation.
+    """
+    target = _domain(domain)
+    if not (incoming or outgoing):
+        raise TrustError("a bundle must be trusted for incoming or outgoing mail (or both)")
+    url, body, pin_der = _bundle_source(source, target=target, signer_pin=signer_pin)
+    uploaded = None if url else body
+    digest = hashlib.sha256(body).hexdigest()
+    if expect_digest is not None and digest != expect_digest.strip().lower():
+        raise BundleChangedError(
+            f"the bundle changed since it was previewed (SHA-256 {digest}, previewed "
+            f"{expect_digest})",
+            body=body,
+            digest=digest,
+        )
     with transaction.atomic():
         bundle = TrustBundle.objects.create(
-            name=name or url or f"upload {hashlib.sha256(body).hexdigest()[:12]}",
+            name=name or url or f"upload {digest[:12]}",
             url=url,
             uploaded=uploaded,
             domain=target,

@@ -1,22 +1,30 @@
 from __future__ import annotations
 
+import base64
+import hashlib
+import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
 
+from adminconsole.forms.fields import MAX_BUNDLE_BYTES
 from hisp.models import AuditEvent, Domain, TrustAnchor, TrustBundle, TrustBundleEvent
-from hisp.services import identity
+from hisp.services import identity, trust
 from tests.adminconsole import pkitools
+from tests.adminconsole.sessions import verified_client
 
 IMPORT = "adminconsole:anchor-import"
 CONFIRM = "adminconsole:anchor-confirm"
+BUNDLE_ADD = "adminconsole:bundle-add"
 
 
 @pytest.fixture
@@ -187,25 +195,157 @@ def _p7b(*made: pkitools.Made) -> bytes:
     return pkcs7.serialize_certificates([m.certificate for m in made], serialization.Encoding.DER)
 
 
-def _add_bundle(client: Client, domain: Domain, **fields: Any) -> Any:
+def _preview_bundle(client: Client, domain: Domain, **fields: Any) -> Any:
+    """Step one: the form on the bundle list, which shows the bundle and stores nothing."""
     data = {"name": "Community", "domain": domain.pk, "incoming": "on", "outgoing": "on", **fields}
-    return client.post(reverse("adminconsole:bundle-add"), data)
+    return client.post(reverse(BUNDLE_ADD), data)
 
 
-def test_uploaded_bundle_adds_its_anchors_and_is_audited(
+def _confirmation(step_one: Any, **changes: str) -> dict[str, str]:
+    """What the confirmation page's form sends back, box ticked, with ``changes`` made to it."""
+    form = step_one.context["form"]
+    return {"preview": form["preview"].value(), "upload": form["upload"].value(),
+            "confirm": "on", **changes}
+
+
+def _add_bundle(client: Client, domain: Domain, **fields: Any) -> Any:
+    """Both steps: preview the bundle, then confirm exactly what the preview showed."""
+    step_one = _preview_bundle(client, domain, **fields)
+    assert step_one.status_code == 200, step_one.content
+    return client.post(reverse(BUNDLE_ADD), _confirmation(step_one))
+
+
+def _nothing_stored() -> None:
+    assert not TrustBundle.objects.exists()
+    assert not TrustBundleEvent.objects.exists()
+    assert not TrustAnchor.objects.filter(bundle__isnull=False).exists()
+    assert not AuditEvent.objects.filter(action__startswith="bundle.").exists()
+
+
+def test_bundle_preview_shows_each_anchor_and_stores_nothing(
+    staff_client: Client, domain: Domain, partner: pkitools.Made
+) -> None:
+    trust.import_anchors(partner.pem, domain=domain.name, outgoing=False)  # trusted by hand
+    newcomer = pkitools.make_ca("Community Newcomer CA", days=400)
+    body = _p7b(partner, newcomer)
+    anchors_before = TrustAnchor.objects.count()
+    response = _preview_bundle(
+        staff_client, domain, upload=SimpleUploadedFile("community-2026.p7b", body)
+    )
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "Add the bundle Community for direct.example.org" in page
+    assert "uploaded file community-2026.p7b" in page
+    assert hashlib.sha256(body).hexdigest() in page
+    rows = {row.subject: row for row in response.context["anchors"]}
+    assert set(rows) == {"CN=Partner HISP Root", "CN=Community Newcomer CA"}
+    for made in (partner, newcomer):
+        assert _colons(made.fingerprint.upper()) in page
+    assert rows["CN=Community Newcomer CA"].valid_to == (
+        f"{newcomer.certificate.not_valid_after_utc:%Y-%m-%d}"
+    )
+    assert rows["CN=Community Newcomer CA"].trusted == ""
+    assert rows["CN=Partner HISP Root"].trusted == "yes, for incoming mail (imported by hand)"
+    assert str(response.context["form"]["confirm"].label) == (
+        "I have checked these 2 anchors and trust them for direct.example.org "
+        "(incoming and outgoing mail)."
+    )
+    _nothing_stored()
+    assert TrustAnchor.objects.count() == anchors_before
+
+
+def test_confirmed_upload_adds_the_previewed_anchors_and_is_audited(
     staff_client: Client, domain: Domain, sam: Any
 ) -> None:
     first, second = pkitools.make_ca("Community A"), pkitools.make_ca("Community B")
-    response = _add_bundle(
-        staff_client, domain, upload=SimpleUploadedFile("c.p7b", _p7b(first, second))
-    )
+    body = _p7b(first, second)
+    response = _add_bundle(staff_client, domain, upload=SimpleUploadedFile("c.p7b", body))
     bundle = TrustBundle.objects.get(domain=domain)
     assert response.status_code == 302
     assert response["Location"] == reverse("adminconsole:bundle-detail", kwargs={"pk": bundle.pk})
+    assert bytes(bundle.uploaded) == body
     assert bundle.anchors.count() == 2
-    assert AuditEvent.objects.get(action="bundle.add").actor == sam
+    event = AuditEvent.objects.get(action="bundle.add")
+    assert event.actor == sam
+    assert event.detail["digest"] == hashlib.sha256(body).hexdigest()
+    assert event.detail["anchors"] == 2
+    assert event.detail["domain"] == domain.name
     page = staff_client.get(response["Location"])
     assert first.fingerprint[:17].encode() in page.content  # history lists added fingerprints
+
+
+def test_confirmation_without_the_tick_adds_nothing(staff_client: Client, domain: Domain) -> None:
+    step_one = _preview_bundle(
+        staff_client, domain, upload=SimpleUploadedFile("c.p7b", _p7b(pkitools.make_ca("A")))
+    )
+    data = _confirmation(step_one)
+    del data["confirm"]
+    response = staff_client.post(reverse(BUNDLE_ADD), data)
+    assert response.status_code == 400
+    assert "Tick the box" in str(response.context["form"].errors["confirm"])
+    assert [row.subject for row in response.context["anchors"]] == ["CN=A"]  # shown again
+    _nothing_stored()
+
+
+@pytest.mark.parametrize(
+    "tamper,message",
+    [
+        # Another bundle's bytes in place of the previewed ones.
+        ("swap", "was changed"),
+        ("not base64", "was changed"),
+        ("too long", "larger than"),
+        ("signature", "was changed"),
+        ("no preview", "was changed"),
+    ],
+)
+def test_a_changed_confirmation_page_adds_nothing_and_starts_again(
+    staff_client: Client, domain: Domain, tamper: str, message: str
+) -> None:
+    step_one = _preview_bundle(
+        staff_client, domain, upload=SimpleUploadedFile("c.p7b", _p7b(pkitools.make_ca("A")))
+    )
+    data = _confirmation(step_one)
+    if tamper == "swap":
+        other = _p7b(pkitools.make_ca("Impostor"))
+        data["upload"] = base64.b64encode(other).decode()
+    elif tamper == "not base64":
+        data["upload"] = "<script>alert(1)</script>"
+    elif tamper == "too long":
+        data["upload"] = "A" * (4 * ((MAX_BUNDLE_BYTES + 2) // 3) + 4)
+    elif tamper == "signature":
+        data["preview"] = data["preview"][:-2] + ("AA" if data["preview"][-2:] != "AA" else "BB")
+    else:
+        data["preview"] = ""
+    response = staff_client.post(reverse(BUNDLE_ADD), data)
+    assert response.status_code == 400
+    assert message in response.context["problem"]
+    assert "form" in response.context and not response.context["form"].is_bound  # the list again
+    assert b"<script>alert" not in response.content
+    _nothing_stored()
+
+
+def test_one_staff_member_cannot_confirm_what_another_was_shown(
+    staff_client: Client, domain: Domain, make_user: Any
+) -> None:
+    step_one = _preview_bundle(
+        staff_client, domain, upload=SimpleUploadedFile("c.p7b", _p7b(pkitools.make_ca("A")))
+    )
+    other = verified_client(make_user("tess", staff=True))
+    response = other.post(reverse(BUNDLE_ADD), _confirmation(step_one))
+    assert response.status_code == 400
+    assert "was changed" in response.context["problem"]
+    _nothing_stored()
+
+
+def test_add_bundle_with_another_expected_digest_stores_nothing(domain: Domain) -> None:
+    body = _p7b(pkitools.make_ca("A"))
+    with pytest.raises(trust.BundleChangedError) as raised:
+        trust.add_bundle(body, domain=domain.name, expect_digest="0" * 64)
+    assert raised.value.digest == hashlib.sha256(body).hexdigest()
+    _nothing_stored()
+    outcome = trust.add_bundle(body, domain=domain.name,
+                               expect_digest=hashlib.sha256(body).hexdigest())
+    assert len(outcome.added) == 1
 
 
 def _refresh(client: Client, bundle: TrustBundle) -> Any:
@@ -261,14 +401,14 @@ def test_refresh_failure_keeps_anchors_and_shows_the_error(
 def test_bundle_add_rejects_bad_sources_with_a_form_error(
     staff_client: Client, domain: Domain, fields: dict[str, str], message: str
 ) -> None:
-    response = _add_bundle(staff_client, domain, **fields)
+    response = _preview_bundle(staff_client, domain, **fields)
     assert response.status_code == 400
     assert message in str(response.context["form"].errors)
     assert not TrustBundle.objects.exists()
 
 
 def test_bundle_add_rejects_a_file_that_is_not_a_bundle(staff_client: Client, domain: Domain) -> None:
-    response = _add_bundle(
+    response = _preview_bundle(
         staff_client, domain, upload=SimpleUploadedFile("x.p7b", b"<script>alert(1)</script>")
     )
     assert response.status_code == 400
@@ -280,13 +420,67 @@ def test_bundle_add_rejects_a_file_that_is_not_a_bundle(staff_client: Client, do
 def test_bundle_add_rejects_a_signer_that_is_not_a_certificate(
     staff_client: Client, domain: Domain
 ) -> None:
-    response = _add_bundle(
+    response = _preview_bundle(
         staff_client, domain,
         upload=SimpleUploadedFile("c.p7b", _p7b(pkitools.make_ca("A"))),
         signer=SimpleUploadedFile("signer.pem", b"nope"),
     )
     assert response.status_code == 400
     assert response.context["form"].errors["signer"]
+
+
+def _signed_bundle(tmp_path: Path, inner: bytes) -> tuple[bytes, bytes]:
+    """(bundle, signer certificate PEM): ``inner`` signed with ``openssl cms`` by a new RSA key
+    (the bundle formats in use are RSA-signed)."""
+    key, cert = tmp_path / "signer.key", tmp_path / "signer.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+         "-subj", "/CN=Community Bundle Signer", "-keyout", str(key), "-out", str(cert)],
+        capture_output=True, timeout=60, check=True,
+    )
+    (tmp_path / "inner.p7b").write_bytes(inner)
+    signed = subprocess.run(
+        ["openssl", "cms", "-sign", "-nodetach", "-binary", "-md", "sha256", "-outform", "DER",
+         "-in", str(tmp_path / "inner.p7b"), "-signer", str(cert), "-inkey", str(key)],
+        capture_output=True, timeout=60, check=True,
+    )
+    return signed.stdout, cert.read_bytes()
+
+
+def test_signed_bundle_is_previewed_with_its_pinned_signer_and_added_with_the_pin(
+    staff_client: Client, domain: Domain, tmp_path: Path
+) -> None:
+    member = pkitools.make_ca("Signed Community Member")
+    body, signer_pem = _signed_bundle(tmp_path, _p7b(member))
+    step_one = _preview_bundle(
+        staff_client, domain, upload=SimpleUploadedFile("signed.p7m", body),
+        signer=SimpleUploadedFile("signer.pem", signer_pem),
+    )
+    assert step_one.status_code == 200
+    assert "CN=Community Bundle Signer" in step_one.content.decode()
+    assert "signature checked" in step_one.content.decode()
+    assert [row.subject for row in step_one.context["anchors"]] == ["CN=Signed Community Member"]
+    _nothing_stored()
+    assert staff_client.post(reverse(BUNDLE_ADD), _confirmation(step_one)).status_code == 302
+    bundle = TrustBundle.objects.get(domain=domain)
+    pinned = x509.load_pem_x509_certificate(signer_pem).public_bytes(serialization.Encoding.DER)
+    assert bytes(bundle.signer_pin) == pinned
+    assert {a.certificate.fingerprint_sha256 for a in bundle.anchors.all()} == {member.fingerprint}
+
+
+def test_bundle_preview_refuses_a_bundle_not_signed_by_the_pinned_signer(
+    staff_client: Client, domain: Domain, partner: pkitools.Made
+) -> None:
+    response = _preview_bundle(
+        staff_client, domain,
+        upload=SimpleUploadedFile("c.p7b", _p7b(pkitools.make_ca("A"))),
+        signer=SimpleUploadedFile("signer.pem", partner.pem),
+    )
+    assert response.status_code == 400
+    assert "a signer is pinned but the bundle is not signed" in str(
+        response.context["form"].non_field_errors()
+    )
+    _nothing_stored()
 
 
 def test_staff_stops_trusting_an_imported_anchor(staff_client: Client, world: Any, sam: Any) -> None:
@@ -381,3 +575,59 @@ def test_bundle_by_url_is_fetched_and_refresh_now_records_what_changed(
     page = staff_client.get(reverse("adminconsole:bundle-detail", kwargs={"pk": bundle.pk}))
     history = page.context["events"]
     assert [e.result for e in history][:2] == ["ok", "ok"]
+
+
+
+def test_bundle_url_preview_fetches_and_shows_the_source(
+    staff_client: Client, domain: Domain, bundle_server: Any
+) -> None:
+    bundle_server.body = _p7b(pkitools.make_ca("Community A"))
+    response = _preview_bundle(staff_client, domain, url=bundle_server.url)
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert bundle_server.url in page
+    assert hashlib.sha256(bundle_server.body).hexdigest() in page
+    assert "fetched again every" in page
+    assert response.context["form"]["upload"].value() == ""  # a URL is fetched again, not carried
+    _nothing_stored()
+
+
+def test_bundle_url_that_changed_after_the_preview_adds_nothing_and_shows_it_again(
+    staff_client: Client, domain: Domain, bundle_server: Any
+) -> None:
+    first, second, third = (pkitools.make_ca(f"Community {n}") for n in "ABC")
+    bundle_server.body = _p7b(first, second)
+    step_one = _preview_bundle(staff_client, domain, url=bundle_server.url)
+    bundle_server.body = _p7b(second, third)  # the publisher swaps an anchor meanwhile
+    response = staff_client.post(reverse(BUNDLE_ADD), _confirmation(step_one))
+    assert response.status_code == 409
+    page = response.content.decode()
+    assert "The bundle changed since it was previewed: nothing was added." in page
+    assert {row.subject for row in response.context["anchors"]} == {
+        "CN=Community B", "CN=Community C"
+    }
+    assert _colons(first.fingerprint.upper()) not in page
+    _nothing_stored()
+    # Confirming what is shown now adds it.
+    assert staff_client.post(reverse(BUNDLE_ADD), _confirmation(response)).status_code == 302
+    bundle = TrustBundle.objects.get(domain=domain)
+    assert {a.certificate.fingerprint_sha256 for a in bundle.anchors.all()} == {
+        second.fingerprint, third.fingerprint
+    }
+
+
+def test_bundle_url_added_by_someone_else_meanwhile_is_not_added_twice(
+    staff_client: Client, domain: Domain, bundle_server: Any
+) -> None:
+    bundle_server.body = _p7b(pkitools.make_ca("Community A"))
+    step_one = _preview_bundle(staff_client, domain, url=bundle_server.url)
+    trust.add_bundle(bundle_server.url, domain=domain.name)
+    response = staff_client.post(reverse(BUNDLE_ADD), _confirmation(step_one))
+    assert response.status_code == 400
+    assert "already configured" in response.context["problem"]
+    assert TrustBundle.objects.count() == 1
+    assert not AuditEvent.objects.filter(action="bundle.add", actor__isnull=False).exists()
+    # A preview of a URL already configured is refused at once, as adding was.
+    again = _preview_bundle(staff_client, domain, url=bundle_server.url)
+    assert again.status_code == 400
+    assert "already configured" in str(again.context["form"].non_field_errors())

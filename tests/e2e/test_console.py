@@ -658,6 +658,8 @@ def test_new_address_owner_password_shown_once_and_suspension_confirmed(hosted, 
 def test_a_bundle_file_is_uploaded_and_its_anchors_follow_the_bundle(hosted, console, tmp_path):
     from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 
+    from hisp.models import TrustBundle
+
     page = console.page
     members = [pkitools.make_ca("Community Member One CA"), pkitools.make_ca("Community Member Two CA")]
     bundle_file = tmp_path / "community.p7b"
@@ -673,6 +675,21 @@ def test_a_bundle_file_is_uploaded_and_its_anchors_follow_the_bundle(hosted, con
     console.errors.clear()
     page.get_by_label("or a bundle file (.p7b / .p7c / .p7m)").set_input_files(str(bundle_file))
     page.get_by_role("button", name="Add bundle").click()
+    # First its anchors, each with the fingerprint to check, and nothing trusted yet.
+    page.get_by_role("heading", name="Add the bundle Regional community for clinic.example.com"
+                     ).wait_for()
+    assert "uploaded file community.p7b" in page.locator("dl.facts").inner_text()
+    table = page.locator("table.bundle-anchors tbody").inner_text()
+    for member in members:
+        assert member.certificate.subject.rfc4514_string() in table
+        assert ":".join(re.findall("..", member.fingerprint.upper())) in table
+    assert not TrustBundle.objects.exists()
+    page.get_by_role("button", name="Add the bundle").click()
+    refused_unticked(page)
+    assert not TrustBundle.objects.exists()
+    page.get_by_label("I have checked these 2 anchors and trust them for clinic.example.com "
+                      "(incoming and outgoing mail).").check()
+    page.get_by_role("button", name="Add the bundle").click()
     page.get_by_role("heading", name="Trust bundle Regional community").wait_for()
     assert page.get_by_text("Bundle added with 2 anchor(s).").is_visible()
     listed = page.locator("h2:has-text('Anchors from this bundle') + ul").inner_text()
