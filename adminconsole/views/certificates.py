@@ -81,7 +81,7 @@ def certificate_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "exportable": certificate.private_key_id is not None
         and certificate.binding != Certificate.Binding.CA
         and certificate.revoked_at is None,
-        "anchorings": certificate.anchorings.select_related("domain"),
+        "anchorings": certificate.anchorings.select_related("domain", "bundle"),
         "now": timezone.now(),
     }
     return render(request, "adminconsole/certificate_detail.html", context)

@@ -13,7 +13,14 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from hisp.models import Address, AuditEvent, Certificate, CertificateRevocationList, Domain
+from hisp.models import (
+    Address,
+    AuditEvent,
+    Certificate,
+    CertificateRevocationList,
+    Domain,
+    TrustAnchor,
+)
 from hisp.services import identity
 from tests.adminconsole import pkitools
 
@@ -360,3 +367,27 @@ def test_import_rejects_an_oversized_file(staff_client: Client) -> None:
     )
     assert response.status_code == 400
     assert "larger than" in str(response.context["form"].errors["certificate"])
+
+
+def test_an_anchors_page_says_who_trusts_it_and_leads_to_stopping_that(
+    staff_client: Client, world: Any
+) -> None:
+    # After importing an anchor, staff land on its certificate page: removing it is one click
+    # away there, except where the console refuses removal (a bundle's anchor, a domain's own
+    # CA), which say where they come from instead.
+    anchor = world.anchor
+    page = staff_client.get(_url("certificate-detail", anchor.certificate)).content.decode()
+    removal = reverse("adminconsole:anchor-remove", kwargs={"pk": anchor.pk})
+    assert f'href="{removal}"' in page
+    assert f"{world.domain.name} (incoming and outgoing)" in page
+    from_bundle = TrustAnchor.objects.create(
+        certificate=anchor.certificate, domain=Domain.objects.create(name="other.example"),
+        bundle=world.bundle, outgoing=False,
+    )
+    page = staff_client.get(_url("certificate-detail", anchor.certificate)).content.decode()
+    assert "other.example (incoming, from bundle" in page
+    assert reverse("adminconsole:anchor-remove", kwargs={"pk": from_bundle.pk}) not in page
+    own = identity.add_domain("own.example")
+    page = staff_client.get(_url("certificate-detail", own.issuing_ca)).content.decode()
+    assert "own.example (incoming and outgoing, its own CA)" in page
+    assert "Stop trusting" not in page
