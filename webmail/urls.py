@@ -13,6 +13,8 @@ urlpatterns = [
     path("login/enrol/", auth.otp_enrol, name="otp-enrol"),
     path("login/key/", auth.key_sign_in, name="key-sign-in"),
     path("logout/", auth.sign_out, name="logout"),
+    path("logout/idle/", auth.idle_sign_out, name="idle-logout"),
+    path("keep-alive/", auth.keep_alive, name="keep-alive"),
     # Patient invitations (issued in the console); set-up/ first: the token pattern matches it.
     path("invitation/set-up/", invitation.set_up, name="invitation-set-up"),
     path("invitation/<str:token>/", invitation.invitation_link, name="invitation"),

@@ -27,7 +27,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from hisp.models import AppPassword
 from hisp.services.audit import record
-from webmail import access, securitykeys, services
+from webmail import access, idle, securitykeys, services
 from webmail.decorators import mail_login_required
 from webmail.forms import AppPasswordForm, SecurityKeyAssertionForm, TokenForm
 from webmail.models import WebAuthnDevice
@@ -170,6 +170,30 @@ def sign_out(request: HttpRequest) -> HttpResponse:
         record(action="auth.sign-out", obj=request.user, request=request)
     logout(request)
     return redirect("webmail:login")
+
+
+@require_POST
+def idle_sign_out(request: HttpRequest) -> HttpResponse:
+    """Automatic logoff: idle.js posts here when the page sat unused for the idle timeout (it has
+    already cleared the screen). Audited as a sign-out with the reason. The session may have
+    ended on the server a moment earlier (a laptop woken from sleep): then there is no one to
+    audit, and the person still learns why they are at the sign-in page."""
+    seconds = idle.timeout_seconds(request)
+    if request.user.is_authenticated:
+        record(action="auth.sign-out", obj=request.user, request=request, reason="idle")
+    logout(request)
+    messages.warning(request, f"You were signed out after {idle.describe(seconds)} without "
+                              "activity. Sign in again to continue.")
+    return redirect("webmail:login")
+
+
+@mail_login_required
+@require_POST
+def keep_alive(request: HttpRequest) -> HttpResponse:
+    """The idle warning's "Stay signed in": the request itself slides the session's expiry
+    forward (SESSION_SAVE_EVERY_REQUEST); there is nothing to answer. Never cached
+    (mail_login_required), so every click reaches the server."""
+    return HttpResponse(status=204)
 
 
 @mail_login_required
