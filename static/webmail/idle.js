@@ -22,6 +22,8 @@
   var stay = dialog.querySelector("[data-idle-stay]");
   var LAST_CONTACT = "hisp.webmail.last-contact";
   var SIGNED_OUT = "hisp.webmail.idle-signed-out";
+  // "Sign out" pressed in one tab: the others leave the mail too, without the idle message.
+  var LEFT = "hisp.webmail.signed-out";
   // When the navigation began, before the server saw the request: the page's deadline can only
   // fall a little before the server's, never after it.
   var lastContact = Math.floor(performance.timeOrigin || Date.now());
@@ -87,6 +89,19 @@
     form.submit();
   }
 
+  function leave() {
+    // Another tab signed out by hand: the session is over; clear this screen and go to the
+    // sign-in page (no sign-out request of our own: there is no session left to end).
+    if (signingOut) return;
+    signingOut = true;
+    window.clearInterval(timer);
+    closeWarning();
+    var main = document.getElementById("main") || document.body;
+    main.replaceChildren();
+    document.title = "Signed out · HISP";
+    window.location.replace(form.getAttribute("data-login-url") || "/");
+  }
+
   function tick() {
     if (signingOut) return;
     var left = Math.max(lastContact, shared()) + idleMs - Date.now();
@@ -129,10 +144,17 @@
   });
   document.addEventListener("submit", function (event) {
     // A form htmx sends itself is prevented here and counted by htmx:afterRequest instead.
-    if (!event.defaultPrevented) contact(Date.now());
+    if (event.defaultPrevented) return;
+    var target = event.target;
+    if (target && target.getAttribute && target.getAttribute("action") === form.getAttribute("data-logout-url")) {
+      share(LEFT, Date.now());
+      return;
+    }
+    contact(Date.now());
   });
   window.addEventListener("storage", function (event) {
     if (event.key === SIGNED_OUT) signOut();
+    else if (event.key === LEFT) leave();
     else if (event.key === LAST_CONTACT) tick();
   });
   // Timers stop while a computer sleeps and slow down in a background tab: look again at once.

@@ -128,3 +128,19 @@ def test_a_request_from_another_tab_keeps_this_one_open(page, settings):
     page.wait_for_url("**/mail/login/**", timeout=(IDLE + 5) * 1000)
     assert page.csp_problems == []
     assert errors == []
+
+
+def test_signing_out_in_one_tab_clears_the_others_without_the_idle_message(page, settings):
+    errors = _console_errors(page)
+    _, entry = _open_message(page, settings)
+    other = page.context.new_page()
+    other.goto(f"/mail/m/{entry.pk}/")
+    other.get_by_role("button", name="Sign out").click()
+    other.wait_for_url("**/mail/login/**")
+    # The first tab leaves the message at once, long before its own idle deadline.
+    page.wait_for_url("**/mail/login/**", timeout=IDLE * 1000 // 2)
+    assert BODY not in page.content()
+    assert "without activity" not in page.content()  # this was no idle sign-out
+    assert AuditEvent.objects.filter(action="auth.sign-out").count() == 1
+    assert page.csp_problems == []
+    assert errors == []
