@@ -273,8 +273,9 @@ def claim_message(pk: int, *, from_state: str) -> Message | None:
         return None
     values = []
     for field, value in zip(fields, row, strict=True):
-        for convert in _converters(field):
-            value = convert(value, field.get_col(Message._meta.db_table), connection)
+        col, converters = _converters(field)
+        for convert in converters:
+            value = convert(value, col, connection)
         values.append(value)
     message = Message.from_db(connection.alias, [f.attname for f in fields], values)
     _load_raw(message)
@@ -297,20 +298,26 @@ def _claim_statement() -> tuple[str, tuple[Field, ...]]:
 
 
 @functools.cache
-def _converters(field: Field) -> tuple[Any, ...]:
-    """What Django's compiler applies to a column it reads (the backend's, then the field's:
-    JSON text to objects, SQLite's datetimes), for rows read through a plain cursor."""
+def _converters(field: Field) -> tuple[Any, tuple[Any, ...]]:
+    """The column expression and what Django's compiler applies to a column it reads (the
+    backend's, then the field's: JSON text to objects, SQLite's datetimes), for rows read
+    through a plain cursor; worked out once per process, not per message."""
     col = field.get_col(Message._meta.db_table)
-    return (*connection.ops.get_db_converters(col), *field.get_db_converters(connection))
+    return col, (*connection.ops.get_db_converters(col), *field.get_db_converters(connection))
+
+
+@functools.cache
+def _raw_statement() -> str:
+    qn = connection.ops.quote_name
+    return (
+        f"SELECT {qn('raw')} FROM {qn(Message._meta.db_table)} "  # noqa: S608
+        f"WHERE {qn(str(Message._meta.pk.column))} = %s"
+    )
 
 
 def _load_raw(message: Message) -> None:
     """Read the message's bytes as bytes: on PostgreSQL in binary format (no hex text)."""
-    qn = connection.ops.quote_name
-    sql = (
-        f"SELECT {qn('raw')} FROM {qn(Message._meta.db_table)} "  # noqa: S608
-        f"WHERE {qn(str(Message._meta.pk.column))} = %s"
-    )
+    sql = _raw_statement()
     with connection.cursor() as cursor:
         if _binary_results(cursor.cursor):
             with connection.wrap_database_errors:  # Django's exceptions, as through the wrapper
