@@ -7,6 +7,7 @@ import binascii
 import hashlib
 import re
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -173,6 +174,11 @@ _PENDING_SALT = "adminconsole.bundle-add.preview"
 # base64 of the largest bundle file the first step accepts
 _MAX_UPLOAD_BASE64 = 4 * ((MAX_BUNDLE_BYTES + 2) // 3)
 CHANGED = "The confirmation page was changed or is incomplete: nothing was added. Add the bundle again."
+# What staff confirm is what they were shown: an hour later, other staff may have revoked or
+# added anchors, and the page's "already trusted" column is stale.
+PREVIEW_MAX_AGE = timedelta(hours=1)
+STALE = ("This preview is more than an hour old: nothing was added. Add the bundle again to see "
+         "what it holds now.")
 
 
 class BundleConfirmForm(forms.Form):
@@ -204,10 +210,13 @@ class BundleConfirmForm(forms.Form):
 
     def clean_preview(self) -> PendingBundle:
         try:
-            data = signing.loads(self.cleaned_data["preview"], salt=_PENDING_SALT)
+            data = signing.loads(self.cleaned_data["preview"], salt=_PENDING_SALT,
+                                 max_age=PREVIEW_MAX_AGE)
             if data.pop("user") != self.user_id:
                 raise ValidationError(CHANGED)
             return PendingBundle(**data)
+        except signing.SignatureExpired:
+            raise ValidationError(STALE) from None
         except (signing.BadSignature, TypeError, KeyError, AttributeError):
             raise ValidationError(CHANGED) from None
 

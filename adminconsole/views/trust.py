@@ -264,7 +264,8 @@ def _bundle_add_confirmed(request: HttpRequest) -> HttpResponse:
     form = BundleConfirmForm(request.POST, user_id=int(request.user.pk))
     carried = form.pending()
     if carried is None:
-        return _restart(request, str(next(iter(form.errors.get("upload", [])), CHANGED)))
+        why = [*form.errors.get("preview", []), *form.errors.get("upload", [])]
+        return _restart(request, str(next((e for e in why if e != CHANGED), CHANGED)))
     pending, upload = carried
     domain = Domain.objects.filter(pk=pending.domain).first()
     if domain is None:

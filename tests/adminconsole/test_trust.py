@@ -4,6 +4,7 @@ import base64
 import hashlib
 import subprocess
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,13 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
+from django.core import signing
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
 
 from adminconsole.forms.fields import MAX_BUNDLE_BYTES
+from adminconsole.forms.trust import PREVIEW_MAX_AGE
 from hisp.models import AuditEvent, Domain, TrustAnchor, TrustBundle, TrustBundleEvent
 from hisp.services import identity, trust
 from tests.adminconsole import pkitools
@@ -631,3 +634,19 @@ def test_bundle_url_added_by_someone_else_meanwhile_is_not_added_twice(
     again = _preview_bundle(staff_client, domain, url=bundle_server.url)
     assert again.status_code == 400
     assert "already configured" in str(again.context["form"].non_field_errors())
+
+
+def test_a_preview_confirmed_after_an_hour_adds_nothing_and_says_why(
+    staff_client: Client, domain: Domain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = _p7b(pkitools.make_ca("A"))
+    hour_ago = time.time() - PREVIEW_MAX_AGE.total_seconds() - 5
+    with monkeypatch.context() as past:
+        past.setattr(signing.time, "time", lambda: hour_ago)
+        step_one = _preview_bundle(staff_client, domain, upload=SimpleUploadedFile("c.p7b", body))
+    response = staff_client.post(reverse(BUNDLE_ADD), _confirmation(step_one))
+    assert response.status_code == 400
+    assert "more than an hour old" in response.context["problem"]
+    _nothing_stored()
+    fresh = _preview_bundle(staff_client, domain, upload=SimpleUploadedFile("c.p7b", body))
+    assert staff_client.post(reverse(BUNDLE_ADD), _confirmation(fresh)).status_code == 302
