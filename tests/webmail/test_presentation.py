@@ -58,3 +58,15 @@ def test_settings_pages_mark_the_current_tab(alice, alice_client):
     body = alice_client.get("/mail/account/app-passwords/").content.decode()
     assert re.search(r'href="/mail/account/app-passwords/" aria-current="page"', body)
     assert "No app passwords yet." in body
+
+
+def test_an_error_notice_interrupts_and_a_success_waits_its_turn(alice, alice_client):
+    ticked = MailboxEntryFactory(address=alice.address)
+    url = f"/mail/a/{alice.address.pk}/inbox/"
+    body = alice_client.post(f"/mail/a/{alice.address.pk}/bulk/",
+                             {"entry": [ticked.pk], "action": "nonsense"}, follow=True).content.decode()
+    assert '<span role="alert">Unknown action.</span>' in body
+    body = alice_client.post(f"/mail/a/{alice.address.pk}/bulk/",
+                             {"entry": [ticked.pk], "action": "delete"}, follow=True).content.decode()
+    assert '<span role="status">Moved 1 message to Trash.</span>' in body
+    assert 'role="alert"' not in alice_client.get(url).content.decode()
