@@ -319,6 +319,19 @@ def parsed(fingerprints: Iterable[str]) -> dict[str, x509.Certificate]:
     return found
 
 
+def certificate_id(fingerprint: str) -> int | None:
+    """The stored certificate with this fingerprint (a trust anchor, say), remembered while the
+    shared stamp is unchanged: deleting the row bumps the stamp, so no stale key is handed out."""
+    def load() -> int | None:
+        found = _rows(
+            f'SELECT "id" FROM {_table(Certificate)} WHERE "fingerprint_sha256" = %s',  # noqa: S608
+            [fingerprint],
+        )
+        return found[0][0] if found else None
+
+    return cached_rows(("certificate-id", fingerprint), load)
+
+
 def _table(model: type[Model]) -> str:
     return connection.ops.quote_name(str(model._meta.db_table))
 

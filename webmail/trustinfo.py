@@ -43,6 +43,6 @@ def banner(message: Message) -> TrustBanner | None:
     return TrustBanner(
         verified=verified,
         signer=message.signer,
-        organisation=_attribute(message.signer_certificate, NameOID.ORGANIZATION_NAME),
+        organisation=message.signer_organisation,
         anchor=anchor_name,
     )

@@ -19,6 +19,7 @@ from adminconsole import access, impact, services
 from adminconsole.access import staff_required
 from adminconsole.forms.operations import DeliveryFilterForm, FailDeliveryForm, MessageFilterForm
 from adminconsole.views.common import audit_search, confirm_page, paginate, query_without_page
+from hisp.certificates import display_fingerprint
 from hisp.models import Delivery, Message
 from hisp.services import audit
 
@@ -94,7 +95,9 @@ def message_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(
         request,
         "adminconsole/message_detail.html",
-        {"message": message, "deliveries": deliveries},
+        {"message": message, "deliveries": deliveries,
+         "signer_fingerprint": display_fingerprint(message.signer_fingerprint)
+         if message.signer_fingerprint else ""},
     )
 
 

@@ -40,9 +40,12 @@ class Message(models.Model):
     # Inbound: the verified inner message; outbound: the protected message sent on the wire.
     content = models.BinaryField(null=True, blank=True)
     signer = models.CharField(max_length=320, blank=True)  # signer's bound address or domain
-    signer_certificate = models.ForeignKey(
-        "hisp.Certificate", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    # Of the signer's certificate (which stays only inside the received bytes): the organisation
+    # the trust banner names, and the fingerprint that finds what a compromised one signed.
+    signer_organisation = models.CharField(max_length=256, blank=True)
+    signer_fingerprint = models.CharField(max_length=64, blank=True)
+    # The anchor the signer chained to, when every hosted recipient's domain trusted it through
+    # the same one (each domain chooses its own anchors).
     anchor = models.ForeignKey(
         "hisp.Certificate", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from cryptography import x509
+from cryptography.x509.oid import NameOID
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
@@ -17,6 +18,8 @@ import agent
 from agent.errors import AgentError, Code
 from agent.types import Environment
 from hisp import mailtext
+from hisp.agent_env import certificate_id
+from hisp.certificates import fingerprint
 from hisp.models import Address, AuditEvent, Delivery, DeliveryEvent, MailboxEntry, Message
 from hisp.services import audit, notices, rows, tracking
 from hisp.services.mail import (
@@ -37,6 +40,24 @@ MAILBOX_DISABLED = "mailbox-disabled"
 
 class LeaseLost(Exception):
     """Another worker took over this message (our lease expired): roll back our results."""
+
+
+def signer_organisation(certificate: x509.Certificate) -> str:
+    """The organisation (O) in a signing certificate's subject, as the trust banner names it."""
+    try:
+        names = certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    except ValueError:  # a subject that does not decode
+        return ""
+    return mailtext.printable(str(names[0].value)[:256]) if names else ""
+
+
+def _anchor_id(result: agent.Unprotected, delivered: list[_Outcome]) -> int | None:
+    """The stored anchor every delivered recipient's domain trusted the signer through, or None
+    when they went through different ones (the banner then names none rather than a wrong one)."""
+    anchors = {
+        fingerprint(result.delivered[o.address.address]) for o in delivered if o.address is not None
+    }
+    return certificate_id(anchors.pop()) if len(anchors) == 1 else None
 
 
 def signer_name(certificate: x509.Certificate) -> str:
@@ -414,6 +435,9 @@ def _deliver(
             "header_to": list(summary.to + summary.cc),
             "subject": summary.subject[:998],
             "signer": signer_name(result.signer),
+            "signer_organisation": signer_organisation(result.signer),
+            "signer_fingerprint": fingerprint(result.signer),
+            "anchor_id": _anchor_id(result, delivered),
         }
         if single_statement_writes():
             audits = _delivery_audits(message, deliveries)

@@ -203,3 +203,21 @@ def test_inbound_deliveries_are_not_failed_from_the_console(staff_client: Client
     assert "only outbound" in str(response.context["form"].non_field_errors())
     delivery.refresh_from_db()
     assert delivery.state == Delivery.State.QUEUED
+
+
+def test_an_inbound_message_page_names_its_signer_and_links_the_anchor_that_vouched(
+    staff_client: Client, world: Any
+) -> None:
+    anchor = world.anchor.certificate
+    received = Message.objects.create(
+        direction=Message.Direction.INBOUND, state=Message.State.DELIVERED,
+        message_id="<in-signed@partner.example.net>", raw=b"x", signer="doc@partner.example.net",
+        signer_organisation="Partner Clinic LLC", signer_fingerprint="ab" * 32, anchor=anchor,
+    )
+    page = staff_client.get(
+        reverse("adminconsole:message-detail", kwargs={"pk": received.pk})
+    ).content.decode()
+    assert "doc@partner.example.net (Partner Clinic LLC)" in page
+    assert ":".join(["AB"] * 32) in page
+    certificate = reverse("adminconsole:certificate-detail", kwargs={"pk": anchor.pk})
+    assert f'<a href="{certificate}">{anchor.subject}</a>' in page

@@ -82,11 +82,10 @@ def audit(page):
 
 
 def verified_message(alice: Persona, **fields: object) -> MailboxEntry:
-    signer = certificate_row(cn="dr.who@partner.example", org="Partner Clinic",
-                             binding="address", bound_name="dr.who@partner.example")
     anchor = certificate_row(cn="Partner Root CA", org="Partner Trust Services",
                              binding="ca", bound_name="partner.example")
-    message = MessageFactory(subject="Discharge summary", signer_certificate=signer, anchor=anchor,
+    message = MessageFactory(subject="Discharge summary", signer_organisation="Partner Clinic",
+                             anchor=anchor,
                              text="Summary attached.",
                              attachments=[("ccd.xml", "text/xml", CCD)])
     return MailboxEntryFactory(address=alice.address, message=message, subject="Discharge summary",

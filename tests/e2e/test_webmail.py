@@ -26,11 +26,10 @@ def sign_in(page, persona: Persona) -> None:
 
 def test_a_clinician_signs_in_with_totp_reads_a_message_and_its_ccda(page):
     alice = make_persona("alice", "clinic.example")
-    signer = certificate_row(cn="dr.who@partner.example", org="Partner Clinic",
-                             binding="address", bound_name="dr.who@partner.example")
     anchor = certificate_row(cn="Partner Root CA", org="Partner Trust Services",
                              binding="ca", bound_name="partner.example")
-    message = MessageFactory(subject="Discharge summary", signer_certificate=signer, anchor=anchor,
+    message = MessageFactory(subject="Discharge summary", signer_organisation="Partner Clinic",
+                             anchor=anchor,
                              text="Summary attached.", attachments=[("ccd.xml", "text/xml", CCD)])
     MailboxEntryFactory(address=alice.address, message=message, subject="Discharge summary",
                         has_attachments=True)

@@ -21,11 +21,9 @@ def _entry(alice, **message_fields):
 
 
 def test_it_shows_the_trust_banner_with_signer_organisation_and_anchor(alice, alice_client):
-    signer = certificate_row(cn="dr.who@partner.example", org="Partner Clinic",
-                             binding="address", bound_name="dr.who@partner.example")
     anchor = certificate_row(cn="Partner Root CA", org="Partner Trust Services",
                              binding="ca", bound_name="partner.example")
-    entry = _entry(alice, signer_certificate=signer, anchor=anchor)
+    entry = _entry(alice, signer_organisation="Partner Clinic", anchor=anchor)
     body = alice_client.get(f"/mail/m/{entry.pk}/").content.decode()
     assert "Verified secure message" in body
     assert "dr.who@partner.example" in body

@@ -41,6 +41,7 @@ def leaf_certificate(
     crl_url: str | None = None,
     subject: str | None = None,
     names: list[x509.GeneralName] | None = None,
+    organisation: str | None = None,
 ) -> x509.Certificate:
     """A Direct address certificate for ``address`` issued by ``ca`` (with a CRL
     distribution point when ``crl_url`` is given; another common name or other subjectAltName
@@ -48,7 +49,7 @@ def leaf_certificate(
     now = datetime.now(UTC)
     builder = (
         x509.CertificateBuilder()
-        .subject_name(_name(subject if subject is not None else address))
+        .subject_name(_name(subject if subject is not None else address, organisation))
         .issuer_name(ca.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -69,8 +70,11 @@ def leaf_certificate(
     return builder.sign(ca_key, hashes.SHA256())
 
 
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+def _name(cn: str, organisation: str | None = None) -> x509.Name:
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    if organisation is not None:
+        attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation))
+    return x509.Name(attributes)
 
 
 def _pem(*certs: x509.Certificate) -> bytes:

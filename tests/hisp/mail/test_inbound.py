@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from cryptography.hazmat.primitives import serialization
+
+import agent
 from hisp import mdn
-from hisp.models import Delivery, MailboxEntry, Message
+from hisp.certificates import fingerprint, load
+from hisp.models import Certificate, Delivery, MailboxEntry, Message
 from hisp.services import inbound, mail
 from tests.hisp.mail.conftest import HOSTED
 from tests.hisp.mail.drive import drain
-from tests.hisp.mail.partner import Partner
+from tests.hisp.mail.partner import Partner, leaf_certificate
 
 
 def _receive(world, raw: bytes, rcpt: str | None = None) -> Message:
@@ -325,3 +329,36 @@ def test_sweeper_requeues_a_waiting_message_less_often_the_longer_it_waits(world
     # Re-queued 3 hours after arriving: the wait is capped at 30 minutes.
     assert aged(timedelta(hours=3, minutes=29), timedelta(minutes=29)) == 0
     assert aged(timedelta(hours=3, minutes=31), timedelta(minutes=31)) == 1
+
+
+def test_a_delivered_message_records_who_signed_it_and_the_anchor_that_vouched(world):
+    partner = world.partner
+    partner.cert = leaf_certificate(partner.ca, partner.ca_key, partner.key, partner.address,
+                                    organisation="Partner Clinic LLC")
+    partner.cert_file.write_bytes(partner.cert.public_bytes(serialization.Encoding.PEM))
+    inner = partner.inner(to=world.alice.address, message_id="<m-who@partner.example.net>")
+    message = _receive(world, partner.protect(inner, to=world.alice.address))
+    drain()
+    message.refresh_from_db()
+    assert message.state == Message.State.DELIVERED
+    assert message.signer_organisation == "Partner Clinic LLC"
+    assert message.signer_fingerprint == fingerprint(partner.cert)
+    assert message.anchor is not None
+    assert message.anchor.fingerprint_sha256 == fingerprint(partner.ca)
+
+
+def test_the_anchor_is_recorded_only_when_every_delivered_recipient_used_the_same_one(world):
+    first, second = Certificate.objects.filter(binding=Certificate.Binding.CA)[:2]
+    outcomes = [inbound._Outcome(a.address, a, Delivery.State.DELIVERED, "")
+                for a in (world.alice, world.bob)]
+
+    def result(*anchors: Certificate) -> agent.Unprotected:
+        return agent.Unprotected(
+            message=b"", sender="", signer=world.partner.cert, chain=(), digest="",
+            delivered={o.address.address: load(a) for o, a in zip(outcomes, anchors, strict=True)},
+            rejected={},
+        )
+
+    assert inbound._anchor_id(result(first, first), outcomes) == first.pk
+    assert inbound._anchor_id(result(first, second), outcomes) is None
+    assert inbound._anchor_id(result(first, first), []) is None
