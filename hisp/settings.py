@@ -368,4 +368,7 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    # django-axes announces its version and mode at INFO in every process, so every manage.py
+    # command would print it before its output or its one-line error (README, Operator CLI).
+    "loggers": {"axes.apps": {"level": "WARNING"}},
 }

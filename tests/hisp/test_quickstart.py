@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import smtplib
+import socket
 import subprocess
 import sys
 import time
@@ -124,3 +125,60 @@ def test_quickstart_serves_login_page_smtp_and_demo_logins(tmp_path: Path) -> No
             os.killpg(proc.pid, signal.SIGKILL)
             raise AssertionError("quickstart did not stop on Ctrl-C")
     assert not port_open("127.0.0.1", web)
+
+
+def _quickstart(tmp_path: Path, *args: str, **env_vars: str) -> tuple[subprocess.Popen[str], Path]:
+    """The quick start in its own process group and data folder, its output in a log file."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE",
+                        "SECRET_KEY", "HISP_KEY_ENCRYPTION_KEY", "HISP_WEB_URL"}}
+    env.update(HISP_DATA_DIR=str(tmp_path / "var"), **env_vars)
+    log = tmp_path / "quickstart.log"
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "quickstart", "--no-demo", *args], cwd=ROOT, env=env,
+        stdout=log.open("w"), stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    return proc, log
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_quickstart_listeners_follow_the_documented_environment_variables(tmp_path: Path) -> None:
+    smtp, submission, dns_port = free_port(), free_port(), free_port()
+    proc, log = _quickstart(tmp_path, "--web-port", "0", HISP_SMTP_PORT=str(smtp),
+                            HISP_SUBMISSION_PORT=str(submission), HISP_DNS_PORT=str(dns_port))
+    try:
+        _wait_for(lambda: "Data folder" in log.read_text(), 120, "the banner", proc)
+        banner = log.read_text()
+        assert f"SMTP (backbone, STARTTLS): 127.0.0.1:{smtp}\n" in banner
+        assert f"Submission (STARTTLS+AUTH): 127.0.0.1:{submission}\n" in banner
+        assert f"DNS (CERT records):        127.0.0.1:{dns_port} (UDP and TCP)" in banner
+        _wait_for(lambda: all(port_open("127.0.0.1", p) for p in (smtp, submission, dns_port)),
+                  60, "the SMTP, submission and DNS ports", proc)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=30) == 0  # Ctrl-C is a normal stop
+    finally:
+        _stop(proc)
+
+
+@pytest.mark.slow
+def test_quickstart_fails_when_a_service_cannot_listen(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        proc, log = _quickstart(tmp_path, "--web-port", "0", "--smtp-port", "0",
+                                "--submission-port", "0", "--dns-port", str(busy))
+        try:
+            returncode = proc.wait(timeout=120)
+        finally:
+            _stop(proc)
+    # A script or service manager sees the failure, and the operator the reason in one line.
+    assert returncode == 1
+    last = log.read_text().strip().splitlines()[-1]
+    assert last.startswith("CommandError: dns exited with status 1; stopped the quick start")

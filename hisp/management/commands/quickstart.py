@@ -2,7 +2,10 @@
 
 Migrates, creates a demo domain and users (unless --no-demo), then runs web, SMTP ingress and
 submission, the DNS responder, a Celery worker and the scheduler as one process group. A port
-given as 0 leaves that service closed.
+given as 0 leaves that service closed. Without --bind and the SMTP and DNS port options, those
+listeners follow HISP_SMTP_BIND, HISP_SMTP_PORT, HISP_SUBMISSION_PORT, HISP_DNS_BIND and
+HISP_DNS_PORT, as runsmtp and rundns do. A service that stops by itself stops the others and
+the command fails.
 """
 
 from __future__ import annotations
@@ -30,14 +33,20 @@ class Command(BaseCommand):
     help = "Run web, SMTP, submission, DNS, worker and scheduler with embedded defaults."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--bind", default="127.0.0.1")
+        parser.add_argument("--bind", default=None,
+                            help="address of every listener (default 127.0.0.1 for the web UI, "
+                                 "HISP_SMTP_BIND and HISP_DNS_BIND for the others)")
         parser.add_argument("--web-port", type=int, default=8000)
-        parser.add_argument("--smtp-port", type=int, default=2525)
-        parser.add_argument("--submission-port", type=int, default=2587)
-        parser.add_argument("--dns-port", type=int, default=5353)
+        parser.add_argument("--smtp-port", type=int, default=None,
+                            help="default HISP_SMTP_PORT (2525)")
+        parser.add_argument("--submission-port", type=int, default=None,
+                            help="default HISP_SUBMISSION_PORT (2587)")
+        parser.add_argument("--dns-port", type=int, default=None,
+                            help="default HISP_DNS_PORT (5353)")
         parser.add_argument("--no-demo", action="store_true", help="create no demo domain/users")
 
     def handle(self, *args: Any, **opts: Any) -> None:
+        _listeners_from_settings(opts)
         for name in ("web_port", "smtp_port", "submission_port", "dns_port"):
             if not 0 <= opts[name] <= 65535:
                 raise CommandError(f"--{name.replace('_', '-')} must be between 0 and 65535")
@@ -56,7 +65,7 @@ class Command(BaseCommand):
         be a name, never an IP address."""
         if "HISP_WEB_URL" in os.environ or not opts["web_port"]:
             return
-        bind = opts["bind"]
+        bind = opts["web_bind"]
         host = "localhost" if bind in _LOCAL_NAMES else bind
         if ":" in host:
             host = f"[{host}]"
@@ -85,20 +94,19 @@ class Command(BaseCommand):
         return logins
 
     def _start(self, opts: dict[str, Any]) -> list[tuple[str, subprocess.Popen[bytes]]]:
-        bind = opts["bind"]
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         venv_bin = os.path.dirname(sys.executable)
         plan: list[tuple[str, list[str]]] = []
         if opts["web_port"]:
             plan.append(("web", [os.path.join(venv_bin, "gunicorn"), "hisp.wsgi",
-                                 "--bind", f"{bind}:{opts['web_port']}", "--workers", "2",
-                                 "--access-logfile", "-"]))
+                                 "--bind", f"{opts['web_bind']}:{opts['web_port']}",
+                                 "--workers", "2", "--access-logfile", "-"]))
         if opts["smtp_port"] or opts["submission_port"]:
-            plan.append(("smtp", [*manage, "runsmtp", "--bind", bind,
+            plan.append(("smtp", [*manage, "runsmtp", "--bind", opts["smtp_bind"],
                                   "--port", str(opts["smtp_port"]),
                                   "--submission-port", str(opts["submission_port"])]))
         if opts["dns_port"]:
-            plan.append(("dns", [*manage, "rundns", "--bind", bind,
+            plan.append(("dns", [*manage, "rundns", "--bind", opts["dns_bind"],
                                  "--port", str(opts["dns_port"])]))
         celery = [sys.executable, "-m", "celery", "-A", "hisp"]
         plan.append(("worker", [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2"]))
@@ -109,19 +117,20 @@ class Command(BaseCommand):
         return children
 
     def _banner(self, opts: dict[str, Any], logins: list[tuple[str, str]]) -> None:
-        bind = opts["bind"]
+        smtp_bind, dns_bind = opts["smtp_bind"], opts["dns_bind"]
         lines = ["", "HISP quick start is running (Ctrl-C stops everything)."]
         if opts["web_port"]:
             # The address the certificates and security keys name (see _web_url), which may
             # differ from the bind address (0.0.0.0, or a host name in HISP_WEB_URL).
-            lines.append(f"  Web UI:      {settings.HISP_WEB_URL}/  (listening on {bind}:"
-                         f"{opts['web_port']})")
+            lines.append(f"  Web UI:      {settings.HISP_WEB_URL}/  (listening on "
+                         f"{opts['web_bind']}:{opts['web_port']})")
         if opts["smtp_port"]:
-            lines.append(f"  SMTP (backbone, STARTTLS): {bind}:{opts['smtp_port']}")
+            lines.append(f"  SMTP (backbone, STARTTLS): {smtp_bind}:{opts['smtp_port']}")
         if opts["submission_port"]:
-            lines.append(f"  Submission (STARTTLS+AUTH): {bind}:{opts['submission_port']}")
+            lines.append(f"  Submission (STARTTLS+AUTH): {smtp_bind}:{opts['submission_port']}")
         if opts["dns_port"]:
-            lines.append(f"  DNS (CERT records):        {bind}:{opts['dns_port']} (UDP and TCP)")
+            lines.append(f"  DNS (CERT records):        {dns_bind}:{opts['dns_port']} "
+                         "(UDP and TCP)")
         lines.append(f"  Data folder: {settings.DATA_DIR}")
         for address, password in logins:
             lines.append(f"  Demo login:  {address}  password: {password}")
@@ -132,6 +141,7 @@ class Command(BaseCommand):
 
     def _supervise(self, children: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
         stopping = False
+        failed = ""
 
         def stop(signum: int, frame: object) -> None:
             nonlocal stopping
@@ -143,7 +153,8 @@ class Command(BaseCommand):
             while not stopping:
                 for name, child in children:
                     if child.poll() is not None:
-                        self.stderr.write(f"{name} exited with status {child.returncode}; stopping")
+                        if not stopping:  # not one that the same Ctrl-C stopped first
+                            failed = f"{name} exited with status {child.returncode}"
                         stopping = True
                         break
                 time.sleep(0.5)
@@ -157,3 +168,21 @@ class Command(BaseCommand):
                     child.wait(max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     child.kill()
+        if failed:
+            # A service that stopped by itself (a port in use, a bad setting) is a failure,
+            # for a script or service manager too: its own error is in the output above.
+            raise CommandError(f"{failed}; stopped the quick start (see its error above)")
+
+
+def _listeners_from_settings(opts: dict[str, Any]) -> None:
+    """Fill in the listeners not given as options: --bind for all, else each service's own
+    setting (the web UI has none: 127.0.0.1), like runsmtp and rundns on their own."""
+    bind = opts["bind"]
+    opts["web_bind"] = bind or "127.0.0.1"
+    opts["smtp_bind"] = bind or settings.HISP_SMTP_BIND
+    opts["dns_bind"] = bind or settings.HISP_DNS_BIND
+    for option, setting in (("smtp_port", "HISP_SMTP_PORT"),
+                            ("submission_port", "HISP_SUBMISSION_PORT"),
+                            ("dns_port", "HISP_DNS_PORT")):
+        if opts[option] is None:
+            opts[option] = getattr(settings, setting)

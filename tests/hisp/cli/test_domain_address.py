@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -140,6 +142,25 @@ def test_a_real_process_exits_non_zero_with_one_line_error(tmp_path: Path) -> No
     assert errors == [f"CommandError: cannot read {tmp_path / 'nope'}: No such file or directory"]
     assert result.stdout == ""
 
+
+
+def test_a_real_process_prints_only_the_error_line_on_stderr(tmp_path: Path) -> None:
+    # Secrets given, as in production: the quick start's one-time "generated ..." notices
+    # are not what this is about.
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL"}}
+    env.update({
+        "HISP_DATA_DIR": str(tmp_path / "var"),
+        "DJANGO_SETTINGS_MODULE": "hisp.settings",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "HISP_KEY_ENCRYPTION_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+    })
+    result = subprocess.run(
+        [sys.executable, "manage.py", "domain", "add", "not a domain"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == ["CommandError: not a valid domain name: 'not a domain'"]
+    assert result.stdout == ""
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -93,6 +94,19 @@ def test_startup_check_fails_clearly_with_wrong_kek(alice: Address, settings: An
     (error,) = key_encryption_key_check()
     assert error.id == "hisp.E001"
     assert "HISP_KEY_ENCRYPTION_KEY does not match" in error.msg
+
+
+@pytest.mark.django_db
+def test_startup_check_hint_names_the_section_that_explains_the_kek(
+    alice: Address, settings: Any
+) -> None:
+    settings.HISP_KEY_ENCRYPTION_KEY = _new_kek_text()
+    (error,) = key_encryption_key_check()
+    match = re.fullmatch(r"see (\S+), section '([^']+)'", error.hint or "")
+    assert match, error.hint
+    page = (ROOT / match[1]).read_text()
+    section = page.split(f"\n## {match[2]}\n", 1)[1].split("\n## ", 1)[0]
+    assert "HISP_KEY_ENCRYPTION_KEY" in section and "keys rotate-kek" in section
 
 
 @pytest.mark.django_db
