@@ -6,8 +6,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from email.utils import format_datetime
 
-from hisp.reports import ReportError, assemble, field_blocks, first, strip_address_type
+from hisp.reports import (
+    ReportError,
+    assemble,
+    field_blocks,
+    first,
+    returned_message_id,
+    strip_address_type,
+)
 
 REPORT_TYPE = "delivery-status"
 
@@ -42,6 +51,10 @@ def parse(raw: bytes) -> Dsn:
     original_id = next(
         (v for k, v in per_message if k.lower().endswith("original-message-id")), None
     )
+    if not original_id:
+        # RFC 3464 itself names no such field: a DSN without one identifies the message by the
+        # header fields it returns (its third part, section 2 and RFC 6522 section 3).
+        original_id = returned_message_id(raw)
     recipients = []
     for block in per_recipient:
         final = strip_address_type(first(block, "Final-Recipient"))
@@ -78,11 +91,15 @@ def build(
     recipients: Sequence[RecipientStatus],
     explanation: str,
     subject: str = "",
+    arrived: datetime | None = None,
 ) -> bytes:
-    per_message = [
-        ("Reporting-MTA", f"dns; {reporting_host}"),
-        ("X-Original-Message-ID", original_message_id),
-    ]
+    """A DSN about ``recipients`` of the message ``original_message_id``, which reached this
+    HISP (the Reporting MTA) at ``arrived``."""
+    per_message = [("Reporting-MTA", f"dns; {reporting_host}")]
+    if arrived is not None:
+        per_message.append(("Arrival-Date", format_datetime(arrived)))  # RFC 3464 2.2.5
+    # An extension field (2.4), named as the Java and .NET reference implementations name it.
+    per_message.append(("X-Original-Message-ID", original_message_id))
     blocks = [per_message]
     for rcpt in recipients:
         block = [("Final-Recipient", f"rfc822;{rcpt.final_recipient}")]

@@ -381,12 +381,21 @@ def wants_final_delivery(raw: bytes) -> bool:
             importance, comma, tail = rest.partition(",")
             if importance.strip().lower() not in ("required", "optional") or not comma:
                 raise OptionsMalformed("importance must be 'required' or 'optional'")
-            settings = [v.strip().lower() for v in tail.split(",")]
+            settings = [_word(v) for v in tail.split(",")]
             if attribute.strip().lower() == FINAL_DELIVERY:
                 if settings != ["true"]:
                     raise OptionsMalformed("X-DIRECT-FINAL-DESTINATION-DELIVERY must be 'true'")
                 asked = True
     return asked
+
+
+def _word(value: str) -> str:
+    """A parameter value, ``word`` in RFC 3798 2.2 (an atom or a quoted-string), as its text in
+    lower case: ``"true"`` is ``true``."""
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = re.sub(r"\\(.)", r"\1", value[1:-1])
+    return value.lower()
 
 
 def header_values(raw: bytes, name: str) -> list[str]:

@@ -30,7 +30,11 @@ class Mdn:
 
     @property
     def is_failure(self) -> bool:
-        return self.disposition in ("failed", "deleted", "denied") or "error" in self.modifiers
+        # "failed" is the Implementation Guide's negative delivery notification (section 3.4);
+        # the "error" modifier says processing failed (RFC 3798 3.2.6.3). "deleted" and
+        # "denied" are not failures: the message reached the recipient, who deleted it or does
+        # not want its disposition reported (3.2.6.2).
+        return self.disposition == "failed" or "error" in self.modifiers
 
 
 def parse(raw: bytes) -> Mdn:
@@ -70,9 +74,9 @@ def build(
     to: str,
     message_id: str,
     original_message_id: str,
-    original_recipient: str,
     final_recipient: str,
     disposition: str,
+    original_recipient: str | None = None,
     subject: str = "",
     final_delivery: bool = False,
     failure: str | None = None,
@@ -80,14 +84,17 @@ def build(
     """An MDN from ``sender`` (the recipient that reports) to ``to`` (the original sender).
 
     It carries no Disposition-Notification-To: an MDN is never answered with an MDN
-    (RFC 3798 section 2.1)."""
+    (RFC 3798 section 2.1). ``original_recipient`` is the original message's
+    Original-Recipient header field; without one the field is left out, as RFC 3798 3.2.3
+    requires (the envelope recipient is the Final-Recipient, not the original one)."""
     if disposition not in ("processed", "dispatched", "failed"):
         raise ValueError(f"unsupported disposition {disposition!r}")
     if final_delivery and disposition != "dispatched":
         raise ValueError("only a dispatched MDN carries X-DIRECT-FINAL-DESTINATION-DELIVERY")
-    fields = [
-        ("Reporting-UA", f"{reporting_host}; HISP Direct security agent"),
-        ("Original-Recipient", f"rfc822;{original_recipient}"),
+    fields = [("Reporting-UA", f"{reporting_host}; HISP Direct security agent")]
+    if original_recipient:
+        fields.append(("Original-Recipient", f"rfc822;{original_recipient}"))
+    fields += [
         ("Final-Recipient", f"rfc822;{final_recipient}"),
         ("Original-Message-ID", original_message_id),
         ("Disposition", f"{AUTOMATIC};{disposition}"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import textwrap
 from email.message import Message as StdMessage
 from email.utils import format_datetime
 
@@ -30,6 +31,29 @@ def field_blocks(raw: bytes, report_type: str) -> list[list[tuple[str, str]]]:
         raise ReportError("nested too deeply to read") from exc
 
 
+# The optional third part of a report (RFC 6522 section 3): the original message or its header
+# fields. RFC 3464 has no field for the original Message-ID; the returned headers carry it.
+RETURNED_TYPES = frozenset({"text/rfc822-headers", "message/rfc822-headers", "message/rfc822"})
+
+
+def returned_message_id(raw: bytes) -> str | None:
+    """The Message-ID in the returned header fields or message of a report, if any."""
+    try:
+        message = email.message_from_bytes(to_crlf(raw), policy=email.policy.compat32)
+        for part in message.walk():
+            if part.get_content_type() not in RETURNED_TYPES:
+                continue
+            payload = part.get_payload()
+            returned = payload[0] if isinstance(payload, list) and payload else payload
+            if isinstance(returned, str):
+                returned = email.message_from_string(returned, policy=email.policy.compat32)
+            if isinstance(returned, StdMessage) and returned.get("Message-ID"):
+                return printable(_unfold(returned.get("Message-ID"))) or None
+    except RecursionError as exc:  # as in field_blocks
+        raise ReportError("nested too deeply to read") from exc
+    return None
+
+
 def _field_blocks(raw: bytes, report_type: str) -> list[list[tuple[str, str]]]:
     message = email.message_from_bytes(to_crlf(raw), policy=email.policy.compat32)
     if message.get_content_type() != "multipart/report":
@@ -48,7 +72,16 @@ def _field_blocks(raw: bytes, report_type: str) -> list[list[tuple[str, str]]]:
         if isinstance(payload, list):
             for block in payload:
                 if isinstance(block, StdMessage):
-                    blocks.append([(k, _unfold(v)) for k, v in block.items()])
+                    # The name less white space before the colon (RFC 5322 4.5.3 obsolete
+                    # syntax, which the text parser below accepts too).
+                    fields = [(k.strip(), _unfold(v)) for k, v in block.items()]
+                    rest = block.get_payload()
+                    if isinstance(rest, str) and rest.strip():
+                        # Fields the email package took for a body: those after a line it
+                        # does not read as a field ("Action : failed"), or all of them after
+                        # an empty first line.
+                        fields += [f for group in _parse_text_blocks(rest) for f in group]
+                    blocks.append(fields)
         elif isinstance(payload, str):
             blocks = _parse_text_blocks(payload)
         # The other HISP's words: they are matched against the database and kept in delivery
@@ -108,6 +141,48 @@ def header_text(value: str) -> str:
     ).decode("ascii")
 
 
+# RFC 5322 section 2.1.1: a line MUST be at most 998 characters and SHOULD be at most 78.
+LINE = 78
+
+
+def _wrap(text: str, *, first: str = "", indent: str = "") -> str:
+    """``text`` after ``first`` broken at its spaces into lines of at most ``LINE`` characters,
+    the later ones starting with ``indent``; a word longer than a line stays whole (a
+    Message-ID may not be split), on the first line if it is the first word."""
+    if len(first) + len(text) <= LINE and "\n" not in text:
+        return first + text  # nearly every field: textwrap would cost more than the report
+    lines = textwrap.wrap(
+        text,
+        LINE,
+        initial_indent=first,
+        subsequent_indent=indent,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+    return "\r\n".join(lines)
+
+
+def _field(name: str, value: str) -> str:
+    """A header field or report field, folded (RFC 5322 section 2.2.3)."""
+    text = header_text(value)
+    line = f"{name}: {text}"
+    return line if len(line) <= LINE else _wrap(text, first=f"{name}: ", indent=" ")
+
+
+def _subject(value: str) -> str:
+    """The Subject, which quotes the original's: words beyond ASCII become RFC 2047
+    encoded-words instead of question marks, and a long one is folded (encoded-words may split
+    even a single long word)."""
+    # A lone surrogate (from bytes that were not UTF-8) cannot be encoded: "?" instead.
+    text = printable(" ".join(value.split())).encode("utf-8", "replace").decode("utf-8")
+    if text.isascii() and len(text) <= LINE - len("Subject: ") and "=?" not in text:
+        return f"Subject: {text}"  # as it would fold: the header registry costs 60 us a report
+    # The header object itself: policy.fold() leaves a short value as it is, unencoded.
+    header = email.policy.SMTP.header_factory("Subject", text)
+    folded: str = header.fold(policy=email.policy.SMTP)
+    return folded.removesuffix("\r\n")
+
+
 def assemble(
     *,
     sender: str,
@@ -123,26 +198,27 @@ def assemble(
 ) -> bytes:
     boundary = new_boundary()
     lines = [
-        f"From: {header_text(sender)}",
-        f"To: {header_text(to)}",
-        f"Subject: {header_text(subject)}",
+        _field("From", sender),
+        _field("To", to),
+        _subject(subject),
         f"Date: {format_datetime(timezone.now())}",
-        f"Message-ID: {header_text(message_id)}",
-        *(f"{name}: {header_text(value)}" for name, value in extra_headers),
+        _field("Message-ID", message_id),
+        *(_field(name, value) for name, value in extra_headers),
         "MIME-Version: 1.0",
-        f'Content-Type: multipart/report; report-type={report_type}; boundary="{boundary}"',
+        f"Content-Type: multipart/report; report-type={report_type};",
+        f' boundary="{boundary}"',
         "",
         f"--{boundary}",
         "Content-Type: text/plain; charset=us-ascii",
         "",
-        header_text(human),
+        _wrap(header_text(human)),
         "",
         f"--{boundary}",
         f"Content-Type: {machine_type}",
         "",
     ]
     for block in machine:
-        lines.extend(f"{name}: {header_text(value)}" for name, value in block)
+        lines.extend(_field(name, value) for name, value in block)
         lines.append("")
     text = "\r\n".join(lines) + "\r\n"
     tail = b""

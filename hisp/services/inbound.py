@@ -171,8 +171,31 @@ def _process(message: Message) -> str:
             )
             _reject(message, exc, _outer(head))
             return f"rejected:{exc.code}"
-        return tracking.handle_report(message, result, report)
+        return tracking.handle_report(message, result, report, facts=_report_facts(result))
     return _deliver(message, result, hosted, env)
+
+
+def _signed_by(result: agent.Unprotected) -> dict[str, object]:
+    return {
+        "signer": signer_name(result.signer),
+        "signer_organisation": signer_organisation(result.signer),
+        "signer_fingerprint": fingerprint(result.signer),
+    }
+
+
+def _report_facts(result: agent.Unprotected) -> dict[str, object]:
+    """What the message log and console show of a received MDN or DSN: its signer and its
+    header fields (read from the header block alone: a report's body is not mail to file)."""
+    facts = _signed_by(result)
+    summary = _outer(mailtext.head_of(result.message))
+    if summary is not None:
+        facts.update(
+            message_id=summary.message_id[:998],
+            header_from=summary.sender[:998],
+            header_to=list(summary.to + summary.cc),
+            subject=summary.subject[:998],
+        )
+    return facts
 
 
 def _take_raw(message: Message) -> bytes:
@@ -434,9 +457,7 @@ def _deliver(
             "header_from": summary.sender[:998],
             "header_to": list(summary.to + summary.cc),
             "subject": summary.subject[:998],
-            "signer": signer_name(result.signer),
-            "signer_organisation": signer_organisation(result.signer),
-            "signer_fingerprint": fingerprint(result.signer),
+            **_signed_by(result),
             "anchor_id": _anchor_id(result, delivered),
         }
         if single_statement_writes():

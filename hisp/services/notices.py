@@ -40,13 +40,15 @@ def build_mdn(
     reporter: Address,
     to: str,
     original_message_id: str,
-    original_recipient: str,
     disposition: str,
     subject: str,
+    original_recipient: str | None = None,
     final_delivery: bool = False,
     failure: str | None = None,
 ) -> tuple[str, bytes]:
-    """An MDN from the hosted ``reporter`` to the original sender ``to``: (Message-ID, bytes)."""
+    """An MDN from the hosted ``reporter`` to the original sender ``to``: (Message-ID, bytes).
+    ``original_recipient``: the original message's Original-Recipient header field, if it has
+    one (RFC 3798 3.2.3: otherwise the MDN carries none)."""
     message_id = new_message_id()
     raw = mdn.build(
         reporting_host=settings.HISP_HOSTNAME,
@@ -141,9 +143,9 @@ def queue_mdn(
     reporter: Address,
     to: str,
     original_message_id: str,
-    original_recipient: str,
     disposition: str,
     subject: str,
+    original_recipient: str | None = None,
     final_delivery: bool = False,
     failure: str | None = None,
 ) -> Message:
@@ -214,11 +216,15 @@ def file_dsn(
     original = delivery.message
     raw = dsn.build(
         reporting_host=settings.HISP_HOSTNAME,
-        sender=f"postmaster@{settings.HISP_HOSTNAME}",
+        # RFC 3464 section 2.1: from someone responsible for the mail system, so that a reply
+        # reaches them: the sender's own domain's postmaster mailbox, which every hosted domain
+        # has (HISP_HOSTNAME need not be a hosted domain, and by default is "localhost").
+        sender=f"postmaster@{mailbox.address.rpartition('@')[2]}",
         to=mailbox.address,
         message_id=new_message_id(),
         original_message_id=original.message_id,
         original_headers=mailtext.head_of(bytes(original.raw)),
+        arrived=original.created_at,
         recipients=[
             dsn.RecipientStatus(
                 final_recipient=delivery.recipient,

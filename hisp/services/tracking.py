@@ -9,6 +9,7 @@ late or repeated MDN changes nothing and notifies nobody.
 from __future__ import annotations
 
 import logging
+import re
 from datetime import datetime
 
 from django.conf import settings
@@ -42,12 +43,28 @@ def _move(
     return bool(moved)
 
 
-def fail(delivery: Delivery, *, detail: str, status: str, why: str) -> bool:
-    """Fail a delivery that is not final yet and file exactly one failure DSN for it."""
+# A remote server's reply as egress records it: "550 5.1.1 No such user".
+_SMTP_REPLY = re.compile(r"[245][0-9][0-9][ -]")
+
+
+def _diagnostic(detail: str) -> str:
+    """The DSN's Diagnostic-Code for ``detail`` (RFC 3464 2.3.6): an SMTP reply is of type
+    "smtp"; our own reasons (agent codes, timeouts) of the private type "x-direct"."""
+    kind = "smtp" if _SMTP_REPLY.match(detail) else "x-direct"
+    return f"{kind}; {detail}"
+
+
+def fail(
+    delivery: Delivery, *, detail: str, status: str, why: str, diagnostic: str | None = None
+) -> bool:
+    """Fail a delivery that is not final yet and file exactly one failure DSN for it
+    (``diagnostic``: a Diagnostic-Code to pass on as it is, else one made from ``detail``)."""
     if not _move(delivery, to=Delivery.State.FAILED, leaving=NOT_FINAL, detail=detail,
                  claimed_at=None, next_attempt_at=None):
         return False
-    notices.file_failure(delivery, status=status, diagnostic=f"x-direct; {detail}", why=why)
+    notices.file_failure(
+        delivery, status=status, diagnostic=diagnostic or _diagnostic(detail), why=why
+    )
     audit.record(action="delivery.failed", obj=delivery, actor="system", reason=detail[:100])
     return True
 
@@ -74,6 +91,19 @@ def dispatched(delivery: Delivery, *, at: datetime, final_delivery: bool) -> boo
     return moved
 
 
+_ANGLED = re.compile(r"<([^<>]*)>")
+
+
+def _message_id_forms(quoted: str) -> list[str]:
+    """The spellings of the Message-ID a report quotes that we may have stored: implementations
+    quote it with or without its angle brackets, inside double quotes, or followed by a
+    comment; we store it as the message gave it (ours, and nearly every client's, in angle
+    brackets, RFC 5322 3.6.4)."""
+    found = _ANGLED.search(quoted)
+    core = (found.group(1) if found else quoted.strip().strip('"')).strip()
+    return [f"<{core}>", core] if core else []
+
+
 def _find(original_message_id: str, recipients: list[str], reporter: str) -> Delivery | None:
     """Our outbound delivery an MDN/DSN reports on. The report must come from the recipient's
     own domain (its signer is bound to it, checked by the agent), so nobody can fail or confirm
@@ -82,7 +112,7 @@ def _find(original_message_id: str, recipients: list[str], reporter: str) -> Del
         Message.objects.filter(
             direction=Message.Direction.OUTBOUND,
             kind=Message.Kind.REGULAR,
-            message_id=original_message_id,
+            message_id__in=_message_id_forms(original_message_id),
         )
         .order_by("-id")
         .first()
@@ -99,8 +129,11 @@ def _find(original_message_id: str, recipients: list[str], reporter: str) -> Del
     return None
 
 
-def handle_report(message: Message, result: agent.Unprotected, kind: str) -> str:
-    """An MDN or DSN arrived for one of our users: update tracking, show no inbox mail."""
+def handle_report(
+    message: Message, result: agent.Unprotected, kind: str, *, facts: dict[str, object]
+) -> str:
+    """An MDN or DSN arrived for one of our users: update tracking, show no inbox mail.
+    ``facts``: the report's own header fields and signer, for the message log."""
     now = timezone.now()
     original: Message | None = None
     with transaction.atomic():
@@ -120,6 +153,7 @@ def handle_report(message: Message, result: agent.Unprotected, kind: str) -> str
             state=Message.State.DELIVERED if outcome != "malformed" else Message.State.REJECTED,
             reason="" if outcome in ("applied", "unchanged") else f"report-{outcome}",
             content=result.message,
+            **facts,
         ):
             transaction.set_rollback(True)
             return "lease-lost"
@@ -163,6 +197,8 @@ def _apply_dsn(report: dsn.Dsn, reporter: str) -> tuple[str, Message | None]:
                 detail=f"DSN {status.status}",
                 status=status.status,
                 why=status.diagnostic or "the recipient's HISP could not deliver it",
+                # The remote's own code and its type, when it gave one (RFC 3464 2.3.6).
+                diagnostic=status.diagnostic if ";" in (status.diagnostic or "") else None,
             )
     if original is None:
         return "unmatched", None
