@@ -107,68 +107,6 @@ def mdn_delivery(
     )
 
 
-def store_mdn(
-    *,
-    inbound: Message,
-    reporter: Address,
-    to: str,
-    message_id: str,
-    raw: bytes,
-    disposition: str,
-    subject: str,
-    wire: bytes | None = None,
-    claimed_at: datetime | None = None,
-) -> Delivery:
-    """Store an MDN built by :func:`build_mdn` as an outbound message with its one delivery.
-
-    Without ``wire`` it waits for the outbound pipeline (state queued; the caller queues it).
-    With ``wire`` (the caller protected it already) the message is done and its delivery holds
-    the protected bytes, claimed at ``claimed_at`` by the caller, who sends it right after the
-    commit; if that never happens the sweeper takes the delivery over once the claim expires.
-    """
-    report = mdn_message(
-        inbound=inbound, reporter=reporter, to=to, message_id=message_id, raw=raw,
-        disposition=disposition, subject=subject, wire=wire,
-    )
-    report.save(force_insert=True)
-    delivery = mdn_delivery(report, to=to, wire=wire, claimed_at=claimed_at)
-    delivery.save(force_insert=True)
-    DeliveryEvent.objects.create(delivery=delivery, state=Delivery.State.QUEUED, detail=disposition)
-    return delivery
-
-
-def queue_mdn(
-    *,
-    inbound: Message,
-    reporter: Address,
-    to: str,
-    original_message_id: str,
-    disposition: str,
-    subject: str,
-    original_recipient: str | None = None,
-    final_delivery: bool = False,
-    failure: str | None = None,
-) -> Message:
-    """Queue an MDN from the hosted ``reporter`` to the original sender ``to`` for the outbound
-    pipeline (signed and encrypted there like any other mail)."""
-    message_id, raw = build_mdn(
-        reporter=reporter,
-        to=to,
-        original_message_id=original_message_id,
-        original_recipient=original_recipient,
-        disposition=disposition,
-        subject=subject,
-        final_delivery=final_delivery,
-        failure=failure,
-    )
-    report: Message = store_mdn(
-        inbound=inbound, reporter=reporter, to=to, message_id=message_id, raw=raw,
-        disposition=disposition, subject=subject,
-    ).message
-    enqueue("process_outgoing", report.pk)
-    return report
-
-
 def _sender_mailbox(delivery: Delivery) -> Address | None:
     message = delivery.message
     if message.kind != Message.Kind.REGULAR or message.direction != Message.Direction.OUTBOUND:
