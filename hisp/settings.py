@@ -306,6 +306,10 @@ else:
 # --- Celery ----------------------------------------------------------------------------------
 _broker_dir = DATA_DIR / "broker"
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+if CELERY_BROKER_URL in ("filesystem://", "filesystem:///"):
+    # The same broker, named with the host kombu otherwise warns it "reverted" to on every
+    # connection (every manage.py send, every worker start).
+    CELERY_BROKER_URL = "filesystem://localhost//"
 if CELERY_BROKER_URL.startswith("filesystem://"):
     for sub in ("queue", "processed", "control"):
         (_broker_dir / sub).mkdir(parents=True, exist_ok=True)

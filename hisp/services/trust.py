@@ -325,13 +325,16 @@ def _pin(bundle: TrustBundle) -> x509.Certificate | None:
     return x509.load_der_x509_certificate(bytes(bundle.signer_pin))
 
 
-def _record_failure(bundle: TrustBundle, result: str, error: str, digest: str) -> RefreshOutcome:
+def _record_failure(
+    bundle: TrustBundle, result: str, error: str, digest: str, log_failure: bool
+) -> RefreshOutcome:
     now = timezone.now()
     TrustBundle.objects.filter(pk=bundle.pk).update(
         last_fetched_at=now, last_result=result, last_error=error[:2000]
     )
     TrustBundleEvent.objects.create(bundle=bundle, result=result, digest=digest, error=error[:2000])
-    log.warning("trust bundle %s refresh failed: %s", bundle.pk, result)
+    if log_failure:
+        log.warning("trust bundle %s refresh failed: %s", bundle.pk, result)
     bundle.refresh_from_db()
     return RefreshOutcome(bundle, result, error=error)
 
@@ -342,18 +345,23 @@ def refresh_bundle(
     at: datetime | None = None,
     body: bytes | None = None,
     force: bool = False,
+    log_failure: bool = True,
 ) -> RefreshOutcome:
     """Fetch (or re-read the upload of) one bundle and bring its anchors in line with it.
 
     Unchanged content (same SHA-256) changes nothing; ``force`` re-applies it anyway. ``at`` is
-    the time the pinned signer must be valid at (default now).
+    the time the pinned signer must be valid at (default now). ``log_failure=False`` when the
+    caller raises the failure itself (a new bundle: it is rolled back, and a warning about it
+    would name a bundle that never existed).
     """
     if body is None:
         if bundle.url:
             try:
                 body = _fetch(bundle.url)
             except BundleFetchError as exc:
-                return _record_failure(bundle, TrustBundle.Result.FETCH_ERROR, str(exc), "")
+                return _record_failure(
+                    bundle, TrustBundle.Result.FETCH_ERROR, str(exc), "", log_failure
+                )
         else:
             body = bytes(bundle.uploaded or b"")
     digest = hashlib.sha256(body).hexdigest()
@@ -366,9 +374,13 @@ def refresh_bundle(
     try:
         certificates = parse_bundle(body, signer_pin=_pin(bundle), at=at)
     except BundleSignatureError as exc:
-        return _record_failure(bundle, TrustBundle.Result.SIGNATURE_ERROR, str(exc), digest)
+        return _record_failure(
+            bundle, TrustBundle.Result.SIGNATURE_ERROR, str(exc), digest, log_failure
+        )
     except BundleFormatError as exc:
-        return _record_failure(bundle, TrustBundle.Result.FORMAT_ERROR, str(exc), digest)
+        return _record_failure(
+            bundle, TrustBundle.Result.FORMAT_ERROR, str(exc), digest, log_failure
+        )
     wanted = {fingerprint(c): c for c in certificates}
     with transaction.atomic():
         current = {
@@ -581,7 +593,7 @@ def add_bundle(
             signer_pin=pin_der,
             refresh_interval=refresh_interval,
         )
-        outcome = refresh_bundle(bundle, at=at, body=body)
+        outcome = refresh_bundle(bundle, at=at, body=body, log_failure=False)
         if outcome.failed:
             error_type = (
                 BundleSignatureError

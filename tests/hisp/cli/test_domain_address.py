@@ -180,3 +180,19 @@ def test_a_real_process_prints_only_the_error_line_on_stderr(tmp_path: Path) -> 
 def test_bad_arguments_are_a_command_error(run: Run, args: tuple[str, ...]) -> None:
     with pytest.raises(CommandError):
         run(*args)
+
+
+def test_the_embedded_broker_connects_without_a_warning(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL"}}
+    env.update({"HISP_DATA_DIR": str(tmp_path / "var"), "DJANGO_SETTINGS_MODULE": "hisp.settings",
+                "SECRET_KEY": secrets.token_urlsafe(50),
+                "HISP_KEY_ENCRYPTION_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()})
+    connect = ("import django; django.setup(); from hisp.celery import app; "
+               "c = app.connection_for_write(); c.ensure_connection(); c.info(); "
+               "print(c.transport_cls); c.release()")
+    result = subprocess.run([sys.executable, "-c", connect], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "filesystem"
+    assert result.stderr == ""

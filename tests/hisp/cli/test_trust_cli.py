@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -139,9 +140,13 @@ def test_bundle_add_file_and_url_list_and_refresh(run: Run, provider: Domain) ->
     assert TrustAnchor.objects.filter(bundle__url=server.url).count() == 1
 
 
-def test_bundle_add_rejects_bad_input(run: Run, provider: Domain) -> None:
+def test_bundle_add_rejects_bad_input(
+    run: Run, provider: Domain, caplog: pytest.LogCaptureFixture
+) -> None:
     with pytest.raises(CommandError, match="not a PKCS#7 bundle"):
         run("bundle", "add", str(VECTORS / "java_invalidBundle.der"), "--domain", provider.name)
+    # The error is the whole story: no warning about a bundle that was rolled back.
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     with pytest.raises(CommandError, match="not hosted here"):
         run("bundle", "add", str(VECTORS / "gateway_testBundle.p7b"), "--domain", "x.example")
     with bundle_server() as server:
