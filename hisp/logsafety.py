@@ -47,6 +47,18 @@ class ControlCharacterFilter(logging.Filter):
         return True
 
 
+class ExpectedRefusal(logging.Filter):
+    """A logger filter for refusals that anyone on the internet can provoke at will (Django's
+    ``DisallowedHost``, which scanners send all day): one warning line each, without the
+    traceback of our own frames that Django attaches, so real errors stay easy to find."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info, record.exc_text = None, None
+        if record.levelno > logging.WARNING:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def _traceback(error: BaseException) -> str:
     """The usual traceback, each exception's own text on one escaped line: that text (a
     remote reply, a parser's complaint quoting input) may hold a line end of its own, while

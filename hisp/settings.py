@@ -363,7 +363,8 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     # Words from outside (SMTP commands, remote replies) reach the log: hisp.logsafety says why.
-    "filters": {"control_characters": {"()": "hisp.logsafety.ControlCharacterFilter"}},
+    "filters": {"control_characters": {"()": "hisp.logsafety.ControlCharacterFilter"},
+                "expected_refusal": {"()": "hisp.logsafety.ExpectedRefusal"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
@@ -374,5 +375,6 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     # django-axes announces its version and mode at INFO in every process, so every manage.py
     # command would print it before its output or its one-line error (README, Operator CLI).
-    "loggers": {"axes.apps": {"level": "WARNING"}},
+    "loggers": {"axes.apps": {"level": "WARNING"},
+                "django.security.DisallowedHost": {"filters": ["expected_refusal"]}},
 }

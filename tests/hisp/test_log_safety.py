@@ -102,3 +102,12 @@ def test_a_celery_worker_logging_setup_escapes_too(tmp_path):
 def live_server_db(db):
     """processes.environment reads this run's database settings (PostgreSQL only)."""
     processes.database_url()
+
+
+@pytest.mark.django_db
+def test_a_request_for_another_host_is_one_warning_line_without_a_traceback(client, caplog):
+    response = client.get("/mail/login/", HTTP_HOST="scanner.invalid")
+    assert response.status_code == 400
+    [record] = [r for r in caplog.records if r.name == "django.security.DisallowedHost"]
+    assert (record.levelname, record.exc_info, record.exc_text) == ("WARNING", None, None)
+    assert "scanner.invalid" in record.getMessage()
