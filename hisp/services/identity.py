@@ -164,6 +164,16 @@ def add_address(
     domain = Domain.objects.filter(name=domain_name).first()
     if domain is None:
         raise IdentityError(f"domain {domain_name} is not hosted here (add it first)")
+    portal = domain.kind == Domain.Kind.PATIENT_PORTAL
+    if patient and not portal:
+        # A portal domain has its own CA, so partners choose separately whether to trust
+        # patients (DirectTrust keeps patient and provider bundles apart): a patient under a
+        # provider domain's CA would reach everyone who trusts that provider.
+        raise IdentityError(f"{domain_name} is a provider domain: patient addresses belong on "
+                            "a patient-portal domain (domain add NAME --portal)")
+    if portal and not patient:
+        raise IdentityError(f"{domain_name} is a patient-portal domain: only patient addresses "
+                            "belong there (add it with --patient)")
     if Address.objects.filter(address=value).exists():
         raise IdentityError(f"address {value} already exists")
     if is_postmaster(value) and Address.objects.filter(address__iexact=value).exists():

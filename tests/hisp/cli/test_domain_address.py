@@ -60,11 +60,12 @@ def test_domain_list_json_is_only_a_json_array(run: Run, provider: Domain) -> No
 
 
 def test_address_add_with_password_cert_and_patient(run: Run, provider: Domain) -> None:
-    out, _ = run("address", "add", "pat@hospital.example.org", "--name", "Pat Patient",
+    run("domain", "add", "portal.example.org", "--portal")
+    out, _ = run("address", "add", "pat@portal.example.org", "--name", "Pat Patient",
                  "--password-stdin", "--address-cert", "--patient",
                  stdin="a long enough password\n")
-    assert "added pat@hospital.example.org" in out
-    row = Address.objects.get(address="pat@hospital.example.org")
+    assert "added pat@portal.example.org" in out
+    row = Address.objects.get(address="pat@portal.example.org")
     assert row.kind == Address.Kind.PATIENT and row.display_name == "Pat Patient"
     assert row.users.get().check_password("a long enough password")
     assert Certificate.objects.filter(address=row, binding="address").exists()
@@ -79,6 +80,8 @@ def test_address_add_rejects_bad_input(run: Run, provider: Domain) -> None:
         run("address", "add", "b@hospital.example.org", "--password-stdin", stdin="")
     with pytest.raises(CommandError, match="password rejected"):
         run("address", "add", "b@hospital.example.org", "--password-stdin", stdin="123\n")
+    with pytest.raises(CommandError, match="patient addresses belong on a patient-portal"):
+        run("address", "add", "pat@hospital.example.org", "--patient")
     assert [a.address for a in Address.objects.all()] == ["postmaster@hospital.example.org"]
 
 

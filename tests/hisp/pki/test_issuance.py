@@ -165,9 +165,20 @@ def test_address_with_password_gets_an_owner_user(alice: Address, bob: Address) 
     assert not bob.users.exists()
 
 
-def test_patient_flag_sets_the_kind(provider: Domain) -> None:
-    row = identity.add_address("pat@hospital.example.org", patient=True)
+def test_patient_flag_sets_the_kind(db: None) -> None:
+    identity.add_domain("portal.example.org", portal=True)
+    row = identity.add_address("pat@portal.example.org", patient=True)
     assert row.kind == Address.Kind.PATIENT
+
+
+def test_patients_and_clinicians_each_stay_on_their_kind_of_domain(provider: Domain) -> None:
+    identity.add_domain("portal.example.org", portal=True)
+    with pytest.raises(IdentityError, match="hospital.example.org is a provider domain"):
+        identity.add_address("pat@hospital.example.org", patient=True)
+    with pytest.raises(IdentityError, match="portal.example.org is a patient-portal domain"):
+        identity.add_address("dr.who@portal.example.org")
+    assert not Address.objects.filter(address__in=["pat@hospital.example.org",
+                                                    "dr.who@portal.example.org"]).exists()
 
 
 @pytest.mark.parametrize("name", ["nodot", "bad_label.example.org", "-x.example.org", ""])
