@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -54,6 +55,7 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         logins = [] if opts["no_demo"] else self._demo()
         children = self._start(opts)
+        _wait_until_listening(opts, children)
         self._banner(opts, logins)
         self._supervise(children)
 
@@ -186,3 +188,38 @@ def _listeners_from_settings(opts: dict[str, Any]) -> None:
                             ("dns_port", "HISP_DNS_PORT")):
         if opts[option] is None:
             opts[option] = getattr(settings, setting)
+
+
+# How long the banner waits for the listeners (the first run migrates before it starts them).
+LISTEN_WAIT = 60.0
+
+
+def _wait_until_listening(
+    opts: dict[str, Any], children: list[tuple[str, subprocess.Popen[bytes]]]
+) -> None:
+    """Return once every TCP listener accepts a connection, a service has stopped (supervising
+    then reports it) or ``LISTEN_WAIT`` has passed: the banner tells people to connect, so it
+    is printed when they can."""
+    wanted = [
+        (opts[bind], opts[port])
+        for bind, port in (("web_bind", "web_port"), ("smtp_bind", "smtp_port"),
+                           ("smtp_bind", "submission_port"), ("dns_bind", "dns_port"))
+        if opts[port]
+    ]
+    deadline = time.monotonic() + LISTEN_WAIT
+    while wanted and time.monotonic() < deadline:
+        if any(child.poll() is not None for _name, child in children):
+            return
+        wanted = [(host, port) for host, port in wanted if not _accepts(host, port)]
+        if wanted:
+            time.sleep(0.2)
+
+
+def _accepts(bind: str, port: int) -> bool:
+    # A wildcard bind is reached on loopback.
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(bind, bind)  # noqa: S104
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
