@@ -4,6 +4,7 @@ timeline of sent mail, and single-message actions."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from django.contrib import messages
 from django.db.models import Prefetch
@@ -30,6 +31,7 @@ _SIMPLE_TYPE = re.compile(r"^[a-z0-9][a-z0-9.+-]*/[a-z0-9][a-z0-9.+-]*$")
 # Types a browser would render or run in our origin are always served as a plain download.
 _ACTIVE_TYPES = {"text/html", "application/xhtml+xml", "image/svg+xml", "text/xml",
                  "application/xml", "application/javascript", "text/javascript"}
+_SECTION = re.compile(r"[0-9]{1,4}")
 
 
 def _timeline(message: Message) -> list[dict[str, object]]:
@@ -129,16 +131,44 @@ def attachment_download(request: HttpRequest, entry_id: int, index: int) -> Http
     return _download(found.data, filename=found.filename, content_type=found.content_type)
 
 
+def _section_asked(request: HttpRequest) -> int | None:
+    """A C-CDA page's ?section=: that section alone, one too long to come with the page."""
+    raw = request.GET.get("section")
+    if raw is None:
+        return None
+    if not _SECTION.fullmatch(raw):
+        raise Http404("no such section")
+    return int(raw)
+
+
+def _section_detail(section: int | None) -> dict[str, Any]:
+    """The audit detail of a one-section view; a whole document's view keeps its old detail."""
+    return {} if section is None else {"section": section}
+
+
+def _read_cda(context: dict[str, object], data: bytes, section: int | None) -> None:
+    context["shown_section"] = section
+    try:
+        context["document"] = parse_cda(data, section=section)
+    except DocumentError as exc:
+        if exc.code == "no-such-section":
+            raise Http404("no such section") from exc
+        context["error"] = str(exc)
+
+
 @mail_login_required
 @require_GET
 def attachment_view(request: HttpRequest, entry_id: int, index: int) -> HttpResponse:
-    """A C-CDA rendered readably, or the document list of an IHE XDM package."""
+    """A C-CDA rendered readably (or one of its sections: ?section=), or the document list of
+    an IHE XDM package."""
     entry = access.entry_for(request.user, entry_id)
     found = _attachment_or_404(entry, index)
-    record(action="attachment.view", obj=entry.message, request=request, part=index)
+    section = None if found.looks_like_xdm else _section_asked(request)
+    record(action="attachment.view", obj=entry.message, request=request, part=index,
+           **_section_detail(section))
     context: dict[str, object] = {
         **sidebar(user=request.user, address=entry.address, current=entry.folder),
-        "entry": entry, "attachment": found,
+        "entry": entry, "attachment": found, "document_path": request.path,
     }
     if found.looks_like_xdm:
         try:
@@ -146,10 +176,7 @@ def attachment_view(request: HttpRequest, entry_id: int, index: int) -> HttpResp
         except ArchiveError as exc:
             context["error"] = str(exc)
         return render(request, "webmail/xdm.html", context)
-    try:
-        context["document"] = parse_cda(found.data)
-    except DocumentError as exc:
-        context["error"] = str(exc)
+    _read_cda(context, found.data, section)
     return render(request, "webmail/document.html", context)
 
 
@@ -160,6 +187,8 @@ def xdm_document(request: HttpRequest, entry_id: int, index: int, member: int) -
     found = _attachment_or_404(entry, index)
     if not found.looks_like_xdm:
         raise Http404("not an XDM package")
+    downloading = bool(request.GET.get("download"))
+    section = None if downloading else _section_asked(request)
     try:
         document, data = read_document(found.data, member)
     except ArchiveError as exc:
@@ -169,18 +198,16 @@ def xdm_document(request: HttpRequest, entry_id: int, index: int, member: int) -
             **sidebar(user=request.user, address=entry.address, current=entry.folder),
             "entry": entry, "attachment": found, "error": str(exc),
         }, status=422)
-    record(action="attachment.view", obj=entry.message, request=request, part=index, member=member)
+    record(action="attachment.view", obj=entry.message, request=request, part=index, member=member,
+           **_section_detail(section))
     filename = safe_filename(document.name, index=member, content_type=document.content_type)
-    if request.GET.get("download") or not document.is_xml:
+    if downloading or not document.is_xml:
         return _download(data, filename=filename, content_type=document.content_type)
     context: dict[str, object] = {
         **sidebar(user=request.user, address=entry.address, current=entry.folder),
-        "entry": entry, "attachment": found, "member": document,
+        "entry": entry, "attachment": found, "member": document, "document_path": request.path,
     }
-    try:
-        context["document"] = parse_cda(data)
-    except DocumentError as exc:
-        context["error"] = str(exc)
+    _read_cda(context, data, section)
     return render(request, "webmail/document.html", context)
 
 
