@@ -28,6 +28,8 @@ class RecipientStatus:
     status: str  # e.g. 5.7.31 (RFC 3463 class.subject.detail)
     original_recipient: str | None = None
     diagnostic: str | None = None
+    remote_mta: str | None = None  # the server whose reply this reports (2.3.5)
+    last_attempt: datetime | None = None  # our last attempt (2.3.7)
 
 
 @dataclass(frozen=True)
@@ -106,8 +108,12 @@ def build(
         if rcpt.original_recipient:
             block.insert(0, ("Original-Recipient", f"rfc822;{rcpt.original_recipient}"))
         block += [("Action", rcpt.action), ("Status", rcpt.status)]
+        if rcpt.remote_mta:
+            block.append(("Remote-MTA", f"dns; {rcpt.remote_mta}"))
         if rcpt.diagnostic:
             block.append(("Diagnostic-Code", rcpt.diagnostic))
+        if rcpt.last_attempt is not None:
+            block.append(("Last-Attempt-Date", format_datetime(rcpt.last_attempt)))
         blocks.append(block)
     failed = all(r.action == "failed" for r in recipients)
     title = "Delivery failed" if failed else "Delivery status"

@@ -80,6 +80,8 @@ class Outcome:
     result: Result
     detail: str  # the server's reply or what went wrong
     status: str  # RFC 3463 status for a DSN
+    # The mail exchanger whose reply this is (RFC 3464 Remote-MTA); "" when none answered.
+    remote: str = ""
 
     def __post_init__(self) -> None:
         # A remote's words end up in the delivery history, logs, DSNs and the console: a NUL
@@ -760,6 +762,7 @@ def _attempt(
 ) -> dict[str, Outcome]:
     where = f"{hop.host}:{hop.port}" if not hop.name else f"{hop.name} ({hop.host}):{hop.port}"
     outcomes: dict[str, Outcome] = {}
+    lost: Outcome | None = None  # the connection's own failure: no server answered it
     session: _Session | None = None
     try:
         opened = _checkout(hop, timeout, deadline)
@@ -791,7 +794,9 @@ def _attempt(
     finally:
         if session is not None:
             _checkin(hop, session, outcomes.values())
-    return outcomes
+    # Every other outcome is a reply of this mail exchanger: a DSN names it (Remote-MTA).
+    return {r: o if o is lost else dataclasses.replace(o, remote=hop.name or hop.host)
+            for r, o in outcomes.items()}
 
 
 def _transaction(

@@ -145,7 +145,14 @@ def _file(*, mailbox: Address, kind: str, raw: bytes, original: Message) -> Mess
 
 
 def file_dsn(
-    delivery: Delivery, *, action: str, status: str, diagnostic: str, explanation: str
+    delivery: Delivery,
+    *,
+    action: str,
+    status: str,
+    diagnostic: str,
+    explanation: str,
+    remote_mta: str | None = None,
+    last_attempt: datetime | None = None,
 ) -> Message | None:
     """Put one DSN about ``delivery`` into its sender's mailbox (RFC 3464)."""
     mailbox = _sender_mailbox(delivery)
@@ -169,6 +176,8 @@ def file_dsn(
                 action=action,
                 status=status,
                 diagnostic=diagnostic,
+                remote_mta=remote_mta,
+                last_attempt=last_attempt,
             )
         ],
         explanation=explanation,
@@ -177,13 +186,23 @@ def file_dsn(
     return _file(mailbox=mailbox, kind=Message.Kind.DSN, raw=raw, original=original)
 
 
-def file_failure(delivery: Delivery, *, status: str, diagnostic: str, why: str) -> Message | None:
+def file_failure(
+    delivery: Delivery,
+    *,
+    status: str,
+    diagnostic: str,
+    why: str,
+    remote_mta: str | None = None,
+    last_attempt: datetime | None = None,
+) -> Message | None:
     return file_dsn(
         delivery,
         action="failed",
         status=status,
         diagnostic=diagnostic,
         explanation=f"Your message could not be delivered to {delivery.recipient}: {why}",
+        remote_mta=remote_mta,
+        last_attempt=last_attempt,
     )
 
 

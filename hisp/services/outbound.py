@@ -548,7 +548,8 @@ def _record(delivery: Delivery, outcome: egress.Outcome, now: datetime) -> str:
         if status.startswith("4"):
             status = "5" + status[1:]
         why = _failure_why(outcome, expired=expired)
-        tracking.fail(delivery, detail=outcome.detail, status=status, why=why)
+        tracking.fail(delivery, detail=outcome.detail, status=status, why=why,
+                      remote_mta=outcome.remote or None, last_attempt=now)
     return "failed"
 
 

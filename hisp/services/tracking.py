@@ -55,15 +55,24 @@ def _diagnostic(detail: str) -> str:
 
 
 def fail(
-    delivery: Delivery, *, detail: str, status: str, why: str, diagnostic: str | None = None
+    delivery: Delivery,
+    *,
+    detail: str,
+    status: str,
+    why: str,
+    diagnostic: str | None = None,
+    remote_mta: str | None = None,
+    last_attempt: datetime | None = None,
 ) -> bool:
     """Fail a delivery that is not final yet and file exactly one failure DSN for it
-    (``diagnostic``: a Diagnostic-Code to pass on as it is, else one made from ``detail``)."""
+    (``diagnostic``: a Diagnostic-Code to pass on as it is, else one made from ``detail``;
+    ``remote_mta`` and ``last_attempt``: the server that answered our last attempt, and when)."""
     if not _move(delivery, to=Delivery.State.FAILED, leaving=NOT_FINAL, detail=detail,
                  claimed_at=None, next_attempt_at=None):
         return False
     notices.file_failure(
-        delivery, status=status, diagnostic=diagnostic or _diagnostic(detail), why=why
+        delivery, status=status, diagnostic=diagnostic or _diagnostic(detail), why=why,
+        remote_mta=remote_mta, last_attempt=last_attempt,
     )
     audit.record(action="delivery.failed", obj=delivery, actor="system", reason=detail[:100])
     return True

@@ -7,14 +7,15 @@ from __future__ import annotations
 import email
 import email.policy
 import email.utils
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from hisp import dsn
-from hisp.models import Delivery, MailboxEntry, Message
+from hisp.models import Delivery, MailboxEntry, Message, Route
 from hisp.reports import field_blocks
-from hisp.services import compose, mail
+from hisp.services import compose, mail, outbound
 from tests.hisp.mail.drive import drain
 from tests.hisp.mail.partner import PARTNER, crlf
 
@@ -181,6 +182,25 @@ def test_the_dsn_for_a_refusal_is_from_the_senders_postmaster_and_quotes_the_smt
         message.created_at.replace(microsecond=0)
     )
     assert dict(per_recipient)["Diagnostic-Code"] == "smtp; 550 5.1.1 no such user"
+    # Which server said so (2.3.5: the partner's route), and when we last tried (2.3.7).
+    assert dict(per_recipient)["Remote-MTA"] == "dns; 127.0.0.1"
+    attempted = email.utils.parsedate_to_datetime(dict(per_recipient)["Last-Attempt-Date"])
+    assert abs((datetime.now(UTC) - attempted).total_seconds()) < 120
+
+
+def test_the_dsn_for_an_unreachable_destination_names_no_remote_mta(world, settings):
+    Route.objects.filter(domain=PARTNER).update(port=1)  # nothing listens there
+    message = _send(world)
+    delivery = Delivery.objects.get(message=message, recipient=world.partner.address)
+    Delivery.objects.filter(pk=delivery.pk).update(
+        first_attempt_at=delivery.first_attempt_at - settings.HISP_RETRY_PERIOD,
+        next_attempt_at=None, state=Delivery.State.QUEUED,
+    )
+    assert outbound.deliver(delivery.pk) == "failed"
+    [raw] = _alice_dsns(world)
+    _per_message, per_recipient = field_blocks(raw, "delivery-status")
+    assert "Remote-MTA" not in dict(per_recipient)  # no server answered
+    assert "Last-Attempt-Date" in dict(per_recipient)
 
 
 def test_a_received_report_is_logged_with_its_own_header_fields_and_signer(world):
