@@ -24,6 +24,7 @@ from django.core.cache import caches
 
 from agent.discovery import Cache, CachePolicy, DiscoveryCache, DiscoveryResolver
 from agent.discovery.names import AddressError, target_for
+from agent.errors import AgentError
 from agent.types import Candidates, CertificateResolver
 from hisp.certificates import fingerprint
 from hisp.discovery_redis import REDIS_SOCKET_TIMEOUT as REDIS_SOCKET_TIMEOUT
@@ -203,7 +204,10 @@ def lookup_report(address: str, *, at: datetime | None = None) -> LookupReport:
     candidates: Iterator[Candidates] = iter(resolver().candidates(target.address))
     while True:
         started = time.monotonic()
-        level = next(candidates, None)
+        try:
+            level = next(candidates, None)
+        except AgentError:
+            break  # some level failed: the agent would retry; each level says why already
         if level is None:
             break
         levels.append(

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from agent.cache import Cache as Cache
 from agent.cache import MemoryCache as _MemoryCache
 from agent.discovery.found import Found, Outcome
-from agent.discovery.names import AddressError, target_for
+from agent.discovery.names import AddressError, canonical_domain, target_for
 
 _DECODED_ENTRIES = 1024
 
@@ -202,7 +202,10 @@ class CachePolicy:
             return self.failure_ttl
         if kind == "ldap":
             if found.outcome is Outcome.NOTHING:
-                return min(self.ldap_ttl, self.negative_ttl)
+                negative = min(self.ldap_ttl, self.negative_ttl)
+                # "No SRV record" is a DNS negative answer with its own TTL (RFC 2308 5): a
+                # directory the partner announces must not stay unseen past it.
+                return min(negative, found.ttl) if found.ttl > 0 else negative
             return self.ldap_ttl
         cap = self.negative_ttl if found.outcome is Outcome.NOTHING else self.max_dns_ttl
         return min(found.ttl, cap)
@@ -276,7 +279,10 @@ class DiscoveryCache:
             self.store.delete(self._key(target.domain, "dns", target.address_owner))
             self.store.delete(self._key(target.domain, "ldap", target.address))
         else:
-            domain = value.rstrip(".").lower()
+            try:
+                domain = canonical_domain(value)
+            except AddressError:
+                return
             # Outlives every entry written under the old token, so no old entry survives it.
             self.store.set(
                 self._generation_key(domain),

@@ -57,7 +57,8 @@ class DnsCertLookup:
             return Found(Outcome.NOTHING, notes=(f"{name}: {why}",), ttl=answer.ttl)
         certificates: list[x509.Certificate] = []
         notes: list[str] = []
-        fetches = fetch_failures = 0
+        fetch_failures: list[str] = []
+        fetches = 0
         records = sorted(
             (rdata for rdata in answer.records if isinstance(rdata, CERT)),
             key=lambda rdata: rdata.to_text(),  # a stable order whatever the server sent
@@ -77,8 +78,7 @@ class DnsCertLookup:
                 fetches += 1
                 data, problem = self._fetch_url(bytes(rdata.certificate), deadline, origin)
                 if problem is not None:
-                    fetch_failures += 1
-                    notes.append(problem)
+                    fetch_failures.append(problem)
                     continue
                 parsed = parse_blob(data, origin=origin)
             else:
@@ -87,10 +87,17 @@ class DnsCertLookup:
             certificates.extend(parsed.certificates)
             notes.extend(parsed.notes)
         found = unique(certificates)
-        if not found and fetch_failures and fetch_failures == len(records):
-            # Every record pointed at a URL we could not read: a failure of the lookup, not a
-            # publisher without certificates, so it must not be cached as a negative answer.
-            return Found.failed("; ".join(notes), notes=tuple(notes))
+        if fetch_failures:
+            # A record we could not read may hold the one usable certificate: the lookup is
+            # incomplete, so it is kept only as briefly as a failure (a fetch may work a minute
+            # later, the DNS TTL can be a day) while still offering what was read.
+            return Found(
+                Outcome.FAILED,
+                found,
+                error="; ".join(fetch_failures),
+                notes=tuple(notes),
+                ttl=answer.ttl,
+            )
         return Found(Outcome.FOUND, found, notes=tuple(notes), ttl=answer.ttl)
 
     def _fetch_url(self, raw: bytes, deadline: float, origin: str) -> tuple[bytes, str | None]:

@@ -11,7 +11,9 @@ from cryptography import x509
 class Outcome(StrEnum):
     FOUND = "found"  # the lookup worked and returned records (maybe none that parsed)
     NOTHING = "nothing"  # the lookup worked: no such name / no records / no entry
-    FAILED = "failed"  # the lookup itself failed (time-out, unreachable, malformed answer)
+    # The lookup itself failed (time-out, unreachable, malformed answer) or was incomplete (an
+    # IPKIX URL could not be read): certificates may still hold what was read before that.
+    FAILED = "failed"
 
 
 @dataclass(frozen=True)

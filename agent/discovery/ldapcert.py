@@ -17,7 +17,7 @@ import dns.rdatatype
 from cryptography import x509
 from dns.rdtypes.IN.SRV import SRV
 from ldap3 import BASE, NONE, SUBTREE, Connection, Server
-from ldap3.core.exceptions import LDAPException
+from ldap3.core.exceptions import LDAPException, LDAPOperationResult
 from ldap3.utils.conv import escape_filter_chars
 
 from agent.discovery.certparse import parse_blob, unique
@@ -99,16 +99,24 @@ class LdapSession:
         certificates: list[x509.Certificate] = []
         notes: list[str] = list(self._opened.notes)
         entries = 0
+        refused: list[str] = []
         try:
             for base in self._bases:
-                connection.search(
-                    base,
-                    search_filter,
-                    search_scope=SUBTREE,
-                    attributes=list(CERTIFICATE_ATTRIBUTES),
-                    size_limit=MAX_ENTRIES,
-                    time_limit=max(1, int(remaining)),
-                )
+                try:
+                    connection.search(
+                        base,
+                        search_filter,
+                        search_scope=SUBTREE,
+                        attributes=list(CERTIFICATE_ATTRIBUTES),
+                        size_limit=MAX_ENTRIES,
+                        time_limit=max(1, int(remaining)),
+                    )
+                except LDAPOperationResult as exc:
+                    # The server answered, with an error for this naming context only (an empty
+                    # database gives noSuchObject, a private one insufficientAccessRights): the
+                    # others may still hold the entry.
+                    refused.append(f"LDAP {self._server} {base}: search refused ({_describe(exc)})")
+                    continue
                 for entry in connection.response or ():
                     if entry.get("type") != "searchResEntry":
                         continue
@@ -125,6 +133,10 @@ class LdapSession:
             self.close()
             self._opened = Found.failed(f"LDAP {self._server}: search failed ({_describe(exc)})")
             return self._opened
+        if not entries and len(refused) == len(self._bases):
+            # No context could be searched: that the entry is absent is not known.
+            return Found.failed("; ".join(refused), notes=tuple(notes))
+        notes.extend(refused)
         if not entries:
             notes.append(f"LDAP {self._server}: no entry with mail={mail}")
             return Found(Outcome.NOTHING, notes=tuple(notes))

@@ -25,6 +25,22 @@ class Target:
     domain_owner: str
 
 
+def canonical_domain(domain: str) -> str:
+    """``domain`` as discovery names it everywhere (cache keys, flushes, LDAP filters): lower
+    case, no final dot, internationalised labels in their ASCII ``xn--`` form (IDNA).
+
+    One spelling per domain: ``bücher.example`` and ``xn--bcher-kva.example`` are the same DNS
+    name, so they must share cache entries and a flush of either must drop both. The LDAP
+    ``mail`` attribute is an IA5String (RFC 4524 2.16), so the ASCII form is also the only one a
+    directory can hold.
+    """
+    try:
+        name = dns.name.from_text(domain.strip().rstrip(".").lower())
+    except dns.exception.DNSException as exc:
+        raise AddressError(f"domain does not fit in a DNS name: {exc}") from None
+    return name.to_text(omit_final_dot=True)
+
+
 def target_for(address: str) -> Target:
     """Split ``address`` and build its DNS owner names (memoised: cached lookups are hot).
 
@@ -40,7 +56,7 @@ def _target(address: str) -> Target:
     local, at, domain = address.strip().rpartition("@")
     if not at or not local or not domain:
         raise AddressError(f"not an address: {address!r}")
-    domain = domain.rstrip(".").lower()
+    domain = canonical_domain(domain)
     try:
         domain_name = dns.name.from_text(domain)
         local_labels = [label.encode("utf-8") for label in local.split(".")]

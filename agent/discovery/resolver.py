@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Generator, Sequence
+from contextlib import closing
 
 from agent.discovery.cache import DiscoveryCache
 from agent.discovery.dnscert import DnsCertLookup
 from agent.discovery.dnsclient import DnsClient, parse_nameservers
 from agent.discovery.found import Found
 from agent.discovery.ldapcert import LdapCertLookup, LdapSession
-from agent.discovery.names import AddressError, target_for
+from agent.discovery.names import AddressError, Target, target_for
+from agent.errors import AgentError, Code
 from agent.types import Binding, Candidates
 
 
@@ -61,11 +63,33 @@ class DiscoveryResolver:
         )
 
     def candidates(self, address: str) -> Generator[Candidates, None, None]:
+        """The levels for ``address``; raises a transient ``AgentError`` once they are all
+        used up when any of them failed.
+
+        Every level is pulled only when no earlier one gave a usable certificate, so reaching
+        the end means nothing usable was found. After a SERVFAIL, a time-out or an unreachable
+        directory that is not an answer: the failed level may hold the certificate, so the
+        sender must wait and retry (``permanent=False``) instead of failing the message.
+        """
         try:
             target = target_for(address)
         except AddressError as exc:
             yield Candidates(source="dns", binding=Binding.ADDRESS, error=str(exc))
             return
+        failures: list[str] = []
+        with closing(self._levels(target)) as levels:
+            for level in levels:
+                if level.error is not None:
+                    failures.append(f"{level.source} {level.binding.value}: {level.error}")
+                yield level
+        if failures:
+            raise AgentError(
+                Code.NO_RECIPIENT_CERTIFICATE,
+                "discovery incomplete, to be retried: " + "; ".join(failures),
+                permanent=False,
+            )
+
+    def _levels(self, target: Target) -> Generator[Candidates, None, None]:
         domain = target.domain
         yield self._level(
             "dns",

@@ -25,7 +25,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 from django.conf import settings
-from django.db.models import Count, Max, Q, QuerySet
+from django.db.models import Count, Max, Q, QuerySet, Sum
 from django.utils import timezone
 from dns.rdtypes.ANY.CERT import CERT
 
@@ -117,6 +117,9 @@ def version() -> tuple[object, ...]:
         count=Count("pk"),
         last=Max("pk"),
         active=Count("pk", filter=Q(status=Address.Status.ACTIVE)),
+        # Which addresses are active, not only how many: one suspended and another activated
+        # between two checks leave the count as it was, and the suspended one's CERT must go.
+        active_ids=Sum("pk", filter=Q(status=Address.Status.ACTIVE)),
     )
     return (*certs.values(), *domains.values(), *addresses.values())
 

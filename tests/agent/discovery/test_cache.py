@@ -100,6 +100,88 @@ def test_flush_of_an_address_and_of_a_domain(named: BindServer, pki: Pki) -> Non
     assert first(resolver, "bob@flush.test").certificates == (old,)
 
 
+@pytest.mark.services
+def test_negative_answers_keep_the_zones_own_shorter_ttl(named: BindServer, pki: Pki) -> None:
+    named.serve_zone("negsoa.test", [])  # SOA minimum 60, under our cap of 300
+    clock = Clock()
+    resolver = cached_resolver(named.address, clock)
+    assert first(resolver, "bob@negsoa.test").certificates == ()
+    cert = pki.leaf(address="bob@negsoa.test")
+    named.serve_zone("negsoa.test", [cert_record("bob", cert.public_bytes(Encoding.DER))])
+    clock.now += 59
+    assert first(resolver, "bob@negsoa.test").certificates == ()
+    clock.now += 2
+    assert first(resolver, "bob@negsoa.test").certificates == (cert,)
+
+
+@pytest.mark.services
+def test_a_positive_ttl_longer_than_the_cap_is_cut_to_it(named: BindServer, pki: Pki) -> None:
+    old, new = pki.leaf(address="bob@longttl.test"), pki.leaf(address="bob@longttl.test")
+    day = 86400
+    named.serve_zone("longttl.test", [cert_record("bob", old.public_bytes(Encoding.DER), ttl=day)])
+    clock = Clock()
+    resolver = cached_resolver(named.address, clock, CachePolicy(max_dns_ttl=100))
+    assert first(resolver, "bob@longttl.test").certificates == (old,)
+    named.serve_zone("longttl.test", [cert_record("bob", new.public_bytes(Encoding.DER), ttl=day)])
+    clock.now += 101
+    assert first(resolver, "bob@longttl.test").certificates == (new,)
+
+
+@pytest.mark.services
+def test_no_srv_record_is_kept_no_longer_than_its_negative_ttl(
+    named: BindServer, pki: Pki, ldap_servers: tuple[SlapdServer, ...]
+) -> None:
+    address, domain = "bob@srvlater.test", "srvlater.test"
+    named.serve_zone(domain, [])  # no _ldap._tcp yet; SOA minimum 60
+    clock = Clock()
+    cache = DiscoveryCache(store=MemoryCache(clock=clock))
+    resolver = DiscoveryResolver.build(nameservers=[named.address], timeout=3, cache=cache)
+    level = list(resolver.candidates(address))[2]
+    assert level.certificates == () and any("no SRV records" in n for n in level.notes)
+    cert = pki.leaf(address=address)
+    ldap = ldap_servers[2]
+    ldap.add_person(SUFFIX, mail=address, binary=[cert])
+    named.serve_zone(
+        domain, [srv_record("_ldap._tcp", "ldap3", ldap.port), Record("ldap3", "A", "127.0.0.1")]
+    )
+    clock.now += 59
+    assert list(resolver.candidates(address))[2].certificates == ()
+    clock.now += 2  # past the partner's 60 s, well inside our 300 s negative cap
+    assert list(resolver.candidates(address))[2].certificates == (cert,)
+
+
+@pytest.mark.services
+def test_an_idn_domain_is_one_cache_entry_and_one_flush_whatever_its_spelling(
+    named: BindServer, pki: Pki
+) -> None:
+    zone = "xn--bcher-kva.test"  # bücher.test
+    old, new = pki.leaf(address=f"bob@{zone}"), pki.leaf(address=f"bob@{zone}")
+    named.serve_zone(zone, [cert_record("bob", old.public_bytes(Encoding.DER))])
+    clock = Clock()
+    resolver = cached_resolver(named.address, clock)
+    assert first(resolver, "bob@bücher.test").certificates == (old,)
+    named.serve_zone(zone, [cert_record("bob", new.public_bytes(Encoding.DER))])
+    assert first(resolver, f"bob@{zone}").certificates == (old,)  # the same cached entry
+    resolver.flush(zone)  # the operator types the A-label form
+    assert first(resolver, "bob@bücher.test").certificates == (new,)
+    named.serve_zone(zone, [cert_record("bob", old.public_bytes(Encoding.DER))])
+    resolver.flush("BÜCHER.test")  # or the Unicode one
+    assert first(resolver, f"bob@{zone}").certificates == (old,)
+
+
+@pytest.mark.services
+def test_names_in_any_case_are_one_query_and_one_cache_entry(named: BindServer, pki: Pki) -> None:
+    old, new = pki.leaf(address="bob@case.test"), pki.leaf(address="bob@case.test")
+    named.serve_zone("case.test", [cert_record("bob", old.public_bytes(Encoding.DER))])
+    clock = Clock()
+    resolver = cached_resolver(named.address, clock)
+    assert first(resolver, "BOB@Case.TEST").certificates == (old,)  # DNS ignores case
+    named.serve_zone("case.test", [cert_record("bob", new.public_bytes(Encoding.DER))])
+    assert first(resolver, "bob@case.test").certificates == (old,)  # the same entry
+    resolver.flush("Bob@CASE.test")
+    assert first(resolver, "BOB@case.test").certificates == (new,)
+
+
 def test_failures_are_cached_for_the_failure_ttl_only() -> None:
     clock = Clock()
     with silent_udp_port() as port:

@@ -40,3 +40,12 @@ def test_nameservers_parse_host_port_pairs() -> None:
 def test_bad_nameserver_lists_are_refused(spec: str) -> None:
     with pytest.raises(ValueError):
         parse_nameservers(spec)
+
+
+def test_an_internationalised_domain_is_named_by_its_a_labels() -> None:
+    # One spelling for cache keys, flushes and the LDAP filter (mail is an IA5String).
+    unicode, ascii = target_for("Bob@Bücher.Example"), target_for("Bob@xn--bcher-kva.example")
+    assert unicode == ascii
+    assert unicode.domain == "xn--bcher-kva.example"
+    assert unicode.address == "Bob@xn--bcher-kva.example"
+    assert unicode.address_owner == "Bob.xn--bcher-kva.example."

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 
+import dns.name
 import pytest
 import redis
 from django.core.management import call_command
@@ -14,7 +15,7 @@ from agent.discovery import DiscoveryCache
 from agent.discovery.found import Found, Outcome
 from hisp import discovery
 from tests.hisp.discovery.conftest import Partner
-from tests.support.bind import BindServer
+from tests.support.bind import BindServer, cert_record
 from tests.support.services import free_port, redis_url
 
 pytestmark = [pytest.mark.django_db, pytest.mark.services]
@@ -95,3 +96,18 @@ def test_without_redis_the_django_cache_is_used(partner: Partner, named: BindSer
     assert store.get(key) == b"value"
     time.sleep(1.1)
     assert store.get(key) is None
+
+
+def test_flushing_an_idn_domain_drops_what_was_looked_up_in_either_spelling(
+    real_redis: str, named: BindServer, partner: Partner, settings: pytest.FixtureRequest
+) -> None:
+    settings.HISP_DNS_SERVERS = [named.address]  # type: ignore[attr-defined]
+    unicode = f"bücher-{secrets.token_hex(3)}.partner.test"
+    zone = dns.name.from_text(unicode).to_text(omit_final_dot=True)  # xn--bcher-...
+    named.serve_zone(zone, [cert_record("bob", partner.der(partner.address_cert))])
+    found = next(iter(discovery.resolver().candidates(f"bob@{unicode}")))
+    assert found.certificates == (partner.address_cert,)
+    named.serve_zone(zone, [])
+    call_command("discovery", "flush", unicode)  # stored and flushed as xn--bcher-...
+    assert next(iter(discovery.resolver().candidates(f"bob@{unicode}"))).certificates == ()
+    assert next(iter(discovery.resolver().candidates(f"bob@{zone}"))).certificates == ()

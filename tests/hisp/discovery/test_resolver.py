@@ -154,3 +154,8 @@ def test_lookup_report_explains_a_dead_resolver_within_the_timeout(
     assert report.hosted is False
     assert report.levels[0].error
     assert all(not level.certificates for level in report.levels)
+    # Every level is listed, each with its own error (the agent would wait and retry).
+    assert [(level.source, level.binding) for level in report.levels] == [
+        ("dns", "address"), ("dns", "domain"), ("ldap", "address"), ("ldap", "domain")
+    ]
+    assert all(level.error for level in report.levels)

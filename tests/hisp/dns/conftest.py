@@ -50,7 +50,7 @@ def john(provider: Domain) -> Address:
 class Responder:
     def __init__(self, server: DnsServer) -> None:
         self.server = server
-        self.host = "127.0.0.1"
+        self.host = server.host
 
     @property
     def port(self) -> int:
@@ -79,12 +79,14 @@ class Responder:
 
 
 @contextmanager
-def running_responder(*, recheck_after: float = 0.2) -> Iterator[Responder]:
+def running_responder(
+    *, recheck_after: float = 0.2, host: str = "127.0.0.1", port: int = 0
+) -> Iterator[Responder]:
     """The real asyncio server in a thread of its own (as rundns runs it, minus signals)."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="test-dns", daemon=True)
     thread.start()
-    server = DnsServer(host="127.0.0.1", port=0, source=ZoneSource(recheck_after=recheck_after))
+    server = DnsServer(host=host, port=port, source=ZoneSource(recheck_after=recheck_after))
     try:
         asyncio.run_coroutine_threadsafe(server.start(), loop).result(15)
         yield Responder(server)

@@ -187,3 +187,41 @@ def test_rundns_without_a_database_is_a_one_line_start_up_error(tmp_path: Path) 
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("CommandError: cannot load the DNS zones: OperationalError")
+
+
+def _ldif_certificates(text: str) -> dict[str, set[bytes]]:
+    """``userCertificate;binary`` values by the entry's ``mail``."""
+    found: dict[str, set[bytes]] = {}
+    for entry in text.replace("\n ", "").split("\n\n")[1:]:
+        lines = entry.splitlines()
+        mail = next(line.split(": ", 1)[1] for line in lines if line.startswith("mail: "))
+        found[mail] = {
+            base64.b64decode(line.split(":: ", 1)[1])
+            for line in lines
+            if line.startswith("userCertificate;binary:: ")
+        }
+    return found
+
+
+def test_ldif_publishes_only_current_encryption_certificates(provider: Domain) -> None:
+    for local in ("split", "renewed", "revoked", "suspended"):
+        Address.objects.create(address=f"{local}@{DOMAIN}", domain=provider)
+    rows = pki.issue_for(f"split@{DOMAIN}", separate=True)  # one to sign, one to encrypt
+    [encrypting] = [r for r in rows if r.usage == Certificate.Usage.ENCRYPTION]
+    [old] = pki.issue_for(f"renewed@{DOMAIN}")
+    new = pki.renew(old)
+    [revoked] = pki.issue_for(f"revoked@{DOMAIN}")
+    pki.revoke(revoked)
+    pki.issue_for(f"suspended@{DOMAIN}")
+    Address.objects.filter(address=f"suspended@{DOMAIN}").update(status=Address.Status.SUSPENDED)
+    published = _ldif_certificates(run("ldif", DOMAIN))
+    assert published[f"split@{DOMAIN}"] == {bytes(encrypting.der)}
+    assert published[f"renewed@{DOMAIN}"] == {bytes(new.der)}
+    assert f"revoked@{DOMAIN}" not in published
+    assert f"suspended@{DOMAIN}" not in published
+    assert set(published) == {
+        f"split@{DOMAIN}",
+        f"renewed@{DOMAIN}",
+        f"postmaster@{DOMAIN}",
+        DOMAIN,
+    }

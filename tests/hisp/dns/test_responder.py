@@ -16,6 +16,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 from cryptography import x509
+from django.db import transaction
 
 from agent.discovery import DnsClient, parse_nameservers
 from agent.discovery.dnsclient import Status
@@ -294,3 +295,34 @@ def test_names_match_whatever_their_case(responder: Responder, alice: Address) -
     response = responder.query("ALICE.Hospital.Example.ORG", "CERT", tcp=True)
     assert response.question[0].name.to_text() == "ALICE.Hospital.Example.ORG."
     assert cert_ders(response) == published(alice.address, "address")
+
+
+def test_one_address_suspended_as_another_is_activated_is_seen_at_once(
+    responder: Responder, alice: Address, provider: Domain
+) -> None:
+    # Between two version checks alice is suspended and bob (pending proofing) activated: the
+    # number of active addresses is unchanged, yet alice's CERT must go and bob's appear.
+    bob = Address.objects.create(
+        address=f"bob@{DOMAIN}", domain=provider, status=Address.Status.PENDING
+    )
+    [bobs] = pki.issue_for(bob.address)
+    time.sleep(0.3)  # past recheck_after: the next query reloads the zones with bob pending
+    assert responder.query(f"bob.{DOMAIN}", "CERT").rcode() == dns.rcode.NXDOMAIN
+    assert responder.query(f"alice.{DOMAIN}", "CERT", tcp=True).answer
+    with transaction.atomic():
+        Address.objects.filter(pk=alice.pk).update(status=Address.Status.SUSPENDED)
+        Address.objects.filter(pk=bob.pk).update(status=Address.Status.ACTIVE)
+    wait_until(lambda: responder.query(f"alice.{DOMAIN}", "CERT").rcode() == dns.rcode.NXDOMAIN)
+    assert cert_ders(responder.query(f"bob.{DOMAIN}", "CERT", tcp=True)) == {bytes(bobs.der)}
+
+
+def test_a_superseded_certificate_leaves_the_next_answer_once_renewed(
+    responder: Responder, alice: Address
+) -> None:
+    name = f"alice.{DOMAIN}"
+    [old] = Certificate.objects.filter(bound_name=alice.address, revoked_at__isnull=True)
+    assert cert_ders(responder.query(name, "CERT", tcp=True)) == {bytes(old.der)}
+    new = pki.renew(old)
+    wait_until(lambda: cert_ders(responder.query(name, "CERT", tcp=True)) == {bytes(new.der)})
+    old.refresh_from_db()
+    assert old.superseded_by_id == new.pk  # kept for decryption, no longer published
