@@ -12,6 +12,15 @@ for commands out of sequence and ``552`` over the size limit. On top of that:
   :meth:`HispSMTP._handle_data`);
   AUTH mechanism names are case-insensitive;
 - local parts are limited to 64 octets (RFC 5321 section 4.5.3.1.1);
+- an AUTH exchange gets exactly one reply per line: ``*`` cancels with one ``501``, an
+  undecodable or overlong response gets one ``501`` or ``500 5.5.6`` (RFC 4954 section 4),
+  and what a client answers to a challenge is never logged (see :meth:`HispSMTP.challenge_auth`);
+- one client address (an IPv6 client: its /64) holds at most
+  :data:`MAX_CONNECTIONS_PER_ADDRESS` sessions at a time, and a session sends at most
+  :data:`JUNK_COMMAND_LIMIT` commands in a row without starting a mail transaction;
+- a ``421`` reply from the error handler ends the session, as a ``421`` must (RFC 5321 3.8);
+- STARTTLS inside TLS is ``503`` (aiosmtpd began a second handshake inside the first, which
+  failed with tracebacks), and a failed handshake is one warning line, not a traceback;
 - DATA is read in large pieces rather than one ``readuntil`` per line (see :class:`_DataReader`),
   with aiosmtpd's replies, limits and hook calls kept as they were.
 """
@@ -19,14 +28,19 @@ for commands out of sequence and ``552`` over the size limit. On top of that:
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import functools
+import ipaddress
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 from warnings import warn
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import MISSING, SMTP
+from aiosmtpd.smtp import MISSING, SMTP, TLSSetupException, syntax
 
 from hisp.mailtext import has_control_character
 
@@ -40,6 +54,21 @@ BARE_LINE_ENDING = "550 5.6.0 Bare CR or LF in message; lines must end in CRLF (
 PATH_TOO_LONG = "501 5.1.3 Path too long (RFC 5321 4.5.3.1.3)"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 SESSION_COMMAND_LIMIT = 20_000
+# Sessions one client address may hold at once: a partner HISP's MTA opens a handful in parallel
+# (Postfix at most 20 per destination), while a client holding hundreds (each kept alive by a
+# NOOP or a byte of DATA within the idle timeout) would use up the listener's file descriptors.
+MAX_CONNECTIONS_PER_ADDRESS = 50
+TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections from your address; try again later"
+# Commands that carry no mail, allowed in a row before a MAIL is accepted (Postfix's
+# smtpd_junk_command_limit): a real client needs a few, a flood needs thousands.
+JUNK_COMMANDS = ("NOOP", "RSET", "HELP", "VRFY", "EXPN", "HELO", "EHLO")
+JUNK_COMMAND_LIMIT = 100
+TOO_MANY_JUNK = "421 4.7.0 Too many commands without a mail transaction; closing"
+TLS_ALREADY_ACTIVE = "503 5.5.1 TLS already active"
+TLS_FAILED = "421 4.7.0 TLS handshake failed"  # not sent: the connection is gone by then
+AUTH_CANCELLED = "501 5.7.0 Authentication cancelled"  # RFC 4954 section 4: a "*" response
+AUTH_UNDECODABLE = "501 5.5.2 Cannot decode the response"
+AUTH_LINE_TOO_LONG = "500 5.5.6 Authentication Exchange line is too long"  # RFC 4954 section 4
 
 # aiosmtpd's own wording, kept so clients see the same replies as before.
 DATA_LINE_TOO_LONG = "500 Line too long (see RFC5321 4.5.3.1.6)"
@@ -49,6 +78,83 @@ END_OF_DATA = b"\r\n.\r\n"  # RFC 5321 4.1.1.4; its leading CRLF ends the messag
 _DOT_LINE = END_OF_DATA[2:]
 
 log = logging.getLogger("mail.log")  # aiosmtpd's logger
+
+# The records in which aiosmtpd logs a client's line (or, at DEBUG, its reply quoting an unknown
+# command back), and where in their arguments that line is.
+_LINE_RECORDS = {
+    "%r >> %r": 1,
+    "_handle_client readline: %r": 0,
+    "%r unrecognised: %s": 1,
+    "%r << %r": 1,
+}
+_QUOTING_REPLY = b'500 Error: command "'
+_VERBS = frozenset(
+    b"EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY EXPN HELP AUTH STARTTLS".split()
+)
+
+
+def _shown(template: str, text: bytes) -> bool:
+    if template == "%r << %r":
+        return not text.startswith(_QUOTING_REPLY)
+    return text.strip().partition(b" ")[0].upper() in _VERBS
+
+
+class StrayLineFilter(logging.Filter):
+    """aiosmtpd logs every command line as sent (INFO, DEBUG) and an unknown command's name
+    (WARNING, and DEBUG in the reply that quotes it); it masks what follows
+    ``AUTH <mechanism>``, but a line that is no command at all may be a credential: a client
+    that sends its AUTH LOGIN answers although the AUTH was refused (504 on the backbone, 530
+    before STARTTLS) has them read as commands. Such lines are logged by their length only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        where = _LINE_RECORDS.get(record.msg) if isinstance(record.msg, str) else None
+        args = record.args
+        if where is None or not isinstance(args, tuple) or len(args) <= where:
+            return True
+        line = args[where]
+        text = line if isinstance(line, bytes) else str(line).encode("utf-8", "replace")
+        if not _shown(str(record.msg), text):
+            record.args = (*args[:where], f"<{len(text)} octets not shown>", *args[where + 1 :])
+        return True
+
+
+log.addFilter(StrayLineFilter())
+
+
+def address_group(host: str) -> str:
+    """The client address that per-address limits count under: an IPv4 address as it is, an
+    IPv6 address as its /64 (one site gets a whole /64 and may send from any address in it),
+    and an IPv4-mapped IPv6 address (a dual-stack listener) as the IPv4 address it maps."""
+    try:
+        address = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+class ClientConnections:
+    """The sessions each client address group holds on one listener. Used only from that
+    listener's event loop, so it needs no lock."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: dict[str, int] = {}
+
+    def admit(self, group: str) -> bool:
+        held = self._open.get(group, 0)
+        if held >= self.limit:
+            return False
+        self._open[group] = held + 1
+        return True
+
+    def release(self, group: str) -> None:
+        held = self._open.pop(group) - 1
+        if held:
+            self._open[group] = held
 
 
 def bare_line_ending(data: bytes) -> bool:
@@ -231,6 +337,138 @@ class HispSMTP(SMTP):
     local_part_limit = 64
     _reading_data = False  # between the 354 and the end of the message's bytes
     _bytes_at = 0.0  # loop.time() when bytes last arrived
+    _connections: ClientConnections | None = None
+    _admitted: str | None = None  # the address group this session counts under
+    _refused = False  # over the per-address limit: told so instead of greeted
+    _junk = 0  # commands in a row without a mail transaction
+
+    def __init__(
+        self, handler: Any, *, connections: ClientConnections | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(handler, **kwargs)
+        self._connections = connections
+        for name in JUNK_COMMANDS:
+            self._smtp_methods[name] = self._counted_as_junk(self._smtp_methods[name])
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Called again once STARTTLS's handshake is done (then _original_transport is set):
+        # that is the same connection, already counted.
+        if self._original_transport is None and self._connections is not None:
+            peer = transport.get_extra_info("peername")
+            group = address_group(str(peer[0] if isinstance(peer, tuple) else peer))
+            if self._connections.admit(group):
+                self._admitted = group
+            else:
+                self._refused = True
+                log.warning(
+                    "refused a connection from %s: it already has %d",
+                    group,
+                    self._connections.limit,
+                )
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        # aiosmtpd may call this twice (a failed TLS handshake), so release only once.
+        if self._admitted is not None and self._connections is not None:
+            self._connections.release(self._admitted)
+            self._admitted = None
+        super().connection_lost(error)
+
+    async def _handle_client(self) -> None:
+        if self._refused:
+            await self.push(TOO_MANY_CONNECTIONS)
+            self._close()
+            return
+        await super()._handle_client()
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def _counted_as_junk(
+        self, method: Callable[[str], Awaitable[None]]
+    ) -> Callable[[str], Awaitable[None]]:
+        @functools.wraps(method)  # keeps the syntax that HELP shows
+        async def counted(arg: str) -> None:
+            self._junk += 1
+            if self._junk > JUNK_COMMAND_LIMIT:
+                assert self.session is not None
+                log.warning("%r sent too many commands without mail", self.session.peer)
+                await self.push(TOO_MANY_JUNK)
+                self._close()
+                return
+            await method(arg)
+
+        return counted
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        started = self.envelope is not None and bool(self.envelope.mail_from)
+        await super().smtp_MAIL(arg)
+        if not started and self.envelope is not None and self.envelope.mail_from:
+            self._junk = 0
+
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        if self._tls_protocol is not None:
+            # RFC 3207 section 4.2: a client must not start TLS inside TLS (nor is it offered).
+            await self.push(TLS_ALREADY_ACTIVE)
+            return
+        await super().smtp_STARTTLS(arg)
+
+    async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, TLSSetupException):
+            # A client too old for our TLS versions, or a scanner: anyone can cause it at will,
+            # so it must not fill the log with tracebacks. aiosmtpd closes the connection.
+            assert self.session is not None
+            log.warning("%r TLS handshake failed: %s", self.session.peer, error.__cause__)
+            return TLS_FAILED
+        status: str = await super().handle_exception(error)
+        if status.startswith("421") and self.transport is not None:
+            # RFC 5321 section 3.8: after a 421 the server closes; aiosmtpd would go on reading
+            # commands. Closed once the reply is written (push() writes before it yields).
+            self.loop.call_soon(self.transport.close)
+        return status
+
+    async def challenge_auth(
+        self,
+        challenge: str | bytes,
+        encode_to_b64: bool = True,
+        log_client_response: bool = False,
+    ) -> Any:
+        """aiosmtpd's challenge, then the client's answer decoded, or MISSING once this method
+        has replied. Unlike aiosmtpd's, it never logs the answer (a password typed where base64
+        was due would reach a debug log), and an answer longer than a line is drained and
+        refused with RFC 4954's ``500 5.5.6``: aiosmtpd's raised, so the session error handler
+        ran (a traceback in the log) and the rest of the line was read as commands. So
+        ``log_client_response`` is ignored."""
+        text = challenge.encode() if isinstance(challenge, str) else challenge
+        await self.push(b"334 " + (base64.b64encode(text) if encode_to_b64 else text))
+        line = await self._read_auth_line()
+        if line is None:
+            await self.push(AUTH_LINE_TOO_LONG)
+            return MISSING
+        blob = line.strip()
+        if blob == b"*":
+            await self.push(AUTH_CANCELLED)
+            return MISSING
+        try:
+            return base64.b64decode(blob, validate=True)
+        except binascii.Error:
+            await self.push(AUTH_UNDECODABLE)
+            return MISSING
+
+    async def _read_auth_line(self) -> bytes | None:
+        """The next line, or None (and the line drained) when it is longer than the limit."""
+        try:
+            return await self._reader.readuntil(b"\n")
+        except asyncio.LimitOverrunError as error:
+            await self._reader.read(error.consumed)
+        while True:
+            try:
+                await self._reader.readuntil(b"\n")
+                return None
+            except asyncio.LimitOverrunError as error:
+                await self._reader.read(error.consumed)
 
     def data_received(self, data: bytes) -> None:
         # One clock read per chunk: the idle timer checks it only when it fires.
@@ -408,10 +646,21 @@ class HispSMTP(SMTP):
 
 
 class HispController(Controller):
-    """A threaded aiosmtpd controller that builds :class:`HispSMTP` sessions."""
+    """A threaded aiosmtpd controller that builds :class:`HispSMTP` sessions, which share one
+    count of the sessions each client address holds."""
+
+    def __init__(
+        self,
+        handler: Any,
+        *args: Any,
+        max_connections_per_address: int = MAX_CONNECTIONS_PER_ADDRESS,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(handler, *args, **kwargs)
+        self.connections = ClientConnections(max_connections_per_address)
 
     def factory(self) -> SMTP:
-        return HispSMTP(self.handler, **self.SMTP_kwargs)
+        return HispSMTP(self.handler, connections=self.connections, **self.SMTP_kwargs)
 
     def stop(self, no_assert: bool = False) -> None:
         from hisp.smtp import threads

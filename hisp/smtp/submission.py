@@ -22,6 +22,7 @@ from aiosmtpd.smtp import SMTP, Envelope, LoginPassword, Session
 from hisp.mailtext import printable
 from hisp.smtp.backbone import TEMPORARY_FAILURE, peer_label
 from hisp.smtp.protocol import (
+    AUTH_UNDECODABLE,
     BARE_LINE_ENDING,
     MAX_PATH,
     MAX_RECIPIENTS,
@@ -48,15 +49,24 @@ def _reply_text(error: Exception) -> str:
 
 
 async def _challenge(server: SMTP, prompt: str) -> bytes | None:
+    """The client's answer to ``prompt``, or None when the listener has already replied (the
+    client cancelled with ``*``, or sent no base64): a second reply would answer its next
+    command."""
     reply = await server.challenge_auth(prompt)
     return reply if isinstance(reply, bytes) else None
 
 
-def _b64(value: str) -> bytes | None:
+async def _first_response(server: SMTP, args: list[str], prompt: str) -> bytes | str | None:
+    """The initial response given with AUTH, else the answer to ``prompt``; a str is the reply
+    to send instead, None means one was sent (see :func:`_challenge`)."""
+    if len(args) < 2:
+        return await _challenge(server, prompt)
+    if args[1] == "=":  # RFC 4954 section 4: an empty initial response is sent as "="
+        return b""
     try:
-        return base64.b64decode(value.encode("ascii"), validate=True)
+        return base64.b64decode(args[1].encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError):
-        return None
+        return AUTH_UNDECODABLE
 
 
 def _allowance() -> int:
@@ -101,24 +111,21 @@ class SubmissionHandler:
         self, server: SMTP, session: Session, envelope: Envelope, args: list[str]
     ) -> str | None:
         mechanism = args[0].upper()
+        if mechanism not in ("PLAIN", "LOGIN"):
+            return "504 5.5.4 Unrecognized authentication type"
+        first = await _first_response(server, args, "" if mechanism == "PLAIN" else "Username:")
+        if not isinstance(first, bytes):
+            return first
         if mechanism == "PLAIN":
-            blob = _b64(args[1]) if len(args) > 1 else await _challenge(server, "")
-            if blob is None:
-                return "501 5.5.2 Cannot decode the response"
-            parts = blob.split(b"\x00")
+            parts = first.split(b"\x00")
             if len(parts) != 3:
                 return "501 5.5.2 Malformed PLAIN response (RFC 4616)"
             login, password = parts[1], parts[2]
-        elif mechanism == "LOGIN":
-            name = _b64(args[1]) if len(args) > 1 else await _challenge(server, "Username:")
-            if name is None:
-                return "501 5.5.2 Cannot decode the response"
+        else:
             secret = await _challenge(server, "Password:")
             if secret is None:
-                return "501 5.5.2 Cannot decode the response"
-            login, password = name, secret
-        else:
-            return "504 5.5.4 Unrecognized authentication type"
+                return None
+            login, password = first, secret
         try:
             login_text = login.decode("utf-8")
             password_text = password.decode("utf-8")

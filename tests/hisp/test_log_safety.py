@@ -71,7 +71,9 @@ def test_runsmtp_logs_a_hostile_client_as_visible_characters(tmp_path, live_serv
     finally:
         smtp.stop()
     log = smtp.log.read_text(errors="strict")
-    assert "unrecognised: \\x1b[2J\\x1b[31MXYZZY" in log, log[-2000:]  # upper-cased
+    # An unknown command may be a credential sent out of turn: logged by its length only
+    # (hisp.smtp.protocol.StrayLineFilter), so its escapes never reach the log either.
+    assert "unrecognised: <14 octets not shown>" in log, log[-2000:]
     assert "\x1b" not in log
     assert "\r" not in log
 

@@ -148,14 +148,14 @@ def test_a_login_name_with_a_nul_is_a_failed_login(submission, alice):
         code, reply = client.docmd(base64.b64encode(PASSWORD.encode()).decode())
         assert code == 535, reply
         assert client.noop()[0] == 250  # the session goes on
-    # Counted like any failure: four more and even the right password is refused for a while.
+    # Counted like any failure: after four more, that name is refused for a while.
     for _ in range(4):
         with _submission_client(submission) as client:
             with pytest.raises(smtplib.SMTPAuthenticationError):
                 client.login(name, PASSWORD)
     with _submission_client(submission) as client:
         with pytest.raises(smtplib.SMTPAuthenticationError) as failure:
-            client.login(alice.address, PASSWORD)
+            client.login(name, PASSWORD)
     assert failure.value.smtp_code == 454
 
 
