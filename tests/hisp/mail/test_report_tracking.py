@@ -8,7 +8,6 @@ import email
 import email.policy
 import email.utils
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -18,15 +17,7 @@ from hisp.reports import field_blocks
 from hisp.services import compose, mail, outbound
 from tests.hisp.mail.drive import drain
 from tests.hisp.mail.partner import PARTNER, crlf
-
-VECTORS = Path(__file__).resolve().parents[2] / "vectors" / "java-ri"
-
-
-def _vector(name: str) -> bytes:
-    path = VECTORS / name
-    if not path.exists():
-        pytest.skip(f"vector {name} not available")
-    return path.read_bytes()
+from tests.hisp.mail.test_reports import _vector
 
 
 def _send(world, *, timely: bool = False) -> Message:
