@@ -60,6 +60,10 @@ HISP_INBOUND_RETRY_PERIOD = parse_duration(env.str("HISP_INBOUND_RETRY_PERIOD", 
 HISP_SMTP_PORT = env.int("HISP_SMTP_PORT", default=2525)
 HISP_SUBMISSION_PORT = env.int("HISP_SUBMISSION_PORT", default=2587)
 HISP_SMTP_BIND = env.str("HISP_SMTP_BIND", default="127.0.0.1")
+# Sessions one client address (IPv6: its /64) may hold on a listener at once, and commands a
+# session may send in a row without a mail transaction (hisp/smtp/protocol.py says why).
+HISP_SMTP_MAX_SESSIONS_PER_ADDRESS = env.int("HISP_SMTP_MAX_SESSIONS_PER_ADDRESS", default=50)
+HISP_SMTP_JUNK_COMMAND_LIMIT = env.int("HISP_SMTP_JUNK_COMMAND_LIMIT", default=100)
 HISP_TLS_CERT_FILE = env.str("HISP_TLS_CERT_FILE", default=str(DATA_DIR / "tls" / "cert.pem"))
 HISP_TLS_KEY_FILE = env.str("HISP_TLS_KEY_FILE", default=str(DATA_DIR / "tls" / "key.pem"))
 # Outer Subject replaced by this text when set (the real Subject travels inside the encryption).

@@ -343,10 +343,16 @@ class HispSMTP(SMTP):
     _junk = 0  # commands in a row without a mail transaction
 
     def __init__(
-        self, handler: Any, *, connections: ClientConnections | None = None, **kwargs: Any
+        self,
+        handler: Any,
+        *,
+        connections: ClientConnections | None = None,
+        junk_command_limit: int = JUNK_COMMAND_LIMIT,
+        **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
         self._connections = connections
+        self._junk_limit = junk_command_limit
         for name in JUNK_COMMANDS:
             self._smtp_methods[name] = self._counted_as_junk(self._smtp_methods[name])
 
@@ -391,7 +397,7 @@ class HispSMTP(SMTP):
         @functools.wraps(method)  # keeps the syntax that HELP shows
         async def counted(arg: str) -> None:
             self._junk += 1
-            if self._junk > JUNK_COMMAND_LIMIT:
+            if self._junk > self._junk_limit:
                 assert self.session is not None
                 log.warning("%r sent too many commands without mail", self.session.peer)
                 await self.push(TOO_MANY_JUNK)
@@ -653,10 +659,14 @@ class HispController(Controller):
         self,
         handler: Any,
         *args: Any,
-        max_connections_per_address: int = MAX_CONNECTIONS_PER_ADDRESS,
+        max_connections_per_address: int | None = None,
         **kwargs: Any,
     ) -> None:
+        from django.conf import settings
+
         super().__init__(handler, *args, **kwargs)
+        if max_connections_per_address is None:
+            max_connections_per_address = settings.HISP_SMTP_MAX_SESSIONS_PER_ADDRESS
         self.connections = ClientConnections(max_connections_per_address)
 
     def factory(self) -> SMTP:
@@ -680,6 +690,7 @@ def smtp_options(**overrides: Any) -> dict[str, Any]:
         "server_hostname": settings.HISP_HOSTNAME,
         "ident": "HISP ESMTP",
         "timeout": IDLE_TIMEOUT,
+        "junk_command_limit": settings.HISP_SMTP_JUNK_COMMAND_LIMIT,
         # Bounded so a client cannot keep a session busy forever with cheap commands, yet high
         # enough for a partner HISP that sends thousands of messages over one session (the
         # per-message recipient limit is enforced in handle_RCPT; these count per session).

@@ -741,3 +741,19 @@ def test_no_auth_secret_reaches_any_log(backbone, submission, alice, caplog):
         _plain(alice.address, secret).decode().upper(),
     ):
         assert leak not in logged, leak
+
+
+def test_both_limits_come_from_the_settings(transactional_db, settings):
+    settings.HISP_SMTP_MAX_SESSIONS_PER_ADDRESS = 1
+    settings.HISP_SMTP_JUNK_COMMAND_LIMIT = 3
+    for controller in _start(server.backbone):
+        first = _session(controller, tls=False)  # its EHLO is the first of three
+        second = _connect(controller)
+        try:
+            assert _reply(second).startswith(b"421 4.7.0")
+            assert _say(first, b"NOOP\r\n") == b"250 OK"
+            assert _say(first, b"NOOP\r\n") == b"250 OK"
+            assert _say(first, b"NOOP\r\n").startswith(b"421 4.7.0")
+        finally:
+            first.close()
+            second.close()
