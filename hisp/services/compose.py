@@ -218,10 +218,18 @@ def submit(
         written = BytesParser(policy=compat32).parsebytes(mailtext.head_of(raw), headersonly=True)
         header_from = [a for _n, a in getaddresses(
             [str(v) for v in written.get_all("From", [])]) if a]
+        # Sender names who sent it on the author's behalf, and readers' clients show it
+        # ("on behalf of"): only the authenticated sending address may be named there too.
+        header_sender = [a for _n, a in getaddresses(
+            [str(v) for v in written.get_all("Sender", [])]) if a]
     except (AgentError, ValueError, IndexError, TypeError) as exc:
         raise SubmissionError(f"the message headers do not parse: {exc}") from None
     if len(header_from) != 1 or header_from[0].lower() != sender.address.lower():
         raise SubmissionError(f"the From header must be {sender.address}")
+    if written.get_all("Sender") and (
+        len(header_sender) != 1 or header_sender[0].lower() != sender.address.lower()
+    ):
+        raise SubmissionError(f"the Sender header, when present, must be {sender.address}")
     if recipients is None:
         recipients = [
             *mailtext.addresses(head, "To"),

@@ -57,6 +57,24 @@ def test_a_second_author_in_the_from_field_is_refused(db):
     assert Message.objects.count() == 1
 
 
+def test_a_sender_field_naming_someone_else_is_refused(db):
+    import pytest
+
+    from hisp.models import Address, Domain
+    from hisp.services.compose import SubmissionError, submit
+
+    domain = Domain.objects.create(name="direct.example")
+    Address.objects.create(address="alice@direct.example", domain=domain)
+    head = b"From: alice@direct.example\r\nTo: carol@partner.example.net\r\n"
+    for sender_field in (b"eve@evil.example", b"alice@direct.example, eve@evil.example", b""):
+        raw = head + b"Sender: " + sender_field + b"\r\nSubject: hi\r\n\r\nbody\r\n"
+        with pytest.raises(SubmissionError, match="Sender header, when present, must be"):
+            submit(address="alice@direct.example", raw=raw, actor="test", peer="test")
+    ok = head + b"Sender: Alice <ALICE@direct.example>\r\n\r\nbody\r\n"
+    submit(address="alice@direct.example", raw=ok, actor="test", peer="test")
+    assert Message.objects.count() == 1
+
+
 def test_an_address_literal_recipient_is_refused(db):
     import pytest
 
