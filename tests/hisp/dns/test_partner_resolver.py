@@ -11,7 +11,6 @@ real root servers anything.
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -34,8 +33,8 @@ from agent.types import Binding
 from hisp.models import Address, Certificate, Domain
 from hisp.services import pki
 from tests.hisp.dns.conftest import DOMAIN, Responder, running_responder
-from tests.support.bind import NAMED, free_udp_tcp_port
-from tests.support.process import running, stop_process
+from tests.support.bind import NAMED, BindServer, free_udp_tcp_port
+from tests.support.process import running
 from tests.support.services import require_binary
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services]
@@ -43,23 +42,10 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services]
 RESPONDER_HOST = "127.0.0.2"
 
 
-@dataclass
-class PartnerResolver:
-    directory: Path
-    port: int
-    process: subprocess.Popen[bytes] | None = None
-    host: str = "127.0.0.1"
+class PartnerResolver(BindServer):
+    """A recursive named: a private root zone, and our zone as a static-stub."""
 
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
-    def log(self) -> str:
-        path = self.directory / "named.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def start(self) -> None:
+    def _write_config(self) -> None:
         d = self.directory
         (d / "root.zone").write_text(
             ". 300 IN SOA a.root. hostmaster.root. 1 3600 600 86400 60\n"
@@ -89,30 +75,11 @@ zone "." {{ type primary; file "{d / "root.zone"}"; }};
 zone "{DOMAIN}" {{ type static-stub; server-addresses {{ {RESPONDER_HOST}; }}; }};
 """
         )
-        with open(d / "named.log", "wb") as log:
-            self.process = subprocess.Popen(
-                [NAMED, "-g", "-4", "-c", str(d / "named.conf")],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"named exited ({self.process.returncode}):\n{self.log[-3000:]}")
-            try:
-                self.query(".", "SOA", timeout=0.2)
-                return
-            except (OSError, dns.exception.DNSException):
-                time.sleep(0.05)
-        raise RuntimeError(f"named did not answer in 15s:\n{self.log[-3000:]}")
-
-    def stop(self) -> None:
-        stop_process(self.process)
-        self.process = None
 
     def query(
         self, name: str, rdtype: str, *, tcp: bool = False, timeout: float = 3.0
     ) -> dns.message.Message:
+        # Without EDNS, as the oldest resolvers ask: a large answer must come truncated.
         message = dns.message.make_query(name, dns.rdatatype.from_text(rdtype), use_edns=0)
         send = dns.query.tcp if tcp else dns.query.udp
         return send(message, self.host, timeout=timeout, port=self.port)
