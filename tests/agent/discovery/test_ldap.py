@@ -6,13 +6,31 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 
 from agent.discovery.dnsclient import DnsClient, parse_nameservers
-from agent.discovery.found import Outcome
+from agent.discovery.found import Found, Outcome
 from agent.discovery.ldapcert import MAX_ENTRIES, MAX_VALUE_BYTES, MAX_VALUES, LdapCertLookup
 from tests.agent.discovery.conftest import SUFFIX, Pki
 from tests.support.bind import BindServer, Record, srv_record
 from tests.support.slapd import SlapdServer, slapd_server
 
 pytestmark = pytest.mark.services
+
+
+def _search(
+    named: BindServer, ldap: SlapdServer, address: str, domain: str
+) -> tuple[Found, Found]:
+    """What one session finds for ``address``, then for ``domain``, with the directory
+    published through ``domain``'s SRV record."""
+    named.serve_zone(
+        domain, [srv_record("_ldap._tcp", "dir", ldap.port), Record("dir", "A", "127.0.0.1")]
+    )
+    lookup = LdapCertLookup(
+        client=DnsClient(servers=parse_nameservers(named.address), timeout=3), connect_timeout=1
+    )
+    session = lookup.session(domain)
+    try:
+        return session.search(address), session.search(domain)
+    finally:
+        session.close()
 
 
 def test_every_naming_context_is_searched_and_every_encoding_read(
@@ -34,19 +52,7 @@ def test_every_naming_context_is_searched_and_every_encoding_read(
             ],
             uid="carol2",
         )
-        named.serve_zone(
-            domain, [srv_record("_ldap._tcp", "dir", ldap.port), Record("dir", "A", "127.0.0.1")]
-        )
-        lookup = LdapCertLookup(
-            client=DnsClient(servers=parse_nameservers(named.address), timeout=3),
-            connect_timeout=1,
-        )
-        session = lookup.session(domain)
-        try:
-            found = session.search(address)
-            nothing = session.search(domain)
-        finally:
-            session.close()
+        found, nothing = _search(named, ldap, address, domain)
     assert found.outcome is Outcome.FOUND
     assert set(found.certificates) == {in_first, as_bundle, as_der, as_pem}
     assert nothing.outcome is Outcome.NOTHING
@@ -107,19 +113,7 @@ def test_a_naming_context_that_refuses_the_search_does_not_hide_the_others(
         finally:
             admin.unbind()
         ldap.add_person("dc=second,dc=test", mail=address, binary=[cert])
-        named.serve_zone(
-            domain, [srv_record("_ldap._tcp", "dir", ldap.port), Record("dir", "A", "127.0.0.1")]
-        )
-        lookup = LdapCertLookup(
-            client=DnsClient(servers=parse_nameservers(named.address), timeout=3),
-            connect_timeout=1,
-        )
-        session = lookup.session(domain)
-        try:
-            found = session.search(address)
-            nothing = session.search(domain)
-        finally:
-            session.close()
+        found, nothing = _search(named, ldap, address, domain)
     assert found.outcome is Outcome.FOUND
     assert found.certificates == (cert,)
     assert any("o=empty: search refused" in note for note in found.notes)
