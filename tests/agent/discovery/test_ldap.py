@@ -15,11 +15,9 @@ from tests.support.slapd import SlapdServer, slapd_server
 pytestmark = pytest.mark.services
 
 
-def _search(
-    named: BindServer, ldap: SlapdServer, address: str, domain: str
-) -> tuple[Found, Found]:
-    """What one session finds for ``address``, then for ``domain``, with the directory
-    published through ``domain``'s SRV record."""
+def _search(named: BindServer, ldap: SlapdServer, domain: str, *queries: str) -> list[Found]:
+    """What one session finds for each of ``queries``, with the directory published through
+    ``domain``'s SRV record."""
     named.serve_zone(
         domain, [srv_record("_ldap._tcp", "dir", ldap.port), Record("dir", "A", "127.0.0.1")]
     )
@@ -28,7 +26,7 @@ def _search(
     )
     session = lookup.session(domain)
     try:
-        return session.search(address), session.search(domain)
+        return [session.search(query) for query in queries]
     finally:
         session.close()
 
@@ -52,7 +50,7 @@ def test_every_naming_context_is_searched_and_every_encoding_read(
             ],
             uid="carol2",
         )
-        found, nothing = _search(named, ldap, address, domain)
+        found, nothing = _search(named, ldap, domain, address, domain)
     assert found.outcome is Outcome.FOUND
     assert set(found.certificates) == {in_first, as_bundle, as_der, as_pem}
     assert nothing.outcome is Outcome.NOTHING
@@ -64,16 +62,7 @@ def test_a_huge_ldap_entry_is_read_only_up_to_the_bounds(
     address, domain = "many@hugeldap.test", "hugeldap.test"
     certs = [pki.leaf(address=address) for _ in range(MAX_VALUES + 4)]
     ldap_servers[2].add_person(SUFFIX, mail=address, binary=certs)
-    named.serve_zone(
-        domain,
-        [srv_record("_ldap._tcp", "dir", ldap_servers[2].port), Record("dir", "A", "127.0.0.1")],
-    )
-    lookup = LdapCertLookup(client=DnsClient(servers=parse_nameservers(named.address), timeout=3))
-    session = lookup.session(domain)
-    try:
-        found = session.search(address)
-    finally:
-        session.close()
+    [found] = _search(named, ldap_servers[2], domain, address)
     assert len(found.certificates) == MAX_VALUES
     assert any(f"only the first {MAX_VALUES} values read" in note for note in found.notes)
 
@@ -113,7 +102,7 @@ def test_a_naming_context_that_refuses_the_search_does_not_hide_the_others(
         finally:
             admin.unbind()
         ldap.add_person("dc=second,dc=test", mail=address, binary=[cert])
-        found, nothing = _search(named, ldap, address, domain)
+        found, nothing = _search(named, ldap, domain, address, domain)
     assert found.outcome is Outcome.FOUND
     assert found.certificates == (cert,)
     assert any("o=empty: search refused" in note for note in found.notes)
@@ -148,15 +137,6 @@ def test_a_huge_attribute_value_is_skipped_and_the_good_one_read(
     good = pki.leaf(address=address)
     huge = b"\x30\x83" + (MAX_VALUE_BYTES * 16).to_bytes(3, "big") + b"\x00" * MAX_VALUE_BYTES * 16
     ldap_servers[0].add_person(SUFFIX, mail=address, binary=[good], raw_smime=[huge])
-    named.serve_zone(
-        domain,
-        [srv_record("_ldap._tcp", "dir", ldap_servers[0].port), Record("dir", "A", "127.0.0.1")],
-    )
-    lookup = LdapCertLookup(client=DnsClient(servers=parse_nameservers(named.address), timeout=3))
-    session = lookup.session(domain)
-    try:
-        found = session.search(address)
-    finally:
-        session.close()
+    [found] = _search(named, ldap_servers[0], domain, address)
     assert found.certificates == (good,)
     assert any(f"{len(huge)} bytes, too large, skipped" in note for note in found.notes)
