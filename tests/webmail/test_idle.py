@@ -4,12 +4,15 @@ explained. The browser half is tests/e2e/test_idle_logoff.py."""
 
 from __future__ import annotations
 
+import logging
 import re
+from contextlib import contextmanager
 from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.sessions.models import Session
 from django.test import Client
+from django.test.signals import template_rendered
 from django.utils import timezone
 
 from hisp.models import AuditEvent
@@ -133,3 +136,61 @@ def test_idle_logout_is_post_only(alice_client):
     assert alice_client.get(IDLE_LOGOUT).status_code == 405
     assert alice_client.get("/mail/").status_code in (200, 302)
     assert "_auth_user_id" in alice_client.session
+
+
+@contextmanager
+def _signed_out_elsewhere_while_rendering():
+    """The session is deleted (a sign-out in another tab) after the request has read it and
+    before it answers: the moment Django's own middleware turns into 400 Bad Request."""
+
+    def end_the_session(sender, context, **kwargs):
+        request = context.get("request")
+        if request is not None:
+            request.session.get("_auth_user_id")  # read, as every signed-in page reads it
+        Session.objects.all().delete()
+
+    template_rendered.connect(end_the_session)
+    try:
+        yield
+    finally:
+        template_rendered.disconnect(end_the_session)
+
+
+def _cookie_removed(response) -> bool:
+    cookie = response.cookies.get(settings.SESSION_COOKIE_NAME)
+    return cookie is not None and cookie["max-age"] == 0 and cookie.value == ""
+
+
+def test_a_page_whose_session_ends_meanwhile_goes_to_sign_in_not_bad_request(alice, alice_client,
+                                                                               caplog):
+    entry = MailboxEntryFactory(address=alice.address,
+                                message__text="Potassium 6.1 mmol/L")
+    with _signed_out_elsewhere_while_rendering():
+        response = alice_client.get(f"/mail/m/{entry.pk}/")
+    assert response.status_code == 302
+    assert response["Location"] == f"/mail/login/?next=/mail/m/{entry.pk}/"
+    assert b"Potassium" not in response.content  # what was rendered for the ended session
+    assert "no-store" in response["Cache-Control"]
+    assert _cookie_removed(response)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    # Nothing revived the session: the next request is a stranger's.
+    assert alice_client.get("/mail/")["Location"].startswith("/mail/login/")
+
+
+def test_the_sign_in_page_reached_as_another_tab_signs_out_loads_again(alice_client):
+    with _signed_out_elsewhere_while_rendering():
+        response = alice_client.get("/mail/login/?next=/mail/compose/")
+    assert response.status_code == 302
+    assert response["Location"] == "/mail/login/?next=/mail/compose/"
+    assert _cookie_removed(response)
+    again = alice_client.get(response["Location"])
+    assert again.status_code == 200
+    assert b"Sign in" in again.content
+
+
+def test_a_form_sent_as_the_session_ends_lands_on_sign_in(alice_client):
+    with _signed_out_elsewhere_while_rendering():
+        response = alice_client.post("/mail/compose/", {"subject": "Jones"})  # re-shown
+    assert response.status_code == 302
+    assert response["Location"] == "/mail/login/"
+    assert _cookie_removed(response)
