@@ -257,16 +257,29 @@ def new_boundary() -> str:
     return "----=_Part_" + secrets.token_hex(12)
 
 
+# The standard parser takes about a microsecond a character: a From or To field of megabytes
+# (an outer header is anyone's to write) would hold a worker for seconds. Some 1,500 addresses.
+MAX_ADDRESS_FIELD_CHARS = 64 * 1024
+
+
 def addresses(values: Iterable[str]) -> list[str]:
     """Bare addresses from address header values (RFC 5322 section 3.4), parse only.
 
     Plain lists (``a@b, Name <c@d>``) are split directly; anything with quoting, comments or
     groups goes to the standard library's full parser.
     """
+    values = list(values)
+    if sum(map(len, values)) > MAX_ADDRESS_FIELD_CHARS:
+        raise AgentError(Code.MALFORMED, "address fields too long")
     found: list[str] = []
     for value in values:
         if any(c in value for c in '"(\\:;'):
-            found.extend(addr for _name, addr in getaddresses([value]) if addr)
+            try:
+                found.extend(addr for _name, addr in getaddresses([value]) if addr)
+            except RecursionError as exc:
+                # The standard parser recurses once per nested comment or group: a clear-text
+                # From of a few thousand "(" would otherwise escape as a crash, not a rejection.
+                raise AgentError(Code.MALFORMED, "an address field nests too deeply") from exc
             continue
         for item in value.split(","):
             item = item.strip()

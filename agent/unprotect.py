@@ -61,11 +61,9 @@ def unprotect(
     outer = Entity(outer.headers, b"", 0, 0)
     decrypted = _decrypt(envelope, recipients=recipients, env=env)
     del envelope
-    plaintext = to_crlf(decrypted)
+    signed = _verify(decrypted, env=env)
     del decrypted
-    signed = _verify(plaintext, env=env)
     entity = parse_entity(signed.source, signed.start, signed.end)
-    del plaintext
     wrapped = entity.content_type.type == "message/rfc822"
     if wrapped:
         # A slice of the canonical plaintext is canonical already; a decoded body may not be.
@@ -158,36 +156,48 @@ def _decrypt(envelope: bytes, *, recipients: Sequence[str], env: Environment) ->
     return cms.decrypt(envelope, identities=identities)
 
 
-def _verify(plaintext: bytes, *, env: Environment) -> _Signed:
-    entity = parse_entity(plaintext)
-    media = entity.content_type
+def _verify(decrypted: bytes, *, env: Environment) -> _Signed:
+    # Only the header block is read as text here: an opaque signed-data body may be binary
+    # (RFC 8551 section 3.1.2: binary MIME objects must be handled), and making its line ends
+    # canonical would corrupt the DER. The detached form signs text, canonical (section 3.1.1).
+    head = parse_message(decrypted)
+    media = head.content_type
     if media.type == "multipart/signed":
-        boundary = media.param("boundary")
-        if boundary is None:
-            raise AgentError(Code.MALFORMED, "multipart/signed without boundary")
-        parts = split_multipart(plaintext, boundary, entity.body_start, entity.body_end)
-        # RFC 1847 section 2.1: exactly two parts, the content and its signature.
-        if len(parts) != 2:
-            raise AgentError(Code.MALFORMED, "multipart/signed must have exactly two parts")
-        signature_part = parse_entity(plaintext, *parts[1])
-        if signature_part.content_type.type not in _PKCS7_SIGNATURE:
-            raise AgentError(Code.NOT_SIGNED, "second part is not a pkcs7-signature")
-        signature = signature_part.decoded_body()
-        # The digest covers the exact received bytes of part 1 (RFC 1847 section 5.1).
-        start, end = parts[0]
-        content = memoryview(plaintext)[start:end]
-        verified = cms.verify(signature, detached=content, policy=env.policy)
-        return _Signed(verified, plaintext, start, end)
+        return _verify_detached(to_crlf(decrypted), env=env)
     if media.type in _PKCS7_MIME:
-        body = entity.decoded_body()
-        if not len(body):
-            raise AgentError(Code.MALFORMED, "empty application/pkcs7-mime body")
-        if cms.content_type(body) != cms.SIGNED:
-            raise AgentError(Code.NOT_SIGNED, "inner CMS content is not signed-data")
-        verified = cms.verify(body, detached=None, policy=env.policy)
-        opaque = to_crlf(bytes(verified.content))
-        return _Signed(verified, opaque, 0, len(opaque))
+        return _verify_opaque(head, env=env)
     raise AgentError(Code.NOT_SIGNED, f"decrypted content is {media.type}")
+
+
+def _verify_detached(plaintext: bytes, *, env: Environment) -> _Signed:
+    entity = parse_entity(plaintext)
+    boundary = entity.content_type.param("boundary")
+    if boundary is None:
+        raise AgentError(Code.MALFORMED, "multipart/signed without boundary")
+    parts = split_multipart(plaintext, boundary, entity.body_start, entity.body_end)
+    # RFC 1847 section 2.1: exactly two parts, the content and its signature.
+    if len(parts) != 2:
+        raise AgentError(Code.MALFORMED, "multipart/signed must have exactly two parts")
+    signature_part = parse_entity(plaintext, *parts[1])
+    if signature_part.content_type.type not in _PKCS7_SIGNATURE:
+        raise AgentError(Code.NOT_SIGNED, "second part is not a pkcs7-signature")
+    signature = signature_part.decoded_body()
+    # The digest covers the exact received bytes of part 1 (RFC 1847 section 5.1).
+    start, end = parts[0]
+    content = memoryview(plaintext)[start:end]
+    verified = cms.verify(signature, detached=content, policy=env.policy)
+    return _Signed(verified, plaintext, start, end)
+
+
+def _verify_opaque(entity: Entity, *, env: Environment) -> _Signed:
+    body = entity.decoded_body()
+    if not len(body):
+        raise AgentError(Code.MALFORMED, "empty application/pkcs7-mime body")
+    if cms.content_type(body) != cms.SIGNED:
+        raise AgentError(Code.NOT_SIGNED, "inner CMS content is not signed-data")
+    verified = cms.verify(body, detached=None, policy=env.policy)
+    opaque = to_crlf(bytes(verified.content))
+    return _Signed(verified, opaque, 0, len(opaque))
 
 
 def _address_set(entity: Entity, name: str) -> set[str]:

@@ -16,6 +16,10 @@ from typing import NamedTuple
 from agent.errors import AgentError, Code
 
 _MAX_DEPTH = 24
+# Values one walk may read. Real S/MIME holds a few tens of thousands at most (a 25 MB content in
+# 1,000-byte BER segments), while two-byte values would give a 25 MB message twelve million,
+# each read again at every level a parser descends.
+MAX_ELEMENTS = 50_000
 
 SEQUENCE = 0x30
 SET = 0x31
@@ -46,8 +50,17 @@ class Node(NamedTuple):  # a tuple: created tens of times per message, so kept c
 _new_node = tuple.__new__
 
 
-def read(buf: bytes, pos: int, limit: int, depth: int = 0) -> Node:
-    """The TLV at ``pos`` (X.690 sections 8.1.2-8.1.5), not extending past ``limit``."""
+def read(buf: bytes, pos: int, limit: int, depth: int = 0, budget: list[int] | None = None) -> Node:
+    """The TLV at ``pos`` (X.690 sections 8.1.2-8.1.5), not extending past ``limit``.
+
+    An indefinite length is found only by reading everything inside, so every value read counts
+    against ``budget`` (a one-element list shared by the reads of one walk; a fresh
+    ``MAX_ELEMENTS`` when none is given)."""
+    if budget is None:
+        budget = [MAX_ELEMENTS]
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _malformed("too many elements")
     if depth > _MAX_DEPTH:
         raise _malformed("nesting too deep")
     if pos + 2 > limit:
@@ -68,7 +81,7 @@ def read(buf: bytes, pos: int, limit: int, depth: int = 0) -> Node:
                 raise _malformed("missing end-of-contents")
             if buf[content_end] == 0 and buf[content_end + 1] == 0:
                 return _new_node(Node, (tag, pos, cursor, content_end, content_end + 2, True))
-            content_end = read(buf, content_end, limit, depth + 1).end
+            content_end = read(buf, content_end, limit, depth + 1, budget).end
     else:
         count = first & 0x7F
         if count > 4 or cursor + count > limit:
@@ -84,10 +97,13 @@ def read(buf: bytes, pos: int, limit: int, depth: int = 0) -> Node:
 def children(buf: bytes, node: Node, depth: int = 0) -> list[Node]:
     if not node.constructed:
         raise _malformed("expected a constructed value")
+    # One budget for all the children: each read alone could stay within its own while the
+    # siblings together (indefinite lengths, each walked to its end) hold millions of values.
+    budget = [MAX_ELEMENTS]
     out: list[Node] = []
     pos = node.content_start
     while pos < node.content_end:
-        child = read(buf, pos, node.content_end, depth + 1)
+        child = read(buf, pos, node.content_end, depth + 1, budget)
         out.append(child)
         pos = child.end
     return out

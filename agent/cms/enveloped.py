@@ -203,7 +203,10 @@ def parse(data: bytes | memoryview) -> Envelope:
 def decrypt(data: bytes | memoryview, *, identities: Sequence[Identity]) -> bytes:
     """Decrypt with whichever identity a RecipientInfo names, in any position (RFC 5652 6.2.1).
 
-    Weak content ciphers are refused before any private-key operation.
+    Weak content ciphers and malformed content parameters are refused before any private-key
+    operation. Each hosted key is tried once, with the first RecipientInfo that names it: a
+    message naming one certificate thousands of times must not cost a private-key operation
+    (and a content decryption) each.
     """
     envelope = parse(data)
     alg_name, params = _content_algorithm(envelope.algorithm)
@@ -213,23 +216,31 @@ def decrypt(data: bytes | memoryview, *, identities: Sequence[Identity]) -> byte
         if alg_name not in GCM_READ:
             raise AgentError(Code.MALFORMED, f"unsupported authenticated cipher {alg_name}")
         key_len = GCM_READ[alg_name]
+        nonce = _gcm_nonce(envelope, params)
     else:
         if alg_name not in CBC_READ:
             raise AgentError(Code.MALFORMED, f"unsupported content cipher {alg_name}")
         key_len = CBC_READ[alg_name]
-    matched = False
+        iv = _cbc_iv(envelope, params)
+    tried: set[int] = set()
     for info in _key_transports(envelope.recipient_infos):
-        for identity in identities:
-            if not info.names(identity.certificate):
+        for index, identity in enumerate(identities):
+            if index in tried or not info.names(identity.certificate):
                 continue
-            matched = True
+            tried.add(index)
             cek = _unwrap_key(info, identity)
             if cek is None or len(cek) != key_len:
-                continue
-            if envelope.kind == AUTH_ENVELOPED:
-                return _decrypt_gcm(envelope, params, cek)
-            return _decrypt_cbc(envelope, params, cek)
-    if not matched:
+                # RFC 3218 section 2.3.2: carry on with a random key, so that a key transport
+                # that does not unwrap fails where bad content fails, after the same work. An
+                # early exit would time the padding check for an attacker (Bleichenbacher).
+                cek = os.urandom(key_len)
+            try:
+                if envelope.kind == AUTH_ENVELOPED:
+                    return _decrypt_gcm(envelope, nonce, cek)
+                return _decrypt_cbc(envelope, iv, cek)
+            except AgentError:
+                continue  # another hosted key may be named further on
+    if not tried:
         raise AgentError(Code.NO_DECRYPTION_KEY, "no RecipientInfo names a hosted key")
     # One outcome for bad padding and bad key alike (RFC 3218 section 2.3, Bleichenbacher).
     raise AgentError(Code.DECRYPTION_FAILED, "content could not be decrypted")
@@ -338,12 +349,18 @@ def _oaep_hash(name: str) -> hashes.HashAlgorithm:
     return table[name]
 
 
-def _decrypt_cbc(envelope: Envelope, params: bytes | None, cek: bytes) -> bytes:
-    # RFC 3565 section 4.1: the parameters are the 16-byte IV as an OCTET STRING.
+def _cbc_iv(envelope: Envelope, params: bytes | None) -> bytes:
+    """RFC 3565 section 4.1: the parameters are the 16-byte IV as an OCTET STRING; the content
+    is whole blocks."""
     iv = params[2:] if params and params[0] == der.OCTET_STRING and params[1] == 16 else None
     total = sum(len(p) for p in envelope.pieces)
     if not isinstance(iv, bytes) or len(iv) != 16 or total == 0 or total % 16:
         raise AgentError(Code.DECRYPTION_FAILED, "content could not be decrypted")
+    return iv
+
+
+def _decrypt_cbc(envelope: Envelope, iv: bytes, cek: bytes) -> bytes:
+    total = sum(len(p) for p in envelope.pieces)
     decryptor = Cipher(algorithms.AES(cek), modes.CBC(iv)).decryptor()
     out = bytearray(total + 16)
     view = memoryview(out)
@@ -361,7 +378,12 @@ def _decrypt_cbc(envelope: Envelope, params: bytes | None, cek: bytes) -> bytes:
     return bytes(out)
 
 
-def _decrypt_gcm(envelope: Envelope, params: bytes | None, cek: bytes) -> bytes:
+# GCM nonce lengths the cipher accepts (NIST SP 800-38D; RFC 5084 section 3.2 recommends 12).
+_GCM_NONCE_SIZES = range(8, 129)
+
+
+def _gcm_nonce(envelope: Envelope, params: bytes | None) -> bytes:
+    """RFC 5084 section 3.2 GCMParameters: the nonce, and an ICV length equal to the mac's."""
     try:
         gcm = GCMParameters.load(params or b"")
         nonce = gcm["aes_nonce"].native
@@ -369,8 +391,18 @@ def _decrypt_gcm(envelope: Envelope, params: bytes | None, cek: bytes) -> bytes:
     except (ValueError, TypeError, KeyError) as exc:
         raise AgentError(Code.MALFORMED, "bad GCM parameters") from exc
     mac = envelope.mac or b""
-    if not isinstance(nonce, bytes) or not nonce or icvlen != len(mac) or not 12 <= icvlen <= 16:
+    if (
+        not isinstance(nonce, bytes)
+        or len(nonce) not in _GCM_NONCE_SIZES
+        or icvlen != len(mac)
+        or not 12 <= icvlen <= 16
+    ):
         raise AgentError(Code.MALFORMED, "bad GCM parameters")
+    return nonce
+
+
+def _decrypt_gcm(envelope: Envelope, nonce: bytes, cek: bytes) -> bytes:
+    mac = envelope.mac or b""
     decryptor = Cipher(algorithms.AES(cek), modes.GCM(nonce, mac, min_tag_length=12)).decryptor()
     if envelope.auth_attrs is not None:
         # RFC 5083 section 2.2: authAttrs are authenticated as their DER SET OF encoding.

@@ -54,6 +54,15 @@ _ATTR_CONTENT_TYPE_DATA = bytes(
 _RSA_ENCRYPTION = bytes(algos.SignedDigestAlgorithm({"algorithm": "rsassa_pkcs1v15"}).dump())
 
 
+# Every SignerInfo must verify, and each costs a public-key operation: a few cover every real
+# use (one per signature algorithm, RFC 5752), and a bound keeps a crafted SET of thousands
+# from costing seconds.
+MAX_SIGNER_INFOS = 8
+# A signer sends its certificate and chain, a handful; each one carried is parsed and offered to
+# path building, so thousands (a 25 MB message holds some 20,000) would cost seconds.
+MAX_CERTIFICATES = 64
+
+
 @dataclass(frozen=True)
 class VerifiedSignature:
     signer: x509.Certificate
@@ -190,19 +199,27 @@ def verify(
         content: bytes | memoryview = b"".join(der.octets(buf, octets[0]))
     else:
         content = detached
-    certs: list[x509.Certificate] = []
-    for field in fields[3:-1]:
-        if field.tag == 0xA0:
-            for choice in der.children(buf, field):
-                if choice.tag == der.SEQUENCE:  # other choices are [n]-tagged (RFC 5652 10.2.2)
-                    certs.append(load_der(der.raw(buf, choice)))
+    # Other CertificateChoices are [n]-tagged (RFC 5652 10.2.2).
+    choices = [
+        choice
+        for field in fields[3:-1]
+        if field.tag == 0xA0
+        for choice in der.children(buf, field)
+        if choice.tag == der.SEQUENCE
+    ]
+    if len(choices) > MAX_CERTIFICATES:
+        raise AgentError(Code.MALFORMED, f"more than {MAX_CERTIFICATES} certificates")
+    certs = [load_der(der.raw(buf, choice)) for choice in choices]
     infos = der.children(buf, der.expect(fields[-1], der.SET, "SignerInfos"))
     if not infos:
         raise AgentError(Code.NOT_SIGNED, "SignedData without signers")
+    if len(infos) > MAX_SIGNER_INFOS:
+        raise AgentError(Code.MALFORMED, f"more than {MAX_SIGNER_INFOS} SignerInfos")
     signer: x509.Certificate | None = None
     digest_name = ""
+    digests = _ContentDigests(content)
     for node in infos:
-        cert, name = _verify_signer_info(buf, node, content, encap_type, certs, policy)
+        cert, name = _verify_signer_info(buf, node, digests, encap_type, certs, policy)
         if signer is None:
             signer, digest_name = cert, name
     assert signer is not None  # infos is non-empty
@@ -230,6 +247,22 @@ def _algorithm_name(buf: bytes, node: der.Node, names: dict[bytes, str]) -> str:
         return str(core.ObjectIdentifier.load(oid).dotted)
     except ValueError as exc:
         raise AgentError(Code.MALFORMED, "bad algorithm OID") from exc
+
+
+class _ContentDigests:
+    """The content's digest per algorithm, each computed once: SignerInfos repeating one
+    algorithm must not hash a large content once each."""
+
+    def __init__(self, content: bytes | memoryview) -> None:
+        self._content = content
+        self._done: dict[str, bytes] = {}
+
+    def of(self, algorithm: hashes.HashAlgorithm) -> bytes:
+        if algorithm.name not in self._done:
+            hasher = hashes.Hash(algorithm)
+            hasher.update(self._content)
+            self._done[algorithm.name] = hasher.finalize()
+        return self._done[algorithm.name]
 
 
 def _find_signer(buf: bytes, sid: der.Node, certs: Sequence[x509.Certificate]) -> x509.Certificate:
@@ -260,7 +293,7 @@ def _find_signer(buf: bytes, sid: der.Node, certs: Sequence[x509.Certificate]) -
 def _verify_signer_info(
     buf: bytes,
     node: der.Node,
-    content: bytes | memoryview,
+    digests: _ContentDigests,
     encap_type: bytes,
     certs: Sequence[x509.Certificate],
     policy: AlgorithmPolicy,
@@ -280,9 +313,7 @@ def _verify_signer_info(
     if sig_name in SIGNATURE_DIGEST:
         hash_for(SIGNATURE_DIGEST[sig_name], policy)  # a named MD5/SHA-1 signature is refused too
     cert = _find_signer(buf, fields[1], certs)
-    hasher = hashes.Hash(hash_alg)
-    hasher.update(content)
-    digest = hasher.finalize()
+    digest = digests.of(hash_alg)
     if attrs is None:
         to_verify: bytes = digest
     else:

@@ -44,6 +44,11 @@ from agent.types import AlgorithmPolicy, IssuerFetcher, RevocationChecker, Revoc
 MAX_INTERMEDIATES = 6
 # Links tried per search, so a message stuffed with look-alike certificates cannot cost much.
 MAX_LINK_CHECKS = 64
+# Certificates whose caIssuers are read per search. A Direct path misses one or two
+# intermediates at most, while each read may take a fetch time-out: without a bound, a chain
+# of the sender's own making (each answer naming more look-alike issuers, each with a URL of
+# its own) holds the worker for minutes.
+MAX_ISSUER_FETCHES = 4
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,7 @@ class _Builder:
         self._policy = policy
         self._fetched: dict[x509.Certificate, list[x509.Certificate]] = {}
         self._checks = 0
+        self._fetches = 0
 
     def _links(self, certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
         if certificate.issuer != issuer.subject or not _key_ids_compatible(certificate, issuer):
@@ -130,6 +136,9 @@ class _Builder:
 
     def _fetch(self, certificate: x509.Certificate) -> list[x509.Certificate]:
         if certificate not in self._fetched:
+            if self._fetches >= MAX_ISSUER_FETCHES:
+                return []
+            self._fetches += 1
             fetched = self._issuers.issuers(certificate)
             self._fetched[certificate] = [c for c in fetched if parseable(c)]
         return self._fetched[certificate]
@@ -212,6 +221,8 @@ def _check_ca(
 
 def _dns_within(name: str, base: str) -> bool:
     name, base = name.lower().rstrip("."), base.lower().rstrip(".")
+    if not base:
+        return True  # RFC 5280 4.2.1.10: an empty dNSName constraint covers every name
     if base.startswith("."):
         return name.endswith(base)
     return name == base or name.endswith("." + base)
@@ -263,9 +274,13 @@ def _names_of(certificate: x509.Certificate) -> list[x509.GeneralName]:
         san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         names.extend(san)
     except x509.ExtensionNotFound:
+        san = None
+    if san is None or not any(isinstance(n, x509.RFC822Name | x509.DNSName) for n in san):
         # RFC 5280 4.2.1.10: without a SAN, rfc822Name constraints apply to the subject's
-        # emailAddress. A bare domain there is what the legacy binding reads as a domain
-        # binding, so dNSName constraints apply to it as well (fail closed).
+        # emailAddress. The legacy binding reads it whenever the SAN names no mailbox or
+        # domain (a SAN of URIs only, say), so the constraints must read it then too. A bare
+        # domain there is what that binding reads as a domain binding, so dNSName constraints
+        # apply to it as well (fail closed).
         for value in subject_email_addresses(certificate):
             try:
                 names.append(x509.RFC822Name(value))

@@ -8,8 +8,10 @@
 * UNAVAILABLE when sources are named but none answered usably and nothing is cached.
 
 Answers are cached per (issuer key, serial) until the source's nextUpdate (capped), CRLs per URL
-the same way, so steady-state mail costs no fetches. A failure is remembered briefly
-(``failure_ttl``) so a dead responder does not add its time-out to every message.
+the same way, so steady-state mail costs no fetches. An answer without nextUpdate is accepted
+only when its thisUpdate is within ``default_ttl``, and is cached for that long. A failure is
+remembered briefly (``failure_ttl``) so a dead responder does not add its time-out to every
+message.
 
 Scope, stated so nobody assumes more: CRLs must be signed by the certificate's issuer (indirect
 CRLs and delta CRLs are not used); only http(s) sources are read (an ldap:// distribution point
@@ -206,6 +208,11 @@ class HttpRevocationChecker:
             raise _Unusable("issued in the future")
         if next_update is not None and next_update < now - _SKEW:
             raise _Unusable("stale (nextUpdate has passed)")
+        if next_update is None and this_update < now - timedelta(seconds=self._default_ttl):
+            # RFC 6960 4.2.2.1 / RFC 5280 5.1.2.5: without nextUpdate only a recent thisUpdate
+            # shows the answer is current. Otherwise a "good" captured before the revocation
+            # could be replayed (OCSP travels over plain HTTP) for ever.
+            raise _Unusable("stale (no nextUpdate and thisUpdate is too old)")
 
     # -- OCSP (RFC 6960) -------------------------------------------------------------------
 
