@@ -106,19 +106,24 @@ def _unwrap_data_key(kek: Kek, wrapped: bytes) -> bytes:
 def wrap_private_key(key: rsa.RSAPrivateKey, *, kek: Kek | None = None) -> PrivateKey:
     """Store ``key`` wrapped and return the saved row."""
     kek = kek or configured_kek()
-    ensure_verifier(kek)
-    der = key.private_bytes(
-        serialization.Encoding.DER,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    data_key = AESGCM.generate_key(bit_length=256)
-    row = PrivateKey.objects.create(
-        algorithm="rsa",
-        key_bits=key.key_size,
-        wrapped_data_key=aes_key_wrap(kek.key, data_key),
-        ciphertext=_seal(data_key, der, _KEY_AAD),
-    )
+    with transaction.atomic():
+        # The verifier stays share-locked until the caller's transaction commits: a rotation
+        # (which locks it for update) waits for this row and re-wraps it too, and a key wrapped
+        # while a rotation commits sees the new verifier and is refused. Without the lock a key
+        # issued during a rotation was committed under the retired KEK, and lost with it.
+        ensure_verifier(kek)
+        der = key.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        data_key = AESGCM.generate_key(bit_length=256)
+        row = PrivateKey.objects.create(
+            algorithm="rsa",
+            key_bits=key.key_size,
+            wrapped_data_key=aes_key_wrap(kek.key, data_key),
+            ciphertext=_seal(data_key, der, _KEY_AAD),
+        )
     del der, data_key
     return row
 
@@ -145,12 +150,26 @@ def _seal_verifier(kek: Kek) -> bytes:
 
 
 def ensure_verifier(kek: Kek) -> None:
-    """Create the verifier on first use; afterwards, refuse a KEK that does not match it."""
-    verifier = KekVerifier.objects.order_by("pk").first()
+    """Create the verifier on first use; afterwards, refuse a KEK that does not match it. In a
+    transaction the verifier stays share-locked until it ends (see wrap_private_key)."""
+    verifier = _shared_verifier()
     if verifier is None:
         KekVerifier.objects.create(sealed=_seal_verifier(kek))
         return
     _check_verifier(kek, verifier)
+
+
+def _shared_verifier() -> KekVerifier | None:
+    """The verifier, read FOR SHARE so that wrapping keys do not wait for one another, only for
+    a rotation. SQLite (the quick start) runs one writing transaction at a time anyway."""
+    if connection.vendor != "postgresql":
+        return KekVerifier.objects.order_by("pk").first()
+    # Django's select_for_update has no FOR SHARE; table and column are our own names.
+    quote = connection.ops.quote_name
+    table, pk = quote(KekVerifier._meta.db_table), quote(KekVerifier._meta.pk.column)
+    sql = f"SELECT * FROM {table} ORDER BY {pk} LIMIT 1 FOR SHARE"  # noqa: S608
+    found = KekVerifier.objects.raw(sql)
+    return next(iter(found), None)
 
 
 def _check_verifier(kek: Kek, verifier: KekVerifier) -> None:
@@ -206,6 +225,14 @@ def rotate_kek(*, new: Kek, old: Kek | None = None) -> int:
             )
             del data_key
             count += 1
-        KekVerifier.objects.all().delete()
-        KekVerifier.objects.create(sealed=_seal_verifier(new), rotated_at=timezone.now())
+        # Updated in place, not replaced: a wrap_private_key waiting on the locked row then reads
+        # the new verifier and refuses its old KEK, where a deleted row would read as "no
+        # verifier yet" and let it store a key under the old KEK after all.
+        if verifier is None:
+            KekVerifier.objects.create(sealed=_seal_verifier(new), rotated_at=timezone.now())
+        else:
+            KekVerifier.objects.exclude(pk=verifier.pk).delete()
+            KekVerifier.objects.filter(pk=verifier.pk).update(
+                sealed=_seal_verifier(new), rotated_at=timezone.now()
+            )
     return count

@@ -40,12 +40,23 @@ def our_cas() -> list[Certificate]:
     )
 
 
-def generate(ca: Certificate, *, at: datetime | None = None) -> CertificateRevocationList:
-    """Sign and store a new CRL for ``ca`` listing every certificate it has revoked."""
+def generate(ca: Certificate, *, at: datetime | None = None,
+             only_if_due: bool = False) -> CertificateRevocationList:
+    """Sign and store a new CRL for ``ca`` listing every certificate it has revoked.
+
+    ``only_if_due``: keep the latest CRL if, once the lock is held, it is no longer due. Fetches
+    of the distribution point that all find the CRL due at the same moment then sign one CRL
+    between them, not one each.
+    """
     now = at or timezone.now()
     with transaction.atomic():
         # Serialise CRL numbers per CA: two revocations at once must not both pick number n+1.
         Certificate.objects.select_for_update().filter(pk=ca.pk).first()
+        if only_if_due:
+            latest = ca.crls.order_by("-number").first()
+            if not is_due(latest, at=now):
+                assert latest is not None
+                return latest
         last = ca.crls.aggregate(n=Max("number"))["n"] or 0
         number = last + 1
         ca_cert = load(ca)
@@ -95,7 +106,7 @@ def current(ca: Certificate, *, at: datetime | None = None) -> CertificateRevoca
     """The CRL to publish for ``ca``: the latest, regenerated first when it is close to expiry."""
     latest = ca.crls.order_by("-number").first()
     if is_due(latest, at=at):
-        return generate(ca, at=at)
+        return generate(ca, at=at, only_if_due=True)
     assert latest is not None
     return latest
 
@@ -104,7 +115,7 @@ def refresh_due(*, at: datetime | None = None) -> int:
     """Regenerate every CRL that is within ``HISP_CRL_REFRESH_BEFORE`` of its nextUpdate."""
     count = 0
     for ca in our_cas():
-        if is_due(ca.crls.order_by("-number").first(), at=at):
-            generate(ca, at=at)
+        latest = ca.crls.order_by("-number").first()
+        if is_due(latest, at=at) and generate(ca, at=at, only_if_due=True) != latest:
             count += 1
     return count

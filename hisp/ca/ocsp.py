@@ -2,7 +2,13 @@
 
 Each response is signed by the CA that issued the certificate in question (RFC 6960 section
 4.2.2.2, no delegated responder), answers from the database as it is at that moment (a revocation
-shows in the very next response), and echoes the request's nonce (RFC 8954).
+shows in the very next response), and echoes the request's nonce (RFC 9654, which replaced RFC
+8954).
+
+The endpoint is open to anyone, so every request it cannot answer gets malformedRequest, never a
+500: a CertID hashed with an algorithm we do not know (MD5, SHA-3), a negative serial (RFC 5280
+4.1.2.2: never one of ours, and not encodable in the answer), a repeated extension, and an empty
+or over-long nonce, which RFC 9654 section 2.1 says to refuse rather than echo.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 from django.utils import timezone
@@ -20,8 +27,10 @@ from hisp.keystore import unwrap_private_key
 from hisp.models import Certificate, PrivateKey
 
 _VALIDITY = timedelta(hours=1)
+_MAX_NONCE = 128  # octets (RFC 9654 section 2.1)
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "sha1": hashes.SHA1,
+    "sha224": hashes.SHA224,
     "sha256": hashes.SHA256,
     "sha384": hashes.SHA384,
     "sha512": hashes.SHA512,
@@ -56,16 +65,26 @@ def _find_issuer(request: ocsp.OCSPRequest) -> tuple[Certificate, x509.Certifica
     return None
 
 
+def _nonce(request: ocsp.OCSPRequest) -> x509.OCSPNonce | None:
+    try:
+        return request.extensions.get_extension_for_class(x509.OCSPNonce).value
+    except x509.ExtensionNotFound:
+        return None
+
+
 def respond(request_der: bytes, *, at: datetime | None = None) -> bytes:
     """A DER OCSPResponse for one DER OCSPRequest; malformed input gets malformedRequest and a
     certificate of someone else's CA gets unauthorized (RFC 6960 section 2.3)."""
     try:
         request = ocsp.load_der_ocsp_request(request_der)
         algorithm = request.hash_algorithm
-    except (ValueError, TypeError, NotImplementedError):
+        nonce = _nonce(request)
+    except (ValueError, TypeError, NotImplementedError, UnsupportedAlgorithm,
+            x509.DuplicateExtension):
         # Also raised for requests with more than one CertID, which we do not answer.
         return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
-    if type(algorithm).__name__.lower() not in _HASHES:
+    if (type(algorithm).__name__.lower() not in _HASHES or request.serial_number < 0
+            or (nonce is not None and not 1 <= len(nonce.nonce) <= _MAX_NONCE)):
         return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
     found = _find_issuer(request)
     if found is None:
@@ -99,11 +118,8 @@ def respond(request_der: bytes, *, at: datetime | None = None) -> bytes:
         revocation_reason=revocation_reason,
     )
     builder = builder.responder_id(ocsp.OCSPResponderEncoding.HASH, ca_cert)
-    try:
-        nonce = request.extensions.get_extension_for_class(x509.OCSPNonce)
-        builder = builder.add_extension(nonce.value, critical=False)
-    except x509.ExtensionNotFound:
-        pass
+    if nonce is not None:
+        builder = builder.add_extension(nonce, critical=False)
     key = unwrap_private_key(PrivateKey.objects.get(pk=ca_row.private_key_id))
     response = builder.sign(key, hashes.SHA256())
     del key

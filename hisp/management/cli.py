@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from hisp.mailtext import printable
@@ -57,10 +58,19 @@ def user_errors(*kinds: type[Exception]) -> Iterator[None]:
 
 
 def read_file(path: str) -> bytes:
+    """The file's bytes, up to the message size limit: nothing the CLI reads (a certificate, a
+    key, a bundle, a message or an attachment) is larger, and a device such as /dev/zero given
+    by mistake must end in an error, not fill the memory."""
+    limit = settings.HISP_MAX_MESSAGE_BYTES
     try:
-        return Path(path).read_bytes()
+        with open(path, "rb") as stream:
+            data = stream.read(limit + 1)
     except OSError as exc:
         raise CommandError(one_line(f"cannot read {path}: {exc.strerror or exc}")) from None
+    if len(data) > limit:
+        raise CommandError(one_line(f"cannot read {path}: larger than {limit} bytes "
+                                    "(HISP_MAX_MESSAGE_BYTES)"))
+    return data
 
 
 def write_output(command: BaseCommand, data: bytes, out: str | None) -> None:

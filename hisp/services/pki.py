@@ -6,15 +6,23 @@ appears in an audit detail, a log line or an exception message: fingerprints and
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from datetime import datetime
 
+from asn1crypto import algos as asn1_algos
+from asn1crypto import keys as asn1_keys
+from asn1crypto import pkcs12 as asn1_pkcs12
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from hisp.agent_env import bump_pki_version
@@ -23,6 +31,7 @@ from hisp.ca.authority import CAError, issue, issue_set
 from hisp.certificates import (
     CertificateFormatError,
     fingerprint,
+    is_ca,
     load,
     load_certificates,
     row_fields,
@@ -35,6 +44,16 @@ from hisp.services import audit
 from hisp.services.identity import Actor, IdentityError, normalise_address, normalise_domain
 
 MIN_PASSPHRASE = 10
+# Opening a PKCS#12 file or an encrypted PKCS#8 key runs every key-derivation iteration the file
+# asks for before a wrong password can show: a crafted file asking for 2^31 held a console worker
+# (or the CLI) for hours. Real files ask for 2,048 (OpenSSL's default) up to a few hundred
+# thousand (ours: 200,000); the bound is for the whole file (its MAC and every encrypted part).
+MAX_KDF_ITERATIONS = 5_000_000
+_TOO_MUCH_WORK = (
+    f"the file's password protection asks for more than {MAX_KDF_ITERATIONS:,} key-derivation "
+    f"iterations: export it again with the tool's defaults"
+)
+_MAX_BAG_NESTING = 4
 
 
 class PkiError(ValueError):
@@ -127,8 +146,9 @@ def issue_for(
 
 def due_for_renewal(*, at: datetime | None = None) -> QuerySet[Certificate]:
     """Our issued end-entity certificates old enough to renew (``HISP_CERT_RENEW_AFTER``, 12
-    months by default), within 30 days of expiry, or issued by a CA that a rollover replaced
-    (hisp.services.ca_rollover), not yet renewed or revoked."""
+    months by default), as close to expiry as a fresh one would be at that age, or issued by a
+    CA that a rollover replaced (hisp.services.ca_rollover); not yet renewed or revoked, and
+    only when their successor would last longer than they do."""
     now = at or timezone.now()
     return Certificate.objects.filter(
         Q(not_before__lte=now - settings.HISP_CERT_RENEW_AFTER)
@@ -140,7 +160,12 @@ def due_for_renewal(*, at: datetime | None = None) -> QuerySet[Certificate]:
         superseded_by__isnull=True,
         revoked_at__isnull=True,
         not_after__gt=now,
-    )
+    ).annotate(
+        # The CA renew() would issue from. A certificate never outlives its CA, so in a CA's
+        # last months one that already ends with it was "due" again right after each renewal:
+        # a new key for every certificate at every run of the task, until a rollover.
+        renewing_ca_ends=Coalesce("domain__issuing_ca__not_after", "issued_by__not_after"),
+    ).filter(renewing_ca_ends__gt=F("not_after"))
 
 
 def renew(
@@ -153,7 +178,15 @@ def renew(
     with transaction.atomic():
         old = Certificate.objects.select_for_update().get(pk=certificate.pk)
         if old.superseded_by_id is not None:
-            return Certificate.objects.get(pk=old.superseded_by_id)
+            successor = Certificate.objects.get(pk=old.superseded_by_id)
+            if successor.revoked_at is not None:
+                # Handing back the revoked successor read as "renewed" while the address
+                # was left without a usable certificate.
+                raise PkiError(
+                    f"this certificate was renewed and its successor has since been revoked: "
+                    f"issue a new certificate for {old.bound_name}"
+                )
+            return successor
         if old.source != Certificate.Source.HOSTED or old.issued_by_id is None:
             raise PkiError("only certificates issued by this HISP can be renewed")
         if old.revoked_at is not None:
@@ -270,12 +303,93 @@ def export_pkcs12(
     return data
 
 
+def _kdf_work(algorithm: asn1_algos.EncryptionAlgorithm) -> int:
+    # asn1crypto reads PBES1, PBES2 with PBKDF2 and the PKCS#12 PBEs; other key derivations
+    # (scrypt, whose cost is not an iteration count) raise ValueError and are refused.
+    iterations = algorithm.kdf_iterations
+    if not isinstance(iterations, int) or iterations < 1:
+        raise ValueError("no iteration count")
+    return iterations
+
+
+def _bag_work(bags: asn1_pkcs12.SafeContents, depth: int = 0) -> int:
+    if depth > _MAX_BAG_NESTING:
+        raise ValueError("safe contents nested too deep")
+    total = 0
+    for bag in bags:
+        if bag["bag_id"].native == "pkcs8_shrouded_key_bag":
+            total += _kdf_work(bag["bag_value"]["encryption_algorithm"])
+        elif bag["bag_id"].native == "safe_contents":
+            total += _bag_work(bag["bag_value"], depth + 1)
+    return total
+
+
+def _check_pkcs12_work(data: bytes) -> None:
+    """Refuse a PKCS#12 file whose key derivations (as far as they show before decrypting)
+    exceed MAX_KDF_ITERATIONS, or that cannot be read far enough to tell."""
+    try:
+        pfx = asn1_pkcs12.Pfx.load(data)
+        mac = pfx["mac_data"].native
+        total = int(mac["iterations"]) if mac else 0
+        for info in pfx.authenticated_safe:
+            kind = info["content_type"].native
+            if kind == "encrypted_data":
+                content = info["content"]["encrypted_content_info"]
+                total += _kdf_work(content["content_encryption_algorithm"])
+            elif kind == "data":
+                total += _bag_work(asn1_pkcs12.SafeContents.load(info["content"].native))
+    except (ValueError, TypeError, KeyError):
+        raise PkiError(
+            "not a certificate (PEM/DER) or a PKCS#12 file this password opens"
+        ) from None
+    if total > MAX_KDF_ITERATIONS:
+        raise PkiError(_TOO_MUCH_WORK)
+
+
+_ENCRYPTED_PEM_KEY = re.compile(
+    rb"-----BEGIN ENCRYPTED PRIVATE KEY-----(.*?)-----END ENCRYPTED PRIVATE KEY-----", re.S
+)
+
+
+def _check_key_work(data: bytes) -> None:
+    """The same bound for a PKCS#8 key encrypted under a password (PEM or DER)."""
+    if data.lstrip().startswith(b"-----BEGIN"):
+        for body in _ENCRYPTED_PEM_KEY.findall(data):
+            try:
+                der = base64.b64decode(b"".join(body.split()), validate=True)
+            except (binascii.Error, ValueError):
+                raise PkiError("the key file is not a readable private key") from None
+            _check_encrypted_key(der, required=True)
+        return
+    _check_encrypted_key(data, required=False)
+
+
+def _check_encrypted_key(der: bytes, *, required: bool) -> None:
+    try:
+        info = asn1_keys.EncryptedPrivateKeyInfo.load(der, strict=True)
+        algorithm = info["encryption_algorithm"]
+        algorithm["algorithm"].native  # noqa: B018 (reading it is the check)
+    except (ValueError, TypeError, KeyError):
+        if required:
+            raise PkiError("the key file is not a readable private key") from None
+        return  # not an encrypted PKCS#8 key: the loaders judge it
+    try:
+        work = _kdf_work(algorithm)
+    except (ValueError, TypeError, KeyError):
+        raise PkiError("the key's password protection is not one we read") from None
+    if work > MAX_KDF_ITERATIONS:
+        raise PkiError(_TOO_MUCH_WORK)
+
+
 def _load_key(data: bytes, password: bytes | None) -> rsa.RSAPrivateKey:
+    _check_key_work(data)
     loaders = (serialization.load_pem_private_key, serialization.load_der_private_key)
     for loader in loaders:
         try:
             key = loader(data, password=password)
         except TypeError:
+            if password is not None:
+                raise PkiError("the key is not encrypted: import it without a password") from None
             raise PkiError("the key is encrypted: give its password on stdin") from None
         except ValueError:
             continue
@@ -286,6 +400,16 @@ def _load_key(data: bytes, password: bytes | None) -> rsa.RSAPrivateKey:
     raise PkiError("the key file is not a readable private key (PEM or DER, right password?)")
 
 
+def _end_entity(certificates: list[x509.Certificate]) -> x509.Certificate:
+    """The certificate a file without a key is meant to import: partners send chains in either
+    order, and taking the first one refused a file that starts with its CA ("binds no Direct
+    address") although the partner's own certificate follows it."""
+    for cert in certificates:
+        if not is_ca(cert) and any(san_names(cert)):
+            return cert
+    return certificates[0]
+
+
 def _parse_import(
     data: bytes, key_data: bytes | None, password: bytes | None
 ) -> tuple[x509.Certificate, rsa.RSAPrivateKey | None]:
@@ -294,6 +418,7 @@ def _parse_import(
     try:
         certificates = load_certificates(data)
     except CertificateFormatError:
+        _check_pkcs12_work(data)
         try:
             p12_key, p12_cert, _extra = pkcs12.load_key_and_certificates(data, password)
         except ValueError:
@@ -310,13 +435,30 @@ def _parse_import(
     elif key is None and b"PRIVATE KEY-----" in data:
         key = _load_key(data, password)
     if key is None:
-        return certificates[0], None
+        return _end_entity(certificates), None
     public = key.public_key().public_numbers()
     for cert in certificates:
         cert_key = cert.public_key()
         if isinstance(cert_key, rsa.RSAPublicKey) and cert_key.public_numbers() == public:
             return cert, key
     raise PkiError("the private key does not belong to the certificate")
+
+
+def _our_issuer(cert: x509.Certificate) -> Certificate | None:
+    """Our CA that signed ``cert``, if one did. By signature, not by name: a rollover's successor
+    has its predecessor's name (hisp.ca.authority), and anyone can write our CA's name into a
+    certificate; the issuer is what the OCSP responder answers for and export_pkcs12 chains."""
+    candidates = Certificate.objects.filter(
+        binding=Certificate.Binding.CA, source=Certificate.Source.HOSTED,
+        subject=cert.issuer.rfc4514_string()[:1024],
+    ).order_by("-pk")
+    for ca in candidates:
+        try:
+            cert.verify_directly_issued_by(load(ca))
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        return ca
+    return None
 
 
 def import_certificate(
@@ -355,12 +497,7 @@ def import_certificate(
         raise PkiError(f"{bound} is not hosted here: only hosted certificates come with a key")
     if key is None and domain is not None:
         raise PkiError(f"{bound} is hosted here: import its certificate together with its key")
-    issuer = (
-        Certificate.objects.filter(
-            binding=Certificate.Binding.CA, source=Certificate.Source.HOSTED,
-            subject=cert.issuer.rfc4514_string()[:1024],
-        ).first()
-    )
+    issuer = _our_issuer(cert)
     with transaction.atomic():
         row = Certificate.objects.create(
             **row_fields(cert),

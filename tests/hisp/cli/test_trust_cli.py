@@ -173,3 +173,13 @@ def test_anchor_list_shows_a_partners_control_characters_harmlessly(
     assert len(listing.splitlines()) == 2  # our own CA and the partner's, one line each
     (row,) = [r for r in json.loads(run("anchor", "list", "--json")[0]) if "Partner" in r["subject"]]
     assert "\x1b" in row["subject"]  # JSON keeps the name as it is, escaped
+
+
+def test_a_file_larger_than_any_certificate_or_message_is_refused_not_read_whole(
+    run: Run, provider: Domain, settings
+) -> None:
+    settings.HISP_MAX_MESSAGE_BYTES = 4096
+    with pytest.raises(CommandError, match=r"cannot read /dev/zero: larger than 4096 bytes"):
+        run("cert", "import", "/dev/zero")
+    with pytest.raises(CommandError, match="larger than 4096 bytes"):
+        run("anchor", "import", "/dev/zero", "--domain", provider.name)
