@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -75,8 +76,9 @@ def load(data: bytes) -> x509.Certificate:
             certificate = x509.load_pem_x509_certificate(stripped)
         else:
             certificate = x509.load_der_x509_certificate(data)
-        # Extensions parse lazily; a broken one is reported here, not later on a page.
-        certificate.extensions  # noqa: B018
+        # Names and extensions parse lazily; a broken one (a name that is not UTF-8, say) is
+        # reported here, not later as a server error on a page.
+        certificate.subject, certificate.issuer, certificate.extensions  # noqa: B018
     except ValueError:
         raise NotACertificate("not a PEM or DER X.509 certificate") from None
     return certificate
@@ -157,7 +159,19 @@ def _policies(extensions: x509.Extensions) -> tuple[str, ...]:
     return tuple(policy.policy_identifier.dotted_string for policy in policies)
 
 
+def key_supported(certificate: x509.Certificate) -> bool:
+    """Whether this HISP can use the certificate's public key at all (an SM2 curve, say, it
+    cannot: nothing would ever verify under such an anchor)."""
+    try:
+        certificate.public_key()
+    except (UnsupportedAlgorithm, ValueError):
+        return False
+    return True
+
+
 def _public_key(certificate: x509.Certificate) -> str:
+    if not key_supported(certificate):
+        return f"{certificate.public_key_algorithm_oid.dotted_string} (not supported here)"
     key = certificate.public_key()
     if isinstance(key, rsa.RSAPublicKey):
         return f"RSA {key.key_size} bits"

@@ -369,6 +369,71 @@ def bundle_refresh(change: trust.BundleChange, *, now: datetime) -> Impact:
     )
 
 
+def bundle_removal(bundle: TrustBundle, *, now: datetime) -> Impact:
+    """Removing a bundle: the domain stops trusting every anchor it brought, unless the same
+    certificate is trusted for the domain another way (imported by hand, or another bundle)."""
+    domain = bundle.domain
+    directions = " and ".join(
+        word for word, on in (("incoming", bundle.incoming), ("outgoing", bundle.outgoing)) if on
+    )
+    fingerprints = set(
+        TrustAnchor.objects.filter(bundle=bundle).values_list(
+            "certificate__fingerprint_sha256", flat=True
+        )
+    )
+    elsewhere = set(
+        TrustAnchor.objects.filter(domain=domain, certificate__fingerprint_sha256__in=fingerprints)
+        .exclude(bundle=bundle)
+        .values_list("certificate__fingerprint_sha256", flat=True)
+    )
+    lost = fingerprints - elsewhere
+    facts = _bundle_facts(bundle)
+    facts.append(Fact("Anchors from it", str(len(fingerprints))))
+    facts.append(Fact("Last fetched", f"{bundle.last_fetched_at:%Y-%m-%d %H:%M}"
+                      if bundle.last_fetched_at else "never"))
+    effects = [
+        f"{domain.name} stops trusting the {_count(len(fingerprints), 'anchor', 'anchors')} "
+        f"from this bundle for {directions} mail."
+        + (f" {len(elsewhere)} of them stay trusted through another anchor (imported by hand "
+           "or from another bundle)." if elsewhere else "")
+    ]
+    if lost:
+        addresses = _count(domain.addresses.count(), "address", "addresses")
+        if bundle.incoming:
+            effects.append(
+                f"Incoming mail signed under these anchors is refused for the {addresses} of "
+                f"{domain.name}: senders whose certificates chain to them can no longer write "
+                "to them."
+            )
+        if bundle.outgoing:
+            effects.append(
+                f"Mail from the {addresses} of {domain.name} is no longer encrypted to recipients "
+                "whose certificates chain to these anchors: such deliveries fail or wait for "
+                "another certificate."
+            )
+        recent = Message.objects.filter(
+            anchor__fingerprint_sha256__in=lost, created_at__gte=now - RECENT
+        ).count()
+        effects.append(
+            f"{_count(recent, 'message was', 'messages were')} verified under these anchors in "
+            "the last 30 days (all hosted domains)."
+        )
+    effects.append(
+        "The bundle is no longer fetched, and its fetch history goes with it; the audit log "
+        "keeps this removal with the fingerprints of its anchors and what each refresh changed."
+    )
+    effects.append("To trust its anchors again, add the bundle again and check them.")
+    return Impact(
+        title=f"Remove the bundle {bundle.name} from {domain.name}",
+        facts=tuple(facts),
+        effects=tuple(effects),
+        statement=(
+            f"I understand that {domain.name} stops trusting the anchors of {bundle.name} now."
+        ),
+        button="Remove the bundle",
+    )
+
+
 @dataclass(frozen=True)
 class ListedAnchor:
     """One anchor of a bundle about to be added, as the staff member checks it."""
@@ -519,6 +584,9 @@ def delivery_failure(delivery: Delivery) -> Impact:
             f"This delivery is {delivery.get_state_display().lower()}: it is final or in flight "
             "and cannot be failed."
         )
+    elif services.in_flight(delivery):
+        blocked = ("This delivery is being sent right now: its outcome is recorded within a "
+                   "minute or two. Look again then.")
     others = message.deliveries.exclude(pk=delivery.pk).count()
     sender = message.envelope_from or "the sender"
     return Impact(

@@ -1,8 +1,8 @@
 """Staff actions that only the console performs: identity proofing, the address lifecycle,
-mailbox grants, password resets, removing a hand-imported anchor, pushing or stopping a
-delivery, and audited wrappers for a bundle refresh and a discovery cache flush. Each changes
-state with a conditional UPDATE (two staff members acting at once cannot both win) and writes
-one audit event in the same transaction.
+mailbox grants, password resets, removing a hand-imported anchor or a bundle, pushing or
+stopping a delivery, and audited wrappers for a bundle refresh and a discovery cache flush.
+Each changes state with a conditional UPDATE or under a row lock (two staff members acting at
+once cannot both win) and writes one audit event in the same transaction.
 
 Creating domains and addresses, certificates, anchor import and export, bundles and routes are
 not here: the console calls ``hisp.services`` for those, and they audit themselves.
@@ -23,7 +23,7 @@ from django.utils import timezone
 from adminconsole.models import ProofingRecord
 from hisp import discovery
 from hisp.agent_env import bump_pki_version
-from hisp.models import Address, AddressGrant, Delivery, Message, TrustAnchor
+from hisp.models import Address, AddressGrant, Delivery, Message, TrustAnchor, TrustBundle
 from hisp.services import audit, identity, mail, tracking, trust
 
 Status = Address.Status
@@ -332,12 +332,34 @@ def retry_delivery_now(*, request: HttpRequest, delivery: Delivery) -> None:
         mail.enqueue("deliver", delivery.pk)
 
 
+def in_flight(delivery: Delivery) -> bool:
+    """Whether a worker holds the delivery's claim now: it may be in an SMTP transaction with
+    the partner, and the outcome is the worker's to record. A claim whose lease ran out is a
+    worker that died (the sweeper gives the delivery back)."""
+    return (delivery.claimed_at is not None
+            and delivery.claimed_at >= timezone.now() - mail.claim_lease())
+
+
+IN_FLIGHT = "this delivery is being sent right now: look again in a minute"
+
+
 def fail_delivery_now(*, request: HttpRequest, delivery: Delivery, note: str) -> None:
-    """Stop a delivery: it fails with exactly one failure DSN to the sender (tracking.fail)."""
+    """Stop a delivery: it fails with exactly one failure DSN to the sender (tracking.fail).
+
+    Never while a worker holds its claim: failing would release the claim under the worker,
+    whose message may reach the partner while the sender is told it was stopped. The row is
+    locked from the check to the failure, so a worker cannot claim it in between."""
     _outbound(delivery)
     if delivery.state not in FAILABLE:
         raise StaffActionError("not_failable", "this delivery is already final or in flight")
     with transaction.atomic():
+        current = Delivery.objects.select_for_update().only("id", "state", "claimed_at").filter(
+            pk=delivery.pk, state__in=FAILABLE
+        ).first()
+        if current is None:
+            raise StaffActionError("not_failable", "this delivery changed state meanwhile")
+        if in_flight(current):
+            raise StaffActionError("in_flight", IN_FLIGHT)
         failed = tracking.fail(
             delivery,
             detail="x-staff-failed",
@@ -387,6 +409,49 @@ def remove_anchor(*, request: HttpRequest, anchor: TrustAnchor, reason: str = ""
             outgoing=anchor.outgoing,
             **_reason(reason),
         )
+
+
+def remove_bundle(*, request: HttpRequest, bundle: TrustBundle, reason: str = "") -> list[str]:
+    """Stop trusting a bundle and the anchors it brought (the HISP left the community, or the
+    bundle was added for the wrong domain); its scheduled refresh stops with it. Returns the
+    fingerprints of the anchors removed.
+
+    Locks are taken in a refresh's order (trust.refresh_bundle: the bundle's anchors, then the
+    bundle row), so a refresh running now is waited for rather than deadlocked with; one that
+    starts meanwhile waits for this transaction and then fails on the missing bundle, so no
+    anchor outlives its bundle.
+    """
+    with transaction.atomic():
+        list(TrustAnchor.objects.select_for_update().filter(bundle_id=bundle.pk).values("id"))
+        locked = TrustBundle.objects.select_for_update().filter(pk=bundle.pk).first()
+        if locked is None:
+            raise StaffActionError("bundle_changed", "this bundle was removed meanwhile")
+        removed = sorted(
+            TrustAnchor.objects.filter(bundle=locked).values_list(
+                "certificate__fingerprint_sha256", flat=True
+            )
+        )
+        # The bundle's history goes with it: what each refresh started or stopped trusting is
+        # compliance history, so it is kept in the audit event (failed fetches are not).
+        history = [
+            {"at": event.at.isoformat(), "added": event.added, "removed": event.removed}
+            for event in locked.events.order_by("at", "id")
+            if event.added or event.removed
+        ]
+        # Cascades to its anchors (their delete signals tell the mail flow's caches) and history.
+        locked.delete()
+        audit.record(
+            action="bundle.remove",
+            obj=("hisp.trustbundle", bundle.pk),
+            request=request,
+            name=bundle.name,
+            domain=bundle.domain.name,
+            url=bundle.url,
+            removed=removed,
+            history=history,
+            **_reason(reason),
+        )
+    return removed
 
 
 def _reason(reason: str) -> dict[str, str]:

@@ -70,6 +70,7 @@ urlpatterns = [
     path("trust/bundles/add/", trust.bundle_add, name="bundle-add"),
     path("trust/bundles/<int:pk>/", trust.bundle_detail, name="bundle-detail"),
     path("trust/bundles/<int:pk>/refresh/", trust.bundle_refresh, name="bundle-refresh"),
+    path("trust/bundles/<int:pk>/remove/", trust.bundle_remove, name="bundle-remove"),
     # Routes
     path("routes/", routes.route_list, name="route-list"),
     path("routes/set/", routes.route_set, name="route-set"),
@@ -86,4 +87,5 @@ urlpatterns = [
     path("discovery/flush/", discovery.flush, name="discovery-flush"),
     # Audit
     path("audit/", audit.audit_log, name="audit-log"),
+    path("audit/export/", audit.audit_export, name="audit-export"),
 ]

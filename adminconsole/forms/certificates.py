@@ -22,9 +22,12 @@ class CertificateFilterForm(forms.Form):
         choices=[("", "Any binding"), *Certificate.Binding.choices], required=False
     )
     source = forms.ChoiceField(choices=[("", "Any source"), *Certificate.Source.choices], required=False)
-    expiring = forms.BooleanField(label="Expiring within 30 days", required=False)
+    expiring = forms.BooleanField(label="In use and expiring within 30 days", required=False)
     revoked = forms.ChoiceField(
         choices=[("", "Revoked or not"), ("yes", "Revoked"), ("no", "Not revoked")], required=False
+    )
+    domain = forms.ModelChoiceField(
+        queryset=Domain.objects.all(), required=False, empty_label="Any domain"
     )
     q = PlainTextField(label="Bound to", max_length=320, required=False)
 

@@ -14,14 +14,21 @@ MAX_BUNDLE_BYTES = 5 * 1024 * 1024
 _DOMAIN_RE = re.compile(
     r"^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$"
 )
-_FORBIDDEN_TEXT = re.compile(r"[<>\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Markup, C0 controls and DEL; the bidirectional embeddings, overrides and isolates that make
+# text display in another order than it reads (CVE-2021-42574, "Trojan Source"); and Unicode's
+# line and paragraph separators.
+_FORBIDDEN_TEXT = re.compile(
+    r"[<>\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202a-\u202e\u2066-\u2069\u2028\u2029]"
+)
 
 
 def plain_text(value: str) -> None:
-    """Free text typed by staff: no markup and no control characters (it ends up in audit
-    details and pages; escaping protects the page, refusing keeps the record clean)."""
+    """Free text typed by staff: no markup, no control characters and nothing that reorders
+    what a reader sees (it ends up in audit details, pages and mail headers; escaping protects
+    the page, refusing keeps the record what it appears to be)."""
     if _FORBIDDEN_TEXT.search(value):
-        raise ValidationError("Use plain text: no angle brackets or control characters.")
+        raise ValidationError("Use plain text: no angle brackets, control characters or "
+                              "invisible direction marks.")
 
 
 def domain_name(value: str) -> str:

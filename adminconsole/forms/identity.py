@@ -39,6 +39,9 @@ class DomainAddForm(forms.Form):
 class AddressFilterForm(forms.Form):
     status = forms.ChoiceField(choices=[("", "Any status"), *Address.Status.choices], required=False)
     kind = forms.ChoiceField(choices=[("", "Any kind"), *Address.Kind.choices], required=False)
+    domain = forms.ModelChoiceField(
+        queryset=Domain.objects.all(), required=False, empty_label="Any domain"
+    )
     q = PlainTextField(label="Search", max_length=320, required=False)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from typing import Any
 
 from django import forms
@@ -61,16 +61,23 @@ class RouteReplaceForm(RouteForm):
 # --- Queues ----------------------------------------------------------------------------------
 
 
+# How far back the message and delivery lists look; "24h" is the dashboard's window.
+PERIODS = {"24h": timedelta(hours=24), "7d": timedelta(days=7)}
+_PERIOD_CHOICES = [("", "Any time"), ("24h", "In the last 24 hours"), ("7d", "In the last 7 days")]
+
+
 class MessageFilterForm(forms.Form):
     direction = forms.ChoiceField(
         choices=[("", "Both directions"), *Message.Direction.choices], required=False
     )
     state = forms.ChoiceField(choices=[("", "Any state"), *Message.State.choices], required=False)
+    period = forms.ChoiceField(label="Received or sent", choices=_PERIOD_CHOICES, required=False)
     q = PlainTextField(label="Message-ID or address", max_length=320, required=False)
 
 
 class DeliveryFilterForm(forms.Form):
     state = forms.ChoiceField(choices=[("", "Any state"), *Delivery.State.choices], required=False)
+    period = forms.ChoiceField(label="Last changed", choices=_PERIOD_CHOICES, required=False)
     q = PlainTextField(label="Recipient", max_length=320, required=False)
 
 
@@ -89,7 +96,8 @@ class AuditFilterForm(forms.Form):
     actor = PlainTextField(max_length=200, required=False)
     action = PlainTextField(max_length=64, required=False)
     object_type = PlainTextField(label="Object type", max_length=64, required=False)
-    object_id = PlainTextField(label="Object id", max_length=64, required=False)
+    # As long as AuditEvent.object_id: some objects are named by an address or a domain.
+    object_id = PlainTextField(label="Object id", max_length=320, required=False)
     since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
 

@@ -34,6 +34,21 @@ def _domain_choice() -> forms.ModelChoiceField:
     return forms.ModelChoiceField(queryset=Domain.objects.all(), empty_label=None)
 
 
+def anchor_der(data: bytes) -> bytes:
+    """The DER of an anchor certificate as uploaded (or carried back by the confirmation page),
+    refused when it could never act as one."""
+    try:
+        certificate = certinfo.load(data)
+    except certinfo.NotACertificate as exc:
+        raise ValidationError(f"Not a certificate: {exc}.") from None
+    if not certinfo.key_supported(certificate):
+        raise ValidationError("The certificate's public key algorithm is not supported here: "
+                              "nothing could be verified under it.")
+    if not certinfo.describe(certificate).is_ca:
+        raise ValidationError("A trust anchor must be a CA certificate (basicConstraints CA).")
+    return certificate.public_bytes(Encoding.DER)
+
+
 class AnchorUploadForm(forms.Form):
     domain = _domain_choice()
     certificate = forms.FileField(label="Anchor certificate (PEM or DER)")
@@ -45,14 +60,9 @@ class AnchorUploadForm(forms.Form):
         self.fields["domain"] = _domain_choice()
 
     def clean_certificate(self) -> bytes:
-        data = read_upload(self.cleaned_data["certificate"], limit=MAX_ANCHOR_BYTES, what="file")
-        try:
-            certificate = certinfo.load(data)
-        except certinfo.NotACertificate as exc:
-            raise ValidationError(f"Not a certificate: {exc}.")
-        if not certinfo.describe(certificate).is_ca:
-            raise ValidationError("A trust anchor must be a CA certificate (basicConstraints CA).")
-        return certificate.public_bytes(Encoding.DER)
+        return anchor_der(
+            read_upload(self.cleaned_data["certificate"], limit=MAX_ANCHOR_BYTES, what="file")
+        )
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
@@ -79,11 +89,11 @@ class AnchorConfirmForm(forms.Form):
         self.fields["domain"].widget = forms.HiddenInput()
 
     def clean_certificate_pem(self) -> bytes:
+        # Checked as in step one: the hidden field comes back from the browser.
         try:
-            certificate = certinfo.load(self.cleaned_data["certificate_pem"].encode("ascii"))
-        except (certinfo.NotACertificate, UnicodeEncodeError):
-            raise ValidationError("The certificate was changed; upload it again.")
-        return certificate.public_bytes(Encoding.DER)
+            return anchor_der(self.cleaned_data["certificate_pem"].encode("ascii"))
+        except (ValidationError, UnicodeEncodeError):
+            raise ValidationError("The certificate was changed; upload it again.") from None
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}

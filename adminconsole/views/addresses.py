@@ -42,6 +42,8 @@ def _list(request: HttpRequest, add_form: AddressAddForm, *, status: int = 200) 
             addresses = addresses.filter(status=data["status"])
         if data["kind"]:
             addresses = addresses.filter(kind=data["kind"])
+        if data["domain"]:
+            addresses = addresses.filter(domain=data["domain"])
         if data["q"]:
             addresses = addresses.filter(
                 Q(address__icontains=data["q"]) | Q(display_name__icontains=data["q"])

@@ -6,8 +6,6 @@ export (the one way a key leaves) is a download protected by a staff-typed passp
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from django.contrib import messages
 from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse
@@ -26,10 +24,9 @@ from adminconsole.forms.certificates import (
     RevokeForm,
 )
 from adminconsole.views.common import audit_search, paginate, query_without_page
+from adminconsole.views.dashboard import expiring
 from hisp.models import Address, Certificate
 from hisp.services import audit, pki
-
-EXPIRY_WINDOW = timedelta(days=30)
 
 
 @staff_required
@@ -43,11 +40,10 @@ def certificate_list(request: HttpRequest) -> HttpResponse:
             certificates = certificates.filter(binding=data["binding"])
         if data["source"]:
             certificates = certificates.filter(source=data["source"])
+        if data["domain"]:
+            certificates = certificates.filter(domain=data["domain"])
         if data["expiring"]:
-            now = timezone.now()
-            certificates = certificates.filter(
-                not_after__gte=now, not_after__lt=now + EXPIRY_WINDOW, revoked_at__isnull=True
-            )
+            certificates = expiring(certificates)  # the rows the dashboard counts
         if data["revoked"] == "yes":
             certificates = certificates.filter(revoked_at__isnull=False)
         elif data["revoked"] == "no":

@@ -55,15 +55,15 @@ def confirm_page(
 
 def audit_search(
     request: HttpRequest, form: forms.Form, page: Page, *, action: str, listing: str
-) -> None:
+) -> bool:
     """Staff searching messages or people is access to them: record who looked for what. The
-    plain unfiltered list (or a search whose filters were refused) is not recorded, so the log
-    stays readable."""
+    plain unfiltered list (or a search whose filters were refused) is not recorded here, so the
+    log stays readable; whether a search was recorded is returned."""
     if not form.is_valid():
-        return
+        return False
     filters = {name: str(value) for name, value in form.cleaned_data.items() if value}
     if not filters:
-        return
+        return False
     audit.record(
         action=action,
         obj=("console-search", listing),
@@ -71,4 +71,25 @@ def audit_search(
         filters=filters,
         results=page.paginator.count,
         page=page.number,
+    )
+    return True
+
+
+def audit_mail_listing(
+    request: HttpRequest, form: forms.Form, page: Page, *, search: str, action: str, listing: str
+) -> None:
+    """A list of messages or deliveries shows who wrote to whom, which is mail metadata: every
+    showing is recorded, as opening one message is. A search is recorded with its filters; the
+    plain list (paging through it, or after refused filters) as ``action`` with the ids shown,
+    so an auditor can tell who saw a given message's sender and recipients."""
+    if audit_search(request, form, page, action=search, listing=listing):
+        return
+    page.object_list = list(page.object_list)  # read once: the template shows the same rows
+    audit.record(
+        action=action,
+        obj=("console-list", listing),
+        request=request,
+        results=page.paginator.count,
+        page=page.number,
+        shown=[row.pk for row in page.object_list],
     )

@@ -30,16 +30,21 @@ def _address_counts() -> list[tuple[str, str, int]]:
     return [(value, label, found.get(value, 0)) for value, label in Address.Status.choices]
 
 
-def expiring_certificates() -> QuerySet[Certificate]:
+def expiring(certificates: QuerySet[Certificate]) -> QuerySet[Certificate]:
     """Ours and partners' certificates in use that expire within the window (discovered ones
-    are the partner's business and are looked up again anyway)."""
+    are the partner's business and are looked up again anyway; a renewed one is replaced
+    already). The dashboard counts these and the certificate list's filter shows them."""
     now = timezone.now()
-    return Certificate.objects.filter(
+    return certificates.filter(
         revoked_at__isnull=True,
         superseded_by__isnull=True,
         not_after__gte=now,
         not_after__lt=now + EXPIRY_WINDOW,
     ).exclude(source=Certificate.Source.DISCOVERED)
+
+
+def expiring_certificates() -> QuerySet[Certificate]:
+    return expiring(Certificate.objects.all())
 
 
 def cas_to_roll_over() -> QuerySet[Domain]:
@@ -80,7 +85,11 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "addresses": _address_counts(),
         "message_rows": _message_rows(Message.objects.filter(created_at__gte=since)),
         "deferred_count": Delivery.objects.filter(state=Delivery.State.DEFERRED).count(),
-        "failed_count": Delivery.objects.filter(state=Delivery.State.FAILED).count(),
+        # Failed is final: only the recent failures are news (deferred and waiting ones are
+        # counted whatever their age: they are still in the queue).
+        "failed_count": Delivery.objects.filter(
+            state=Delivery.State.FAILED, updated_at__gte=since
+        ).count(),
         "pending_certificate_count": Delivery.objects.filter(
             state=Delivery.State.PENDING_CERTIFICATE
         ).count(),

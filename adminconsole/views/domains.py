@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.db.models import Count
+from django.db.models import Case, Count, When
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -19,6 +19,11 @@ from hisp.certificates import display_fingerprint
 from hisp.models import Certificate, Domain
 from hisp.services import audit, identity
 from hisp.services import ca_rollover as ca_rollovers
+
+# A domain has thousands of addresses, a certificate per address and more with each renewal: the
+# page shows this many of each, and links to all of them in the address and certificate lists.
+CERTIFICATES_SHOWN = 200
+ADDRESSES_SHOWN = 200
 
 
 def _list(request: HttpRequest, form: DomainAddForm, *, status: int = 200) -> HttpResponse:
@@ -64,13 +69,19 @@ def domain_add(request: HttpRequest) -> HttpResponse:
 @require_GET
 def domain_detail(request: HttpRequest, pk: int) -> HttpResponse:
     domain = access.get_domain(pk)
+    certificates = Certificate.objects.filter(domain=domain).defer("der")
     context = {
         "domain": domain,
         "now": timezone.now(),
-        "certificates": Certificate.objects.filter(domain=domain).defer("der"),
+        # The domain's own CA and domain-bound certificates first, then its addresses'.
+        "certificates": certificates.order_by(
+            Case(When(binding=Certificate.Binding.ADDRESS, then=1), default=0),
+            "bound_name", "-not_after",
+        )[:CERTIFICATES_SHOWN],
+        "certificate_count": certificates.count(),
         "anchors": domain.anchors.select_related("certificate", "bundle"),
         "bundles": domain.bundles.all(),
-        "addresses": domain.addresses.all()[:200],
+        "addresses": domain.addresses.all()[:ADDRESSES_SHOWN],
         "address_count": domain.addresses.count(),
         "successor": ca_rollovers.pending(domain.name) if domain.issuing_ca else None,
     }

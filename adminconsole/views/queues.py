@@ -13,12 +13,23 @@ from django.db.models.functions import Cast
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from adminconsole import access, impact, services
 from adminconsole.access import staff_required
-from adminconsole.forms.operations import DeliveryFilterForm, FailDeliveryForm, MessageFilterForm
-from adminconsole.views.common import audit_search, confirm_page, paginate, query_without_page
+from adminconsole.forms.operations import (
+    PERIODS,
+    DeliveryFilterForm,
+    FailDeliveryForm,
+    MessageFilterForm,
+)
+from adminconsole.views.common import (
+    audit_mail_listing,
+    confirm_page,
+    paginate,
+    query_without_page,
+)
 from hisp.certificates import display_fingerprint
 from hisp.models import Delivery, Message
 from hisp.services import audit
@@ -40,6 +51,8 @@ def message_list(request: HttpRequest) -> HttpResponse:
             found = found.filter(direction=data["direction"])
         if data["state"]:
             found = found.filter(state=data["state"])
+        if data["period"]:
+            found = found.filter(created_at__gte=timezone.now() - PERIODS[data["period"]])
         if data["q"]:
             # An address is looked for among the recipients too: "did the message to X arrive?"
             # is the usual question. envelope_to is a JSON list; its text form is searched.
@@ -48,7 +61,8 @@ def message_list(request: HttpRequest) -> HttpResponse:
                 | Q(recipients__icontains=data["q"])
             )
     page = paginate(request, found)
-    audit_search(request, form, page, action="message.console-search", listing="messages")
+    audit_mail_listing(request, form, page, search="message.console-search",
+                       action="message.console-list", listing="messages")
     return render(
         request,
         "adminconsole/message_list.html",
@@ -74,10 +88,13 @@ def delivery_list(request: HttpRequest) -> HttpResponse:
         data = form.cleaned_data
         if data["state"]:
             found = found.filter(state=data["state"])
+        if data["period"]:
+            found = found.filter(updated_at__gte=timezone.now() - PERIODS[data["period"]])
         if data["q"]:
             found = found.filter(recipient__icontains=data["q"])
     page = paginate(request, found)
-    audit_search(request, form, page, action="delivery.console-search", listing="deliveries")
+    audit_mail_listing(request, form, page, search="delivery.console-search",
+                       action="delivery.console-list", listing="deliveries")
     return render(
         request,
         "adminconsole/delivery_list.html",
@@ -115,7 +132,8 @@ def delivery_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "delivery": delivery,
             "events": delivery.events.all(),
             "may_retry": outbound and delivery.state in services.RETRYABLE,
-            "may_fail": outbound and delivery.state in services.FAILABLE,
+            "may_fail": outbound and delivery.state in services.FAILABLE
+            and not services.in_flight(delivery),
         },
     )
 

@@ -25,9 +25,12 @@ from adminconsole.forms.trust import (
     BundleRefreshForm,
     PendingBundle,
 )
-from adminconsole.views.common import confirm_page
+from adminconsole.views.common import confirm_page, paginate, query_without_page
 from hisp.models import Domain, TrustAnchor, TrustBundle
 from hisp.services import audit, trust
+
+# Every hosted domain trusting a community bundle of a few hundred anchors makes thousands.
+ANCHORS_PER_PAGE = 100
 
 
 @staff_required
@@ -35,12 +38,13 @@ from hisp.services import audit, trust
 def anchor_list(request: HttpRequest) -> HttpResponse:
     anchors = TrustAnchor.objects.select_related("certificate", "domain", "bundle").defer(
         "certificate__der"
-    ).order_by("domain__name", "certificate__subject")
+    ).order_by("domain__name", "certificate__subject", "id")
     return render(
         request,
         "adminconsole/anchor_list.html",
         {
-            "anchors": anchors,
+            "page": paginate(request, anchors, per_page=ANCHORS_PER_PAGE),
+            "query": query_without_page(request),
             "domains": Domain.objects.select_related("issuing_ca"),
         },
     )
@@ -383,4 +387,31 @@ def anchor_remove(request: HttpRequest, pk: int) -> HttpResponse:
         impact.anchor_removal(anchor, now=timezone.now()),
         form,
         cancel_url=reverse("adminconsole:anchor-list"),
+    )
+
+
+@staff_required
+@require_http_methods(["GET", "POST"])
+def bundle_remove(request: HttpRequest, pk: int) -> HttpResponse:
+    """Stopping trust in a whole bundle needs a reason (audited) and an explicit confirmation."""
+    bundle = access.get_bundle(pk)
+    form = ReasonConfirmForm(request.POST if request.method == "POST" else None)
+    if form.is_valid():
+        try:
+            removed = services.remove_bundle(
+                request=request, bundle=bundle, reason=form.cleaned_data["reason"]
+            )
+        except services.StaffActionError as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(
+                request, f"Bundle {bundle.name} removed: {bundle.domain.name} no longer trusts "
+                         f"its {len(removed)} anchor(s).",
+            )
+            return redirect("adminconsole:bundle-list")
+    return confirm_page(
+        request,
+        impact.bundle_removal(bundle, now=timezone.now()),
+        form,
+        cancel_url=reverse("adminconsole:bundle-detail", kwargs={"pk": bundle.pk}),
     )

@@ -56,6 +56,7 @@ VIEWS: dict[str, tuple[str, Kwargs]] = {
     "bundle-add": ("POST", NONE),
     "bundle-detail": ("GET", lambda w: {"pk": w.bundle.pk}),
     "bundle-refresh": ("POST", lambda w: {"pk": w.bundle.pk}),
+    "bundle-remove": ("GET", lambda w: {"pk": w.bundle.pk}),
     "route-list": ("GET", NONE),
     "route-set": ("POST", NONE),
     "route-delete": ("GET", lambda w: {"pk": w.route.pk}),
@@ -68,6 +69,7 @@ VIEWS: dict[str, tuple[str, Kwargs]] = {
     "discovery": ("GET", NONE),
     "discovery-flush": ("POST", NONE),
     "audit-log": ("GET", NONE),
+    "audit-export": ("GET", NONE),
 }
 GET_VIEWS = sorted(name for name, (method, _) in VIEWS.items() if method == "GET")
 ALL_VIEWS = sorted(VIEWS)
@@ -114,7 +116,7 @@ def test_staff_without_second_factor_is_sent_to_otp_step(
 def test_verified_staff_sees_the_page(staff_client: Client, world: World, name: str) -> None:
     response = staff_client.get(_url(world, name))
     assert response.status_code == 200
-    body = response.content
+    body = b"".join(response.streaming_content) if response.streaming else response.content
     # No key material, no message content, on any page.
     assert b"PRIVATE KEY" not in body
     assert b"SECRET-BODY-TEXT" not in body

@@ -1,5 +1,6 @@
 """Staff searching messages, deliveries, addresses and certificates is recorded with what they looked for;
-the plain unfiltered lists are not, so the audit log stays readable."""
+the plain unfiltered lists are not recorded as searches (showing the message and delivery lists
+is recorded as a listing instead: test_review_mail_listing_audit.py)."""
 
 from __future__ import annotations
 
