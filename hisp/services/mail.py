@@ -13,12 +13,13 @@ import copy
 import enum
 import functools
 import logging
+import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import (
     DateTimeField,
     DurationField,
@@ -207,7 +208,11 @@ def accept_incoming(
     if single_statement_writes():
         # The message and its audit event in one statement (atomic by itself): one round trip
         # instead of a transaction of four, for every message received.
-        _store_with_audit(message, actor=actor, client=client, detail=detail)
+        try:
+            _store_with_audit(message, actor=actor, client=client, detail=detail)
+        except DatabaseError:
+            if not _stored_after_all(message):
+                raise
         _queue_incoming(message.pk)  # queued at once, or when an outer transaction commits
         return message
     with transaction.atomic():
@@ -215,6 +220,58 @@ def accept_incoming(
         audit.record(action=RECEIVED, obj=message, actor=actor, client=client, **detail)
         _queue_incoming(message.pk)
     return message
+
+
+# How often to look again for a message whose commit went unconfirmed, while the database is
+# unreachable (seconds).
+UNCONFIRMED_POLL = 0.5
+
+
+def _stored_after_all(message: Message) -> bool:
+    """After the INSERT failed: whether it committed all the same, and if so ``message.pk``.
+
+    A connection lost while the statement ran (a database restart, a network cut) leaves its
+    outcome unknown: PostgreSQL may have committed it and lost only the reply. Answered 451,
+    the sender would send the message again, and it would be delivered twice. So the row is
+    looked for, on a new connection, by the exact ``created_at`` the INSERT carried and the
+    client's address and port (one SMTP session): indexed, and unique in practice. While the
+    database stays unreachable this is tried again until HISP_SMTP_DB_TIMEOUT has passed (the
+    client waits ten minutes for the DATA reply, RFC 5321 section 4.5.3.2.6); after that the
+    outcome stays unknown and the 451 stands (logged). An error on a connection that still
+    works (a statement timeout, a full disk) rolled back for certain: no look needed."""
+    if connection.in_atomic_block:
+        return False  # an outer transaction's: nothing of it is committed yet
+    if connection.connection is None or connection.is_usable():
+        return False  # never connected, or the statement failed and was rolled back
+    deadline = time.monotonic() + settings.HISP_SMTP_DB_TIMEOUT.total_seconds()
+    while True:
+        connection.close()
+        try:
+            found = (
+                Message.objects.filter(
+                    direction=Message.Direction.INBOUND,
+                    created_at=message.created_at,
+                    peer=message.peer,
+                )
+                .values_list("pk", flat=True)
+                .first()
+            )
+        except DatabaseError:
+            if time.monotonic() + UNCONFIRMED_POLL >= deadline:
+                log.warning("a received message's commit is unconfirmed and the database is "
+                            "still unreachable: answering 451; if it did commit, the sender's "
+                            "retry is a second copy")
+                return False
+            time.sleep(UNCONFIRMED_POLL)
+            continue
+        if found is None:
+            return False
+        message.pk = found
+        message._state.adding = False
+        message._state.db = connection.alias
+        log.warning("message %s: its commit's confirmation was lost with the connection; "
+                    "it is stored, and accepted", found)
+        return True
 
 
 def single_statement_writes() -> bool:

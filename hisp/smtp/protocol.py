@@ -22,7 +22,10 @@ for commands out of sequence and ``552`` over the size limit. On top of that:
 - STARTTLS inside TLS is ``503`` (aiosmtpd began a second handshake inside the first, which
   failed with tracebacks), and a failed handshake is one warning line, not a traceback;
 - DATA is read in large pieces rather than one ``readuntil`` per line (see :class:`_DataReader`),
-  with aiosmtpd's replies, limits and hook calls kept as they were.
+  with aiosmtpd's replies, limits and hook calls kept as they were;
+- stopping the listener is graceful (see :meth:`HispController.stop`): a DATA being committed
+  gets its reply, every other session a ``421`` (aiosmtpd cancelled them all, so a committed
+  message went unanswered and its sender sent it again).
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections from your address; try ag
 JUNK_COMMANDS = ("NOOP", "RSET", "HELP", "VRFY", "EXPN", "HELO", "EHLO")
 JUNK_COMMAND_LIMIT = 100
 TOO_MANY_JUNK = "421 4.7.0 Too many commands without a mail transaction; closing"
+SHUTTING_DOWN = "421 4.3.2 Service shutting down; try again later"  # RFC 3463 4.3.2
 TLS_ALREADY_ACTIVE = "503 5.5.1 TLS already active"
 TLS_FAILED = "421 4.7.0 TLS handshake failed"  # not sent: the connection is gone by then
 AUTH_CANCELLED = "501 5.7.0 Authentication cancelled"  # RFC 4954 section 4: a "*" response
@@ -73,6 +77,10 @@ AUTH_LINE_TOO_LONG = "500 5.5.6 Authentication Exchange line is too long"  # RFC
 # aiosmtpd's own wording, kept so clients see the same replies as before.
 DATA_LINE_TOO_LONG = "500 Line too long (see RFC5321 4.5.3.1.6)"
 DATA_TOO_MUCH = "552 Error: Too much mail data"
+
+# Seconds beyond twice HISP_SMTP_DB_TIMEOUT (the INSERT, then the look for its row when its
+# commit went unconfirmed: services.mail) that stopping a listener waits for DATA replies owed.
+DRAIN_MARGIN = 5.0
 
 END_OF_DATA = b"\r\n.\r\n"  # RFC 5321 4.1.1.4; its leading CRLF ends the message's last line
 _DOT_LINE = END_OF_DATA[2:]
@@ -341,17 +349,22 @@ class HispSMTP(SMTP):
     _admitted: str | None = None  # the address group this session counts under
     _refused = False  # over the per-address limit: told so instead of greeted
     _junk = 0  # commands in a row without a mail transaction
+    _sessions: set[HispSMTP] | None = None  # the listener's open sessions, for its shutdown
+    _draining = False  # the listener is stopping: 421 as soon as no reply is owed
+    _replied: asyncio.Future[None] | None = None  # while a DATA reply is owed: done once sent
 
     def __init__(
         self,
         handler: Any,
         *,
         connections: ClientConnections | None = None,
+        sessions: set[HispSMTP] | None = None,
         junk_command_limit: int = JUNK_COMMAND_LIMIT,
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
         self._connections = connections
+        self._sessions = sessions
         self._junk_limit = junk_command_limit
         for name in JUNK_COMMANDS:
             self._smtp_methods[name] = self._counted_as_junk(self._smtp_methods[name])
@@ -371,6 +384,8 @@ class HispSMTP(SMTP):
                     group,
                     self._connections.limit,
                 )
+        if self._sessions is not None:
+            self._sessions.add(self)
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
@@ -378,7 +393,26 @@ class HispSMTP(SMTP):
         if self._admitted is not None and self._connections is not None:
             self._connections.release(self._admitted)
             self._admitted = None
+        if self._sessions is not None:
+            self._sessions.discard(self)
         super().connection_lost(error)
+
+    async def drain(self) -> None:
+        """The listener is stopping: end this session with a ``421`` (RFC 5321 section 3.8),
+        but only once the reply to a DATA whose handler has started has been sent. That
+        handler may have committed the message: cut off before its ``250``, the sender would
+        send the message again and it would be stored twice. A session still receiving its
+        message's bytes is refused: nothing of it is stored, and the sender retries."""
+        self._draining = True
+        if self._replied is not None:
+            await asyncio.shield(self._replied)  # _deliver says goodbye after the reply
+        self._goodbye()
+
+    def _goodbye(self) -> None:
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            transport.write(f"{SHUTTING_DOWN}\r\n".encode())
+            transport.close()  # after the buffered writes
 
     async def _handle_client(self) -> None:
         if self._refused:
@@ -548,6 +582,10 @@ class HispSMTP(SMTP):
     async def _deliver(self, original_content: bytes) -> None:
         """aiosmtpd's end of DATA: decode if asked to, call the handler, reply."""
         assert self.envelope is not None
+        if self._draining:
+            # Told 421 and closed while the rest of the message sat in the read buffer: its
+            # reply could not be sent, so it must not be stored.
+            return
         content: str | bytes = original_content
         if self._decode_data:
             if self.enable_SMTPUTF8:
@@ -560,9 +598,16 @@ class HispSMTP(SMTP):
                     return
         self.envelope.content = content
         self.envelope.original_content = original_content
-        reply = await self._handle_data()
-        self._set_post_data_state()  # type: ignore[no-untyped-call]
-        await self.push(reply)
+        self._replied = self.loop.create_future()
+        try:
+            reply = await self._handle_data()
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            await self.push(reply)
+        finally:
+            replied, self._replied = self._replied, None
+            replied.set_result(None)
+        if self._draining:
+            self._goodbye()
 
     async def _handle_data(self) -> str:
         """The handler's reply to DATA. Once the handler runs, the message may be committed, so
@@ -668,15 +713,47 @@ class HispController(Controller):
         if max_connections_per_address is None:
             max_connections_per_address = settings.HISP_SMTP_MAX_SESSIONS_PER_ADDRESS
         self.connections = ClientConnections(max_connections_per_address)
+        self.sessions: set[HispSMTP] = set()  # used only from the listener's event loop
 
     def factory(self) -> SMTP:
-        return HispSMTP(self.handler, connections=self.connections, **self.SMTP_kwargs)
+        return HispSMTP(
+            self.handler, connections=self.connections, sessions=self.sessions,
+            **self.SMTP_kwargs,
+        )
 
     def stop(self, no_assert: bool = False) -> None:
+        """Stop gracefully: refuse new connections, let every DATA whose handler is running
+        send its reply, tell every session ``421``, then stop (aiosmtpd's own stop cancels
+        the sessions at once). The wait is bounded by what a DATA handler may take (twice
+        HISP_SMTP_DB_TIMEOUT) and a margin; a process manager should give the listener that
+        long to stop before it kills it."""
         from hisp.smtp import threads
 
+        self._drain()
         super().stop(no_assert=no_assert)
         threads.shutdown()
+
+    def _drain(self) -> None:
+        from django.conf import settings
+
+        if self._thread is None or self.server is None or not self.loop.is_running():
+            return
+        limit = 2 * settings.HISP_SMTP_DB_TIMEOUT.total_seconds() + DRAIN_MARGIN
+        drained = asyncio.run_coroutine_threadsafe(self._drain_sessions(limit), self.loop)
+        try:
+            drained.result(timeout=limit + DRAIN_MARGIN)
+        except Exception:  # a timeout, or the loop gone meanwhile: aiosmtpd's stop ends the rest
+            log.warning("SMTP sessions still open at shutdown were cut off")
+            drained.cancel()
+
+    async def _drain_sessions(self, limit: float) -> None:
+        assert self.server is not None
+        self.server.close()  # no new connections from now on
+        sessions = [asyncio.ensure_future(session.drain()) for session in list(self.sessions)]
+        if sessions:
+            _done, pending = await asyncio.wait(sessions, timeout=limit)
+            for waiting in pending:
+                waiting.cancel()
 
 
 def smtp_options(**overrides: Any) -> dict[str, Any]:
