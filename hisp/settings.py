@@ -201,6 +201,15 @@ TEMPLATES = [
     }
 ]
 
+# libpq connection parameters (seconds; tcp_user_timeout in ms); DATABASE_URL's query overrides.
+DATABASE_TCP_OPTIONS = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 60000,
+}
 DATABASES = {
     "default": env.db_url(
         "DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'hisp.sqlite3'}"
@@ -226,6 +235,11 @@ else:
         # after 5 runs, so PostgreSQL stops parsing and planning them again. Needs direct
         # connections or session pooling (no transaction-mode pooler); set None to turn off.
         options.setdefault("prepare_threshold", 5)
+        # A database host that vanishes without closing its connections (power lost, packets
+        # dropped) must not hold a listener, worker or page for as long as the kernel's TCP
+        # retries last (about 15 minutes): a minute to notice, then the usual retry paths.
+        for name, value in DATABASE_TCP_OPTIONS.items():
+            options.setdefault(name, value)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
