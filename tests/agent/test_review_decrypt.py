@@ -23,7 +23,7 @@ from agent.cms import der
 from agent.cms.certs import issuer_and_serial
 from agent.types import Identity
 from tests.agent.conftest import Files, World
-from tests.agent.openssl import cms
+from tests.agent.openssl import cms, signed_by_alice
 from tests.agent.pki import NOW, MemoryKeys
 
 BOB = "bob@partner.test"
@@ -134,24 +134,13 @@ def test_unprotect_takes_out_the_private_key_once_for_a_recipient_info_repeated_
     junk = _recipient_info(world.bob.certificate, os.urandom(256))
     keys = _CountingKeys(world)
     raw = _message(_cbc([junk] * 500, os.urandom(32), os.urandom(64)))
-    started = time.perf_counter()
     assert _code(raw, world, keys) is Code.DECRYPTION_FAILED
     assert keys.uses == 1
-    assert time.perf_counter() - started < 0.5
 
 
 def test_unprotect_opens_an_envelope_naming_its_recipient_twice(world: World, files: Files) -> None:
     # `openssl cms` writes one RecipientInfo per -recip given, duplicates included.
-    signed = cms(
-        "-sign",
-        "-signer",
-        files.alice_cert,
-        "-inkey",
-        files.alice_key,
-        "-certfile",
-        files.chain,
-        data=b"Content-Type: text/plain\r\n\r\nhello\r\n",
-    )
+    signed = signed_by_alice(files, b"Content-Type: text/plain\r\n\r\nhello\r\n")
     raw = cms(
         "-encrypt",
         "-aes256",

@@ -145,8 +145,7 @@ def test_validate_signer_reads_a_bounded_number_of_ca_issuers_for_a_chain_of_its
         ca_issuers_url=server.serve("/aia/fan.p7c", bundle),
     )
     env = make_env(incoming={DOMAIN: [root.certificate]})
-    started = time.perf_counter()
     _rejects(Code.UNTRUSTED_SIGNER, env, leaf)
-    assert time.perf_counter() - started < 1.0
+    # Counted, not timed: each look-alike's URL answers in 0.1 s, but may be allowed 5.
     fetched = sum(server.hits.get(f"/aia/fan/{index}.cer", 0) for index in range(12))
     assert 1 + fetched <= MAX_ISSUER_FETCHES
