@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections import Counter
 from collections.abc import Sequence
@@ -22,6 +23,8 @@ from hisp import mailtext
 from hisp.models import Address, Delivery, DeliveryEvent, MailboxEntry, Message
 from hisp.services import audit
 from hisp.services.mail import enqueue, find_address, hosted_domain
+
+log = logging.getLogger(__name__)
 
 # (filename, content type, bytes)
 AttachmentData = tuple[str, str, bytes]
@@ -306,10 +309,10 @@ def submit(
     now = timezone.now()
     try:
         with transaction.atomic():
-            if Message.objects.filter(
-                direction=Message.Direction.OUTBOUND, message_id=message_id
-            ).exists():
-                raise SubmissionError(f"Message-ID {message_id} was already sent")
+            earlier = _repeated(message_id, sender=sender.address, rcpts=rcpts, raw=raw,
+                                date_added=bool(added and added[-1][0] == "Date"))
+            if earlier is not None:
+                return earlier
             message = Message.objects.create(
                 direction=Message.Direction.OUTBOUND,
                 kind=Message.Kind.REGULAR,
@@ -352,5 +355,38 @@ def submit(
             )
             enqueue("process_outgoing", message.pk)
     except IntegrityError as exc:
+        # The same Message-ID committed meanwhile: the client's own retry running alongside?
+        earlier = _repeated(message_id, sender=sender.address, rcpts=rcpts, raw=raw,
+                            date_added=bool(added and added[-1][0] == "Date"))
+        if earlier is not None:
+            return earlier
         raise SubmissionError(f"the message could not be stored: {exc}") from None
     return message
+
+
+def _repeated(message_id: str, *, sender: str, rcpts: list[str], raw: bytes,
+              date_added: bool) -> Message | None:
+    """The stored submission that this one repeats, else None; another message under a
+    Message-ID already sent is refused.
+
+    A client that never got its reply to DATA (the connection, or the database's reply to our
+    COMMIT, was lost) sends the same message again. It was queued the first time, so it is
+    answered as stored rather than refused, which the client would show as a failure, and
+    nothing goes out twice. Same sender, recipients and bytes; a Date we added ourselves, the
+    first field, is the only difference allowed."""
+    earlier = (
+        Message.objects.filter(direction=Message.Direction.OUTBOUND, message_id=message_id)
+        .defer("raw")
+        .first()
+    )
+    if earlier is None:
+        return None
+    if earlier.envelope_from == sender and list(earlier.envelope_to) == rcpts:
+        stored = bytes(Message.objects.values_list("raw", flat=True).get(pk=earlier.pk))
+        if date_added:
+            stored, raw = stored.partition(b"\r\n")[2], raw.partition(b"\r\n")[2]
+        if stored == raw:
+            log.info("message %s submitted again (Message-ID already queued): answered as "
+                     "stored, sent once", earlier.pk)
+            return earlier
+    raise SubmissionError(f"Message-ID {message_id} was already sent")

@@ -207,10 +207,10 @@ def test_a_refusal_quoting_a_non_ascii_message_id_is_an_ascii_reply(submission, 
     )
     with _submission_client(submission) as client:
         client.login(alice.address, PASSWORD)
-        for expected in (250, 550):
+        for expected, body in ((250, b"Hello\r\n"), (550, b"Another message\r\n")):
             client.mail(alice.address)
             client.rcpt("carol@partner.example.net")
-            code, reply = client.data(raw)
+            code, reply = client.data(raw.replace(b"Hello\r\n", body))
             assert code == expected, reply
     assert b"was already sent" in reply and reply.isascii()
     assert Message.objects.count() == 1
