@@ -22,7 +22,7 @@ from hisp import dsn, mdn
 from hisp.models import Delivery, DeliveryEvent, Message
 from hisp.reports import ReportError
 from hisp.services import audit, notices
-from hisp.services.mail import finish_message
+from hisp.services.mail import claim_lease, finish_message
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +31,21 @@ NOT_FINAL = (*OPEN, Delivery.State.PROCESSED, Delivery.State.PENDING_CERTIFICATE
 
 
 def _move(
-    delivery: Delivery, *, to: str, leaving: tuple[str, ...], detail: str = "", **fields: object
+    delivery: Delivery,
+    *,
+    to: str,
+    leaving: tuple[str, ...],
+    detail: str = "",
+    unclaimed: bool = False,
+    **fields: object,
 ) -> bool:
     now = timezone.now()
-    moved = Delivery.objects.filter(pk=delivery.pk, state__in=leaving).update(
+    rows = Delivery.objects.filter(pk=delivery.pk, state__in=leaving)
+    if unclaimed:
+        # In the same UPDATE as the move, so a worker's claim (a conditional UPDATE of the
+        # same row) and this move exclude each other whichever comes first.
+        rows = rows.filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=now - claim_lease()))
+    moved = rows.update(
         state=to, detail=detail[:500], updated_at=now, **fields
     )
     if moved:
@@ -63,12 +74,20 @@ def fail(
     diagnostic: str | None = None,
     remote_mta: str | None = None,
     last_attempt: datetime | None = None,
+    unless_in_flight: bool = False,
 ) -> bool:
     """Fail a delivery that is not final yet and file exactly one failure DSN for it
     (``diagnostic``: a Diagnostic-Code to pass on as it is, else one made from ``detail``;
-    ``remote_mta`` and ``last_attempt``: the server that answered our last attempt, and when)."""
+    ``remote_mta`` and ``last_attempt``: the server that answered our last attempt, and when).
+
+    ``unless_in_flight``: the caller holds no claim on the delivery (a report, a timeout). A
+    delivery a worker holds a live claim on is then left to that worker (False): it may be in
+    the SMTP transaction that hands the message over, and failing now would release its claim
+    and lose its outcome, telling the sender "failed" about a message the partner has. The
+    worker records what happened; a delivery it sends is failed later by a failure report or
+    the MDN timeout if it must be. A claim whose lease ran out is a dead worker's, no hold."""
     if not _move(delivery, to=Delivery.State.FAILED, leaving=NOT_FINAL, detail=detail,
-                 claimed_at=None, next_attempt_at=None):
+                 unclaimed=unless_in_flight, claimed_at=None, next_attempt_at=None):
         return False
     notices.file_failure(
         delivery, status=status, diagnostic=diagnostic or _diagnostic(detail), why=why,
@@ -78,9 +97,13 @@ def fail(
     return True
 
 
+# A positive MDN proves the message arrived, even while a worker retries it (an earlier attempt
+# got through though its reply was lost): the claim is released with the move, so that worker's
+# outcome finds its lease gone and cannot set the delivery back to sent or deferred (and the MDN
+# timeout then fail a delivery whose MDN came).
 def processed(delivery: Delivery, *, at: datetime) -> bool:
     return _move(delivery, to=Delivery.State.PROCESSED, leaving=OPEN, detail="processed MDN",
-                 processed_at=at)
+                 processed_at=at, claimed_at=None, next_attempt_at=None)
 
 
 def dispatched(delivery: Delivery, *, at: datetime, final_delivery: bool) -> bool:
@@ -94,6 +117,8 @@ def dispatched(delivery: Delivery, *, at: datetime, final_delivery: bool) -> boo
         leaving=(*OPEN, Delivery.State.PROCESSED),
         detail="dispatched MDN",
         dispatched_at=at,
+        claimed_at=None,  # as processed() above
+        next_attempt_at=None,
     )
     if moved and delivery.timely:
         notices.file_delivered_notice(delivery)
@@ -180,6 +205,7 @@ def _apply_mdn(report: mdn.Mdn, reporter: str, now: datetime) -> tuple[str, Mess
             detail=f"failed MDN: {report.failure or report.disposition}"[:200],
             status="5.0.0",
             why="the recipient's HISP reported that it could not deliver the message",
+            unless_in_flight=True,
         )
     elif report.disposition == "processed":
         changed = processed(delivery, at=now)
@@ -208,6 +234,7 @@ def _apply_dsn(report: dsn.Dsn, reporter: str) -> tuple[str, Message | None]:
                 why=status.diagnostic or "the recipient's HISP could not deliver it",
                 # The remote's own code and its type, when it gave one (RFC 3464 2.3.6).
                 diagnostic=status.diagnostic if ";" in (status.diagnostic or "") else None,
+                unless_in_flight=True,
             )
     if original is None:
         return "unmatched", None
@@ -225,16 +252,30 @@ def expire_overdue(now: datetime | None = None) -> int:
     ).filter(
         Q(state=Delivery.State.SENT, sent_at__lt=processed_deadline)
         | Q(state=Delivery.State.PROCESSED, timely=True, sent_at__lt=dispatched_deadline)
-    ).select_related("message")
+    )
     failed = 0
-    for delivery in overdue:
-        which = "processed" if delivery.state == Delivery.State.SENT else "dispatched"
+    # Keys first, then one row at a time: a backlog (a partner that never answers, a sweep
+    # that did not run for a while) is thousands of rows, and each carried its protected bytes
+    # and its message's. Each is read again, locked, as still overdue: an MDN that arrived since
+    # the keys were read is not followed by a failure for a state the delivery has left.
+    for pk in list(overdue.values_list("pk", flat=True)):
         with transaction.atomic():
+            delivery = (
+                overdue.filter(pk=pk)
+                .select_related("message")
+                .defer("wire", "message__content")
+                .select_for_update(of=("self",))
+                .first()
+            )
+            if delivery is None:
+                continue
+            which = "processed" if delivery.state == Delivery.State.SENT else "dispatched"
             if fail(
                 delivery,
                 detail=f"no {which} MDN in time",
                 status=notices.EXPIRED,
                 why=f"no {which} notification arrived from the recipient's HISP in time",
+                unless_in_flight=True,
             ):
                 failed += 1
     return failed

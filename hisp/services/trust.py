@@ -14,11 +14,14 @@ import binascii
 import hashlib
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from asn1crypto import cms as asn1_cms
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from django.conf import settings
 from django.db import transaction
@@ -52,6 +55,7 @@ log = logging.getLogger(__name__)
 # pinned signer is what actually authenticates it, so SHA-1 is accepted here and nowhere else.
 _BUNDLE_SIGNATURE_POLICY = AlgorithmPolicy(allow_sha1_digest=True, allow_sha1_certificates=True)
 _MAX_BUNDLE_BYTES = 16 << 20
+_SKIPPED_SHOWN = 10  # skipped anchors named in a bundle's last result
 _PEM_BLOCK = re.compile(rb"-----BEGIN (PKCS7|CMS)-----(.+?)-----END \1-----", re.S)
 
 
@@ -69,6 +73,10 @@ class BundleSignatureError(TrustError):
 
 class BundleFetchError(TrustError):
     pass
+
+
+class BundleRemovedError(TrustError):
+    """The bundle was removed (by staff) while it was being refreshed: nothing was written."""
 
 
 # --- Anchors ---------------------------------------------------------------------------------
@@ -113,6 +121,13 @@ def import_anchors(
         certificates = load_certificates(data)
     except CertificateFormatError as exc:
         raise TrustError(str(exc)) from None
+    for certificate in certificates:
+        # Refused, as the console refuses it: chosen by hand, so better said than skipped.
+        why = unusable(certificate)
+        if why:
+            raise TrustError(
+                f"certificate {fingerprint(certificate)} cannot be a trust anchor here: {why}"
+            )
     rows: list[TrustAnchor] = []
     with transaction.atomic():
         for certificate in certificates:
@@ -195,7 +210,11 @@ def _signed_data(der: bytes) -> asn1_cms.SignedData:
             raise BundleFormatError("not a PKCS#7 SignedData bundle")
         signed = info["content"]
         signed["signer_infos"].native  # noqa: B018 (parses lazily: force it here)
-        signed["certificates"].native  # noqa: B018
+        # Each certificate's framing only: its fields are cryptography's to read, one at a time,
+        # so that one certificate with a field asn1crypto cannot decode (a name that is not
+        # UTF-8) is skipped alone rather than refusing the whole bundle (_bundle_certificates).
+        for choice in signed["certificates"] or ():
+            choice.chosen.dump()
         return signed
     except BundleFormatError:
         raise
@@ -205,10 +224,7 @@ def _signed_data(der: bytes) -> asn1_cms.SignedData:
 
 def _bundle_certificates(signed: asn1_cms.SignedData) -> list[x509.Certificate]:
     out: list[x509.Certificate] = []
-    choices = signed["certificates"]
-    if choices.native is None:
-        return out
-    for choice in choices:
+    for choice in signed["certificates"] or ():
         if choice.name != "certificate":
             continue
         try:
@@ -219,14 +235,80 @@ def _bundle_certificates(signed: asn1_cms.SignedData) -> list[x509.Certificate]:
     return out
 
 
+def unusable(certificate: x509.Certificate) -> str:
+    """Why this HISP could never use ``certificate`` as a trust anchor ("" when it can): a name
+    or extension that does not decode (a name that is not UTF-8, say) or a public key it cannot
+    read (an SM2 curve, say). Nothing would ever verify under such an anchor, and its name could
+    not be shown or stored."""
+    try:
+        certificate.subject.rfc4514_string()
+        certificate.issuer.rfc4514_string()
+    except ValueError:
+        return "its subject or issuer name does not decode (not UTF-8, or malformed)"
+    try:
+        certificate.extensions  # noqa: B018 (parses lazily: force it here)
+        certificate.not_valid_before_utc  # noqa: B018
+        certificate.not_valid_after_utc  # noqa: B018
+    except ValueError:
+        return "its extensions or validity do not decode"
+    try:
+        certificate.public_key()
+    except (UnsupportedAlgorithm, ValueError):
+        algorithm = certificate.public_key_algorithm_oid.dotted_string
+        return f"its public key algorithm ({algorithm}) is not supported here"
+    return ""
+
+
+@dataclass(frozen=True)
+class BundleContents:
+    anchors: tuple[x509.Certificate, ...]  # in the order the bundle lists them, no duplicates
+    # (SHA-256 hex, why) of the anchors it lists that this HISP cannot use: never stored.
+    skipped: tuple[tuple[str, str], ...] = ()
+
+
+def skipped_text(skipped: Sequence[tuple[str, str]]) -> str:
+    """The skipped anchors as the bundle's history and last result show them."""
+    if not skipped:
+        return ""
+    # Bounded: a bundle may list thousands (the bundle.add audit event keeps every one).
+    each = "; ".join(f"{fp}: {why}" for fp, why in skipped[:_SKIPPED_SHOWN])
+    more = f"; and {len(skipped) - _SKIPPED_SHOWN} more" if len(skipped) > _SKIPPED_SHOWN else ""
+    return f"skipped {len(skipped)} listed anchor(s) this HISP cannot use: {each}{more}"
+
+
+def read_bundle(
+    data: bytes, *, signer_pin: x509.Certificate | None = None, at: datetime | None = None
+) -> BundleContents:
+    """The anchors in a trust bundle this HISP can use, and those it skips (with why).
+
+    A signed bundle's signature is always checked; with ``signer_pin`` it must also be signed by
+    exactly that certificate, valid at ``at``. A pinned bundle that arrives unsigned is refused,
+    and so is a bundle none of whose anchors can be used.
+    """
+    anchors: list[x509.Certificate] = []
+    skipped: list[tuple[str, str]] = []
+    for certificate in _listed(data, signer_pin=signer_pin, at=at):
+        why = unusable(certificate)
+        if why:
+            skipped.append((fingerprint(certificate), why))
+        else:
+            anchors.append(certificate)
+    if not anchors:
+        raise BundleFormatError(f"bundle holds no usable anchors ({skipped_text(skipped)})")
+    return BundleContents(tuple(anchors), tuple(skipped))
+
+
 def parse_bundle(
     data: bytes, *, signer_pin: x509.Certificate | None = None, at: datetime | None = None
 ) -> list[x509.Certificate]:
-    """The anchors in a trust bundle.
+    """The usable anchors in a trust bundle (``read_bundle`` says which it skipped)."""
+    return list(read_bundle(data, signer_pin=signer_pin, at=at).anchors)
 
-    A signed bundle's signature is always checked; with ``signer_pin`` it must also be signed by
-    exactly that certificate, valid at ``at``. A pinned bundle that arrives unsigned is refused.
-    """
+
+def _listed(
+    data: bytes, *, signer_pin: x509.Certificate | None, at: datetime | None
+) -> list[x509.Certificate]:
+    """Every certificate a bundle lists, once each, after its signature was checked."""
     when = at or timezone.now()
     body = data
     if not data.strip():
@@ -293,7 +375,8 @@ class RefreshOutcome:
     result: str  # TrustBundle.Result
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
-    error: str = ""
+    error: str = ""  # why it failed; on success, the listed anchors skipped (skipped_text)
+    skipped: tuple[tuple[str, str], ...] = ()  # (SHA-256 hex, why): see BundleContents
 
     @property
     def failed(self) -> bool:
@@ -304,15 +387,35 @@ class RefreshOutcome:
         )
 
 
-def _fetcher() -> Fetcher:
+@dataclass(frozen=True)
+class _BundleFetcher(Fetcher):
+    """Checks the first URL and every redirect target (agent.http): once https, https only.
+    An unsigned bundle is only as safe as its transport, and a redirect to plain http (a
+    publisher's slip, or one an attacker's server answers) hands its anchors to anyone on the
+    path; no pinned signer stands behind most bundles to catch that."""
+
+    https_only: bool = False
+
+    def check_url(self, url: str) -> None:
+        if self.https_only and urlsplit(url).scheme.lower() != "https":
+            raise FetchError(f"{url}: a bundle fetched over https is not followed to plain http")
+        super().check_url(url)
+
+
+def _fetcher(url: str) -> Fetcher:
     # Bundle URLs are chosen by staff, not taken from certificates a stranger sent, so private
     # networks are allowed (a community may publish its bundle on an internal host).
-    return Fetcher(timeout=30.0, max_bytes=_MAX_BUNDLE_BYTES, allow_private_networks=True)
+    return _BundleFetcher(
+        timeout=30.0,
+        max_bytes=_MAX_BUNDLE_BYTES,
+        allow_private_networks=True,
+        https_only=urlsplit(url).scheme.lower() == "https",
+    )
 
 
 def _fetch(url: str) -> bytes:
     try:
-        return _fetcher().get(url)
+        return _fetcher(url).get(url)
     except FetchError as exc:
         raise BundleFetchError(f"fetch failed: {exc}") from None
     except (OSError, ValueError) as exc:
@@ -329,9 +432,10 @@ def _record_failure(
     bundle: TrustBundle, result: str, error: str, digest: str, log_failure: bool
 ) -> RefreshOutcome:
     now = timezone.now()
-    TrustBundle.objects.filter(pk=bundle.pk).update(
+    if not TrustBundle.objects.filter(pk=bundle.pk).update(
         last_fetched_at=now, last_result=result, last_error=error[:2000]
-    )
+    ):
+        raise BundleRemovedError(f"bundle {bundle.pk} was removed meanwhile")
     TrustBundleEvent.objects.create(bundle=bundle, result=result, digest=digest, error=error[:2000])
     if log_failure:
         log.warning("trust bundle %s refresh failed: %s", bundle.pk, result)
@@ -366,13 +470,20 @@ def refresh_bundle(
             body = bytes(bundle.uploaded or b"")
     digest = hashlib.sha256(body).hexdigest()
     if digest == bundle.last_digest and not force:
-        TrustBundle.objects.filter(pk=bundle.pk).update(
-            last_fetched_at=timezone.now(), last_result=TrustBundle.Result.UNCHANGED, last_error=""
-        )
+        # The anchors it skipped when these bytes were applied are still skipped: say so still.
+        applied = TrustBundleEvent.objects.filter(
+            bundle=bundle, result=TrustBundle.Result.OK, digest=digest
+        ).values_list("error", flat=True).first()
+        if not TrustBundle.objects.filter(pk=bundle.pk).update(
+            last_fetched_at=timezone.now(),
+            last_result=TrustBundle.Result.UNCHANGED,
+            last_error=applied or "",
+        ):
+            raise BundleRemovedError(f"bundle {bundle.pk} was removed meanwhile")
         bundle.refresh_from_db()
         return RefreshOutcome(bundle, TrustBundle.Result.UNCHANGED)
     try:
-        certificates = parse_bundle(body, signer_pin=_pin(bundle), at=at)
+        contents = read_bundle(body, signer_pin=_pin(bundle), at=at)
     except BundleSignatureError as exc:
         return _record_failure(
             bundle, TrustBundle.Result.SIGNATURE_ERROR, str(exc), digest, log_failure
@@ -381,13 +492,19 @@ def refresh_bundle(
         return _record_failure(
             bundle, TrustBundle.Result.FORMAT_ERROR, str(exc), digest, log_failure
         )
-    wanted = {fingerprint(c): c for c in certificates}
+    wanted = {fingerprint(c): c for c in contents.anchors}
+    skipped = skipped_text(contents.skipped)
     with transaction.atomic():
+        # The bundle's anchors, then its row: the order remove_bundle (adminconsole) locks them
+        # in. Holding the row makes a refresh running at the same time finish first, and the
+        # anchors are read again after it: read only before, its new anchors went unseen and
+        # were added a second time, and the copy outlived the publisher dropping the anchor.
+        list(TrustAnchor.objects.select_for_update().filter(bundle=bundle).values("id"))
+        if not TrustBundle.objects.select_for_update().filter(pk=bundle.pk).exists():
+            raise BundleRemovedError(f"bundle {bundle.pk} was removed meanwhile")
         current = {
             row.certificate.fingerprint_sha256: row
-            for row in TrustAnchor.objects.select_for_update()
-            .filter(bundle=bundle)
-            .select_related("certificate")
+            for row in TrustAnchor.objects.filter(bundle=bundle).select_related("certificate")
         }
         added = sorted(set(wanted) - set(current))
         removed = sorted(set(current) - set(wanted))
@@ -404,13 +521,16 @@ def refresh_bundle(
             last_digest=digest,
             last_fetched_at=timezone.now(),
             last_result=TrustBundle.Result.OK,
-            last_error="",
+            last_error=skipped,
         )
         TrustBundleEvent.objects.create(
-            bundle=bundle, result=TrustBundle.Result.OK, digest=digest, added=added, removed=removed
+            bundle=bundle, result=TrustBundle.Result.OK, digest=digest, added=added,
+            removed=removed, error=skipped,
         )
     bundle.refresh_from_db()
-    return RefreshOutcome(bundle, TrustBundle.Result.OK, added, removed)
+    return RefreshOutcome(
+        bundle, TrustBundle.Result.OK, added, removed, error=skipped, skipped=contents.skipped
+    )
 
 
 @dataclass(frozen=True)
@@ -423,6 +543,7 @@ class BundleChange:
     added: tuple[x509.Certificate, ...]  # listed by the bundle, not trusted from it yet
     removed: tuple[Certificate, ...]  # trusted from it, no longer listed
     kept: int  # trusted from it and still listed
+    skipped: tuple[tuple[str, str], ...] = ()  # listed but unusable here: see BundleContents
 
     @property
     def added_fingerprints(self) -> list[str]:
@@ -453,7 +574,8 @@ def preview_refresh(
         pin = _pin(bundle)
     except ValueError:
         raise BundleSignatureError("the pinned signer certificate is unreadable") from None
-    wanted = {fingerprint(c): c for c in parse_bundle(body, signer_pin=pin, at=at)}
+    contents = read_bundle(body, signer_pin=pin, at=at)
+    wanted = {fingerprint(c): c for c in contents.anchors}
     current = {
         row.certificate.fingerprint_sha256: row.certificate
         for row in TrustAnchor.objects.filter(bundle=bundle).select_related("certificate")
@@ -465,6 +587,7 @@ def preview_refresh(
         added=tuple(wanted[fp] for fp in sorted(set(wanted) - set(current))),
         removed=tuple(current[fp] for fp in sorted(set(current) - set(wanted))),
         kept=len(set(wanted) & set(current)),
+        skipped=contents.skipped,
     )
 
 
@@ -488,6 +611,7 @@ class BundlePreview:
     digest: str  # SHA-256 hex of ``body``: what ``add_bundle(expect_digest=...)`` must find
     signer: x509.Certificate | None  # the pinned signer the signature was checked against
     anchors: tuple[x509.Certificate, ...]  # in the order the bundle lists them, no duplicates
+    skipped: tuple[tuple[str, str], ...] = ()  # listed but unusable here: see BundleContents
 
 
 def _bundle_source(
@@ -498,9 +622,13 @@ def _bundle_source(
     pin_der: bytes | None = None
     if signer_pin is not None:
         try:
-            pin_der = load_certificates(signer_pin)[0].public_bytes(serialization.Encoding.DER)
+            pin = load_certificates(signer_pin)[0]
         except CertificateFormatError as exc:
             raise TrustError(f"signer certificate: {exc}") from None
+        why = unusable(pin)
+        if why:  # no signature could verify under it, and its name could not be shown
+            raise TrustError(f"signer certificate: {why}")
+        pin_der = pin.public_bytes(serialization.Encoding.DER)
     if isinstance(source, str):
         url = source.strip()
         if not url.lower().startswith(("http://", "https://")):
@@ -536,14 +664,15 @@ def preview_bundle(
         signer = x509.load_der_x509_certificate(pin_der) if pin_der is not None else None
     except ValueError:
         raise BundleSignatureError("the pinned signer certificate is unreadable") from None
-    anchors = parse_bundle(data, signer_pin=signer, at=at)
+    contents = read_bundle(data, signer_pin=signer, at=at)
     return BundlePreview(
         domain=target,
         url=url,
         body=data,
         digest=hashlib.sha256(data).hexdigest(),
         signer=signer,
-        anchors=tuple(anchors),
+        anchors=contents.anchors,
+        skipped=contents.skipped,
     )
 
 
@@ -601,9 +730,13 @@ def add_bundle(
                 else BundleFormatError
             )
             raise error_type(outcome.error)
+        # The fingerprints, as each refresh's history and the bundle.refresh and bundle.remove
+        # events record them: an auditor can tell which anchors this bundle brought in.
         audit.record(action="bundle.add", obj=bundle, actor=actor, client=client,
                      domain=target.name,
-                     url=url, digest=bundle.last_digest, anchors=len(outcome.added))
+                     url=url, digest=bundle.last_digest, anchors=len(outcome.added),
+                     added=outcome.added,
+                     skipped=[{"fingerprint": fp, "reason": why} for fp, why in outcome.skipped])
     return outcome
 
 
@@ -619,4 +752,12 @@ def due_bundles(*, at: datetime | None = None) -> list[TrustBundle]:
 
 def refresh_all(*, due_only: bool = False) -> list[RefreshOutcome]:
     bundles = due_bundles() if due_only else list(TrustBundle.objects.order_by("pk"))
-    return [refresh_bundle(bundle) for bundle in bundles]
+    outcomes = []
+    for bundle in bundles:
+        try:
+            outcomes.append(refresh_bundle(bundle))
+        except BundleRemovedError:
+            # Removed by staff while the bundles before it were fetched (each may take up to
+            # the fetch timeout): nothing to refresh, and no reason to skip the ones after it.
+            log.info("trust bundle %s was removed during the refresh", bundle.pk)
+    return outcomes
