@@ -281,6 +281,8 @@ def bundle_refresh(change: trust.BundleChange, *, now: datetime) -> Impact:
     facts.append(Fact("Bundle SHA-256", change.digest, "code"))
     listed = len(change.added) + change.kept
     facts.append(Fact("Anchors listed", str(listed)))
+    if change.skipped:  # listed, but never trusted here: said, not silently left out
+        facts.append(Fact("Not usable here", trust.skipped_text(change.skipped)))
     title = f"Refresh the bundle {bundle.name}"
     if change.unchanged:
         return Impact(
@@ -528,6 +530,9 @@ def bundle_addition(
             "signature checked" if signer is not None else "none",
         ),
         Fact("Anchors listed", str(count)),
+    ) + (
+        # Listed, but never trusted here: said, not silently left out.
+        (Fact("Not usable here", trust.skipped_text(preview.skipped)),) if preview.skipped else ()
     )
     known = sum(1 for row in rows if row.trusted)
     effects = [

@@ -625,6 +625,12 @@ def _recheck_pending(delivery: Delivery, now: datetime) -> str:
                 claimed_at=None, next_attempt_at=now + pending_recheck(), updated_at=now
             )
             return "still-pending"
+        if not Delivery.objects.select_for_update().filter(
+            _mine(delivery), state=Delivery.State.PENDING_CERTIFICATE
+        ).exists():
+            # The lease ran out during discovery and another worker has the delivery now (or
+            # staff acted on it): its outcome is that worker's to record, not a second DSN.
+            return "lease-lost"
         tracking.fail(
             delivery,
             detail=str(error.code),

@@ -191,3 +191,25 @@ def test_a_pinned_signer_this_hisp_cannot_use_is_refused_before_anything_is_fetc
                 _p7b(partner.certificate), domain=hospital.name,
                 signer_pin=signer.public_bytes(serialization.Encoding.DER),
             )
+
+
+def test_the_consoles_confirmation_pages_name_the_anchors_not_usable_here(
+    hospital: Domain, sm2_ca: x509.Certificate
+) -> None:
+    from django.utils import timezone
+
+    from adminconsole import impact
+
+    partner = pkitools.make_ca("Partner CA")
+    body = _p7b(sm2_ca, partner.certificate)
+    adding = impact.bundle_addition(
+        trust.preview_bundle(body, domain=hospital.name), name="Partners", incoming=True,
+        outgoing=True, file_name="partners.p7b", now=timezone.now(),
+        refresh_interval=timezone.timedelta(hours=1),
+    )
+    bundle = trust.add_bundle(_p7b(partner.certificate), domain=hospital.name).bundle
+    refreshing = impact.bundle_refresh(trust.preview_refresh(bundle, body=body),
+                                       now=timezone.now())
+    for page in (adding.impact, refreshing):
+        (shown,) = [fact.value for fact in page.facts if fact.label == "Not usable here"]
+        assert _fp(sm2_ca) in shown and "public key" in shown

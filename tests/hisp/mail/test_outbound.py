@@ -357,3 +357,21 @@ def test_an_attempt_under_an_old_claim_sends_nothing(world):
     delivery.refresh_from_db()
     assert delivery.state == Delivery.State.DEFERRED
     assert "time limit" in delivery.detail
+
+
+def test_a_pending_delivery_whose_lease_ran_out_during_discovery_is_left_to_its_new_worker(
+    world,
+):
+    Route.objects.filter(domain=PARTNER).update(hold_pending_certificate=True)
+    message = _send(world, to=[f"nurse@{PARTNER}"])
+    drain()
+    delivery = _delivery(message, f"nurse@{PARTNER}")
+    now = timezone.now()
+    Delivery.objects.filter(pk=delivery.pk).update(first_attempt_at=now - timedelta(days=30))
+    delivery.refresh_from_db()
+    # This worker claimed it, discovery outlasted the lease, and another worker claimed it.
+    delivery.claimed_at = now - timedelta(minutes=20)
+    Delivery.objects.filter(pk=delivery.pk).update(claimed_at=now)
+    assert outbound._recheck_pending(delivery, now) == "lease-lost"
+    assert _delivery(message, f"nurse@{PARTNER}").state == Delivery.State.PENDING_CERTIFICATE
+    assert [d.recipients[0].action for d in _alice_dsns(world)] == ["delayed"]
