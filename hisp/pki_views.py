@@ -10,7 +10,7 @@ import binascii
 
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_safe
 
 from hisp.ca import crl as crls
 from hisp.ca import ocsp
@@ -29,7 +29,7 @@ def _our_ca(ca_id: int) -> Certificate:
     return ca
 
 
-@require_GET
+@require_safe  # HEAD too: a relying party's cache may ask whether its copy is current
 def ca_certificate(request: HttpRequest, ca_id: int) -> HttpResponse:
     # RFC 5280 4.2.2.1: caIssuers over HTTP serves a DER certificate as application/pkix-cert.
     ca = _our_ca(ca_id)
@@ -38,7 +38,7 @@ def ca_certificate(request: HttpRequest, ca_id: int) -> HttpResponse:
     return response
 
 
-@require_GET
+@require_safe
 def crl(request: HttpRequest, ca_id: int) -> HttpResponse:
     # RFC 5280 4.2.1.13: a DER CRL as application/pkix-crl.
     current = crls.current(_our_ca(ca_id))

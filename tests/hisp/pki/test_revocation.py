@@ -163,6 +163,17 @@ def test_pki_urls_serve_ca_certificate_crl_and_ocsp_get(alice: Address, client: 
         ocsp.OCSPCertStatus.GOOD
 
 
+def test_the_ca_certificate_and_crl_answer_head_as_get_does(alice: Address,
+                                                            client: Client) -> None:
+    ca_id = _address_cert(alice).issued_by_id
+    for url, kind in ((f"/pki/ca/{ca_id}.cer", "application/pkix-cert"),
+                      (f"/pki/crl/{ca_id}.crl", "application/pkix-crl")):
+        response = client.head(url)
+        assert response.status_code == 200 and response["Content-Type"] == kind
+        assert response.content == b""
+    assert client.post(f"/pki/crl/{ca_id}.crl").status_code == 405
+
+
 def test_pki_urls_404_for_unknown_ca_and_400_for_bad_ocsp(alice: Address, client: Client) -> None:
     assert client.get("/pki/crl/99999.crl").status_code == 404
     leaf = _address_cert(alice)
