@@ -187,7 +187,8 @@ def certificate_pkcs12(request: HttpRequest, pk: int) -> HttpResponse:
     """The one way a hosted key leaves: a PKCS#12 under a passphrase the staff member types."""
     certificate = access.get_certificate(pk)
     # A CA key never leaves: an edge client needs its own end-entity key, nothing more.
-    if certificate.private_key_id is None or certificate.binding == Certificate.Binding.CA:
+    if (certificate.private_key_id is None or certificate.binding == Certificate.Binding.CA
+            or certificate.revoked_at is not None):  # as the detail page's "exportable"
         raise Http404("no exportable key for this certificate")
     form = Pkcs12ExportForm(request.POST or None)
     if request.method == "POST" and form.is_valid():

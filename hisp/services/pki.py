@@ -278,6 +278,9 @@ def export_pkcs12(
     if certificate.binding == Certificate.Binding.CA:
         # An edge client needs its own end-entity key; a CA key never leaves the HISP.
         raise PkiError("a CA key is never exported")
+    if certificate.revoked_at is not None:
+        # Revoked for a compromise, or replaced: either way no client should start using it.
+        raise PkiError("the certificate is revoked: its key is not exported")
     if len(passphrase) < MIN_PASSPHRASE:
         raise PkiError(f"the passphrase must be at least {MIN_PASSPHRASE} characters")
     key = unwrap_private_key(PrivateKey.objects.get(pk=certificate.private_key_id))

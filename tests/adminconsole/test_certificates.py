@@ -262,6 +262,22 @@ def test_pkcs12_export_opens_with_the_typed_passphrase_and_is_audited(
     assert PASSPHRASE not in str(event.detail)
 
 
+def test_a_revoked_certificates_key_is_not_exported_even_by_its_url(
+    staff_client: Client, hosted_address: Address
+) -> None:
+    from hisp.services import pki
+
+    certificate = pki.revoke(_cert(hosted_address),
+                             reason=Certificate.RevocationReason.KEY_COMPROMISE)
+    url = _url("certificate-pkcs12", certificate)
+    assert staff_client.get(url).status_code == 404
+    posted = {"passphrase": PASSPHRASE, "passphrase_again": PASSPHRASE}
+    assert staff_client.post(url, posted).status_code == 404
+    with pytest.raises(pki.PkiError, match="revoked"):
+        pki.export_pkcs12(certificate, passphrase=PASSPHRASE, actor="test")
+    assert not AuditEvent.objects.filter(action="certificate.export_pkcs12").exists()
+
+
 @pytest.mark.parametrize(
     "data,field",
     [
