@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from email.utils import getaddresses
 from typing import Any
 
@@ -75,6 +76,17 @@ def parse_recipients(text: str) -> list[str]:
     return found
 
 
+def draft_version(text: str) -> datetime | None:
+    """A draft's ``updated_at`` as a compose page carries it: ISO 8601 to the microsecond
+    (Django's own datetime widgets drop those, and the version is compared for equality).
+    Anything else is no version: the draft is then saved without the check, as before."""
+    try:
+        moment = datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+    return moment if moment is not None and moment.tzinfo is not None else None
+
+
 class RecipientsField(forms.CharField):
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("required", False)
@@ -107,7 +119,13 @@ class MultipleFileField(forms.FileField):
 
 
 class ComposeForm(forms.Form):
-    sender = forms.ModelChoiceField(queryset=Address.objects.none(), label="From", empty_label=None)
+    sender = forms.ModelChoiceField(
+        queryset=Address.objects.none(), label="From", empty_label=None,
+        # The usual cause: sending for a shared mailbox was revoked while the page was open.
+        error_messages={"invalid_choice": "You can no longer send from this address (your "
+                                          "access to it has changed). Choose another sender; "
+                                          "your text is kept below."},
+    )
     to = RecipientsField(label="To")
     cc = RecipientsField(label="Cc")
     subject = forms.CharField(max_length=200, required=False)
@@ -121,6 +139,9 @@ class ComposeForm(forms.Form):
         required=False, label="The subject contains no patient information, send anyway",
     )
     draft = forms.IntegerField(required=False, widget=forms.HiddenInput)
+    # When the page last saved the draft (its updated_at): a draft changed since in another
+    # window is neither overwritten by this page's autosave nor discarded by its send.
+    draft_version = forms.CharField(required=False, widget=forms.HiddenInput, max_length=64)
     forward_of = forms.IntegerField(required=False, widget=forms.HiddenInput)
 
     def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
@@ -156,6 +177,9 @@ class ComposeForm(forms.Form):
             "hx-target": "#phi-warning",
             "hx-swap": "innerHTML",
         })
+
+    def clean_draft_version(self) -> datetime | None:
+        return draft_version(self.cleaned_data["draft_version"])
 
     def clean_subject(self) -> str:
         subject: str = self.cleaned_data["subject"]
@@ -226,7 +250,11 @@ class DraftForm(forms.Form):
     body = forms.CharField(required=False)
     delivery_notification = forms.BooleanField(required=False)
     draft = forms.IntegerField(required=False)
+    draft_version = forms.CharField(required=False, max_length=64)
     forward_of = forms.IntegerField(required=False)
+
+    def clean_draft_version(self) -> datetime | None:
+        return draft_version(self.cleaned_data["draft_version"])
 
 
 class MoveForm(forms.Form):
@@ -249,6 +277,15 @@ class MoveForm(forms.Form):
         if value in ("inbox", "archive", "trash", "sent"):
             return value, None
         raise forms.ValidationError("No such folder.")
+
+
+def move_refused(form: MoveForm) -> str:
+    """Why nothing was moved: most often the folder chosen was deleted since the page was shown
+    (in another window, or by a colleague sharing the mailbox)."""
+    if str(form.data.get("target", "")).startswith("folder:"):
+        return ("Nothing was moved: that folder no longer exists (it may have been deleted in "
+                "another window). Reload the page and choose another folder.")
+    return "Choose a folder to move to."
 
 
 class FolderForm(forms.Form):
@@ -340,9 +377,17 @@ class DelegateForm(forms.Form):
 
     def clean_username(self) -> Any:
         try:
-            return get_user_model().objects.get(username=self.cleaned_data["username"], is_active=True)
+            user = get_user_model().objects.get(username=self.cleaned_data["username"],
+                                                is_active=True)
         except get_user_model().DoesNotExist:
             raise forms.ValidationError("No active user with that name.") from None
+        if AddressGrant.objects.filter(user=user, address__kind=Address.Kind.PATIENT).exists():
+            # A patient's account (its user name is their portal address): a practice's mail
+            # about other patients must never be opened to it by a mistyped or confused name.
+            raise forms.ValidationError(
+                "That is a patient's account: a practice mailbox cannot be shared with patients."
+            )
+        return user
 
 
 class NotificationForm(forms.Form):

@@ -61,6 +61,10 @@ def set_flag(*, entry: MailboxEntry, flagged: bool, request: HttpRequest) -> Non
 
 
 # --- Moving ------------------------------------------------------------------------------------
+class FolderGone(Exception):  # noqa: N818 - an outcome the views turn into a message
+    """The user folder a message was being moved into was deleted meanwhile."""
+
+
 def move_entry(
     *, entry: MailboxEntry, folder: str, user_folder: Folder | None = None, request: HttpRequest
 ) -> MailboxEntry:
@@ -78,6 +82,13 @@ def move_entry(
                 folder=folder, user_folder=target_user_folder, trashed_at=trashed_at
             )
     except IntegrityError:
+        if not MailboxEntry.objects.filter(
+            address_id=entry.address_id, message_id=entry.message_id, folder=folder
+        ).exclude(pk=entry.pk).exists():
+            # Not a duplicate: the user folder was deleted at the same moment (another window,
+            # a colleague), and the deferred foreign key refused the move at commit. The
+            # message stays where it was; deleting it here would lose it from the mailbox.
+            raise FolderGone(target_user_folder.pk if target_user_folder else None) from None
         # The same message already sits in that folder of this mailbox (sent to oneself):
         # the moved copy merges into it.
         MailboxEntry.objects.filter(pk=entry.pk).delete()
@@ -168,24 +179,44 @@ def delete_contact(*, contact: Contact) -> None:
 def save_draft(
     *, author: AbstractBaseUser, address: Address, draft: Draft | None, to: str, cc: str,
     subject: str, body: str, delivery_notification: bool, forward_of: MailboxEntry | None,
-) -> Draft:
-    if draft is None:
-        draft = Draft(author=author)
-    draft.address = address
-    draft.to, draft.cc, draft.subject, draft.body = to, cc, subject, body
-    draft.delivery_notification = delivery_notification
-    draft.forward_of = forward_of
-    draft.save()
-    return draft
+) -> tuple[Draft, bool]:
+    """Save the text of one compose page. ``draft`` carries the ``updated_at`` that page last
+    saw. Returns the draft saved and whether it is a new one standing in for ``draft``.
+
+    The update is conditional on that version: a draft sent, discarded or changed meanwhile in
+    another window (or by a send racing with this autosave) is never overwritten, nor brought
+    back by ``save()``'s UPDATE-then-INSERT; this page's text goes to a new draft instead, so
+    neither window's words are lost."""
+    fields = {
+        "address": address, "to": to, "cc": cc, "subject": subject, "body": body,
+        "delivery_notification": delivery_notification, "forward_of": forward_of,
+    }
+    if draft is not None:
+        now = timezone.now()
+        if Draft.objects.filter(
+            pk=draft.pk, author_id=author.pk, updated_at=draft.updated_at
+        ).update(**fields, updated_at=now):
+            for name, value in fields.items():
+                setattr(draft, name, value)
+            draft.updated_at = now
+            return draft, False
+    return Draft.objects.create(author=author, **fields), draft is not None
 
 
 def delete_draft(*, draft: Draft) -> None:
     draft.delete()
 
 
-def discard_sent_draft(*, author: AbstractBaseUser, draft_id: int) -> None:
-    """After sending: the draft it came from is gone (only ever the author's own)."""
-    Draft.objects.filter(pk=draft_id, author_id=author.pk).delete()
+def discard_sent_draft(
+    *, author: AbstractBaseUser, draft_id: int, seen: datetime | None = None
+) -> None:
+    """After sending: the draft it came from is gone (only ever the author's own). With
+    ``seen``, only if nobody changed it since the sending page last saved it: text typed into
+    it in another window was not part of what was sent."""
+    drafts = Draft.objects.filter(pk=draft_id, author_id=author.pk)
+    if seen is not None:
+        drafts = drafts.filter(updated_at=seen)
+    drafts.delete()
 
 
 # --- Delegation --------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from hisp.models import AddressGrant
+from hisp.models import Address, AddressGrant
 from webmail import access, securitykeys, services
 from webmail.decorators import mail_login_required
 from webmail.forms import (
@@ -112,6 +112,13 @@ def contact_delete(request: HttpRequest, contact_id: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def delegates(request: HttpRequest, address_id: int) -> HttpResponse:
     address = access.owned_address_for(request.user, address_id)
+    if address.kind == Address.Kind.PATIENT:
+        # Sharing is for a practice's mailboxes. From a patient's it would hand their health
+        # mail to whoever they name, and its "no such user" answer would let them list the
+        # user names of the practice's staff.
+        messages.error(request, "Your secure mailbox cannot be shared. If someone should "
+                                "read your messages for you, ask your practice.")
+        return redirect("webmail:account")
     form = DelegateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         user = form.cleaned_data["username"]

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Q
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_post_parameters
@@ -50,8 +50,27 @@ def _draft_initial(draft: Draft) -> dict[str, Any]:
     return {
         "sender": draft.address_id, "to": draft.to, "cc": draft.cc, "subject": draft.subject,
         "body": draft.body, "delivery_notification": draft.delivery_notification,
-        "draft": draft.pk, "forward_of": draft.forward_of_id,
+        "draft": draft.pk, "draft_version": draft.updated_at.isoformat(),
+        "forward_of": draft.forward_of_id,
     }
+
+
+def _entry_unless_gone(user: Any, entry_id: int) -> MailboxEntry | None:
+    """The message a compose page answers or forwards, or None once it is gone (deleted
+    forever, in another window or by a colleague sharing the mailbox): the page's text must
+    survive that, only the quote or the forwarded attachments cannot. Another user's message
+    is still 404."""
+    try:
+        return access.entry_for(user, entry_id)
+    except Http404:
+        if MailboxEntry.objects.filter(pk=entry_id).exists():
+            raise
+        return None
+
+
+FORWARD_GONE = ("The message you were forwarding has been deleted, so its attachments can no "
+                "longer be sent with yours. Your text is kept below: send it without them, or "
+                "ask the sender for the attachments again.")
 
 
 def _prefill(request: HttpRequest, sendable: list[Address]) -> dict[str, Any]:
@@ -66,10 +85,18 @@ def _prefill(request: HttpRequest, sendable: list[Address]) -> dict[str, Any]:
         initial["to"] = request.GET["to"][:500]
     draft_id = request.GET.get("draft", "")
     if draft_id.isdigit():
-        return {**initial, **_draft_initial(access.draft_for(request.user, int(draft_id)))}
+        draft = _own_draft(request.user, int(draft_id))
+        if draft is not None:
+            return {**initial, **_draft_initial(draft)}
+        messages.error(request, DRAFT_ALREADY_GONE)
+        return initial
     reply_id = request.GET.get("reply", "")
-    if reply_id.isdigit():
-        entry = access.entry_for(request.user, int(reply_id))
+    entry = _entry_unless_gone(request.user, int(reply_id)) if reply_id.isdigit() else None
+    if reply_id.isdigit() and entry is None:
+        # Deleted forever between opening it and pressing Reply (another window, a colleague).
+        messages.error(request, "The message you wanted to answer has been deleted, so it "
+                                "cannot be quoted. You can still write a new message below.")
+    if entry is not None:
         mode = request.GET.get("mode", "reply")
         opened = open_message(entry.message)
         subject = entry.subject or opened.headers.get("Subject", "")
@@ -128,7 +155,9 @@ def compose(request: HttpRequest) -> HttpResponse:
             data = form.cleaned_data
             forward_of = None
             if data.get("forward_of"):
-                forward_of = access.entry_for(request.user, data["forward_of"])
+                forward_of = _entry_unless_gone(request.user, data["forward_of"])
+                if forward_of is None:
+                    return _compose_page(request, _without_forward(request, form), sendable)
             try:
                 message = send(
                     address=data["sender"], user=request.user, to=data["to"], cc=data["cc"],
@@ -140,7 +169,8 @@ def compose(request: HttpRequest) -> HttpResponse:
                 form.add_error(None, f"The message could not be sent: {exc}")
                 return _compose_page(request, form, sendable)
             if data.get("draft"):
-                services.discard_sent_draft(author=request.user, draft_id=data["draft"])
+                services.discard_sent_draft(author=request.user, draft_id=data["draft"],
+                                            seen=data.get("draft_version"))
             messages.success(request, "Your message is on its way. Its progress is shown in Sent.")
             sent_entry = MailboxEntry.objects.filter(
                 message=message, address=data["sender"], folder=Box.SENT
@@ -151,6 +181,17 @@ def compose(request: HttpRequest) -> HttpResponse:
     else:
         form = ComposeForm(initial=_prefill(request, sendable), user=request.user)
     return _compose_page(request, form, sendable)
+
+
+def _without_forward(request: HttpRequest, form: ComposeForm) -> ComposeForm:
+    """The posted form again, forwarding nothing, with the reason why: sent again as it then
+    stands, it goes without the attachments that no longer exist."""
+    posted = request.POST.copy()
+    posted["forward_of"] = ""
+    again = ComposeForm(posted, request.FILES, user=request.user)
+    again.is_valid()
+    again.add_error(None, FORWARD_GONE)
+    return again
 
 
 @mail_login_required
@@ -193,8 +234,9 @@ def _compose_page(request: HttpRequest, form: ComposeForm, sendable: list[Addres
     forward_value = form["forward_of"].value()
     forwarded = None
     if forward_value and str(forward_value).isdigit():
-        forwarded_entry = access.entry_for(request.user, int(forward_value))
-        forwarded = open_message(forwarded_entry.message).attachments
+        forwarded_entry = _entry_unless_gone(request.user, int(forward_value))
+        if forwarded_entry is not None:
+            forwarded = open_message(forwarded_entry.message).attachments
     return render(request, "webmail/compose.html", {
         **sidebar(user=request.user, address=address, current="compose"),
         "form": form,
@@ -278,29 +320,75 @@ def subject_check(request: HttpRequest) -> HttpResponse:
                   {"phi_reasons": phi_reasons(request.POST.get("subject", "")[:998])})
 
 
+DRAFT_ALREADY_GONE = ("That draft has already been sent or discarded (perhaps in another "
+                      "window).")
+DRAFT_GONE = ("The draft this page was saving was sent or discarded meanwhile (perhaps in "
+              "another window): what you typed here is saved as a new draft.")
+DRAFT_SPLIT = ("This draft was also changed in another window: what you typed here is saved "
+               "as a separate draft, so neither text is lost.")
+
+
+def _draft_status(request: HttpRequest, *, status: int = 200, **context: Any) -> HttpResponse:
+    """The autosave answer. mail.js shows it even with an error status, so "Draft saved at"
+    never stays on screen after a save that failed."""
+    return render(request, "webmail/compose.html#draft-status", context, status=status)
+
+
+def _own_draft(user: Any, draft_id: int) -> Draft | None:
+    """The author's draft, or None if it no longer exists (sent or discarded in another
+    window); another user's draft, or one of a mailbox no longer open to the user, is 404."""
+    try:
+        return access.draft_for(user, draft_id)
+    except Http404:
+        if Draft.objects.filter(pk=draft_id).exists():
+            raise
+        return None
+
+
 @mail_login_required
 @require_POST
 @sensitive_post_parameters()  # PHI: recipients, subject, body
 def draft_save(request: HttpRequest) -> HttpResponse:
     form = DraftForm(request.POST)
     if not form.is_valid():
-        return render(request, "webmail/compose.html#draft-status", {"error": True})
+        return _draft_status(request, error="Draft not saved.")
     data = form.cleaned_data
-    address = access.sending_address_for(request.user, data["sender"])
-    draft = access.draft_for(request.user, data["draft"]) if data.get("draft") else None
-    forward_of = access.entry_for(request.user, data["forward_of"]) if data.get("forward_of") else None
-    draft = services.save_draft(
+    try:
+        # Checked on every save: a delegation revoked or made read-only while this page was
+        # open stops its autosave at once, and the page says so.
+        address = access.sending_address_for(request.user, data["sender"])
+        draft = _own_draft(request.user, data["draft"]) if data.get("draft") else None
+        forward_of = _entry_unless_gone(request.user, data["forward_of"]) if data.get("forward_of") else None
+    except (Http404, PermissionDenied) as refusal:
+        return _draft_status(
+            request, status=404 if isinstance(refusal, Http404) else 403,
+            error="Draft not saved: you can no longer send from this mailbox. Copy your text "
+                  "before you leave this page.",
+        )
+    if draft is not None and data.get("draft_version"):
+        draft.updated_at = data["draft_version"]  # the version this page last saw
+    saved, split = services.save_draft(
         author=request.user, address=address, draft=draft, to=data["to"], cc=data["cc"],
         subject=data["subject"], body=data["body"],
         delivery_notification=data["delivery_notification"], forward_of=forward_of,
     )
-    return render(request, "webmail/compose.html#draft-status", {"draft": draft})
+    notices = []
+    if data.get("draft") and draft is None:
+        notices.append(DRAFT_GONE)
+    elif split:
+        notices.append(DRAFT_SPLIT)
+    if data.get("forward_of") and forward_of is None:
+        notices.append(FORWARD_GONE)
+    return _draft_status(request, draft=saved, notices=notices)
 
 
 @mail_login_required
 @require_POST
 def draft_delete(request: HttpRequest, draft_id: int) -> HttpResponse:
-    draft = access.draft_for(request.user, draft_id)
+    draft = _own_draft(request.user, draft_id)
+    if draft is None:
+        messages.warning(request, DRAFT_ALREADY_GONE)
+        return redirect("webmail:inbox")
     address_id = draft.address_id
     services.delete_draft(draft=draft)
     messages.success(request, "Draft discarded.")

@@ -13,13 +13,13 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib.auth import login
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
 from django.utils.log import log_response
 from django.views.decorators.debug import sensitive_post_parameters
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_http_methods
 
 from hisp.durations import describe
 from hisp.services.audit import record
@@ -53,8 +53,14 @@ def _neutral(request: HttpRequest, *, throttled: bool = False, path: str = "") -
     return response
 
 
-@require_GET
 def invitation_link(request: HttpRequest, token: str) -> HttpResponse:
+    if request.method not in ("GET", "HEAD"):
+        # Not @require_GET: it logs the refused path whole, token and all, and mail scanners
+        # that check a link before the patient clicks it send HEAD (or worse) to exactly it.
+        refused = HttpResponseNotAllowed(["GET", "HEAD"])
+        log_response("Method Not Allowed (%s): %s", request.method, REDACTED_PATH,
+                     response=refused, request=request)
+        return refused
     if invitations.throttled(request):
         return _neutral(request, throttled=True)
     try:
@@ -97,6 +103,16 @@ def set_up(request: HttpRequest) -> HttpResponse:
         return redirect(f"{reverse('webmail:otp-enrol')}?{query}")
     return _page(
         request,
-        {"state": "form", "form": form, "address": invitation.address, "invitation": invitation},
+        {"state": "form", "form": form, "address": invitation.address, "invitation": invitation,
+         "signed_in_as": _someone_else(request, account)},
         status=400 if form.errors else 200,
     )
+
+
+def _someone_else(request: HttpRequest, account: object) -> str:
+    """Who else this browser is signed in as (a clinic's shared computer, a family laptop):
+    the page says that setting up signs them out, since login() then ends their session."""
+    user = request.user
+    if user.is_authenticated and user.pk != getattr(account, "pk", None):
+        return user.get_username()
+    return ""

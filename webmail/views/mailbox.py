@@ -10,10 +10,10 @@ from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from hisp.mailtext import printable
-from hisp.models import Address, MailboxEntry
+from hisp.models import Address, Folder, MailboxEntry
 from webmail import access, listing, search, services
 from webmail.decorators import mail_login_required
-from webmail.forms import FolderForm, MoveForm
+from webmail.forms import FolderForm, MoveForm, move_refused
 from webmail.models import Draft
 from webmail.navigation import move_targets, sidebar
 
@@ -74,6 +74,8 @@ def folder(request: HttpRequest, address_id: int, folder: str) -> HttpResponse:
 @require_GET
 def user_folder(request: HttpRequest, address_id: int, folder_id: int) -> HttpResponse:
     address = access.address_for(request.user, address_id)
+    if not Folder.objects.filter(pk=folder_id).exists():
+        return _folder_gone(request, address.pk)
     found = access.folder_for(request.user, folder_id)
     if found.address_id != address.pk:
         raise Http404("no such folder")
@@ -103,12 +105,19 @@ def search_view(request: HttpRequest, address_id: int) -> HttpResponse:
 def bulk(request: HttpRequest, address_id: int) -> HttpResponse:
     """Archive, delete, mark read/unread or move the ticked messages of one mailbox."""
     address = access.address_for(request.user, address_id, write=True)
-    ids = [int(i) for i in request.POST.getlist("entry") if i.isdigit()]
+    ids = {int(i) for i in request.POST.getlist("entry") if i.isdigit()}
     chosen = list(
         access.entries(request.user).filter(address=address, pk__in=ids).select_related("message")
     )
-    if len(chosen) != len(set(ids)):
-        raise Http404("no such message")
+    missing = ids - {entry.pk for entry in chosen}
+    if MailboxEntry.objects.filter(pk__in=missing).exists():
+        raise Http404("no such message")  # another mailbox's: never acted on, nor named
+    if missing:
+        # Deleted forever since the list was shown (another window, a colleague sharing the
+        # mailbox): the rest are still acted on, and the user is told.
+        messages.warning(request, f"{_messages(len(missing))} you ticked had already been "
+                                  "deleted forever, perhaps in another window; "
+                                  "the others were done.")
     action = request.POST.get("action", "")
     if action == "delete" and chosen:
         # Counted before the loop: delete_entry leaves every entry's folder at Trash.
@@ -128,11 +137,15 @@ def bulk(request: HttpRequest, address_id: int) -> HttpResponse:
         elif action == "move":
             form = MoveForm(request.POST, address=address)
             if not form.is_valid():
-                messages.error(request, "Choose a folder to move to.")
+                messages.error(request, move_refused(form))
                 break
             target, user_folder = form.cleaned_data["target"]
-            services.move_entry(entry=entry, folder=target, user_folder=user_folder,
-                                request=request)
+            try:
+                services.move_entry(entry=entry, folder=target, user_folder=user_folder,
+                                    request=request)
+            except services.FolderGone:
+                messages.error(request, move_refused(form))
+                break
         else:
             messages.error(request, "Unknown action.")
             break
@@ -188,9 +201,21 @@ def folders(request: HttpRequest, address_id: int) -> HttpResponse:
     })
 
 
+def _folder_gone(request: HttpRequest, address_id: int | None = None) -> HttpResponse:
+    """A folder deleted since the page was shown (another window, a colleague sharing the
+    mailbox): its messages went back to the Inbox, which is where the user is taken."""
+    messages.warning(request, "That folder has been deleted (perhaps in another window); "
+                              "its messages are back in the Inbox.")
+    if address_id is None:
+        return redirect("webmail:inbox")
+    return redirect("webmail:folder", address_id, Box.INBOX)
+
+
 @mail_login_required
 @require_POST
 def folder_rename(request: HttpRequest, folder_id: int) -> HttpResponse:
+    if not Folder.objects.filter(pk=folder_id).exists():
+        return _folder_gone(request)
     found = access.folder_for(request.user, folder_id, write=True)
     form = FolderForm(request.POST, address=found.address, folder=found)
     if form.is_valid():
@@ -204,6 +229,8 @@ def folder_rename(request: HttpRequest, folder_id: int) -> HttpResponse:
 @mail_login_required
 @require_POST
 def folder_delete(request: HttpRequest, folder_id: int) -> HttpResponse:
+    if not Folder.objects.filter(pk=folder_id).exists():
+        return _folder_gone(request)
     found = access.folder_for(request.user, folder_id, write=True)
     services.delete_folder(folder=found, request=request)
     messages.success(request, "Folder deleted; its messages are back in the Inbox.")

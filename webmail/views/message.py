@@ -13,13 +13,21 @@ from django.shortcuts import redirect, render
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET, require_POST
 
-from hisp.models import AddressGrant, Delivery, DeliveryEvent, MailboxEntry, Message
+from hisp.models import (
+    Address,
+    AddressGrant,
+    AuditEvent,
+    Delivery,
+    DeliveryEvent,
+    MailboxEntry,
+    Message,
+)
 from hisp.services.audit import record
 from webmail import access, services
 from webmail.cda import DocumentError, parse_cda
 from webmail.content import Attachment, attachment, open_message, safe_filename
 from webmail.decorators import mail_login_required
-from webmail.forms import MoveForm
+from webmail.forms import MoveForm, move_refused
 from webmail.navigation import move_targets, sidebar
 from webmail.reasons import sentence
 from webmail.sanitise import clean_html, renderable
@@ -56,6 +64,22 @@ def _timeline(message: Message) -> list[dict[str, object]]:
     return timeline
 
 
+def _sent_by(message: Message, address: Address) -> str:
+    """Who sent an outbound message from a shared mailbox, when it was not its owner: the
+    owner must see which delegate wrote in their name. Read from the submission's audit event
+    (its actor), which every path that sends (webmail, SMTP submission) writes."""
+    event = (
+        AuditEvent.objects.filter(action="message.submitted", object_type="hisp.message",
+                                  object_id=str(message.pk), actor__isnull=False)
+        .only("actor_id", "actor_label").first()
+    )
+    if event is None or AddressGrant.objects.filter(
+        address=address, user_id=event.actor_id, role=AddressGrant.Role.OWNER
+    ).exists():
+        return ""
+    return event.actor_label
+
+
 # A page shows at most this much of a plain-text body (about 300 printed pages): a 20 MB body
 # sent whole is quick on the server but makes a clinic browser struggle. The rest is one click
 # away (text_download).
@@ -88,6 +112,7 @@ def message_detail(request: HttpRequest, entry_id: int) -> HttpResponse:
         "html_withheld": bool(opened.html) and not renderable(opened.html),
         "trust": banner(message),
         "timeline": _timeline(message) if outbound else [],
+        "sent_by": _sent_by(message, entry.address) if outbound else "",
         "move_targets": move_targets(entry.address),
     })
 
@@ -236,10 +261,15 @@ def message_action(request: HttpRequest, entry_id: int) -> HttpResponse:
     elif action == "move":
         form = MoveForm(request.POST, address=entry.address)
         if not form.is_valid():
-            messages.error(request, "Choose a folder to move to.")
+            messages.error(request, move_refused(form))
             return redirect("webmail:message-detail", entry.pk)
         target, user_folder = form.cleaned_data["target"]
-        services.move_entry(entry=entry, folder=target, user_folder=user_folder, request=request)
+        try:
+            services.move_entry(entry=entry, folder=target, user_folder=user_folder,
+                                request=request)
+        except services.FolderGone:
+            messages.error(request, move_refused(form))
+            return redirect("webmail:message-detail", entry.pk)
         messages.success(request, "Moved.")
     else:
         raise Http404("unknown action")
