@@ -162,6 +162,12 @@ def delete_folder(*, folder: Folder, request: HttpRequest) -> None:
             move_entry(entry=entry, folder=Box.INBOX, request=request)
         record(action="folder.delete", obj=folder, request=request)
         folder.delete()
+        # A move into the folder that another window committed after the loop above read it
+        # was left with no folder at all by the delete (SET NULL): shown nowhere. Inbox too.
+        for entry in MailboxEntry.objects.filter(
+            address_id=folder.address_id, folder=Box.USER, user_folder__isnull=True
+        ):
+            move_entry(entry=entry, folder=Box.INBOX, request=request)
 
 
 # --- Contacts and drafts -----------------------------------------------------------------------

@@ -312,3 +312,34 @@ def test_resuming_or_discarding_a_draft_sent_meanwhile_says_so(alice, alice_clie
     discarded = alice_client.post(f"/mail/drafts/{draft.pk}/delete/", follow=True)
     assert discarded.status_code == 200
     assert "That draft has already been sent or discarded" in discarded.content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_move_committed_while_its_folder_is_being_deleted_ends_in_the_inbox(monkeypatch):
+    alice = make_persona("alice", "clinic.example")
+    folder = Folder.objects.create(address=alice.address, name="Referrals")
+    entry = MailboxEntryFactory(address=alice.address)
+
+    def colleague_moves_it_in() -> None:
+        try:
+            MailboxEntry.objects.filter(pk=entry.pk).update(folder=Box.USER, user_folder=folder)
+        finally:
+            connection.close()
+
+    recorded = services.record
+
+    def record_after_the_colleagues_move(**kwargs):
+        # Between the deletion's look at the folder's messages and its DELETE, another window
+        # commits a move into the folder.
+        if kwargs.get("action") == "folder.delete":
+            colleague = threading.Thread(target=colleague_moves_it_in)
+            colleague.start()
+            colleague.join(10)
+        return recorded(**kwargs)
+
+    monkeypatch.setattr(services, "record", record_after_the_colleagues_move)
+    request = RequestFactory().post("/mail/")
+    request.user = alice.user
+    services.delete_folder(folder=folder, request=request)
+    entry.refresh_from_db()
+    assert (entry.folder, entry.user_folder) == (Box.INBOX, None)
