@@ -1,10 +1,12 @@
 """Handing a protected message to the destination's SMTP server.
 
 Destination: the ``Route`` table first, else MX records (RFC 5321 section 5.1) looked up through
-``HISP_DNS_SERVERS``, falling back to the domain's own address when it has no MX. STARTTLS is
-used whenever offered (RFC 3207) and required when the route says so. The certificate is not
-verified: Direct's confidentiality and authenticity come from S/MIME, and many HISPs present
-self-signed transport certificates.
+``HISP_DNS_SERVERS``, falling back to the domain's own address when it has no MX. A partner's
+DNS never aims egress at an internal address (``_internal``): only a Route can. STARTTLS is
+used whenever offered (RFC 3207) and required when the route says so; opportunistic TLS that
+fails goes on in the clear, required TLS never does. The certificate is not verified: Direct's
+confidentiality and authenticity come from S/MIME, and many HISPs present self-signed transport
+certificates. docs/mail-flow.md has the table of what each partner behaviour leads to.
 
 Connections are reused (see ``REUSE``): a session that ended cleanly waits, idle, in a
 per-process cache for the next delivery to the same hop, and an RSET proves it still works
@@ -34,6 +36,7 @@ import ipaddress
 import logging
 import math
 import os
+import random
 import re
 import smtplib
 import socket
@@ -66,7 +69,15 @@ _ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\b")
 # outcome (and a QUIT) before the sweeper may hand the delivery to another worker.
 ATTEMPT_SHARE = 0.5
 CHUNK = 64 * 1024  # DATA is written in pieces of this size, each bounded by the time left
+# RFC 5321 section 4.5.3.2.6: the reply to the final dot is waited for 10 minutes, not a command's
+# TIMEOUT: the server may be checking the message, and a timeout after it took the message
+# means a second copy at the next attempt. Still never past the attempt's deadline.
+END_OF_DATA_TIMEOUT = 600.0
+MAX_REPLY = 64 * 1024  # bytes of one reply, all its lines: an EHLO reply takes well under 1 KB
 LATE = "attempt exceeded its time limit"
+# Starts the detail of an outcome this HISP decided on its own (a server's reply starts with
+# its code): the sender's DSN says so instead of "the destination refused it".
+NOT_SENT = "not sent: "
 
 
 class Result(enum.Enum):
@@ -97,9 +108,21 @@ class Outcome:
         match = _ENHANCED.match(message)
         if 200 <= code < 300:
             return cls(Result.SENT, f"{code} {message}", "2.0.0")
-        if code >= 500:
+        if 500 <= code < 600:
             return cls(Result.PERMANENT, f"{code} {message}", match.group(1) if match else "5.0.0")
-        return cls(Result.TEMPORARY, f"{code} {message}", match.group(1) if match else "4.0.0")
+        # 4xx, and codes no SMTP server may send (-1: unreadable): not a verdict on the mail.
+        status = match.group(1) if match and code // 100 == 4 else "4.0.0"
+        return cls(Result.TEMPORARY, f"{code} {message}", status)
+
+    @classmethod
+    def from_refusal(cls, code: int, text: bytes | str) -> Outcome:
+        """The reply to a command that was not answered as it succeeds (MAIL not 250, RCPT
+        not 250/251, DATA not 354): a 2xx there (a 252, say) is out of protocol and must not
+        count as sent, since the message never went out. Such a reply is temporary."""
+        outcome = cls.from_reply(code, text)
+        if outcome.result is Result.SENT:
+            return cls(Result.TEMPORARY, outcome.detail, "4.5.0")
+        return outcome
 
 
 @dataclass(frozen=True)
@@ -116,6 +139,14 @@ MAX_HOPS = 10
 
 class NoSuchDomain(Exception):
     pass
+
+
+class NullMX(NoSuchDomain):
+    """RFC 7505: the domain publishes a null MX ("0 ."), so it accepts no mail at all."""
+
+
+class OnlyInternal(Exception):
+    """Every exchanger the partner's DNS names has only internal addresses (see ``_internal``)."""
 
 
 class NoAddress(dns.exception.DNSException):
@@ -199,11 +230,17 @@ def _mx_hops(domain: str, deadline: float) -> list[Hop]:
     except dns.resolver.NoAnswer:
         names = [domain]  # RFC 5321 5.1: the implicit MX
     else:
-        records = sorted(answer, key=lambda r: (r.preference, str(r.exchange)))
-        names = [str(r.exchange).rstrip(".") for r in records]
-        if len(names) == 1 and names[0] in ("", "."):
-            raise NoSuchDomain(domain)  # RFC 7505 null MX: the domain accepts no mail
+        # RFC 5321 section 5.1: exchangers of equal preference in random order, so a partner
+        # spreading its load over several of them gets it spread (the sort is stable).
+        records = random.sample(list(answer), len(answer))
+        records.sort(key=lambda r: r.preference)
+        # RFC 7505 null MX: the root as exchanger. Alone, the domain accepts no mail; next to
+        # real exchangers (a misconfiguration the RFC forbids) it names no host to try.
+        names = [n for r in records if (n := str(r.exchange).rstrip("."))]
+        if not names:
+            raise NullMX(domain)
     found: list[Hop] = []
+    internal: list[str] = []
     for index, name in enumerate(names):
         if len(found) >= MAX_HOPS:
             break  # later names' addresses would be cut off anyway: do not wait for them
@@ -216,10 +253,30 @@ def _mx_hops(domain: str, deadline: float) -> list[Hop]:
             # next ones, in preference order, may still be reachable in the time left.
             log.info("no address for %s in its share of the attempt; trying the next", name)
             continue
-        found += [Hop(address, 25, name=name) for address in addresses]
+        internal += [a for a in addresses if _internal(a)]
+        found += [Hop(a, 25, name=name) for a in addresses if not _internal(a)]
+    if not found and internal:
+        raise OnlyInternal(
+            f"{domain}'s mail servers have only internal addresses, which this HISP does not "
+            "connect to for a partner without a route"
+        )
     if not found:
         raise NoAddress(f"no address for {', '.join(names)}")
     return found[:MAX_HOPS]
+
+
+def _internal(address: str) -> bool:
+    """An address a partner's DNS must not aim our egress at: loopback (our own listener: a
+    mail loop), private, link-local (cloud metadata services), unspecified, multicast or
+    reserved. Exim's default router ignores such MX targets (ignore_target_hosts); a partner
+    really on an internal network gets a Route with its host, which is the operator's word.
+    HISP_EGRESS_INTERNAL_MX allows them all (a closed test network)."""
+    if settings.HISP_EGRESS_INTERNAL_MX:
+        return False
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast
 
 
 # The longest one exchanger's address lookup may take while others wait behind it: what a
@@ -366,9 +423,19 @@ def send_batch(
     for domain, group in by_domain.items():
         try:
             destinations = hops(domain, deadline=deadline)
+        except NullMX:
+            # RFC 7505 sections 3 and 4.3: a permanent failure at once, never retried.
+            failed = Outcome(Result.PERMANENT, f"{domain} accepts no mail (null MX)", "5.1.10")
+            outcomes.update(dict.fromkeys(group, failed))
+            continue
         except NoSuchDomain:
             failed = Outcome(Result.PERMANENT, f"no mail servers for {domain}", "5.1.2")
             outcomes.update(dict.fromkeys(group, failed))
+            continue
+        except OnlyInternal as exc:
+            # RFC 3463 X.4.4, unable to route: as Exim bounces MX records it must ignore.
+            refused = Outcome(Result.PERMANENT, NOT_SENT + str(exc), "5.4.4")
+            outcomes.update(dict.fromkeys(group, refused))
             continue
         except dns.exception.DNSException as exc:
             outcomes.update(dict.fromkeys(group, _unresolved(domain, exc, deadline)))
@@ -450,6 +517,8 @@ class _Client(smtplib.SMTP):
 
     def __init__(self, hop: Hop, *, limit: float, deadline: float) -> None:
         self.limit, self.deadline = limit, deadline
+        self.message_sent = False  # within data(): the message is out, its reply is awaited
+        self.reply_left = MAX_REPLY  # bytes the reply being read may still take
         super().__init__(
             hop.host, hop.port, local_hostname=settings.HISP_HOSTNAME, timeout=self.left()
         )
@@ -477,7 +546,8 @@ class _Client(smtplib.SMTP):
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise TimeLimitExceeded(LATE)
-        return min(self.limit, left)
+        limit = max(self.limit, END_OF_DATA_TIMEOUT) if self.message_sent else self.limit
+        return min(limit, left)
 
     def _arm(self) -> None:
         timeout = self.left()
@@ -489,12 +559,29 @@ class _Client(smtplib.SMTP):
         for start in range(0, max(len(data), 1), CHUNK):
             self._arm()
             super().send(data[start : start + CHUNK])
+        # smtplib writes commands as str and only the message itself (in data()) as bytes.
+        self.message_sent = not isinstance(s, str)
+
+    def data(self, msg: ReadableBuffer | str) -> tuple[int, bytes]:
+        try:
+            return super().data(msg)
+        finally:
+            self.message_sent = False
 
     def getreply(self) -> tuple[int, bytes]:
         if self.file is None and self.sock is not None:
             # A new reader after connect and after STARTTLS (smtplib resets ``file`` then).
             self.file = io.BufferedReader(_Reader(self))
-        return super().getreply()
+        # smtplib keeps every line of a reply until its last: a server that sends continuation
+        # lines without end would fill this worker's memory until the deadline.
+        self.reply_left = MAX_REPLY
+        try:
+            return super().getreply()
+        except smtplib.SMTPResponseException as exc:
+            # smtplib's own "500 Line too long." (a reply line over 8 KB; it has closed the
+            # connection): the server said nothing of the sort, so not a permanent refusal but
+            # a broken session, like any other protocol failure.
+            raise smtplib.SMTPServerDisconnected(f"unreadable reply: {exc.smtp_error!r}") from exc
 
 
 class _Reader(io.RawIOBase):
@@ -512,7 +599,11 @@ class _Reader(io.RawIOBase):
         sock = self.client.sock
         if sock is None:
             raise smtplib.SMTPServerDisconnected("not connected")
-        return sock.recv_into(buffer)
+        if self.client.reply_left <= 0:
+            raise smtplib.SMTPServerDisconnected(f"a reply longer than {MAX_REPLY} bytes")
+        read = sock.recv_into(buffer)
+        self.client.reply_left -= read
+        return read
 
 
 # Connection reuse, as Postfix's connection cache does: most mail (processed MDNs above all) goes
@@ -536,6 +627,7 @@ class _Session:
     idle_since: float = 0.0
     reusable: bool = True  # cleared by anything that leaves the session's state in doubt
     broken: bool = False  # a network or TLS error: close without even a QUIT
+    downgraded: bool = False  # in the clear after this server's TLS handshake failed
 
 
 class _Cache:
@@ -684,28 +776,74 @@ def _alive(session: _Session, timeout: float) -> bool:
     return code == 250
 
 
-def _connect(hop: Hop, timeout: float, deadline: float) -> _Session | Outcome:
-    client = _Client(hop, limit=timeout, deadline=deadline)
+def _connect(
+    hop: Hop, timeout: float, deadline: float, *, starttls: bool = True
+) -> _Session | Outcome:
+    """A new session, over TLS whenever the server offers STARTTLS (unless ``starttls`` is
+    False: a retry in the clear after a failed handshake); or the reply that refused one."""
+    where = f"{hop.name or hop.host}:{hop.port}"
+    try:
+        client = _Client(hop, limit=timeout, deadline=deadline)
+    except smtplib.SMTPConnectError as exc:
+        # A greeting other than 220 (a 554 "no service here") is this host's, not the
+        # recipients': the next exchanger is tried, as Postfix does (smtp_skip_5xx_greeting).
+        log.info("%s greeted with %s", where, exc.smtp_code)
+        refused = Outcome.from_reply(exc.smtp_code, exc.smtp_error)
+        return Outcome(Result.TEMPORARY, refused.detail, "4.4.1")
     session = _Session(client, tls=False)
     _cache.live.add(session)
     try:
-        client.ehlo()
-        if client.has_extn("starttls"):
-            code, reply = client.starttls(context=_client_context())
-            if code != 220:
-                _quit(session)
-                return Outcome.from_reply(code, reply)
-            session.tls = True
-            client.ehlo()
-        elif hop.require_tls:
+        _hello(client)
+        if client.has_extn("starttls") and (starttls or hop.require_tls):
+            return _starttls(hop, session, timeout, deadline)
+        if hop.require_tls:
             _quit(session)
-            where = f"{hop.name or hop.host}:{hop.port}"
             return Outcome(
                 Result.TEMPORARY, f"{where} does not offer STARTTLS (required)", "4.7.10"
             )
     except BaseException:
         _drop(session)
         raise
+    return session
+
+
+def _hello(client: _Client) -> None:
+    """EHLO, and HELO if the server does not know EHLO (RFC 5321 section 3.2): without a
+    greeting accepted, MAIL would be refused as out of sequence, a permanent failure."""
+    code, _ = client.ehlo()
+    if not 200 <= code < 300:
+        client.helo()
+
+
+def _starttls(hop: Hop, session: _Session, timeout: float, deadline: float) -> _Session | Outcome:
+    """STARTTLS on a session whose server offers it. Opportunistic (the route does not require
+    TLS; the message is S/MIME protected anyway): a refusal continues in the clear on the same
+    session (RFC 3207 section 4) and a failed handshake on a new connection without STARTTLS,
+    so a partner with a broken TLS setup still gets its mail. Required: never in the clear."""
+    client = session.client
+    where = f"{hop.name or hop.host}:{hop.port}"
+    try:
+        client.starttls(context=_client_context())
+    except smtplib.SMTPResponseException as exc:
+        refused = Outcome.from_reply(exc.smtp_code, exc.smtp_error).detail
+        if hop.require_tls:
+            _quit(session)
+            return Outcome(Result.TEMPORARY, f"{where} refused STARTTLS (required): {refused}",
+                           "4.7.10")
+        log.info("%s refused STARTTLS (%s); going on in the clear", where, exc.smtp_code)
+        return session
+    except (ssl.SSLError, ConnectionError) as exc:
+        if hop.require_tls:
+            raise
+        log.info("TLS handshake with %s failed (%s); trying again in the clear", where,
+                 type(exc).__name__)
+        _drop(session)
+        clear = _connect(hop, timeout, deadline, starttls=False)
+        if isinstance(clear, _Session):
+            clear.downgraded = True
+        return clear
+    session.tls = True
+    _hello(client)
     return session
 
 
@@ -779,7 +917,7 @@ def _attempt(
             pending = carried + rest
     except smtplib.SMTPResponseException as exc:
         _spoil(session, broken=False)
-        failed = Outcome.from_reply(exc.smtp_code, exc.smtp_error)
+        failed = Outcome.from_refusal(exc.smtp_code, exc.smtp_error)
         outcomes.update({r: failed for r in recipients if r not in outcomes})
     except (OSError, smtplib.SMTPException, ssl.SSLError) as exc:
         _spoil(session, broken=True)
@@ -811,9 +949,18 @@ def _transaction(
     and returns those to carry into a new transaction: refused with ``452`` (too many
     recipients, RFC 5321 section 4.5.3.1.10) after others were accepted."""
     client = session.client
-    code, reply = client.mail(mail_from)
+    refused = _too_big(client, len(wire))
+    if refused is not None:
+        outcomes.update(dict.fromkeys(recipients, refused))
+        return []
+    code, reply = client.mail(mail_from, _mail_options(client, len(wire)))
     if code != 250:
-        outcomes.update(dict.fromkeys(recipients, Outcome.from_reply(code, reply)))
+        refused = Outcome.from_refusal(code, reply)
+        if session.downgraded and refused.result is Result.PERMANENT:
+            # A server that insists on TLS ("530 5.7.0 Must issue a STARTTLS command first")
+            # after a handshake that may have failed by chance: the next attempt tries TLS.
+            refused = Outcome(Result.TEMPORARY, refused.detail, "4.7.10")
+        outcomes.update(dict.fromkeys(recipients, refused))
         _reset(session)
         return []
     accepted: list[str] = []
@@ -825,15 +972,42 @@ def _transaction(
         elif code == 452 and accepted:
             carried.append(recipient)
         else:
-            outcomes[recipient] = Outcome.from_reply(code, reply)
+            outcomes[recipient] = Outcome.from_refusal(code, reply)
     if not accepted:
         _reset(session)  # RFC 5321 section 3.3: no valid recipient, no DATA
         return []
     try:
         code, reply = client.data(wire)
     except smtplib.SMTPDataError as exc:  # DATA itself refused (not 354)
-        outcomes.update(dict.fromkeys(accepted, Outcome.from_reply(exc.smtp_code, exc.smtp_error)))
+        refused = Outcome.from_refusal(exc.smtp_code, exc.smtp_error)
+        outcomes.update(dict.fromkeys(accepted, refused))
         _reset(session)
         return carried
     outcomes.update(dict.fromkeys(accepted, Outcome.from_reply(code, reply)))
     return carried
+
+
+def _too_big(client: _Client, size: int) -> Outcome | None:
+    """RFC 1870 section 6.2: a message larger than the server's declared SIZE is not sent (it
+    would be refused after the whole upload); a permanent failure, as Postfix reports it."""
+    limit = _declared_size(client)
+    if limit is None or size <= limit:
+        return None
+    return Outcome(
+        Result.PERMANENT,
+        f"message of {size} bytes exceeds {client._host}'s limit of {limit} bytes (SIZE)",
+        "5.3.4",
+    )
+
+
+def _declared_size(client: _Client) -> int | None:
+    """The SIZE limit the server declared after EHLO; None for none or 0 (no fixed limit)."""
+    value = client.esmtp_features.get("size", "").strip()
+    if not value.isdigit() or not value.isascii():
+        return None
+    return int(value) or None
+
+
+def _mail_options(client: _Client, size: int) -> list[str]:
+    # RFC 1870 section 6.1: the size lets the server refuse before the upload, not after it.
+    return [f"SIZE={size}"] if client.has_extn("size") else []

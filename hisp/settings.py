@@ -117,6 +117,9 @@ HISP_FETCH_ALLOW_PRIVATE_NETWORKS = env.bool("HISP_FETCH_ALLOW_PRIVATE_NETWORKS"
 
 # --- Discovery and DNS -----------------------------------------------------------------------
 HISP_DNS_SERVERS = env.list("HISP_DNS_SERVERS", default=[])
+# Let MX records lead egress to loopback, private and link-local addresses (a closed test
+# network); otherwise only Route rows may, so a partner's DNS cannot aim us at internal services.
+HISP_EGRESS_INTERNAL_MX = env.bool("HISP_EGRESS_INTERNAL_MX", default=False)
 HISP_DNS_PORT = env.int("HISP_DNS_PORT", default=5353)
 HISP_DNS_BIND = env.str("HISP_DNS_BIND", default="127.0.0.1")
 # Time limit for one discovery level (DNS CERT with its IPKIX fetch, or LDAP), and how long LDAP

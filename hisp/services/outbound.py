@@ -429,7 +429,7 @@ def _send(
 
 
 # Starts the detail of an outcome this HISP made up (a server's reply starts with its code).
-NOT_SENT = "not sent: "
+NOT_SENT = egress.NOT_SENT
 
 
 def _claim_companions(delivery: Delivery, now: datetime) -> list[Delivery]:

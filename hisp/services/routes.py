@@ -4,6 +4,9 @@ without a certificate)."""
 
 from __future__ import annotations
 
+import ipaddress
+import re
+
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 
@@ -34,15 +37,36 @@ def lookup(domain: str) -> Route | None:
 MX = "MX"  # the target that keeps the domain's MX records
 
 
+# A host name of letters, digits, hyphens (and underscores, seen in internal names) in dot-
+# separated labels of at most 63 (RFC 1123 section 2.1), at most 253 in all.
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOST_NAME = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(?:\.{_LABEL})*\.?\Z")
+
+
 def parse_target(target: str) -> tuple[str, int]:
-    """``HOST:PORT``, or ``MX`` (any case) as ``("", 25)``."""
+    """``HOST:PORT``, or ``MX`` (any case) as ``("", 25)``. HOST is an IP address (IPv6 in
+    brackets or not) or a host name: anything else (a URL, a space, a typo'd separator) would
+    be stored, and every message to the domain deferred for days before failing."""
     if target.strip().upper() == MX:
         return "", 25
     host, sep, port_text = target.strip().rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) <= 65535:
+    if (
+        not sep
+        or not _valid_host(host)
+        or not (port_text.isascii() and port_text.isdigit())
+        or not 0 < int(port_text) <= 65535
+    ):
         raise RouteError(f"expected HOST:PORT or MX, got {target!r}")
     return host, int(port_text)
+
+
+def _valid_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return _HOST_NAME.match(host) is not None
+    return True
 
 
 def set_route(

@@ -32,6 +32,7 @@ def dns_server():
 @pytest.fixture
 def resolvers(settings, dns_server):
     settings.HISP_DNS_SERVERS = [dns_server.address]
+    settings.HISP_EGRESS_INTERNAL_MX = True  # the exchangers here are loopback addresses
 
 
 def test_mx_hosts_in_preference_order_each_address_in_turn(db, resolvers):
@@ -63,9 +64,10 @@ def test_domain_without_mx_uses_its_own_address(db, resolvers):
 
 
 def test_null_mx_and_unknown_domain_fail_permanently(db, resolvers):
-    for domain in ("nullmx.example.test", "missing.mx.example.test"):
+    # RFC 7505 section 4.3: X.1.10 for a null MX; X.1.2 for a domain that does not exist.
+    for domain, status in (("nullmx.example.test", "5.1.10"), ("missing.mx.example.test", "5.1.2")):
         outcome = egress.send(wire=b"x\r\n", mail_from="a@b.test", recipient=f"x@{domain}")
-        assert (outcome.result, outcome.status) == (egress.Result.PERMANENT, "5.1.2")
+        assert (outcome.result, outcome.status) == (egress.Result.PERMANENT, status)
 
 
 def test_reply_codes_map_to_results():

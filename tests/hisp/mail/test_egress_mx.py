@@ -56,6 +56,7 @@ def mx_dns(settings, exchanger) -> Iterator[str]:
     }
     with bind_server(zones) as server:
         settings.HISP_DNS_SERVERS = [server.address]
+        settings.HISP_EGRESS_INTERNAL_MX = True  # the exchangers here are loopback addresses
         yield dead
 
 

@@ -80,6 +80,7 @@ def named() -> Iterator[BindServer]:
 @pytest.fixture
 def our_dns(settings, named: BindServer) -> BindServer:
     settings.HISP_DNS_SERVERS = [named.address]
+    settings.HISP_EGRESS_INTERNAL_MX = True  # the exchangers here are loopback addresses
     return named
 
 
@@ -203,6 +204,8 @@ def test_route_host_lookup_on_a_hung_dns_server_ends_by_the_deadline(db, setting
 CHILD = """
 import json, sys, time, django
 django.setup()
+from django.conf import settings
+settings.HISP_EGRESS_INTERNAL_MX = True  # the exchangers here are loopback addresses
 from hisp import egress
 start = time.monotonic()
 outcome = egress.send(wire=b"x\\r\\n", mail_from="a@b.test", recipient=sys.argv[1])
