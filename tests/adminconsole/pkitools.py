@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -105,3 +107,16 @@ def store(made: Made, *, source: str, binding: str | None = None, **fields: obje
         source=source,
         **fields,
     )
+
+
+def make_sm2_ca_pem(where: Path) -> bytes:
+    """A self-signed CA whose SM2 key this HISP cannot use, made by openssl (cryptography makes
+    none): what a partner on another curve might publish."""
+    key, cert = where / "sm2.key", where / "sm2-ca.pem"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "SM2", "-out", str(key)], check=True,
+                   capture_output=True)
+    subprocess.run(["openssl", "req", "-x509", "-new", "-key", str(key), "-subj",
+                    "/CN=Odd Curve Partner CA", "-days", "30", "-addext",
+                    "basicConstraints=critical,CA:TRUE", "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert.read_bytes()

@@ -5,8 +5,6 @@ before, uploading either as a partner's anchor, and opening a stored one's page,
 
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,15 +21,7 @@ from tests.adminconsole import pkitools
 
 @pytest.fixture(scope="module")
 def sm2_ca(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    where: Path = tmp_path_factory.mktemp("sm2")
-    key, cert = where / "key.pem", where / "ca.pem"
-    subprocess.run(["openssl", "genpkey", "-algorithm", "SM2", "-out", str(key)], check=True,
-                   capture_output=True)
-    subprocess.run(["openssl", "req", "-x509", "-new", "-key", str(key), "-subj",
-                    "/CN=Odd Curve Partner CA", "-days", "30", "-addext",
-                    "basicConstraints=critical,CA:TRUE", "-out", str(cert)],
-                   check=True, capture_output=True)
-    return cert.read_bytes()
+    return pkitools.make_sm2_ca_pem(tmp_path_factory.mktemp("sm2"))
 
 
 def test_an_anchor_with_an_unusable_key_is_refused_at_upload(

@@ -35,6 +35,7 @@ from hisp.services import identity
 from tests.adminconsole import pkitools
 from tests.adminconsole.test_access import GET_VIEWS, VIEWS
 from tests.adminconsole.world import build
+from tests.e2e.watch import script_errors
 from tests.webmail.otp import current_code
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -48,9 +49,7 @@ class Watched:
 
     def __init__(self, page: object) -> None:
         self.page = page
-        self.errors: list[str] = []
-        page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
-        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.errors = script_errors(page)
 
     def clean(self) -> None:
         assert self.page.csp_problems == []

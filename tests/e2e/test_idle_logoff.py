@@ -13,6 +13,7 @@ import pytest
 from hisp.models import AuditEvent
 from tests.e2e.test_accessibility_webmail import Audit
 from tests.e2e.test_webmail import sign_in
+from tests.e2e.watch import script_errors
 from tests.factories import MailboxEntryFactory, MessageFactory
 from tests.webmail.personas import make_persona
 
@@ -24,13 +25,6 @@ BODY = "Potassium 6.1 mmol/L, repeat today."
 def _short_timeout(settings) -> None:
     settings.HISP_SESSION_IDLE_TIMEOUT = timedelta(seconds=IDLE)
     settings.SESSION_COOKIE_AGE = IDLE
-
-
-def _console_errors(page) -> list[str]:
-    errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    return errors
 
 
 def _open_message(page, settings):
@@ -46,7 +40,7 @@ def _open_message(page, settings):
 
 
 def test_an_open_message_warns_keeps_on_request_then_signs_out(page, settings):
-    errors = _console_errors(page)
+    errors = script_errors(page)
     alice, entry = _open_message(page, settings)
     loaded = time.monotonic()
     warning = page.get_by_role("alertdialog")
@@ -97,7 +91,7 @@ def test_an_open_message_warns_keeps_on_request_then_signs_out(page, settings):
 
 
 def test_the_idle_warning_passes_axe_and_escape_keeps_the_session(page, settings):
-    errors = _console_errors(page)
+    errors = script_errors(page)
     _open_message(page, settings)
     warning = page.get_by_role("alertdialog")
     warning.wait_for(timeout=IDLE * 1000)
@@ -114,7 +108,7 @@ def test_the_idle_warning_passes_axe_and_escape_keeps_the_session(page, settings
 
 
 def test_a_request_from_another_tab_keeps_this_one_open(page, settings):
-    errors = _console_errors(page)
+    errors = script_errors(page)
     _, entry = _open_message(page, settings)
     other = page.context.new_page()
     # The other tab is used while this one sits: its requests slide the shared session forward.
@@ -131,7 +125,7 @@ def test_a_request_from_another_tab_keeps_this_one_open(page, settings):
 
 
 def test_signing_out_in_one_tab_clears_the_others_without_the_idle_message(page, settings):
-    errors = _console_errors(page)
+    errors = script_errors(page)
     _, entry = _open_message(page, settings)
     other = page.context.new_page()
     other.goto(f"/mail/m/{entry.pk}/")

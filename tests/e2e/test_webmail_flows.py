@@ -27,6 +27,7 @@ from hisp.models import (
 )
 from hisp.services import tracking
 from tests.e2e.test_webmail import sign_in
+from tests.e2e.watch import script_errors
 from tests.factories import (
     AddressFactory,
     AddressGrantFactory,
@@ -45,9 +46,7 @@ PHONE = {"width": 390, "height": 844}
 @pytest.fixture
 def watched(page) -> Iterator[object]:
     """The page, failing the test on any JavaScript error or CSP violation it logged."""
-    errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    errors = script_errors(page)
     yield page
     assert page.csp_problems == []
     assert errors == []
@@ -539,9 +538,7 @@ def test_inbox_message_and_compose_work_on_a_phone(browser, live_server, tmp_pat
                                   has_touch=True)
     page = context.new_page()
     page.set_default_timeout(15_000)
-    problems: list[str] = []
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    problems = script_errors(page)
     try:
         alice = make_persona("alice", "clinic.example")
         long_name = "ecg-tracing-with-a-long-name-2026-01-05.pdf"

@@ -12,6 +12,7 @@ import pytest
 
 from hisp.models import AddressGrant, Message
 from tests.e2e.test_webmail import sign_in
+from tests.e2e.watch import script_errors
 from tests.factories import AddressGrantFactory
 from tests.webmail.personas import make_persona
 from webmail import services
@@ -23,9 +24,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 @pytest.fixture
 def watched(page) -> Iterator[object]:
-    errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    errors = script_errors(page)
     yield page
     assert page.csp_problems == []
     # An autosave refused on purpose (403/404) is logged by the browser as a failed load.

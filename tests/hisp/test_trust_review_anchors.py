@@ -8,9 +8,7 @@ bundle's other anchors keep working."""
 from __future__ import annotations
 
 import hashlib
-import subprocess
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -32,15 +30,7 @@ def hospital(db: None) -> Domain:
 
 @pytest.fixture(scope="module")
 def sm2_ca(tmp_path_factory: pytest.TempPathFactory) -> x509.Certificate:
-    where: Path = tmp_path_factory.mktemp("sm2")
-    key, cert = where / "key.pem", where / "ca.pem"
-    subprocess.run(["openssl", "genpkey", "-algorithm", "SM2", "-out", str(key)], check=True,
-                   capture_output=True)
-    subprocess.run(["openssl", "req", "-x509", "-new", "-key", str(key), "-subj",
-                    "/CN=Odd Curve Partner CA", "-days", "30", "-addext",
-                    "basicConstraints=critical,CA:TRUE", "-out", str(cert)],
-                   check=True, capture_output=True)
-    return x509.load_pem_x509_certificate(cert.read_bytes())
+    return x509.load_pem_x509_certificate(pkitools.make_sm2_ca_pem(tmp_path_factory.mktemp("sm2")))
 
 
 def _undecodable_ca() -> x509.Certificate:

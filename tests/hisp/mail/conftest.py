@@ -26,6 +26,7 @@ from django.core.cache import cache
 from hisp.models import Address, AddressGrant, Domain
 from hisp.smtp import server
 from hisp.smtp.protocol import HispController
+from tests.hisp.mail.exchangers import exchanger  # noqa: F401 (a fixture for the MX tests)
 from tests.hisp.mail.world import HOSTED, World, make_world
 from tests.support.services import free_port
 

@@ -3,49 +3,21 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from hisp import egress
+from tests.hisp.mail.exchangers import loopback
 from tests.support.bind import Record, bind_server
-from tests.support.services import missing
 
 DOMAIN = "partner-mx.example.test"
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.received: list[tuple[list[str], bytes]] = []
-
-    async def handle_DATA(self, server, session, envelope) -> str:
-        self.received.append((list(envelope.rcpt_tos), envelope.original_content))
-        return "250 2.0.0 OK"
-
-
-def _loopback() -> str:
-    return f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
-
-
-@pytest.fixture
-def exchanger() -> Iterator[tuple[str, Sink]]:
-    """An MX host: port 25 on a random 127.x.y.z, so parallel tests never meet."""
-    sink, address = Sink(), _loopback()
-    controller = Controller(sink, hostname=address, port=25)
-    try:
-        controller.start()
-    except (OSError, RuntimeError) as exc:  # port 25 needs root (bin/test runs as root)
-        missing(f"an SMTP listener on {address}:25 ({exc})")
-    yield address, sink
-    controller.stop()
 
 
 @pytest.fixture
 def mx_dns(settings, exchanger) -> Iterator[str]:
     address, _ = exchanger
-    dead = _loopback()  # nothing listens there: a preferred MX that refuses connections
+    dead = loopback()  # nothing listens there: a preferred MX that refuses connections
     zones = {
         DOMAIN: [
             Record("@", "MX", f"5 down.{DOMAIN}."),

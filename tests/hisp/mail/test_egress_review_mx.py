@@ -6,48 +6,20 @@ followed unless the operator says so; an explicit Route still reaches any host."
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Iterator
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from hisp import egress
 from hisp.services import routes
 from tests.support.bind import Record, bind_server
-from tests.support.services import missing
 
 pytestmark = pytest.mark.usefixtures("no_idle_egress_sessions")
 
 ZONE = "review-mx.example.test"
 WIRE = b"Subject: review\r\n\r\nhello\r\n"
 PUBLIC = "93.184.216.34"  # a global address: only looked at, never connected to here
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.received: list[tuple[list[str], bytes]] = []
-
-    async def handle_DATA(self, server, session, envelope) -> str:
-        self.received.append((list(envelope.rcpt_tos), envelope.original_content))
-        return "250 2.0.0 OK"
-
-
-def _loopback() -> str:
-    return f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
-
-
-@pytest.fixture
-def exchanger() -> Iterator[tuple[str, Sink]]:
-    sink, address = Sink(), _loopback()
-    controller = Controller(sink, hostname=address, port=25)
-    try:
-        controller.start()
-    except (OSError, RuntimeError) as exc:  # port 25 needs root (bin/test runs as root)
-        missing(f"an SMTP listener on {address}:25 ({exc})")
-    yield address, sink
-    controller.stop()
 
 
 @pytest.fixture

@@ -28,6 +28,17 @@ def _send(world) -> Delivery:
     return Delivery.objects.get(message=message, recipient=world.partner.address)
 
 
+def _send_to_partner_server(world, handler, **options) -> Delivery:
+    """One message to the partner, whose route points at an aiosmtpd server with ``options``."""
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port(), **options)
+    controller.start()
+    try:
+        Route.objects.filter(domain=PARTNER).update(port=controller.port)
+        return _send(world)
+    finally:
+        controller.stop()
+
+
 def _alice_dsns(world) -> list[dsn.Dsn]:
     entries = MailboxEntry.objects.filter(address=world.alice, message__kind=Message.Kind.DSN)
     return [dsn.parse(bytes(e.message.raw)) for e in entries]
@@ -45,13 +56,7 @@ def test_null_mx_fails_the_delivery_at_once_with_one_dsn(world, settings):
 
 def test_message_over_the_partners_size_limit_fails_at_once_with_one_dsn(world):
     handler = SinkHandler()
-    controller = Controller(handler, hostname="127.0.0.1", port=free_port(), data_size_limit=1000)
-    controller.start()
-    try:
-        Route.objects.filter(domain=PARTNER).update(port=controller.port)
-        delivery = _send(world)
-    finally:
-        controller.stop()
+    delivery = _send_to_partner_server(world, handler, data_size_limit=1000)
     assert (delivery.state, delivery.attempts) == (Delivery.State.FAILED, 1)
     assert "limit of 1000 bytes" in delivery.detail
     assert handler.messages == []
@@ -61,15 +66,7 @@ def test_message_over_the_partners_size_limit_fails_at_once_with_one_dsn(world):
 
 def test_a_refusal_in_non_ascii_with_control_characters_fails_once_with_one_dsn(world):
     handler = SinkHandler(reply="550 5.7.1 Empf\u00e4nger abgelehnt \x1b[31m")
-    controller = Controller(
-        handler, hostname="127.0.0.1", port=free_port(), enable_SMTPUTF8=True
-    )
-    controller.start()
-    try:
-        Route.objects.filter(domain=PARTNER).update(port=controller.port)
-        delivery = _send(world)
-    finally:
-        controller.stop()
+    delivery = _send_to_partner_server(world, handler, enable_SMTPUTF8=True)
     assert (delivery.state, delivery.attempts) == (Delivery.State.FAILED, 1)
     assert "\x1b" not in delivery.detail and "Empf\u00e4nger" in delivery.detail
     [report] = _alice_dsns(world)
