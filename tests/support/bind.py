@@ -125,6 +125,12 @@ class BindServer:
             f'zone "{origin}" {{ type primary; file "{d / (origin + ".zone")}"; }};'
             for origin in sorted(self.zones)
         )
+        self._write_named_conf(options="  recursion no;\n  minimal-responses no;", zones=zones)
+
+    def _write_named_conf(self, *, options: str, zones: str) -> None:
+        """named.conf with what every named of the tests shares (its own directory and port,
+        IPv4 only, no DNSSEC validation, no NOTIFY, no control channel) and ``options``."""
+        d = self.directory
         (d / "named.conf").write_text(
             f"""
 options {{
@@ -134,10 +140,9 @@ options {{
   managed-keys-directory "{d}";
   listen-on port {self.port} {{ {self.host}; }};
   listen-on-v6 {{ none; }};
-  recursion no;
   dnssec-validation no;
   notify no;
-  minimal-responses no;
+{options}
 }};
 controls {{ }};
 {zones}

@@ -52,28 +52,20 @@ class PartnerResolver(BindServer):
             ". 300 IN NS a.root.\n"
             "a.root. 300 IN A 127.0.0.1\n"
         )
-        (d / "named.conf").write_text(
-            f"""
-options {{
-  directory "{d}";
-  pid-file "{d / "named.pid"}";
-  session-keyfile "{d / "session.key"}";
-  managed-keys-directory "{d}";
-  port {self.port};
-  listen-on {{ {self.host}; }};
-  listen-on-v6 {{ none; }};
-  recursion yes;
-  allow-recursion {{ 127.0.0.1; }};
-  dnssec-validation no;
-  notify no;
-  // Strict, as resolvers that trust NXDOMAIN below a name (RFC 8020) behave: an NXDOMAIN
-  // for an empty non-terminal on the way down ends the resolution.
-  qname-minimization strict;
-}};
-controls {{ }};
-zone "." {{ type primary; file "{d / "root.zone"}"; }};
-zone "{DOMAIN}" {{ type static-stub; server-addresses {{ {RESPONDER_HOST}; }}; }};
-"""
+        # The global port is also the one named asks other servers on: our responder's.
+        self._write_named_conf(
+            options=(
+                f"  port {self.port};\n"
+                "  recursion yes;\n"
+                "  allow-recursion { 127.0.0.1; };\n"
+                # Strict, as resolvers that trust NXDOMAIN below a name (RFC 8020) behave: an
+                # NXDOMAIN for an empty non-terminal on the way down ends the resolution.
+                "  qname-minimization strict;"
+            ),
+            zones=(
+                f'zone "." {{ type primary; file "{d / "root.zone"}"; }};\n'
+                f'zone "{DOMAIN}" {{ type static-stub; server-addresses {{ {RESPONDER_HOST}; }}; }};'
+            ),
         )
 
     def query(
