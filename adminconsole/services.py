@@ -135,6 +135,9 @@ def grant_access(
     """Give a delegate read-only or read-and-send access; owners are made with the address."""
     if role not in (AddressGrant.Role.READ, AddressGrant.Role.READ_SEND):
         raise StaffActionError("invalid_role", "delegates get read-only or read-and-send access")
+    refusal = identity.delegation_refusal(address, user)
+    if refusal:
+        raise StaffActionError("patient", refusal)
     with transaction.atomic():
         existing = AddressGrant.objects.select_for_update().filter(
             address=address, user=user

@@ -383,10 +383,10 @@ class DelegateForm(forms.Form):
             raise forms.ValidationError("No active user with that name.") from None
         if AddressGrant.objects.filter(user=user, address__kind=Address.Kind.PATIENT).exists():
             # A patient's account (its user name is their portal address): a practice's mail
-            # about other patients must never be opened to it by a mistyped or confused name.
-            raise forms.ValidationError(
-                "That is a patient's account: a practice mailbox cannot be shared with patients."
-            )
+            # about other patients is never opened to it (identity.delegation_refusal). Said as
+            # for a name that does not exist: anything else would tell any practice user
+            # whether an e-mail address is a patient's here.
+            raise forms.ValidationError("No active user with that name.")
         return user
 
 

@@ -19,6 +19,7 @@ from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from hisp.models import Address, AddressGrant, AppPassword, Folder, MailboxEntry
+from hisp.services import identity
 from hisp.services.audit import record
 from webmail.models import Contact, Draft, NotificationPreference, WebAuthnDevice
 from webmail.securitykeys import NewKey, Reason, Refused
@@ -231,6 +232,9 @@ def grant_delegate(
 ) -> AddressGrant:
     if role not in (AddressGrant.Role.READ, AddressGrant.Role.READ_SEND):
         raise ValueError("a delegate is read-only or read-and-send")
+    refusal = identity.delegation_refusal(address, user)
+    if refusal:
+        raise ValueError(refusal)
     grant, created = AddressGrant.objects.get_or_create(
         user=user, address=address, defaults={"role": role}
     )

@@ -12,6 +12,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from adminconsole.access import staff_required
+from adminconsole.forms.operations import PERIODS
 from hisp.models import Address, Certificate, Delivery, Domain, Message, TrustBundle
 
 EXPIRY_WINDOW = timedelta(days=30)
@@ -78,7 +79,7 @@ def _message_rows(recent: QuerySet[Message]) -> list[tuple[str, str, int, int]]:
 @staff_required
 @require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
-    since = timezone.now() - timedelta(hours=24)
+    since = timezone.now() - PERIODS["24h"]  # what its links pass on as period=24h
     expiring = expiring_certificates()
     context = {
         "domain_count": Domain.objects.count(),

@@ -55,6 +55,18 @@ def is_postmaster(address: str) -> bool:
     return bool(at) and local.lower() == POSTMASTER
 
 
+def delegation_refusal(address: Address, user: AbstractBaseUser) -> str:
+    """Why ``user`` may not be given delegate access to ``address`` ("" when they may). The one
+    rule for the webmail's sharing page and the console alike: a patient's mailbox holds their
+    own health mail and is shared with no one, and a practice's mailbox (mail about other
+    patients) is never opened to a patient's account."""
+    if address.kind == Address.Kind.PATIENT:
+        return "a patient's mailbox is not shared"
+    if AddressGrant.objects.filter(user=user, address__kind=Address.Kind.PATIENT).exists():
+        return "that account is a patient's: a practice mailbox is not shared with patients"
+    return ""
+
+
 def ensure_status_allowed(address: Address, status: str) -> None:
     """Refuse a lifecycle move that would stop ``address`` receiving mail when it is the
     postmaster mailbox: RFC 5321 section 4.5.1 says its domain MUST accept mail for it.
