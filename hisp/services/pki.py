@@ -356,7 +356,9 @@ _ENCRYPTED_PEM_KEY = re.compile(
 
 def _check_key_work(data: bytes) -> None:
     """The same bound for a PKCS#8 key encrypted under a password (PEM or DER)."""
-    if data.lstrip().startswith(b"-----BEGIN"):
+    # Anywhere in the file: openssl pkcs12 output starts with "Bag Attributes" lines, and the
+    # PEM loader reads past such text to the key.
+    if b"-----BEGIN" in data:
         for body in _ENCRYPTED_PEM_KEY.findall(data):
             try:
                 der = base64.b64decode(b"".join(body.split()), validate=True)

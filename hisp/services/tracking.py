@@ -207,12 +207,13 @@ def _apply_mdn(report: mdn.Mdn, reporter: str, now: datetime) -> tuple[str, Mess
             why="the recipient's HISP reported that it could not deliver the message",
             unless_in_flight=True,
         )
-    elif report.disposition == "processed":
-        changed = processed(delivery, at=now)
     elif report.disposition == "dispatched":
         changed = dispatched(delivery, at=now, final_delivery=report.final_delivery)
-    else:  # displayed: the recipient read it; no state of ours depends on that
-        changed = False
+    else:
+        # processed, or a later word from the recipient's side (displayed, deleted, denied:
+        # RFC 3798 3.2.6.2) that proves the message arrived all the same. Ignored when no
+        # processed MDN came first, the MDN timeout would fail a message that was delivered.
+        changed = processed(delivery, at=now)
     return ("applied" if changed else "unchanged"), delivery.message
 
 

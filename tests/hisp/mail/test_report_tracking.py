@@ -7,14 +7,15 @@ from __future__ import annotations
 import email
 import email.policy
 import email.utils
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.utils import timezone
 
 from hisp import dsn
 from hisp.models import Delivery, MailboxEntry, Message, Route
 from hisp.reports import field_blocks
-from hisp.services import compose, mail, outbound
+from hisp.services import compose, mail, outbound, tracking
 from tests.hisp.mail.drive import drain
 from tests.hisp.mail.partner import PARTNER, crlf
 from tests.hisp.mail.test_reports import _vector
@@ -101,6 +102,17 @@ def test_an_mdn_saying_the_recipient_deleted_the_message_is_no_failure(world, di
     report = _from_partner(world, _mdn(world, message.message_id, disposition))
     assert (report.kind, report.reason) == (Message.Kind.MDN, "")
     assert _state(world, message) == Delivery.State.PROCESSED
+    assert _alice_dsns(world) == []
+
+
+@pytest.mark.parametrize("disposition", ["deleted", "denied", "displayed"])
+def test_an_mdn_of_a_later_disposition_alone_confirms_the_delivery(world, disposition):
+    """No processed MDN came first (a partner that sends only the later one): the message
+    reached the recipient all the same, and the MDN timeout must not call it failed."""
+    message = _send(world)
+    _from_partner(world, _mdn(world, message.message_id, disposition))
+    assert _state(world, message) == Delivery.State.PROCESSED
+    assert tracking.expire_overdue(now=timezone.now() + timedelta(days=30)) == 0
     assert _alice_dsns(world) == []
 
 
