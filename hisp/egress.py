@@ -793,7 +793,15 @@ def _connect(
     session = _Session(client, tls=False)
     _cache.live.add(session)
     try:
-        _hello(client)
+        refused_hello = _hello(client)
+        if refused_hello is not None:
+            # Neither greeting taken: this host's trouble, not the recipients' (MAIL would get a
+            # permanent 503): the next exchanger is tried, and this one again later.
+            _quit(session)
+            code, text = refused_hello
+            return Outcome(Result.TEMPORARY,
+                           f"{where} refused EHLO and HELO: "
+                           f"{Outcome.from_reply(code, text).detail}", "4.4.1")
         if client.has_extn("starttls") and (starttls or hop.require_tls):
             return _starttls(hop, session, timeout, deadline)
         if hop.require_tls:
@@ -807,12 +815,14 @@ def _connect(
     return session
 
 
-def _hello(client: _Client) -> None:
-    """EHLO, and HELO if the server does not know EHLO (RFC 5321 section 3.2): without a
-    greeting accepted, MAIL would be refused as out of sequence, a permanent failure."""
-    code, _ = client.ehlo()
-    if not 200 <= code < 300:
-        client.helo()
+def _hello(client: _Client) -> tuple[int, bytes] | None:
+    """EHLO, and HELO if the server does not know EHLO (RFC 5321 section 3.2); the last reply
+    when neither was accepted (MAIL would then be refused as out of sequence)."""
+    code, text = client.ehlo()
+    if 200 <= code < 300:
+        return None
+    code, text = client.helo()
+    return None if 200 <= code < 300 else (code, text)
 
 
 def _starttls(hop: Hop, session: _Session, timeout: float, deadline: float) -> _Session | Outcome:

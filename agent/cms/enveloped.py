@@ -228,18 +228,26 @@ def decrypt(data: bytes | memoryview, *, identities: Sequence[Identity]) -> byte
             if index in tried or not info.names(identity.certificate):
                 continue
             tried.add(index)
-            cek = _unwrap_key(info, identity)
-            if cek is None or len(cek) != key_len:
+            unwrapped_key = _unwrap_key(info, identity)
+            unwrapped = unwrapped_key is not None and len(unwrapped_key) == key_len
+            if unwrapped_key is not None and unwrapped:
+                cek = unwrapped_key
+            else:
                 # RFC 3218 section 2.3.2: carry on with a random key, so that a key transport
                 # that does not unwrap fails where bad content fails, after the same work. An
                 # early exit would time the padding check for an attacker (Bleichenbacher).
                 cek = os.urandom(key_len)
             try:
                 if envelope.kind == AUTH_ENVELOPED:
-                    return _decrypt_gcm(envelope, nonce, cek)
-                return _decrypt_cbc(envelope, iv, cek)
+                    content = _decrypt_gcm(envelope, nonce, cek)
+                else:
+                    content = _decrypt_cbc(envelope, iv, cek)
             except AgentError:
                 continue  # another hosted key may be named further on
+            if unwrapped:
+                # What a random key gives (CBC padding that happens to check out, one time in
+                # 256) is never taken for the message, and another hosted key still gets its turn.
+                return content
     if not tried:
         raise AgentError(Code.NO_DECRYPTION_KEY, "no RecipientInfo names a hosted key")
     # One outcome for bad padding and bad key alike (RFC 3218 section 2.3, Bleichenbacher).

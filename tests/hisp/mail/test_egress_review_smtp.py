@@ -53,6 +53,11 @@ class _NoEhlo(SMTP):
         await self.push("502 5.5.2 Command not recognized")
 
 
+class _NoGreeting(_NoEhlo):
+    async def smtp_HELO(self, hostname: str) -> None:
+        await self.push("550 5.7.1 Not from your network")
+
+
 class _CannotVerify(Partner):
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options) -> str:
         return "252 2.1.5 Cannot VRFY user, but will accept message and attempt delivery"
@@ -184,6 +189,14 @@ def test_a_server_that_does_not_know_ehlo_is_greeted_with_helo() -> None:
         outcome = _send(hop)
     assert outcome.result is egress.Result.SENT, outcome
     assert handler.delivered == [(False, WIRE)]
+
+
+def test_a_server_refusing_both_greetings_is_a_temporary_host_failure() -> None:
+    with partner(server=_NoGreeting) as (handler, hop):
+        outcome = _send(hop)
+    assert (outcome.result, outcome.status) == (egress.Result.TEMPORARY, "4.4.1"), outcome
+    assert "refused EHLO and HELO" in outcome.detail
+    assert handler.delivered == []
 
 
 def test_reply_to_the_final_dot_is_waited_for_longer_than_a_command() -> None:
