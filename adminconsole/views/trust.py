@@ -355,6 +355,10 @@ def bundle_refresh(request: HttpRequest, pk: int) -> HttpResponse:
             messages.error(request, "The bundle's anchors changed while it was applied: nothing "
                                     "was applied. Look at the refresh again.")
             return redirect("adminconsole:bundle-refresh", pk=bundle.pk)
+        except trust.BundleRemovedError:
+            messages.error(request, "The bundle was removed (by someone else) before the refresh "
+                                    "was applied: nothing was applied.")
+            return redirect("adminconsole:bundle-list")
         messages.success(
             request,
             f"Refreshed: {len(outcome.added)} added, {len(outcome.removed)} removed.",

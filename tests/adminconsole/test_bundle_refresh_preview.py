@@ -241,6 +241,28 @@ def test_a_scheduled_refresh_between_preview_and_confirmation_makes_it_stale(
     assert not AuditEvent.objects.filter(action="bundle.refresh").exists()
 
 
+def test_a_bundle_removed_by_someone_else_while_confirming_is_said_not_a_500(
+    staff_client: Client, domain: Domain, server: BundleServer, monkeypatch: Any
+) -> None:
+    from adminconsole import services
+
+    bundle = _add(server, domain, _p7b(*SIX[:3]))
+    server.body = _p7b(*SIX[1:5])
+    seen = _confirmation(staff_client.get(_url(bundle)))
+    apply = services.apply_previewed_refresh
+
+    def removed_first(**kwargs: Any) -> Any:
+        # Another staff member's removal commits after this request loaded the bundle.
+        TrustBundle.objects.filter(pk=bundle.pk).delete()
+        return apply(**kwargs)
+
+    monkeypatch.setattr(services, "apply_previewed_refresh", removed_first)
+    response = staff_client.post(_url(bundle), seen, follow=True)
+    assert response.redirect_chain[-1][0] == reverse("adminconsole:bundle-list")
+    assert "was removed" in response.content.decode()
+    assert not AuditEvent.objects.filter(action="bundle.refresh").exists()
+
+
 def test_the_same_confirmation_twice_applies_once(
     staff_client: Client, domain: Domain, server: BundleServer
 ) -> None:
