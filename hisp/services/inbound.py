@@ -4,7 +4,6 @@ requires. MDNs and DSNs addressed to our users update delivery tracking instead 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -57,16 +56,9 @@ def signer_organisation(certificate: x509.Certificate) -> str:
 def _anchor_id(result: agent.Unprotected, delivered: list[_Outcome]) -> int | None:
     """The stored anchor every delivered recipient's domain trusted the signer through, or None
     when they went through different ones (the banner then names none rather than a wrong one)."""
-    anchors = {
-        result.delivered[o.address.address].public_bytes(Encoding.DER)
-        for o in delivered if o.address is not None
-    }
-    return certificate_id(_fingerprint_of(anchors.pop())) if len(anchors) == 1 else None
-
-
-@lru_cache(maxsize=1024)
-def _fingerprint_of(der: bytes) -> str:
-    return hashlib.sha256(der).hexdigest()
+    anchors = {fingerprint(result.delivered[o.address.address])
+               for o in delivered if o.address is not None}
+    return certificate_id(anchors.pop()) if len(anchors) == 1 else None
 
 
 def signer_name(certificate: x509.Certificate) -> str:
