@@ -241,8 +241,9 @@ def _mx_hops(domain: str, deadline: float) -> list[Hop]:
             raise NullMX(domain)
     found: list[Hop] = []
     internal: list[str] = []
+    unresolved = False
     for index, name in enumerate(names):
-        if len(found) >= MAX_HOPS:
+        if len(found) + len(internal) >= MAX_HOPS:
             break  # later names' addresses would be cut off anyway: do not wait for them
         try:
             addresses = _addresses(resolver, name, _share(deadline, len(names) - index))
@@ -252,10 +253,13 @@ def _mx_hops(domain: str, deadline: float) -> list[Hop]:
             # This exchanger's name hung (a system-resolver lookup cannot be cut short): the
             # next ones, in preference order, may still be reachable in the time left.
             log.info("no address for %s in its share of the attempt; trying the next", name)
+            unresolved = True
             continue
         internal += [a for a in addresses if _internal(a)]
         found += [Hop(a, 25, name=name) for a in addresses if not _internal(a)]
-    if not found and internal:
+    if not found and internal and not unresolved:
+        # Only when every exchanger was looked up: one that timed out may have a public
+        # address, and failing the message for good on a guess would lose it.
         raise OnlyInternal(
             f"{domain}'s mail servers have only internal addresses, which this HISP does not "
             "connect to for a partner without a route"

@@ -202,10 +202,11 @@ def test_route_host_lookup_on_a_hung_dns_server_ends_by_the_deadline(db, setting
 # 4. The system resolver, for a name our DNS does not know, in a namespace of its own.
 
 CHILD = """
-import json, sys, time, django
+import json, os, sys, time, django
 django.setup()
 from django.conf import settings
-settings.HISP_EGRESS_INTERNAL_MX = True  # the exchangers here are loopback addresses
+# The exchangers here are loopback addresses: followed unless a test says otherwise.
+settings.HISP_EGRESS_INTERNAL_MX = os.environ.get("TEST_INTERNAL_MX", "1") == "1"
 from hisp import egress
 start = time.monotonic()
 outcome = egress.send(wire=b"x\\r\\n", mail_from="a@b.test", recipient=sys.argv[1])
@@ -219,7 +220,8 @@ def _loopback() -> str:
 
 
 def _send_in_namespace(
-    folder: Path, named: BindServer, recipient: str, *, resolv_conf: str, nsswitch: str
+    folder: Path, named: BindServer, recipient: str, *, resolv_conf: str, nsswitch: str,
+    internal_mx: bool = True,
 ) -> tuple[dict[str, object], float]:
     """``egress.send`` in a child process whose /etc/resolv.conf and /etc/nsswitch.conf are
     the ones given (bind-mounted in a private mount namespace); its outcome and how long the
@@ -240,6 +242,7 @@ def _send_in_namespace(
         "HISP_DNS_SERVERS": named.address,
         "HISP_CLAIM_LEASE": f"{int(LEASE)}s",
         "LOG_LEVEL": "WARNING",
+        "TEST_INTERNAL_MX": "1" if internal_mx else "0",
     }
     mounts = (
         'mount --bind "$1" /etc/resolv.conf && mount --bind "$2" /etc/nsswitch.conf'
@@ -304,6 +307,22 @@ def test_a_hung_first_exchanger_leaves_time_for_the_next(db, named, tmp_path):
     assert [data for _tls, data in handler.delivered] == [b"x\r\n"]
     elapsed = float(outcome["elapsed"])  # type: ignore[arg-type]
     assert LEASE / 4 - 0.1 <= elapsed < LEASE / 2  # half the attempt for the hung name
+
+
+def test_internal_addresses_beside_an_exchanger_whose_lookup_hung_fail_only_for_now(
+    db, named, tmp_path
+):
+    """The preferred exchanger's lookup hangs and the backup has only an internal address:
+    the hung one may well have a public address, so the message waits for the next attempt
+    instead of failing for good (5.4.4) on a guess."""
+    address = _loopback()
+    with silent_dns(address, 53):
+        outcome, _ = _send_in_namespace(
+            tmp_path, named, f"doc@{TWO}",
+            resolv_conf=f"nameserver {address}\noptions timeout:30 attempts:1\n",
+            nsswitch="hosts: files dns\n", internal_mx=False,
+        )
+    assert (outcome["result"], outcome["status"]) == ("temporary", "4.4.3"), outcome
 
 
 def test_name_no_resolver_knows_fails_temporarily_at_once(db, named, tmp_path):
