@@ -326,3 +326,19 @@ def test_a_superseded_certificate_leaves_the_next_answer_once_renewed(
     wait_until(lambda: cert_ders(responder.query(name, "CERT", tcp=True)) == {bytes(new.der)})
     old.refresh_from_db()
     assert old.superseded_by_id == new.pk  # kept for decryption, no longer published
+
+
+def test_the_zone_version_changes_when_two_are_suspended_as_two_others_are_activated(
+    provider: Domain,
+) -> None:
+    from hisp.dns import records
+
+    rows = [Address.objects.create(address=f"p{n}@{DOMAIN}", domain=provider) for n in range(4)]
+    first, second, third, fourth = (row.pk for row in rows)
+    assert first + fourth == second + third  # consecutive ids: the same count and the same sum
+    Address.objects.filter(pk__in=[second, third]).update(status=Address.Status.SUSPENDED)
+    before = records.version()
+    with transaction.atomic():
+        Address.objects.filter(pk__in=[first, fourth]).update(status=Address.Status.SUSPENDED)
+        Address.objects.filter(pk__in=[second, third]).update(status=Address.Status.ACTIVE)
+    assert records.version() != before
