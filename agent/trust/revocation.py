@@ -202,6 +202,11 @@ class HttpRevocationChecker:
             return self._default_ttl
         return min(self._max_ttl, (next_update - self._clock()).total_seconds())
 
+    def _until(self, this_update: datetime, next_update: datetime | None) -> datetime:
+        """Until when an answer counts: its nextUpdate, or without one default_ttl after its
+        thisUpdate (as _check_times accepts it), never default_ttl from whenever it was read."""
+        return next_update or this_update + timedelta(seconds=self._default_ttl)
+
     def _check_times(self, this_update: datetime, next_update: datetime | None) -> None:
         now = self._clock()
         if this_update > now + _SKEW:
@@ -246,12 +251,13 @@ class HttpRevocationChecker:
                 and single.issuer_name_hash == ours.issuer_name_hash
             ):
                 self._check_times(single.this_update_utc, single.next_update_utc)
+                until = self._until(single.this_update_utc, single.next_update_utc)
                 if single.certificate_status is ocsp.OCSPCertStatus.GOOD:
-                    return _Answer(None), single.next_update_utc
+                    return _Answer(None), until
                 if single.certificate_status is ocsp.OCSPCertStatus.REVOKED:
                     revoked_at = single.revocation_time_utc
                     assert revoked_at is not None  # set whenever the status is REVOKED
-                    return _Answer(revoked_at), single.next_update_utc
+                    return _Answer(revoked_at), until
                 raise _Unusable("OCSP status unknown")
         raise _Unusable("OCSP response does not cover the certificate")
 
@@ -328,18 +334,19 @@ class HttpRevocationChecker:
         except PARSE_ERRORS as exc:
             raise _Unusable(f"CRL does not parse ({exc})")
         self._verify_crl(crl, certificate, issuer)
+        until = self._until(crl.last_update_utc, crl.next_update_utc)
         if fetched:
-            self._cache.set(cache_key, data, self._ttl(crl.next_update_utc))
+            self._cache.set(cache_key, data, self._ttl(until))
         entry = crl.get_revoked_certificate_by_serial_number(certificate.serial_number)
         if entry is None:
-            return _Answer(None), crl.next_update_utc
+            return _Answer(None), until
         try:
             reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
         except MISSING_OR_MALFORMED:
             reason = None
         if reason is x509.ReasonFlags.remove_from_crl:
-            return _Answer(None), crl.next_update_utc
-        return _Answer(entry.revocation_date_utc), crl.next_update_utc
+            return _Answer(None), until
+        return _Answer(entry.revocation_date_utc), until
 
     def _verify_crl(
         self,

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509 import ocsp
 
+from agent.cache import MemoryCache
 from agent.errors import AgentError, Code
 from agent.trust import HttpRevocationChecker, validate_signer
 from agent.trust.path import MAX_ISSUER_FETCHES
@@ -109,6 +110,25 @@ def test_revocation_accepts_a_fresh_ocsp_answer_without_next_update(keys, root, 
     url = _serve_ocsp_without_next_update(server, "/ocsp/fresh", root, NOW - timedelta(minutes=1))
     cert = issue("Leaf", key=keys.leaf, issuer=root, emails=["a@b.example"], ocsp_url=url)
     assert _checker().status(cert, root.certificate, NOW) is RevocationStatus.GOOD
+
+
+def test_an_answer_without_next_update_is_kept_only_for_what_is_left_of_its_freshness(
+    keys, root, server
+):
+    # Issued 50 minutes ago, it counts for 10 minutes more: not for a whole hour from now.
+    url = _serve_ocsp_without_next_update(server, "/ocsp/aged", root, NOW - timedelta(minutes=50))
+    cert = issue("Leaf", key=keys.leaf, issuer=root, emails=["a@b.example"], ocsp_url=url)
+    kept: list[float] = []
+
+    class Recording(MemoryCache):
+        def set(self, key: str, value: bytes, ttl: float) -> None:
+            kept.append(ttl)
+            super().set(key, value, ttl)
+
+    checker = HttpRevocationChecker(allow_private_networks=True, timeout=2.0, failure_ttl=0,
+                                    cache=Recording(), clock=lambda: NOW)
+    assert checker.status(cert, root.certificate, NOW) is RevocationStatus.GOOD
+    assert kept and max(kept) <= 10 * 60
 
 
 def test_validate_signer_reads_a_bounded_number_of_ca_issuers_for_a_chain_of_its_own_making(
