@@ -24,6 +24,7 @@ from adminconsole.forms.fields import (
     read_upload,
 )
 from hisp.models import Domain
+from hisp.services import trust
 
 # --- Trust -----------------------------------------------------------------------------------
 
@@ -41,8 +42,9 @@ def anchor_der(data: bytes) -> bytes:
         certificate = certinfo.load(data)
     except certinfo.NotACertificate as exc:
         raise ValidationError(f"Not a certificate: {exc}.") from None
-    if not certinfo.key_supported(certificate):
-        raise ValidationError("The certificate's public key algorithm is not supported here: "
+    why = trust.unusable(certificate)  # the rule bundles and the CLI import apply too
+    if why:
+        raise ValidationError(f"This certificate cannot be a trust anchor here: {why}; "
                               "nothing could be verified under it.")
     if not certinfo.describe(certificate).is_ca:
         raise ValidationError("A trust anchor must be a CA certificate (basicConstraints CA).")

@@ -32,7 +32,8 @@ def test_an_anchor_with_an_unusable_key_is_refused_at_upload(
         "incoming": "on", "outgoing": "on",
     })
     assert response.status_code == 400
-    assert "public key algorithm is not supported" in str(response.context["form"].errors)
+    errors = str(response.context["form"].errors)
+    assert "public key algorithm" in errors and "is not supported here" in errors
 
 
 def test_the_confirmation_step_refuses_it_too(
