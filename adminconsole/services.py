@@ -419,14 +419,12 @@ def remove_bundle(*, request: HttpRequest, bundle: TrustBundle, reason: str = ""
     bundle was added for the wrong domain); its scheduled refresh stops with it. Returns the
     fingerprints of the anchors removed.
 
-    Locks are taken in a refresh's order (trust.refresh_bundle: the bundle's anchors, then the
-    bundle row), so a refresh running now is waited for rather than deadlocked with; one that
-    starts meanwhile waits for this transaction and then fails on the missing bundle, so no
-    anchor outlives its bundle.
+    Locked as a refresh locks it (trust.lock_bundle), so a refresh running now is waited for
+    rather than deadlocked with; one that starts meanwhile waits for this transaction and then
+    fails on the missing bundle, so no anchor outlives its bundle.
     """
     with transaction.atomic():
-        list(TrustAnchor.objects.select_for_update().filter(bundle_id=bundle.pk).values("id"))
-        locked = TrustBundle.objects.select_for_update().filter(pk=bundle.pk).first()
+        locked = trust.lock_bundle(bundle)
         if locked is None:
             raise StaffActionError("bundle_changed", "this bundle was removed meanwhile")
         removed = sorted(

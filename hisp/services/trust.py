@@ -79,6 +79,14 @@ class BundleRemovedError(TrustError):
     """The bundle was removed (by staff) while it was being refreshed: nothing was written."""
 
 
+def lock_bundle(bundle: TrustBundle) -> TrustBundle | None:
+    """Lock a bundle's anchors, then its row, until the transaction ends; None when it is gone.
+    Every writer of a bundle (a refresh, staff removing it) locks in this one order, so two of
+    them wait for each other instead of deadlocking."""
+    list(TrustAnchor.objects.select_for_update().filter(bundle_id=bundle.pk).values("id"))
+    return TrustBundle.objects.select_for_update().filter(pk=bundle.pk).first()
+
+
 # --- Anchors ---------------------------------------------------------------------------------
 
 
@@ -495,12 +503,10 @@ def refresh_bundle(
     wanted = {fingerprint(c): c for c in contents.anchors}
     skipped = skipped_text(contents.skipped)
     with transaction.atomic():
-        # The bundle's anchors, then its row: the order remove_bundle (adminconsole) locks them
-        # in. Holding the row makes a refresh running at the same time finish first, and the
+        # Holding the row makes a refresh running at the same time finish first, and the
         # anchors are read again after it: read only before, its new anchors went unseen and
         # were added a second time, and the copy outlived the publisher dropping the anchor.
-        list(TrustAnchor.objects.select_for_update().filter(bundle=bundle).values("id"))
-        if not TrustBundle.objects.select_for_update().filter(pk=bundle.pk).exists():
+        if lock_bundle(bundle) is None:
             raise BundleRemovedError(f"bundle {bundle.pk} was removed meanwhile")
         current = {
             row.certificate.fingerprint_sha256: row
