@@ -335,12 +335,7 @@ def retry_delivery_now(*, request: HttpRequest, delivery: Delivery) -> None:
         mail.enqueue("deliver", delivery.pk)
 
 
-def in_flight(delivery: Delivery) -> bool:
-    """Whether a worker holds the delivery's claim now: it may be in an SMTP transaction with
-    the partner, and the outcome is the worker's to record. A claim whose lease ran out is a
-    worker that died (the sweeper gives the delivery back)."""
-    return (delivery.claimed_at is not None
-            and delivery.claimed_at >= timezone.now() - mail.claim_lease())
+in_flight = tracking.in_flight  # the rule tracking.fail(unless_in_flight=True) applies
 
 
 IN_FLIGHT = "this delivery is being sent right now: look again in a minute"

@@ -30,6 +30,15 @@ OPEN = (Delivery.State.QUEUED, Delivery.State.DEFERRED, Delivery.State.SENT)
 NOT_FINAL = (*OPEN, Delivery.State.PROCESSED, Delivery.State.PENDING_CERTIFICATE)
 
 
+def in_flight(delivery: Delivery) -> bool:
+    """Whether a worker holds the delivery's claim now: it may be in an SMTP transaction with
+    the partner, and the outcome is the worker's to record. A claim whose lease ran out is a
+    worker that died (the sweeper gives the delivery back). ``_move(unclaimed=True)`` applies
+    the same rule inside its UPDATE."""
+    return (delivery.claimed_at is not None
+            and delivery.claimed_at >= timezone.now() - claim_lease())
+
+
 def _move(
     delivery: Delivery,
     *,
