@@ -33,6 +33,16 @@ _ALLOWED_SCHEMES = frozenset({"http", "https"})
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
+
+def is_public(address: str) -> bool:
+    """Whether data from outside (a certificate's URL, a partner's MX) may aim our connections
+    at ``address``: global unicast only, never loopback (ourselves), private, link-local (cloud
+    metadata services) or multicast; an IPv4-mapped IPv6 address is judged by its IPv4 one."""
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
 class FetchError(Exception):
     """The resource could not be read; the message says why (never the response body).
 
@@ -71,8 +81,7 @@ class Fetcher:
         except (OSError, UnicodeError) as exc:
             raise FetchError(f"{url}: cannot resolve host ({exc})") from None
         for info in infos:
-            address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
-            if not address.is_global:
+            if not is_public(str(info[4][0])):
                 raise FetchError(f"{url}: resolves to a non-public address, not fetched")
 
     def get(self, url: str) -> bytes:

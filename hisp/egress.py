@@ -53,6 +53,7 @@ import dns.exception
 import dns.resolver
 from django.conf import settings
 
+from agent.http import is_public
 from hisp.mailtext import printable
 from hisp.services import routes
 
@@ -275,12 +276,7 @@ def _internal(address: str) -> bool:
     reserved. Exim's default router ignores such MX targets (ignore_target_hosts); a partner
     really on an internal network gets a Route with its host, which is the operator's word.
     HISP_EGRESS_INTERNAL_MX allows them all (a closed test network)."""
-    if settings.HISP_EGRESS_INTERNAL_MX:
-        return False
-    ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return not ip.is_global or ip.is_multicast
+    return not settings.HISP_EGRESS_INTERNAL_MX and not is_public(address)
 
 
 # The longest one exchanger's address lookup may take while others wait behind it: what a
