@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
+from cryptography.x509.oid import ExtensionOID
 
 from agent.errors import AgentError, Code
 from agent.trust.algorithms import (
@@ -37,6 +38,7 @@ from agent.trust.algorithms import (
     signature_problem,
 )
 from agent.trust.binding import subject_email_addresses
+from agent.trust.policies import check_policies
 from agent.types import AlgorithmPolicy, IssuerFetcher, RevocationChecker, RevocationStatus
 
 # Intermediates between leaf and anchor; Direct paths are one or two deep, this bounds work on
@@ -176,7 +178,12 @@ def _extensions(certificate: x509.Certificate, *, what: str) -> x509.Extensions:
         raise AgentError(Code.UNTRUSTED_SIGNER, f"{what}: malformed extension ({exc})")
     for extension in extensions:
         # RFC 5280 4.2: a certificate with a critical extension we do not process is rejected.
-        if extension.critical and isinstance(extension.value, x509.UnrecognizedExtension):
+        # cryptography leaves policyMappings undecoded; policies.py decodes and processes it.
+        if (
+            extension.critical
+            and isinstance(extension.value, x509.UnrecognizedExtension)
+            and extension.oid != ExtensionOID.POLICY_MAPPINGS
+        ):
             raise AgentError(
                 Code.UNTRUSTED_SIGNER,
                 f"{what}: unrecognised critical extension {extension.oid.dotted_string}",
@@ -345,6 +352,7 @@ def check_path(
                 if subject.issuer == subject.subject and subject is not certificates[0]:
                     continue  # self-issued intermediates are exempt (RFC 5280 6.1.3(b))
                 _check_name_constraints(constraints, subject, what=what)
+    check_policies(certificates, names)
 
     check_revocation(path, at=at, policy=policy, revocation=revocation)
 
