@@ -217,7 +217,7 @@ def test_an_inbound_message_page_names_its_signer_and_links_the_anchor_that_vouc
     page = staff_client.get(
         reverse("adminconsole:message-detail", kwargs={"pk": received.pk})
     ).content.decode()
-    assert "doc@partner.example.net (Partner Clinic LLC)" in page
+    assert "<bdi>doc@partner.example.net</bdi> (<bdi>Partner Clinic LLC</bdi>)" in page
     assert ":".join(["AB"] * 32) in page
     certificate = reverse("adminconsole:certificate-detail", kwargs={"pk": anchor.pk})
     assert f'<a href="{certificate}">{anchor.subject}</a>' in page

@@ -12,6 +12,7 @@ from django.urls import reverse
 
 from hisp.models import AuditEvent, Certificate
 from tests.adminconsole import pkitools
+from tests.factories import MessageFactory
 
 
 def test_a_partner_certificate_with_a_nul_in_its_address_is_refused(
@@ -54,3 +55,12 @@ def test_an_anchor_named_with_control_characters_is_imported_and_shown(
     page = staff_client.get(reverse("adminconsole:certificate-detail", kwargs={"pk": row.pk}))
     assert page.status_code == 200
     assert AuditEvent.objects.filter(action="anchor.import").exists()
+
+
+def test_the_console_isolates_the_signers_organisation(staff_client: Client) -> None:
+    # A right-to-left override in a partner's certificate cannot run on into our words.
+    message = MessageFactory(signer_organisation="Clinic \u202ecilbup")
+    body = staff_client.get(
+        reverse("adminconsole:message-detail", kwargs={"pk": message.pk})
+    ).content.decode()
+    assert "(<bdi>Clinic \u202ecilbup</bdi>)</dd>" in body

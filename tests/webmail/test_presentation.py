@@ -28,7 +28,7 @@ def test_unread_rows_carry_a_mark_that_does_not_rest_on_style_alone(alice, alice
     body = alice_client.get(f"/mail/a/{alice.address.pk}/inbox/").content.decode()
     unread_rows = re.findall(r'<tr class="unread">.*?</tr>', body, re.S)
     assert len(unread_rows) == 1
-    assert "Unread: </span>New one" in unread_rows[0]
+    assert "Unread: </span><bdi>New one</bdi>" in unread_rows[0]
 
 
 def test_the_sent_list_words_each_delivery_state_for_people(alice, alice_client):
