@@ -33,7 +33,6 @@ _ALLOWED_SCHEMES = frozenset({"http", "https"})
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-
 def is_public(address: str) -> bool:
     """Whether data from outside (a certificate's URL, a partner's MX) may aim our connections
     at ``address``: global unicast only, never loopback (ourselves), private, link-local (cloud
@@ -42,6 +41,7 @@ def is_public(address: str) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return ip.is_global and not ip.is_multicast
+
 
 class FetchError(Exception):
     """The resource could not be read; the message says why (never the response body).

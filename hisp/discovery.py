@@ -117,6 +117,8 @@ def _remote_resolver(
         connect_timeout=min(3.0, timeout / 2),
         cache=_cache(redis_url, _policy(ldap_ttl), strict=False),
         allow_private_networks=allow_private_networks,
+        # A partner's SRV record must not aim our LDAP connections inside our network either.
+        ldap_allow_private_networks=allow_private_networks,
     )
 
 

@@ -9,6 +9,7 @@ PKCS#7 bundle or DER) or ``userCertificate;binary`` (RFC 4523, DER).
 from __future__ import annotations
 
 import random
+import socket
 import time
 from typing import Any
 
@@ -24,6 +25,7 @@ from agent.discovery.certparse import parse_blob, unique
 from agent.discovery.dnsclient import DnsClient, DnsLookupError, Status
 from agent.discovery.found import Found, Outcome
 from agent.discovery.srv import SrvTarget, order_targets
+from agent.http import is_public
 
 CERTIFICATE_ATTRIBUTES = ("userSMIMECertificate", "userCertificate;binary")
 _WANTED = frozenset({"usersmimecertificate", "usercertificate"})
@@ -34,6 +36,10 @@ MAX_VALUES = 16
 MAX_VALUE_BYTES = 64 * 1024
 MAX_TARGETS = 8
 MAX_NAMING_CONTEXTS = 8
+# Everything one directory may send us over one connection (root DSE and both searches): far
+# above any real answer for one address, and small enough that ldap3, which grows its receive
+# buffer by concatenation (quadratic in the message size), reads it in well under a second.
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 _SIZE_LIMIT_EXCEEDED = 4  # RFC 4511 4.1.9 resultCode sizeLimitExceeded
 
 
@@ -47,12 +53,19 @@ class LdapCertLookup:
         connect_timeout: float = 3.0,
         timeout: float = 10.0,
         rng: random.Random | None = None,
+        allow_private_networks: bool = True,
     ) -> None:
         self.client = client
         self.connect_timeout = connect_timeout
         self.timeout = timeout
         # Injectable so tests can make the RFC 2782 weighted choice deterministic.
         self.rng = rng or random.SystemRandom()
+        # SRV targets and their addresses are the partner's to choose, like IPKIX URLs: when
+        # False, only global unicast addresses are contacted (agent.http.is_public), so a
+        # partner's DNS cannot aim our LDAP connections at our own loopback or private network.
+        # True by default only for callers that build the lookup themselves (the directory in
+        # tests is on loopback); DiscoveryResolver.build and the HISP pass their setting.
+        self.allow_private_networks = allow_private_networks
 
     def session(self, domain: str) -> LdapSession:
         return LdapSession(self, domain)
@@ -70,16 +83,14 @@ class LdapSession:
         self._lookup = lookup
         self.domain = domain
         self._connection: Any = None
+        self._socket: _BoundedSocket | None = None
         self._bases: tuple[str, ...] = ()
         self._server = ""
         self._opened: Found | None = None  # NOTHING/FAILED when there is nothing to search
 
     def close(self) -> None:
         if self._connection is not None:
-            try:
-                self._connection.unbind()
-            except LDAPException:
-                pass
+            _unbind(self._connection)
             self._connection = None
 
     def search(self, mail: str) -> Found:
@@ -93,6 +104,8 @@ class LdapSession:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return Found.failed(f"LDAP {self._server}: time limit reached before the search")
+        if self._socket is not None:
+            self._socket.deadline = deadline
         # RFC 4515 section 3: the value must be escaped, or an address containing '*' or ')'
         # would change the filter.
         search_filter = f"(mail={escape_filter_chars(mail)})"
@@ -132,6 +145,10 @@ class LdapSession:
         except LDAPException as exc:
             self.close()
             self._opened = Found.failed(f"LDAP {self._server}: search failed ({_describe(exc)})")
+            return self._opened
+        except Exception as exc:  # noqa: BLE001 - see _MALFORMED
+            self.close()
+            self._opened = Found.failed(f"LDAP {self._server}: {_malformed(exc)}")
             return self._opened
         if not entries and len(refused) == len(self._bases):
             # No context could be searched: that the entry is absent is not known.
@@ -188,6 +205,12 @@ class LdapSession:
         if not addresses:
             return f"{target}: the name has no address"
         problems: list[str] = []
+        if not self._lookup.allow_private_networks:
+            refused = [address for address in addresses if not is_public(address)]
+            problems.extend(
+                f"{target} ({address}): not a public address, not contacted" for address in refused
+            )
+            addresses = [address for address in addresses if address not in refused]
         for address in addresses:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -204,20 +227,24 @@ class LdapSession:
             )
             try:
                 connection.open()
+                bounded = _BoundedSocket(connection.socket, deadline=deadline)
+                connection.socket = bounded
                 connection.bind()  # anonymous: no user, no password (RFC 4513 5.1.1)
                 bases = _naming_contexts(connection)
             except LDAPException as exc:
-                try:
-                    connection.unbind()
-                except LDAPException:
-                    pass
+                _unbind(connection)
                 problems.append(f"{target} ({address}): {_describe(exc)}")
                 continue
+            except Exception as exc:  # noqa: BLE001 - see _MALFORMED
+                _unbind(connection)
+                problems.append(f"{target} ({address}): {_malformed(exc)}")
+                continue
             if not bases:
-                connection.unbind()
+                _unbind(connection)
                 problems.append(f"{target}: root DSE lists no naming contexts")
                 continue
             self._connection = connection
+            self._socket = bounded
             self._bases = bases
             self._server = str(target)
             return None
@@ -234,6 +261,37 @@ class LdapSession:
             if addresses:
                 break
         return addresses
+
+
+class _BoundedSocket:
+    """A connection's socket whose reads stop at a deadline and after ``MAX_RESPONSE_BYTES``.
+
+    ldap3 only bounds each read (``receive_timeout``): a directory that sends one byte a second,
+    or announces a message of gigabytes and streams it, would otherwise keep the worker reading
+    (and buffering) forever. The errors raised here are ``OSError``s, which ldap3 turns into an
+    ``LDAPSocketReceiveError`` after closing the connection.
+    """
+
+    def __init__(self, sock: socket.socket, *, deadline: float) -> None:
+        self._sock = sock
+        self._read_timeout = sock.gettimeout()
+        self.deadline = deadline
+        self._left = MAX_RESPONSE_BYTES
+
+    def recv(self, size: int, *args: Any) -> bytes:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("time limit reached while reading the answer")
+        if self._left <= 0:
+            raise OSError(f"the directory sent more than {MAX_RESPONSE_BYTES} bytes")
+        timeout = self._read_timeout
+        self._sock.settimeout(remaining if timeout is None else min(timeout, remaining))
+        data = self._sock.recv(min(size, self._left), *args)
+        self._left -= len(data)
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
 
 
 def _naming_contexts(connection: Any) -> tuple[str, ...]:
@@ -271,6 +329,24 @@ def _certificates_of(
         if len(values) > MAX_VALUES:
             notes.append(f"LDAP {server} {dn} {key}: only the first {MAX_VALUES} values read")
     return certificates, notes
+
+
+# ldap3 decodes what the server sends without checking it is a well-formed LDAPMessage: bytes
+# that are not one surface as IndexError, KeyError, TypeError or a pyasn1 error rather than an
+# LDAPException. The server is outside data (any domain can name one in SRV), so whatever its
+# answer makes the decoder raise is a malformed answer from it, never a crash of the lookup.
+_MALFORMED = "malformed answer"
+
+
+def _malformed(exc: BaseException) -> str:
+    return f"{_MALFORMED} ({_describe(exc)})"
+
+
+def _unbind(connection: Any) -> None:
+    try:
+        connection.unbind()
+    except Exception:  # noqa: BLE001, S110 - closing after a failure, which is what we report
+        pass
 
 
 def _text(value: bytes | str) -> str:

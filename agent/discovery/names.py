@@ -21,6 +21,11 @@ class Target:
     domain: str
     address_name: dns.name.Name  # owner name of the address-bound CERT
     domain_name: dns.name.Name  # owner name of the domain-bound CERT
+    # When the local part has dots, the mailbox encoding of RFC 1035 section 8 (as in an SOA
+    # RNAME): the whole local part one label, ``john\.smith.example.org.``; None otherwise.
+    # Publishers that follow it rather than the Direct reference implementation put the
+    # address-bound CERT there.
+    escaped_address_name: dns.name.Name | None
     address_owner: str  # the same names as text, for cache keys
     domain_owner: str
 
@@ -46,7 +51,9 @@ def target_for(address: str) -> Target:
 
     The address-bound owner name is the address with its ``@`` replaced by a dot (Direct
     Applicability Statement 5.1 and the reference implementation), so a local part
-    ``john.smith`` gives the two labels ``john`` and ``smith``.
+    ``john.smith`` gives the two labels ``john`` and ``smith``. The mailbox encoding of RFC 1035
+    section 8 keeps such a local part in one label instead (``john\\.smith``):
+    ``escaped_address_name``, asked only when the first name has no CERT records.
     """
     return _target(address)
 
@@ -67,6 +74,12 @@ def _target(address: str) -> Target:
         address_name = dns.name.Name([*local_labels, *domain_name.labels])
     except dns.exception.DNSException as exc:
         raise AddressError(f"address does not fit in a DNS name: {exc}") from None
+    escaped_address_name: dns.name.Name | None = None
+    if len(local_labels) > 1:
+        try:
+            escaped_address_name = dns.name.Name([local.encode("utf-8"), *domain_name.labels])
+        except dns.exception.DNSException:
+            pass  # a local part over 63 characters cannot be one label: the first form only
     if len(domain_name.labels) < 3:  # at least two labels plus the root: no bare "localhost"
         raise AddressError(f"domain is not a DNS name: {domain!r}")
     return Target(
@@ -74,6 +87,7 @@ def _target(address: str) -> Target:
         domain=domain,
         address_name=address_name,
         domain_name=domain_name,
+        escaped_address_name=escaped_address_name,
         address_owner=address_name.to_text(),
         domain_owner=domain_name.to_text(),
     )

@@ -9,7 +9,7 @@ from contextlib import closing
 from agent.discovery.cache import DiscoveryCache
 from agent.discovery.dnscert import DnsCertLookup
 from agent.discovery.dnsclient import DnsClient, parse_nameservers
-from agent.discovery.found import Found
+from agent.discovery.found import Found, Outcome
 from agent.discovery.ldapcert import LdapCertLookup, LdapSession
 from agent.discovery.names import AddressError, Target, target_for
 from agent.errors import AgentError, Code
@@ -46,8 +46,12 @@ class DiscoveryResolver:
         cache: DiscoveryCache | None = None,
         rng: random.Random | None = None,
         allow_private_networks: bool = False,
+        ldap_allow_private_networks: bool = True,
     ) -> DiscoveryResolver:
-        """A resolver over ``nameservers`` (``host:port`` items; the system's when empty)."""
+        """A resolver over ``nameservers`` (``host:port`` items; the system's when empty).
+
+        ``allow_private_networks`` lets IPKIX URLs, ``ldap_allow_private_networks`` LDAP SRV
+        targets reach loopback and private addresses (``LdapCertLookup``)."""
         servers = parse_nameservers(nameservers) if nameservers else None
         client = DnsClient(servers=servers, timeout=timeout)
         return cls(
@@ -55,7 +59,11 @@ class DiscoveryResolver:
                 client=client, timeout=timeout, allow_private_networks=allow_private_networks
             ),
             ldap=LdapCertLookup(
-                client=client, connect_timeout=connect_timeout, timeout=timeout, rng=rng
+                client=client,
+                connect_timeout=connect_timeout,
+                timeout=timeout,
+                rng=rng,
+                allow_private_networks=ldap_allow_private_networks,
             )
             if ldap
             else None,
@@ -77,17 +85,23 @@ class DiscoveryResolver:
             yield Candidates(source="dns", binding=Binding.ADDRESS, error=str(exc))
             return
         failures: list[str] = []
+        passed_over: list[str] = []
         with closing(self._levels(target)) as levels:
             for level in levels:
                 if level.error is not None:
                     failures.append(f"{level.source} {level.binding.value}: {level.error}")
                 yield level
+                # Reached only when the caller asked for the next level, so none of these
+                # certificates was usable: the error below must still name them, since the
+                # caller's own per-certificate reasons go no further than its loop when this
+                # generator raises.
+                if level.certificates:
+                    passed_over.append(f"{level.source} {level.binding.value}: {_serials(level)}")
         if failures:
-            raise AgentError(
-                Code.NO_RECIPIENT_CERTIFICATE,
-                "discovery incomplete, to be retried: " + "; ".join(failures),
-                permanent=False,
-            )
+            detail = "discovery incomplete, to be retried: " + "; ".join(failures)
+            if passed_over:
+                detail += "; certificates found but not usable: " + "; ".join(passed_over)
+            raise AgentError(Code.NO_RECIPIENT_CERTIFICATE, detail, permanent=False)
 
     def _levels(self, target: Target) -> Generator[Candidates, None, None]:
         domain = target.domain
@@ -96,7 +110,7 @@ class DiscoveryResolver:
             Binding.ADDRESS,
             domain,
             target.address_owner,
-            lambda: self.dns.lookup(target.address_name),
+            lambda: self._address_cert(target),
         )
         yield self._level(
             "dns",
@@ -125,6 +139,21 @@ class DiscoveryResolver:
             if session is not None:
                 session.close()
 
+    def _address_cert(self, target: Target) -> Found:
+        """The address-bound CERT at ``local.domain``, else at the one-label spelling of a dotted
+        local part (``target.escaped_address_name``): publishers use either."""
+        found = self.dns.lookup(target.address_name)
+        if target.escaped_address_name is None or found.outcome is not Outcome.NOTHING:
+            return found
+        other = self.dns.lookup(target.escaped_address_name)
+        notes = (*found.notes, *other.notes)
+        # Kept no longer than the first name's absence may be (its negative TTL): a record
+        # published there later must be seen within it, as it would without this fallback.
+        ttl = min(found.ttl, other.ttl) if found.ttl > 0 else other.ttl
+        if other.outcome is Outcome.NOTHING:
+            return Found(Outcome.NOTHING, notes=notes, ttl=ttl)
+        return Found(other.outcome, other.certificates, other.error, notes, ttl)
+
     def flush(self, address_or_domain: str) -> None:
         """Forget cached results for an address or a whole domain (admin console, CLI)."""
         if self.cache is not None:
@@ -152,3 +181,7 @@ class DiscoveryResolver:
             error=found.error,
             notes=found.notes,
         )
+
+
+def _serials(level: Candidates) -> str:
+    return "serial " + ", ".join(f"{cert.serial_number:x}" for cert in level.certificates)

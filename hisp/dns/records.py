@@ -4,7 +4,8 @@ Per hosted domain (one zone each): SOA and NS (this HISP's host), MX (this HISP'
 for ``HISP_HOSTNAME`` when it lies in the zone, ``_ldap._tcp`` SRV when ``HISP_LDAP_SERVER`` is
 set, and RFC 4398 CERT records (PKIX, DER inline) for the current certificates: address-bound at
 ``local.domain`` (the ``@`` becomes a dot, Direct Applicability Statement 5.1; built by
-``agent.discovery.names`` so publisher and resolver agree), domain-bound at the apex.
+``agent.discovery.names`` so publisher and resolver agree, and for a dotted local part also at
+its one-label spelling), domain-bound at the apex.
 
 "Current" means: issued or imported here with its key, usable for encryption (discovery serves
 senders that encrypt to us), not revoked, not superseded by a renewal, inside its validity
@@ -149,9 +150,20 @@ def published_certificates(
 
 def owner_name(certificate: Certificate) -> dns.name.Name:
     """Where a certificate is published: ``local.domain`` or the domain itself."""
+    return owner_names(certificate)[0]
+
+
+def owner_names(certificate: Certificate) -> tuple[dns.name.Name, ...]:
+    """Every name a certificate is published at: ``owner_name``, and for a local part with dots
+    also its one-label spelling (``john\\.smith.domain``, the RFC 1035 section 8 mailbox
+    encoding) that partners who follow it rather than the Direct reference implementation ask
+    for."""
     if certificate.binding == Certificate.Binding.ADDRESS:
-        return target_for(certificate.bound_name).address_name
-    return dns.name.from_text(certificate.bound_name)
+        target = target_for(certificate.bound_name)
+        if target.escaped_address_name is None:
+            return (target.address_name,)
+        return (target.address_name, target.escaped_address_name)
+    return (dns.name.from_text(certificate.bound_name),)
 
 
 def build_snapshot(
@@ -169,11 +181,11 @@ def build_snapshot(
     expires: datetime | None = None
     for row in published_certificates(names, at=now):
         try:
-            owner = owner_name(row)
+            owners = owner_names(row)
         except (AddressError, dns.name.NameTooLong, dns.name.LabelTooLong):
             continue  # an address DNS cannot name is found through LDAP instead
         domain = row.bound_name.rsplit("@", 1)[-1]
-        certs[domain].append((owner, bytes(row.der)))
+        certs[domain].extend((owner, bytes(row.der)) for owner in owners)
         expires = row.not_after if expires is None else min(expires, row.not_after)
     zones = {}
     for name in names:
@@ -267,6 +279,4 @@ def _ldap_server() -> tuple[dns.name.Name, int] | None:
             raise ValueError(port)
         return dns.name.from_text(host), number
     except (ValueError, dns.exception.DNSException):
-        raise PublicationError(
-            f"HISP_LDAP_SERVER must be host[:port], not {value!r}"
-        ) from None
+        raise PublicationError(f"HISP_LDAP_SERVER must be host[:port], not {value!r}") from None

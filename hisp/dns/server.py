@@ -26,6 +26,10 @@ logger = logging.getLogger(__name__)
 
 TCP_IDLE_TIMEOUT = 10.0  # RFC 7766 6.2.3: servers may close idle connections after seconds
 MAX_TCP_CONNECTIONS = 256
+# RFC 7766 6.2.2: one client must not take every slot (it only needs to send a query every few
+# seconds on each connection to keep them), or partners' resolvers cannot fetch the answers too
+# large for UDP (certificates in rollover) over TCP.
+MAX_TCP_PER_CLIENT = 32
 MAX_UDP_IN_FLIGHT = 1024  # beyond this, datagrams are dropped (clients retry)
 MAX_SNAPSHOT_AGE = 60.0  # rebuild at least this often, whatever the version says
 
@@ -138,6 +142,7 @@ class DnsServer:
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
         self._connections = 0
+        self._per_client: dict[str, int] = {}
         self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
@@ -175,10 +180,14 @@ class DnsServer:
         await asyncio.get_running_loop().run_in_executor(None, self.source.close)
 
     async def _handle_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._connections >= MAX_TCP_CONNECTIONS:
+        peer = writer.get_extra_info("peername")
+        client = str(peer[0]) if peer else ""
+        held = self._per_client.get(client, 0)
+        if self._connections >= MAX_TCP_CONNECTIONS or held >= MAX_TCP_PER_CLIENT:
             writer.close()
             return
         self._connections += 1
+        self._per_client[client] = held + 1
         self._writers.add(writer)
         try:
             # RFC 7766 6.2.1: several queries may follow each other on one connection.
@@ -194,10 +203,22 @@ class DnsServer:
                     return  # nothing sensible to say: close rather than leave the client waiting
                 assert len(reply) <= MAX_TCP_MESSAGE
                 writer.write(len(reply).to_bytes(2, "big") + reply)
-                await writer.drain()
+                try:
+                    # A client that sends queries but never reads the answers would otherwise
+                    # hold this slot for ever (RFC 7766 6.2.3 lets us close it); abort, since a
+                    # plain close waits to flush what it will never read.
+                    await asyncio.wait_for(writer.drain(), TCP_IDLE_TIMEOUT)
+                except TimeoutError:
+                    writer.transport.abort()
+                    return
         except ConnectionError:
             return
         finally:
             self._connections -= 1
+            left = self._per_client[client] - 1
+            if left:
+                self._per_client[client] = left
+            else:
+                del self._per_client[client]
             self._writers.discard(writer)
             writer.close()
