@@ -4,6 +4,7 @@ section 3.4), and the ones other HISPs send us."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,8 +40,38 @@ class Dsn:
     recipients: tuple[RecipientStatus, ...]
 
 
+# RFC 3463 section 2: class "." subject "." detail, each of one to three digits.
+_STATUS = re.compile(r"([245])\.([0-9]{1,3})\.([0-9]{1,3})")
+# The status class each action implies (RFC 3464 2.3.3, RFC 3463 section 3.1).
+_CLASS = {"failed": "5", "delayed": "4"}
+
+
+def status_code(value: str, action: str) -> str:
+    """A partner's Status as an RFC 3463 code our own DSN can quote: a code of the wrong class
+    for its action, or no code at all, becomes the action's own class (we pass it on to the
+    sender in a DSN whose Action says the same thing)."""
+    found = _STATUS.fullmatch(value)
+    wanted = _CLASS.get(action, "2")
+    if found is None:
+        return f"{wanted}.0.0"
+    return f"{wanted}.{found.group(2)}.{found.group(3)}"
+
+
+def _split_first(blocks: list[list[tuple[str, str]]]) -> list[list[tuple[str, str]]]:
+    """Blocks with the per-message fields apart from the first recipient's: a DSN without the
+    empty line between them (seen from broken generators) reads as one block."""
+    head = blocks[0]
+    names = [name.lower() for name, _ in head]
+    if "reporting-mta" not in names:
+        return blocks
+    starts = [i for i, n in enumerate(names) if n in ("final-recipient", "original-recipient")]
+    if not starts or starts[0] == 0:
+        return blocks
+    return [head[: starts[0]], head[starts[0] :], *blocks[1:]]
+
+
 def parse(raw: bytes) -> Dsn:
-    blocks = field_blocks(raw, REPORT_TYPE)
+    blocks = _split_first(field_blocks(raw, REPORT_TYPE))
     per_message, per_recipient = blocks[0], blocks[1:]
     if first(per_message, "Final-Recipient") is not None:
         # No per-message block at all: malformed (RFC 3464 section 2.2 requires Reporting-MTA).
@@ -63,7 +94,9 @@ def parse(raw: bytes) -> Dsn:
         action = (first(block, "Action") or "").strip().lower()
         status = (first(block, "Status") or "").strip()
         if not final or not action or not status:
-            raise ReportError("each recipient needs Final-Recipient, Action and Status (2.3)")
+            # A block this incomplete says nothing reliable, but it does not make the others
+            # wrong: a failure reported for our recipient beside it still counts.
+            continue
         recipients.append(
             RecipientStatus(
                 final_recipient=final,
@@ -74,7 +107,11 @@ def parse(raw: bytes) -> Dsn:
             )
         )
     if not recipients:
-        raise ReportError("a DSN needs at least one recipient block")
+        raise ReportError(
+            "a DSN needs a recipient block with Final-Recipient, Action and Status (2.3)"
+            if per_recipient
+            else "a DSN needs at least one recipient block"
+        )
     return Dsn(
         reporting_mta=strip_address_type(reporting) or reporting,
         original_message_id=original_id.strip() if original_id else None,

@@ -5,9 +5,19 @@ extension field) once it is in the recipient's mailbox, ``failed`` when it canno
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-from hisp.reports import ReportError, assemble, field_blocks, first, strip_address_type
+from agent.errors import AgentError
+from hisp import mailtext
+from hisp.reports import (
+    ReportError,
+    assemble,
+    field_blocks,
+    first,
+    returned_message_id,
+    strip_address_type,
+)
 
 REPORT_TYPE = "disposition-notification"
 # Implementation Guide section 3.3: the extension field that marks a dispatched MDN as the
@@ -37,24 +47,49 @@ class Mdn:
         return self.disposition == "failed" or "error" in self.modifiers
 
 
+_COMMENT = re.compile(r"\([^()]*\)")
+_MSG_ID = re.compile(r"<[^<>]+>")
+_PLAIN_MSG_ID = re.compile(r"<[^<>\s]+>")
+
+
+def _original_id(raw: bytes) -> str | None:
+    """Which message an MDN without Original-Message-ID is about: the original message or its
+    header fields returned in its third part (RFC 3798 section 3), else the MDN's own
+    In-Reply-To (RFC 5322 3.6.4), which implementations that leave the field out still set."""
+    returned = returned_message_id(raw)
+    if returned:
+        return returned
+    try:
+        values = mailtext.header_values(raw, "in-reply-to")
+    except AgentError:  # a header block the MIME parser refuses: no In-Reply-To to read
+        return None
+    for value in values:
+        found = _MSG_ID.search(value)
+        if found:
+            return mailtext.printable(found.group(0))
+    return None
+
+
 def parse(raw: bytes) -> Mdn:
     """Parse an MDN; raises :class:`ReportError` when a required field is missing."""
     block = [field for group in field_blocks(raw, REPORT_TYPE) for field in group]
     disposition = first(block, "Disposition")
-    original_id = first(block, "Original-Message-ID")
+    original_id = first(block, "Original-Message-ID") or _original_id(raw)
     final = strip_address_type(first(block, "Final-Recipient"))
     if not disposition or not original_id or not final:
         raise ReportError(
             "an MDN needs Disposition, Final-Recipient and Original-Message-ID (RFC 3798 3.1)"
         )
-    # disposition-field = disposition-mode ";" disposition-type ["/" modifier *("," modifier)]
-    _mode, sep, rest = disposition.partition(";")
+    # disposition-field = disposition-mode ";" disposition-type ["/" modifier *("," modifier)];
+    # some implementations add an RFC 5322 comment, "processed (by the HISP)", which says
+    # nothing about the disposition.
+    _mode, sep, rest = _COMMENT.sub(" ", disposition).partition(";")
     if not sep:
         raise ReportError("Disposition without a disposition type")
     kind, _, modifiers = rest.strip().partition("/")
     kind = kind.strip().lower()
     if kind not in TYPES:
-        raise ReportError(f"unknown disposition type {kind!r}")
+        raise ReportError(f"unknown disposition type {kind[:40]!r}")
     return Mdn(
         disposition=kind,
         modifiers=tuple(m.strip().lower() for m in modifiers.split(",") if m.strip()),
@@ -84,9 +119,8 @@ def build(
     """An MDN from ``sender`` (the recipient that reports) to ``to`` (the original sender).
 
     It carries no Disposition-Notification-To: an MDN is never answered with an MDN
-    (RFC 3798 section 2.1). ``original_recipient`` is the original message's
-    Original-Recipient header field; without one the field is left out, as RFC 3798 3.2.3
-    requires (the envelope recipient is the Final-Recipient, not the original one)."""
+    (RFC 3798 section 2.1). ``original_recipient``: the recipient as the sender named it
+    (RFC 3798 3.2.3), when that is reliably known; without it the field is left out."""
     if disposition not in ("processed", "dispatched", "failed"):
         raise ValueError(f"unsupported disposition {disposition!r}")
     if final_delivery and disposition != "dispatched":
@@ -94,11 +128,12 @@ def build(
     fields = [("Reporting-UA", f"{reporting_host}; HISP Direct security agent")]
     if original_recipient:
         fields.append(("Original-Recipient", f"rfc822;{original_recipient}"))
-    fields += [
-        ("Final-Recipient", f"rfc822;{final_recipient}"),
-        ("Original-Message-ID", original_message_id),
-        ("Disposition", f"{AUTOMATIC};{disposition}"),
-    ]
+    fields.append(("Final-Recipient", f"rfc822;{final_recipient}"))
+    # RFC 3798 3.2.5: present whenever the original had a Message-ID; without one there is
+    # nothing to quote, and an empty field would not be a msg-id.
+    if original_message_id.strip():
+        fields.append(("Original-Message-ID", original_message_id))
+    fields.append(("Disposition", f"{AUTOMATIC};{disposition}"))
     if failure:
         fields.append(("Failure", failure))
     if final_delivery:
@@ -109,6 +144,11 @@ def build(
         "failed": f"The message could not be delivered to {final_recipient}.",
     }[disposition]
     title = disposition.capitalize()
+    extra = [("Auto-Submitted", "auto-replied")]
+    if _PLAIN_MSG_ID.fullmatch(original_message_id):
+        # RFC 5322 3.6.4: a reply names its parent; partners that match or thread reports by
+        # it (and mail clients showing them) find the original this way too.
+        extra.append(("In-Reply-To", original_message_id))
     return assemble(
         sender=sender,
         to=to,
@@ -118,5 +158,5 @@ def build(
         human=human,
         machine=[fields],
         machine_type="message/disposition-notification",
-        extra_headers=(("Auto-Submitted", "auto-replied"),),
+        extra_headers=tuple(extra),
     )

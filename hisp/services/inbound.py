@@ -56,8 +56,9 @@ def signer_organisation(certificate: x509.Certificate) -> str:
 def _anchor_id(result: agent.Unprotected, delivered: list[_Outcome]) -> int | None:
     """The stored anchor every delivered recipient's domain trusted the signer through, or None
     when they went through different ones (the banner then names none rather than a wrong one)."""
-    anchors = {fingerprint(result.delivered[o.address.address])
-               for o in delivered if o.address is not None}
+    anchors = {
+        fingerprint(result.delivered[o.address.address]) for o in delivered if o.address is not None
+    }
     return certificate_id(anchors.pop()) if len(anchors) == 1 else None
 
 
@@ -109,8 +110,9 @@ def process_each(pks: list[int]) -> list[str]:
         try:
             outcomes.append(process(pk))
         except Exception:
-            log.exception("message %s: could not be processed now; the sweeper will re-queue it",
-                          pk)
+            log.exception(
+                "message %s: could not be processed now; the sweeper will re-queue it", pk
+            )
             outcomes.append("error")
             # As between tasks: a connection the error left broken is dropped, so the rest of
             # the batch reconnects instead of failing on it too.
@@ -349,26 +351,30 @@ def _reports(
     transaction: protection reads keys and certificates and costs RSA operations)."""
     from hisp.services import outbound
 
-    # (reporter, disposition, final-delivery field, failure)
-    wanted: list[tuple[Address, str, bool, str | None]] = []
+    # (reporter, envelope recipient, disposition, final-delivery field, failure)
+    wanted: list[tuple[Address, str, str, bool, str | None]] = []
     for outcome in outcomes:
         if outcome.address is None:
             continue
+        # RFC 3798 3.2.3: the recipient as the sender named it in RCPT TO (to the sender's
+        # HISP a local part is case-sensitive, RFC 5321 2.4); our spelling of the mailbox is
+        # the Final-Recipient. A bare "Postmaster" (RFC 5321 4.1.1.3) is no address to quote.
+        rcpt = outcome.recipient if "@" in outcome.recipient else outcome.address.address
         if outcome.state == Delivery.State.DELIVERED:
-            wanted.append((outcome.address, "processed", False, None))
+            wanted.append((outcome.address, rcpt, "processed", False, None))
             if timely:
-                wanted.append((outcome.address, "dispatched", True, None))
+                wanted.append((outcome.address, rcpt, "dispatched", True, None))
         elif outcome.detail == MAILBOX_DISABLED:
             # Validated but undeliverable: the sender learns it failed (IG section 3.4).
-            wanted.append((outcome.address, "failed", False, "mailbox unavailable"))
+            wanted.append((outcome.address, rcpt, "failed", False, "mailbox unavailable"))
     reports = []
     now = timezone.now()
-    for reporter, disposition, final_delivery, failure in wanted:
+    for reporter, rcpt, disposition, final_delivery, failure in wanted:
         message_id, raw = notices.build_mdn(
             reporter=reporter,
             to=result.sender,
             original_message_id=summary.message_id,
-            original_recipient=reporter.address,
+            original_recipient=rcpt,
             disposition=disposition,
             subject=summary.subject,
             final_delivery=final_delivery,
@@ -422,7 +428,7 @@ def _deliver(
                     wire=report.wire,
                 )
                 for report in reports
-            ]
+            ],
         )
         written = rows.insert(
             Delivery,
@@ -433,7 +439,7 @@ def _deliver(
             + [
                 notices.mdn_delivery(m, to=result.sender, wire=report.wire, claimed_at=now)
                 for m, report in zip(mdn_messages, reports, strict=True)
-            ]
+            ],
         )
         deliveries, stored = written[: len(outcomes)], written[len(outcomes) :]
         events = [DeliveryEvent(delivery=d, state=d.state, detail=d.detail) for d in deliveries] + [
@@ -494,9 +500,7 @@ def _deliver(
 
 
 def _audit_action(delivery: Delivery) -> str:
-    return (
-        "message.delivered" if delivery.state == Delivery.State.DELIVERED else "message.rejected"
-    )
+    return "message.delivered" if delivery.state == Delivery.State.DELIVERED else "message.rejected"
 
 
 def _delivery_audits(message: Message, deliveries: list[Delivery]) -> list[AuditEvent]:
@@ -526,8 +530,11 @@ def _write_results(
     update_sql, update_params = rows.update_sql(
         Message,
         {**finished, "claimed_at": None},
-        where={"pk": message.pk, "state": Message.State.PROCESSING,
-               "claimed_at": message.claimed_at},
+        where={
+            "pk": message.pk,
+            "state": Message.State.PROCESSING,
+            "claimed_at": message.claimed_at,
+        },
     )
     parts = [(f"fin AS ({update_sql} RETURNING 1)", update_params)]
     for name, model, objs in (
@@ -557,8 +564,9 @@ def _send_reports(deliveries: list[Delivery]) -> None:
         try:
             outbound.send_claimed(delivery)
         except Exception:
-            log.exception("MDN delivery %s: sending inline failed; the sweeper will retry",
-                          delivery.pk)
+            log.exception(
+                "MDN delivery %s: sending inline failed; the sweeper will retry", delivery.pk
+            )
 
 
 def _reason(outcomes: list[_Outcome]) -> str:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from email.utils import format_datetime
 
 from django.conf import settings
 from django.utils import timezone
 
-from hisp import dsn, mailtext, mdn
+from hisp import dsn, durations, mailtext, mdn
 from hisp.models import Address, Delivery, DeliveryEvent, MailboxEntry, Message
 from hisp.services.compose import new_message_id
 from hisp.services.mail import enqueue, find_address
@@ -47,8 +48,8 @@ def build_mdn(
     failure: str | None = None,
 ) -> tuple[str, bytes]:
     """An MDN from the hosted ``reporter`` to the original sender ``to``: (Message-ID, bytes).
-    ``original_recipient``: the original message's Original-Recipient header field, if it has
-    one (RFC 3798 3.2.3: otherwise the MDN carries none)."""
+    ``original_recipient``: the recipient as the sender named it, when reliably known (RFC 3798
+    3.2.3: otherwise the MDN carries none)."""
     message_id = new_message_id()
     raw = mdn.build(
         reporting_host=settings.HISP_HOSTNAME,
@@ -102,7 +103,10 @@ def mdn_delivery(
     """The (unsaved) one delivery of a saved MDN message; with ``wire`` it holds the protected
     bytes, claimed at ``claimed_at`` by the caller, who sends it right after the commit."""
     return Delivery(
-        message=report, recipient=to, state=Delivery.State.QUEUED, wire=wire,
+        message=report,
+        recipient=to,
+        state=Delivery.State.QUEUED,
+        wire=wire,
         claimed_at=claimed_at if wire is not None else None,
     )
 
@@ -249,9 +253,12 @@ def queue_courtesy_notice(*, inbound: Message, reporter: Address, to: str) -> Me
     if not cache.add(f"hisp:courtesy:{to.lower()}", 1, timeout=int(interval.total_seconds())):
         return None
     message_id = new_message_id()
-    text = COURTESY_TEXT.format(recipient=reporter.address, interval=interval)
+    text = COURTESY_TEXT.format(recipient=reporter.address, interval=durations.describe(interval))
+    # RFC 5322 3.6: a message must carry a Date. This one does not pass through
+    # compose.submit, which adds one where a client left it out.
     raw = (
         f"From: {reporter.address}\r\nTo: {to}\r\nSubject: Message not accepted\r\n"
+        f"Date: {format_datetime(timezone.now())}\r\n"
         f"Message-ID: {message_id}\r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
         f"Content-Type: text/plain; charset=us-ascii\r\n\r\n{text}\r\n"
     ).encode("ascii")

@@ -15,6 +15,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 import agent
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 OPEN = (Delivery.State.QUEUED, Delivery.State.DEFERRED, Delivery.State.SENT)
 NOT_FINAL = (*OPEN, Delivery.State.PROCESSED, Delivery.State.PENDING_CERTIFICATE)
+DIAGNOSTIC_LIMIT = 2000  # characters of a partner's Diagnostic-Code we quote to our sender
 
 
 def in_flight(delivery: Delivery) -> bool:
@@ -35,8 +37,7 @@ def in_flight(delivery: Delivery) -> bool:
     the partner, and the outcome is the worker's to record. A claim whose lease ran out is a
     worker that died (the sweeper gives the delivery back). ``_move(unclaimed=True)`` applies
     the same rule inside its UPDATE."""
-    return (delivery.claimed_at is not None
-            and delivery.claimed_at >= timezone.now() - claim_lease())
+    return delivery.claimed_at is not None and delivery.claimed_at >= timezone.now() - claim_lease()
 
 
 def _move(
@@ -54,9 +55,7 @@ def _move(
         # In the same UPDATE as the move, so a worker's claim (a conditional UPDATE of the
         # same row) and this move exclude each other whichever comes first.
         rows = rows.filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=now - claim_lease()))
-    moved = rows.update(
-        state=to, detail=detail[:500], updated_at=now, **fields
-    )
+    moved = rows.update(state=to, detail=detail[:500], updated_at=now, **fields)
     if moved:
         DeliveryEvent.objects.create(delivery=delivery, state=to, detail=detail[:500])
         delivery.state = to
@@ -95,12 +94,23 @@ def fail(
     and lose its outcome, telling the sender "failed" about a message the partner has. The
     worker records what happened; a delivery it sends is failed later by a failure report or
     the MDN timeout if it must be. A claim whose lease ran out is a dead worker's, no hold."""
-    if not _move(delivery, to=Delivery.State.FAILED, leaving=NOT_FINAL, detail=detail,
-                 unclaimed=unless_in_flight, claimed_at=None, next_attempt_at=None):
+    if not _move(
+        delivery,
+        to=Delivery.State.FAILED,
+        leaving=NOT_FINAL,
+        detail=detail,
+        unclaimed=unless_in_flight,
+        claimed_at=None,
+        next_attempt_at=None,
+    ):
         return False
     notices.file_failure(
-        delivery, status=status, diagnostic=diagnostic or _diagnostic(detail), why=why,
-        remote_mta=remote_mta, last_attempt=last_attempt,
+        delivery,
+        status=status,
+        diagnostic=diagnostic or _diagnostic(detail),
+        why=why,
+        remote_mta=remote_mta,
+        last_attempt=last_attempt,
     )
     audit.record(action="delivery.failed", obj=delivery, actor="system", reason=detail[:100])
     return True
@@ -111,15 +121,24 @@ def fail(
 # outcome finds its lease gone and cannot set the delivery back to sent or deferred (and the MDN
 # timeout then fail a delivery whose MDN came).
 def processed(delivery: Delivery, *, at: datetime) -> bool:
-    return _move(delivery, to=Delivery.State.PROCESSED, leaving=OPEN, detail="processed MDN",
-                 processed_at=at, claimed_at=None, next_attempt_at=None)
+    return _move(
+        delivery,
+        to=Delivery.State.PROCESSED,
+        leaving=OPEN,
+        detail="processed MDN",
+        processed_at=at,
+        claimed_at=None,
+        next_attempt_at=None,
+    )
 
 
 def dispatched(delivery: Delivery, *, at: datetime, final_delivery: bool) -> bool:
     if delivery.timely and not final_delivery:
         # Timely delivery was asked for: only a dispatched MDN carrying the extension field
-        # confirms final delivery (IG for Delivery Notification section 3.3).
-        return False
+        # confirms final delivery (IG for Delivery Notification section 3.3). This one still
+        # proves the recipient's HISP processed the message: without a processed MDN before
+        # it, the processed timeout would tell the sender that no notification came at all.
+        return processed(delivery, at=at)
     moved = _move(
         delivery,
         to=Delivery.State.DISPATCHED,
@@ -147,27 +166,49 @@ def _message_id_forms(quoted: str) -> list[str]:
     return [f"<{core}>", core] if core else []
 
 
-def _find(original_message_id: str, recipients: list[str], reporter: str) -> Delivery | None:
-    """Our outbound delivery an MDN/DSN reports on. The report must come from the recipient's
-    own domain (its signer is bound to it, checked by the agent), so nobody can fail or confirm
-    deliveries to other people."""
+def _deliveries(original_message_id: str, reporter: str, names: list[str | None]) -> list[Delivery]:
+    """Our outbound deliveries to ``names`` (in any case) of the message a report quotes, among
+    those to the reporter's own domain: the report must come from the recipient's domain (its
+    signer is bound to it, checked by the agent), so nobody can fail or confirm deliveries to
+    other people. A query for the message and one per thousand names, however many recipient
+    blocks a DSN carries. The protected and submitted bytes stay in the database (read only if
+    a failure DSN quotes the headers)."""
+    domain = reporter.rpartition("@")[2].lower()
+    wanted = sorted(
+        {name.lower() for name in names if name and name.rpartition("@")[2].lower() == domain}
+    )
+    if not wanted:
+        return []
     message = (
         Message.objects.filter(
             direction=Message.Direction.OUTBOUND,
             kind=Message.Kind.REGULAR,
             message_id__in=_message_id_forms(original_message_id),
         )
+        .defer("raw", "content")
         .order_by("-id")
         .first()
     )
     if message is None:
-        return None
-    reporter_domain = reporter.rpartition("@")[2].lower()
-    query = Q()
-    for rcpt in recipients:
-        query |= Q(recipient__iexact=rcpt)
-    for delivery in Delivery.objects.filter(query, message=message).select_related("message"):
-        if delivery.recipient.rpartition("@")[2].lower() == reporter_domain:
+        return []
+    found: list[Delivery] = []
+    for i in range(0, len(wanted), 1000):
+        found += (
+            Delivery.objects.filter(message=message)
+            .annotate(lowered=Lower("recipient"))
+            .filter(lowered__in=wanted[i : i + 1000])
+            .defer("wire")
+        )
+    for delivery in found:
+        delivery.message = message
+    return found
+
+
+def _pick(deliveries: list[Delivery], names: list[str | None]) -> Delivery | None:
+    """The delivery to the first of ``names`` (in any case) that has one."""
+    by_recipient = {d.recipient.lower(): d for d in deliveries}
+    for name in names:
+        if name and (delivery := by_recipient.get(name.lower())) is not None:
             return delivery
     return None
 
@@ -204,8 +245,8 @@ def handle_report(
 
 
 def _apply_mdn(report: mdn.Mdn, reporter: str, now: datetime) -> tuple[str, Message | None]:
-    recipients = [r for r in (report.final_recipient, report.original_recipient) if r]
-    delivery = _find(report.original_message_id, recipients, reporter)
+    names = [report.final_recipient, report.original_recipient]
+    delivery = _pick(_deliveries(report.original_message_id, reporter, names), names)
     if delivery is None:
         return "unmatched", None
     if report.is_failure:
@@ -229,23 +270,35 @@ def _apply_mdn(report: mdn.Mdn, reporter: str, now: datetime) -> tuple[str, Mess
 def _apply_dsn(report: dsn.Dsn, reporter: str) -> tuple[str, Message | None]:
     if not report.original_message_id:
         return "unmatched", None
+    deliveries = _deliveries(
+        report.original_message_id,
+        reporter,
+        [name for r in report.recipients for name in (r.final_recipient, r.original_recipient)],
+    )
     applied, original = False, None
+    done: set[int] = set()
     for status in report.recipients:
-        recipients = [r for r in (status.final_recipient, status.original_recipient) if r]
-        delivery = _find(report.original_message_id, recipients, reporter)
+        delivery = _pick(deliveries, [status.final_recipient, status.original_recipient])
         if delivery is None:
             continue
         original = delivery.message
-        if status.action == "failed":
-            applied |= fail(
-                delivery,
-                detail=f"DSN {status.status}",
-                status=status.status,
-                why=status.diagnostic or "the recipient's HISP could not deliver it",
-                # The remote's own code and its type, when it gave one (RFC 3464 2.3.6).
-                diagnostic=status.diagnostic if ";" in (status.diagnostic or "") else None,
-                unless_in_flight=True,
-            )
+        # delayed, delivered, relayed, expanded (RFC 3464 2.3.3): no news a sender must act on;
+        # a recipient named in several blocks is failed by the first failed one.
+        if status.action != "failed" or delivery.pk in done:
+            continue
+        done.add(delivery.pk)
+        # Passed on twice in the sender's DSN: a few SMTP reply lines' worth (RFC 5321 4.5.3.1.5
+        # allows 512 octets a line), not whatever length the partner wrote.
+        diagnostic = (status.diagnostic or "")[:DIAGNOSTIC_LIMIT]
+        applied |= fail(
+            delivery,
+            detail=f"DSN {status.status}",
+            status=dsn.status_code(status.status, status.action),
+            why=diagnostic or "the recipient's HISP could not deliver it",
+            # The remote's own code and its type, when it gave one (RFC 3464 2.3.6).
+            diagnostic=diagnostic if ";" in diagnostic else None,
+            unless_in_flight=True,
+        )
     if original is None:
         return "unmatched", None
     return ("applied" if applied else "unchanged"), original
@@ -262,6 +315,14 @@ def expire_overdue(now: datetime | None = None) -> int:
     ).filter(
         Q(state=Delivery.State.SENT, sent_at__lt=processed_deadline)
         | Q(state=Delivery.State.PROCESSED, timely=True, sent_at__lt=dispatched_deadline)
+        # A processed MDN for a delivery we had not seen sent (its attempt's reply was lost and
+        # it was waiting for a retry): counted from that MDN, the latest it can have been sent.
+        | Q(
+            state=Delivery.State.PROCESSED,
+            timely=True,
+            sent_at__isnull=True,
+            processed_at__lt=dispatched_deadline,
+        )
     )
     failed = 0
     # Keys first, then one row at a time: a backlog (a partner that never answers, a sweep
@@ -289,4 +350,3 @@ def expire_overdue(now: datetime | None = None) -> int:
             ):
                 failed += 1
     return failed
-
