@@ -10,14 +10,20 @@ for commands out of sequence and ``552`` over the size limit. On top of that:
 - an idle session is told ``421`` before it is closed; during DATA "idle" means no bytes for
   the timeout, and the timer is stopped while the DATA handler commits (see
   :meth:`HispSMTP._handle_data`);
-  AUTH mechanism names are case-insensitive;
+  AUTH mechanism names are case-insensitive, a listener that offers AUTH takes the ``AUTH=``
+  parameter of MAIL (RFC 4954 section 5), and one that offers none answers AUTH ``504``;
 - local parts are limited to 64 octets (RFC 5321 section 4.5.3.1.1);
 - an AUTH exchange gets exactly one reply per line: ``*`` cancels with one ``501``, an
   undecodable or overlong response gets one ``501`` or ``500 5.5.6`` (RFC 4954 section 4),
   and what a client answers to a challenge is never logged (see :meth:`HispSMTP.challenge_auth`);
 - one client address (an IPv6 client: its /64) holds at most
-  :data:`MAX_CONNECTIONS_PER_ADDRESS` sessions at a time, and a session sends at most
-  :data:`JUNK_COMMAND_LIMIT` commands in a row without starting a mail transaction;
+  :data:`MAX_CONNECTIONS_PER_ADDRESS` sessions at a time, all addresses together at most
+  :data:`MAX_SESSIONS` (``421`` past either), and a session sends at most
+  :data:`JUNK_COMMAND_LIMIT` commands in a row without starting a mail transaction; a nearly
+  full listener closes idle sessions after :data:`STRESS_TIMEOUT`, and the messages its
+  sessions hold in memory at once are bounded (``452 4.3.1`` past it, see :class:`DataBudget`);
+- refused recipients are answered ever more slowly, and past a limit the session is closed
+  (see :data:`REFUSED_RECIPIENT_LIMIT`), so addresses cannot be guessed at full speed;
 - a ``421`` reply from the error handler ends the session, as a ``421`` must (RFC 5321 3.8);
 - STARTTLS inside TLS is ``503`` (aiosmtpd began a second handshake inside the first, which
   failed with tracebacks), and a failed handshake is one warning line, not a traceback;
@@ -62,14 +68,45 @@ SESSION_COMMAND_LIMIT = 20_000
 # NOOP or a byte of DATA within the idle timeout) would use up the listener's file descriptors.
 MAX_CONNECTIONS_PER_ADDRESS = 50
 TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections from your address; try again later"
+# Sessions one listener holds at once, from all addresses together: many addresses (a botnet,
+# each under the per-address limit) would otherwise run the process out of file descriptors,
+# and then the accept loop stalls while the database and broker connections the listener
+# needs for every message fail too. Two listeners at this limit stay under the usual soft
+# limit of 1024 descriptors, with room for those connections (Postfix serves 100 at once).
+MAX_SESSIONS = 400
+TOO_BUSY = "421 4.3.2 Too many connections; try again later"  # RFC 3463 4.3.2
+# Once a listener holds STRESS_SHARE of MAX_SESSIONS, a session idle for STRESS_TIMEOUT is
+# closed (Postfix's stress mode, with its 10 s). A client that sends a byte or a NOOP just
+# within the 5-minute idle timeout (RFC 5321 4.5.3.2.7) holds its session for hours, so a few
+# addresses doing that would fill the listener and shut every partner out; under that load
+# the timeout is the lesser evil. A working client is never idle that long.
+STRESS_SHARE = 0.75
+STRESS_TIMEOUT = 10.0
+# Messages of the largest size the sessions of one listener may hold in memory at once, from
+# their first byte of DATA to the reply (see DataBudget). A session keeps its whole message
+# until the commit, so the session limit alone let clients sending large messages at once
+# (MAX_SESSIONS x HISP_MAX_MESSAGE_BYTES: 10 GB at the defaults) run the process out of memory.
+DATA_BUDGET_MESSAGES = 16
+NO_ROOM = "452 4.3.1 Insufficient system storage; try again later"  # RFC 5321 4.2.2, RFC 3463
 # Commands that carry no mail, allowed in a row before a MAIL is accepted (Postfix's
 # smtpd_junk_command_limit): a real client needs a few, a flood needs thousands.
 JUNK_COMMANDS = ("NOOP", "RSET", "HELP", "VRFY", "EXPN", "HELO", "EHLO")
 JUNK_COMMAND_LIMIT = 100
 TOO_MANY_JUNK = "421 4.7.0 Too many commands without a mail transaction; closing"
+# Recipients refused (5xx) in a session since it last delivered a message, as Postfix's error
+# limits count them: the first FAST_REFUSALS are answered at once, each later one after
+# REFUSED_RECIPIENT_DELAY, and past REFUSED_RECIPIENT_LIMIT the session is closed. Without
+# them a client could try 20,000 addresses a session (the RCPT call limit) at full speed and
+# learn which Direct addresses exist (a patient portal's say who is whose patient). A partner
+# loses nothing: a message has at most MAX_RECIPIENTS, and a delivered one starts afresh.
+FAST_REFUSALS = 10
+REFUSED_RECIPIENT_DELAY = 1.0
+REFUSED_RECIPIENT_LIMIT = 100
+TOO_MANY_REFUSED = "421 4.7.0 Too many refused recipients; closing"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down; try again later"  # RFC 3463 4.3.2
 TLS_ALREADY_ACTIVE = "503 5.5.1 TLS already active"
 TLS_FAILED = "421 4.7.0 TLS handshake failed"  # not sent: the connection is gone by then
+NO_MECHANISM = "504 5.5.4 Unrecognized authentication type"  # aiosmtpd's wording
 AUTH_CANCELLED = "501 5.7.0 Authentication cancelled"  # RFC 4954 section 4: a "*" response
 AUTH_UNDECODABLE = "501 5.5.2 Cannot decode the response"
 AUTH_LINE_TOO_LONG = "500 5.5.6 Authentication Exchange line is too long"  # RFC 4954 section 4
@@ -145,24 +182,61 @@ def address_group(host: str) -> str:
 
 
 class ClientConnections:
-    """The sessions each client address group holds on one listener. Used only from that
-    listener's event loop, so it needs no lock."""
+    """The sessions each client address group, and all of them together, hold on one
+    listener. Used only from that listener's event loop, so it needs no lock."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(
+        self, limit: int, total: int = MAX_SESSIONS, stress_timeout: float = STRESS_TIMEOUT
+    ) -> None:
         self.limit = limit
+        self.total = total
+        self.stress_timeout = stress_timeout
         self._open: dict[str, int] = {}
+        self._held = 0
 
-    def admit(self, group: str) -> bool:
+    def admit(self, group: str) -> str | None:
+        """None when a session from ``group`` may start (it is counted), else the reply
+        that refuses it."""
+        if self._held >= self.total:
+            return TOO_BUSY
         held = self._open.get(group, 0)
         if held >= self.limit:
-            return False
+            return TOO_MANY_CONNECTIONS
         self._open[group] = held + 1
-        return True
+        self._held += 1
+        return None
+
+    def idle_timeout(self, normal: float) -> float:
+        """How long a session may be idle now: ``normal``, or less while the listener is
+        nearly full (see :data:`STRESS_SHARE`)."""
+        if self._held >= self.total * STRESS_SHARE:
+            return min(normal, self.stress_timeout)
+        return normal
 
     def release(self, group: str) -> None:
+        self._held -= 1
         held = self._open.pop(group) - 1
         if held:
             self._open[group] = held
+
+
+class DataBudget:
+    """The bytes of messages that the sessions of one listener hold. A message that does not
+    fit is drained and answered :data:`NO_ROOM` (a 4xx: the sender retries, RFC 5321 4.2.5).
+    Used only from that listener's event loop, so it needs no lock."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, size: int) -> bool:
+        if self.held + size > self.limit:
+            return False
+        self.held += size
+        return True
+
+    def give_back(self, size: int) -> None:
+        self.held -= size
 
 
 def bare_line_ending(data: bytes) -> bool:
@@ -279,15 +353,20 @@ class _DataCollector:
     line whose text alone is longer fails at its first fragment (``500`` even if that line also
     crosses the size limit); other lines are checked whole, size first. The first problem wins,
     the rest of the message is only drained, and nothing more is kept (bounded memory).
+    What it keeps is taken from ``budget``, and :meth:`release` gives it back.
     """
 
-    def __init__(self, size_limit: int | None, line_limit: int) -> None:
+    def __init__(
+        self, size_limit: int | None, line_limit: int, budget: DataBudget | None = None
+    ) -> None:
         self.parts: list[bytes] = []
         self.error: str | None = None
         self._size_limit = size_limit or 0
         self._line_limit = line_limit
         self._size = 0  # bytes of the complete lines so far
         self._line = b""  # the unfinished last line, only while there is no error
+        self._budget = budget
+        self._taken = 0  # bytes taken from the budget
 
     def feed(self, piece: bytes) -> None:
         if self.error is not None or not piece:
@@ -304,12 +383,24 @@ class _DataCollector:
         elif len(self._line) - 1 > self._line_limit:
             # Even if the line's last byte is the CR of its CRLF, its text is too long.
             self.error = DATA_LINE_TOO_LONG
+        if self.error is None and self._budget is not None:
+            if self._budget.take(len(piece)):
+                self._taken += len(piece)
+            else:
+                self.error = NO_ROOM
         if self.error is not None:
             self.parts.clear()
             self._line = b""
+            self.release()
             return
         self._size += complete
         self.parts.append(piece)
+
+    def release(self) -> None:
+        """Give back what was taken from the budget (the message is no longer kept)."""
+        if self._budget is not None:
+            self._budget.give_back(self._taken)
+        self._taken = 0
 
     def _first_problem(self, lines: list[bytes]) -> str | None:
         size = self._size
@@ -341,15 +432,37 @@ _PLAIN_PATH = re.compile(
 )
 
 
+def _without_auth_parameter(arg: str) -> str:
+    """``FROM:<path> [parameters]`` without its AUTH parameters.
+
+    RFC 4954 section 5: a server that offers AUTH takes ``AUTH=<mailbox>`` or ``AUTH=<>`` on
+    MAIL, and one that does not trust the client to vouch for the original submitter (we
+    relay nothing by SMTP AUTH) behaves as if it were ``AUTH=<>``, which changes nothing
+    here. aiosmtpd knew no such parameter and answered 555, so every message from an MTA
+    relaying through the submission port (Exim and sendmail add ``AUTH=<>`` once they have
+    authenticated, Postfix ``AUTH=<sender>``) was refused. The parameters are the words after
+    the first that ends in ``>``: the end of the path, for any address a mailbox has."""
+    if "AUTH=" not in arg.upper():
+        return arg
+    words = arg.split(" ")
+    end = next((i for i, word in enumerate(words) if word.endswith(">")), None)
+    if end is None:
+        return arg
+    kept = [word for word in words[end + 1 :] if not word.upper().startswith("AUTH=")]
+    return " ".join(words[: end + 1] + kept)
+
+
 class HispSMTP(SMTP):
     local_part_limit = 64
     _reading_data = False  # between the 354 and the end of the message's bytes
     _bytes_at = 0.0  # loop.time() when bytes last arrived
     _connections: ClientConnections | None = None
     _admitted: str | None = None  # the address group this session counts under
-    _refused = False  # over the per-address limit: told so instead of greeted
+    _refusal: str | None = None  # over a session limit: this reply instead of a greeting
     _junk = 0  # commands in a row without a mail transaction
+    _refused_recipients = 0  # 5xx answers to RCPT since the session last delivered a message
     _sessions: set[HispSMTP] | None = None  # the listener's open sessions, for its shutdown
+    _budget: DataBudget | None = None  # the listener's bytes of messages held
     _draining = False  # the listener is stopping: 421 as soon as no reply is owed
     _replied: asyncio.Future[None] | None = None  # while a DATA reply is owed: done once sent
 
@@ -359,12 +472,18 @@ class HispSMTP(SMTP):
         *,
         connections: ClientConnections | None = None,
         sessions: set[HispSMTP] | None = None,
+        budget: DataBudget | None = None,
         junk_command_limit: int = JUNK_COMMAND_LIMIT,
+        refused_recipient_limit: int = REFUSED_RECIPIENT_LIMIT,
+        refused_recipient_delay: float = REFUSED_RECIPIENT_DELAY,
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
+        self._refused_limit = refused_recipient_limit
+        self._refused_delay = refused_recipient_delay
         self._connections = connections
         self._sessions = sessions
+        self._budget = budget
         self._junk_limit = junk_command_limit
         for name in JUNK_COMMANDS:
             self._smtp_methods[name] = self._counted_as_junk(self._smtp_methods[name])
@@ -375,10 +494,16 @@ class HispSMTP(SMTP):
         if self._original_transport is None and self._connections is not None:
             peer = transport.get_extra_info("peername")
             group = address_group(str(peer[0] if isinstance(peer, tuple) else peer))
-            if self._connections.admit(group):
+            self._refusal = self._connections.admit(group)
+            if self._refusal is None:
                 self._admitted = group
+            elif self._refusal == TOO_BUSY:
+                log.warning(
+                    "refused a connection from %s: the listener holds %d sessions",
+                    group,
+                    self._connections.total,
+                )
             else:
-                self._refused = True
                 log.warning(
                     "refused a connection from %s: it already has %d",
                     group,
@@ -415,8 +540,8 @@ class HispSMTP(SMTP):
             transport.close()  # after the buffered writes
 
     async def _handle_client(self) -> None:
-        if self._refused:
-            await self.push(TOO_MANY_CONNECTIONS)
+        if self._refusal is not None:
+            await self.push(self._refusal)
             self._close()
             return
         await super()._handle_client()
@@ -441,13 +566,38 @@ class HispSMTP(SMTP):
 
         return counted
 
+    async def _call_handler_hook(self, command: str, *args: Any) -> Any:
+        status = await super()._call_handler_hook(command, *args)
+        if command == "RCPT" and isinstance(status, str) and status.startswith("5"):
+            self._refused_recipients += 1
+            if self._refused_recipients > self._refused_limit:
+                assert self.session is not None
+                log.warning("%r had too many recipients refused", self.session.peer)
+                if self.transport is not None:
+                    # Closed once the reply is written (push() writes before it yields).
+                    self.loop.call_soon(self.transport.close)
+                return TOO_MANY_REFUSED
+            if self._refused_recipients > FAST_REFUSALS:
+                await asyncio.sleep(self._refused_delay)
+        return status
+
+    # The overridden commands keep aiosmtpd's @syntax: HELP lists only the methods that carry
+    # it (without it MAIL, DATA and AUTH were missing, and "HELP MAIL" was a 501), and
+    # shows a command only while its "when" attribute is true.
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_MAIL(self, arg: str | None) -> None:
+        if arg and self._auth_methods:
+            arg = _without_auth_parameter(arg)
         started = self.envelope is not None and bool(self.envelope.mail_from)
         await super().smtp_MAIL(arg)
         if not started and self.envelope is not None and self.envelope.mail_from:
             self._junk = 0
 
-    @syntax("STARTTLS", when="tls_context")
+    @property
+    def _tls_offered(self) -> bool:
+        return self.tls_context is not None and self._tls_protocol is None
+
+    @syntax("STARTTLS", when="_tls_offered")
     async def smtp_STARTTLS(self, arg: str) -> None:
         if self._tls_protocol is not None:
             # RFC 3207 section 4.2: a client must not start TLS inside TLS (nor is it offered).
@@ -532,7 +682,14 @@ class HispSMTP(SMTP):
             return None, None
         return address, rest
 
+    @syntax("AUTH <mechanism>", when="_auth_methods")
     async def smtp_AUTH(self, arg: str) -> None:
+        if not self._auth_methods and self.session is not None and self.session.extended_smtp:
+            # A listener without mechanisms (the backbone) refuses AUTH with the same 504
+            # in the clear as inside TLS: aiosmtpd's 538 "encryption required" told the
+            # client to retry over TLS, as if the backbone had accounts.
+            await self.push(NO_MECHANISM)
+            return
         # SASL mechanism names are case-insensitive (RFC 4954 section 4); aiosmtpd compares
         # them as sent. Only the name is upper-cased, never the initial response.
         if arg:
@@ -540,6 +697,7 @@ class HispSMTP(SMTP):
             arg = name.upper() + space + rest
         await super().smtp_AUTH(arg)
 
+    @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
         # aiosmtpd's smtp_DATA awaits readuntil(b"\r\n") and does Python bookkeeping once per
         # line; this reads the body in large pieces. Preconditions, replies, limits and the
@@ -558,7 +716,14 @@ class HispSMTP(SMTP):
             await self.push("501 Syntax: DATA")
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
-        collector = _DataCollector(self.data_size_limit, self.line_length_limit)
+        collector = _DataCollector(self.data_size_limit, self.line_length_limit, self._budget)
+        try:
+            await self._receive(collector)
+        finally:
+            # Held until the reply: a message waiting for a database thread is still here.
+            collector.release()
+
+    async def _receive(self, collector: _DataCollector) -> None:
         self._reading_data = True
         try:
             reader = _DataReader(self._reader)
@@ -572,6 +737,9 @@ class HispSMTP(SMTP):
             self._reading_data = False
         self._reset_timeout()  # the client's last bytes just arrived
         if collector.error is not None:
+            if collector.error == NO_ROOM:
+                assert self.session is not None
+                log.warning("%r: no room for its message (452)", self.session.peer)
             await self.push(collector.error)
             self._set_post_data_state()  # type: ignore[no-untyped-call]
             return
@@ -601,6 +769,8 @@ class HispSMTP(SMTP):
         self._replied = self.loop.create_future()
         try:
             reply = await self._handle_data()
+            if reply.startswith("2"):
+                self._refused_recipients = 0  # it delivers mail: errors are forgiven
             self._set_post_data_state()  # type: ignore[no-untyped-call]
             await self.push(reply)
         finally:
@@ -671,6 +841,17 @@ class HispSMTP(SMTP):
         status = await process(*args) if asyncio.iscoroutinefunction(process) else process(*args)
         return MISSING if status is None else status
 
+    def _idle_timeout(self) -> float:
+        if self._connections is None:
+            return float(self._timeout_duration)
+        return self._connections.idle_timeout(self._timeout_duration)
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        # Asked afresh at every reset, so a session already open gets the shorter timeout
+        # of a nearly full listener from its next command, or when its timer next fires.
+        idle = self._idle_timeout()
+        super()._reset_timeout(idle if duration is None else min(duration, idle))
+
     def _stop_timeout(self) -> None:
         if self._timeout_handle is not None:
             self._timeout_handle.cancel()
@@ -679,8 +860,9 @@ class HispSMTP(SMTP):
         if self._reading_data:
             # Idle during DATA means no bytes for the whole timeout, not a slow transfer.
             quiet = self.loop.time() - self._bytes_at
-            if quiet < self._timeout_duration:
-                self._reset_timeout(self._timeout_duration - quiet)
+            idle = self._idle_timeout()
+            if quiet < idle:
+                self._reset_timeout(idle - quiet)
                 return
         # RFC 5321 section 3.8 / 4.5.3.2.7: say why before closing an idle session (421), so
         # the client knows to retry rather than guessing from a dropped connection.
@@ -698,13 +880,16 @@ class HispSMTP(SMTP):
 
 class HispController(Controller):
     """A threaded aiosmtpd controller that builds :class:`HispSMTP` sessions, which share one
-    count of the sessions each client address holds."""
+    count of the sessions each client address, and all of them together, hold."""
 
     def __init__(
         self,
         handler: Any,
         *args: Any,
         max_connections_per_address: int | None = None,
+        max_sessions: int = MAX_SESSIONS,
+        stress_timeout: float = STRESS_TIMEOUT,
+        max_buffered: int | None = None,
         **kwargs: Any,
     ) -> None:
         from django.conf import settings
@@ -712,12 +897,20 @@ class HispController(Controller):
         super().__init__(handler, *args, **kwargs)
         if max_connections_per_address is None:
             max_connections_per_address = settings.HISP_SMTP_MAX_SESSIONS_PER_ADDRESS
-        self.connections = ClientConnections(max_connections_per_address)
+        self.connections = ClientConnections(
+            max_connections_per_address, max_sessions, stress_timeout
+        )
         self.sessions: set[HispSMTP] = set()  # used only from the listener's event loop
+        if max_buffered is None:
+            max_buffered = DATA_BUDGET_MESSAGES * settings.HISP_MAX_MESSAGE_BYTES
+        self.budget = DataBudget(max_buffered)
 
     def factory(self) -> SMTP:
         return HispSMTP(
-            self.handler, connections=self.connections, sessions=self.sessions,
+            self.handler,
+            connections=self.connections,
+            sessions=self.sessions,
+            budget=self.budget,
             **self.SMTP_kwargs,
         )
 

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 AUTH_OK = "235 2.7.0 Authentication successful"
 AUTH_INVALID = "535 5.7.8 Authentication credentials invalid"
+AUTH_NOT_AUTHORIZED = "535 5.7.8 Authentication credentials invalid: may not act as another user"
 AUTH_THROTTLED = "454 4.7.0 Too many failed authentication attempts; try again later"
 NOT_YOURS = "550 5.7.1 You may not send from this address"
 
@@ -90,7 +91,11 @@ def _too_big(allowance: int) -> str:
 
 class SubmissionHandler:
     async def handle_EHLO(
-        self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
         responses: list[str],
     ) -> list[str]:
         # aiosmtpd advertises data_size_limit (what the listener reads: HISP_MAX_MESSAGE_BYTES)
@@ -103,8 +108,7 @@ class SubmissionHandler:
         if allowance < 1:  # "SIZE 0" would mean no limit at all (RFC 1870 section 4)
             return responses
         return [
-            f"250-SIZE {allowance}" if line.startswith("250-SIZE ") else line
-            for line in responses
+            f"250-SIZE {allowance}" if line.startswith("250-SIZE ") else line for line in responses
         ]
 
     async def handle_AUTH(
@@ -120,7 +124,13 @@ class SubmissionHandler:
             parts = first.split(b"\x00")
             if len(parts) != 3:
                 return "501 5.5.2 Malformed PLAIN response (RFC 4616)"
-            login, password = parts[1], parts[2]
+            authzid, login, password = parts
+            if authzid and authzid.strip().lower() != login.strip().lower():
+                # RFC 4616 section 2: the server MUST check that the credentials may act as
+                # the authzid. An account here acts only as itself, and accepting it as
+                # another would leave the client believing it sends as someone it does not.
+                # Refused before the password is checked, so it counts as no guess.
+                return AUTH_NOT_AUTHORIZED
         else:
             secret = await _challenge(server, "Password:")
             if secret is None:
