@@ -11,6 +11,7 @@ import base64
 import os
 import secrets
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,17 +21,42 @@ class MissingSecret(RuntimeError):
 
 
 def _write_private(path: Path, data: str) -> None:
+    """Publish ``data`` at ``path`` whole or not at all: written to a private temporary file
+    first, then linked into place (which fails if ``path`` exists). A process starting at the
+    same moment never reads the file created but not yet written, which would give it an empty
+    secret (another SECRET_KEY, or no key-encryption key at all)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(data)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as handle:  # mkstemp makes it 0600
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            raise
+        except OSError:  # a filesystem without hard links: create-exclusive, then write
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(data)
+    finally:
+        os.unlink(temporary)
 
 
-def generated_secret(
-    path: Path, *, name: str, make: Callable[[], str], require: bool
-) -> str:
+def _read_secret(path: Path, name: str) -> str:
+    value = path.read_text().strip()
+    if not value:
+        raise MissingSecret(
+            f"{path} holds no {name}: set {name} or {name}_FILE, or remove the "
+            "empty file to generate a new one"
+        )
+    return value
+
+
+def generated_secret(path: Path, *, name: str, make: Callable[[], str], require: bool) -> str:
     if path.exists():
-        return path.read_text().strip()
+        return _read_secret(path, name)
     if require:
         raise MissingSecret(
             f"{name} is not set and HISP_REQUIRE_SECRETS=1: set {name} or {name}_FILE"
@@ -44,7 +70,7 @@ def generated_secret(
         )
     except FileExistsError:  # another process of the quick start won the race
         pass
-    return path.read_text().strip()
+    return _read_secret(path, name)
 
 
 def new_secret_key() -> str:

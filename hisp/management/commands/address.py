@@ -3,13 +3,22 @@ and ``manage.py address list [--json]``."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from hisp.management.cli import CLI_ACTOR, print_json, read_secret, user_errors
+from hisp.management.cli import CLI_ACTOR, print_json, read_secret, shown, user_errors
 from hisp.models import Address, Certificate
 from hisp.services import identity
+
+# The console's rule for a display name (adminconsole.forms.fields.plain_text, and one line):
+# it ends up in From headers, pages and audit details. Markup, control characters, the
+# bidirectional overrides that make text read in another order than it displays, and line
+# separators are refused; so are the surrogates Python makes of an argument that is not UTF-8.
+_NOT_PLAIN = re.compile(r"[<>\x00-\x1f\x7f\u202a-\u202e\u2066-\u2069\u2028\u2029\ud800-\udfff]")
+_NOT_TYPABLE = re.compile("[\x00\ud800-\udfff]")
+_NAME_LIMIT = Address._meta.get_field("display_name").max_length
 
 
 class Command(BaseCommand):
@@ -35,11 +44,18 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **opts: Any) -> None:
         if opts["action"] == "add":
+            name = _display_name(opts["name"])
             password = read_secret(self._stdin(opts)) if opts["password_stdin"] else None
+            if password is not None and _NOT_TYPABLE.search(password):
+                # Surrogates: bytes that were not UTF-8 (the hasher cannot encode them); a NUL:
+                # refused by every sign-in form. Either way an account no one could sign in to.
+                raise CommandError(
+                    "--password-stdin: the password must be UTF-8 text without NUL characters"
+                )
             with user_errors():
                 added = identity.add_address(
                     opts["address"],
-                    name=opts["name"],
+                    name=name,
                     password=password,
                     address_cert=opts["address_cert"],
                     patient=opts["patient"],
@@ -64,8 +80,11 @@ class Command(BaseCommand):
                     "status": address.status,
                     "users": sorted(u.get_username() for u in address.users.all()),
                     "certificates": [
-                        {"fingerprint": c.fingerprint_sha256, "usage": c.usage,
-                         "not_after": c.not_after}
+                        {
+                            "fingerprint": c.fingerprint_sha256,
+                            "usage": c.usage,
+                            "not_after": c.not_after,
+                        }
                         for c in certificates
                     ],
                 }
@@ -74,7 +93,21 @@ class Command(BaseCommand):
             print_json(self, rows)
             return
         for row in rows:
-            self.stdout.write(f"{row['address']}\t{row['kind']}\t{row['status']}\t{row['name']}")
+            # shown(): a name stored before names were checked may hold a terminal escape.
+            name = shown(row["name"])
+            self.stdout.write(f"{row['address']}\t{row['kind']}\t{row['status']}\t{name}")
 
     def _stdin(self, opts: dict[str, Any]) -> Any:
         return opts.get("stdin")
+
+
+def _display_name(value: str) -> str:
+    name = value.strip()
+    if _NOT_PLAIN.search(name):
+        raise CommandError(
+            "--name must be one line of plain text: no angle brackets, control "
+            "characters or invisible direction marks"
+        )
+    if _NAME_LIMIT is not None and len(name) > _NAME_LIMIT:
+        raise CommandError(f"--name is longer than {_NAME_LIMIT} characters")
+    return name

@@ -11,6 +11,7 @@ from django.db.models import Count
 from hisp.management.cli import CLI_ACTOR, one_line, print_json, read_file, user_errors
 from hisp.models import TrustBundle
 from hisp.services import trust
+from hisp.services.identity import normalise_domain
 
 
 class Command(BaseCommand):
@@ -33,6 +34,8 @@ class Command(BaseCommand):
         if not str(source).lower().startswith(("http://", "https://")):
             source = read_file(str(source))
         with user_errors():
+            if isinstance(source, bytes):
+                _refuse_a_second_copy(source, domain=opts["domain"])
             outcome = trust.add_bundle(source, domain=opts["domain"], actor=CLI_ACTOR)
         self.stdout.write(
             f"added bundle {outcome.bundle.pk} ({outcome.bundle.name}): "
@@ -82,4 +85,16 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"{row['id']}\t{row['domain']}\t{row['anchors']} anchors\t{row['last_result']}\t"
                 f"{row['url'] or row['name']}"
+            )
+
+
+def _refuse_a_second_copy(data: bytes, *, domain: str) -> None:
+    """A file already added for the domain: as the service refuses a URL added twice. A script
+    run again would otherwise add a second bundle with the same anchors, and removing one of
+    them would leave every anchor trusted through the other."""
+    for bundle in TrustBundle.objects.filter(domain__name=normalise_domain(domain), url=""):
+        if bytes(bundle.uploaded or b"") == data:
+            raise CommandError(
+                f"bundle {bundle.pk} ({bundle.name}) already holds this file for "
+                f"{bundle.domain.name}"
             )

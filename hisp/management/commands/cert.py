@@ -16,7 +16,7 @@ from hisp.management.cli import (
     user_errors,
     write_output,
 )
-from hisp.services import pki
+from hisp.services import audit, pki
 
 
 class Command(BaseCommand):
@@ -49,6 +49,13 @@ class Command(BaseCommand):
             if not rows:
                 raise CommandError(f"no certificate in use for {opts['name']}")
             write_output(self, to_pem(load(row) for row in rows), opts["out"])
+            for row in rows:  # as the console records a certificate's PEM download
+                audit.record(
+                    action="certificate.export_pem",
+                    obj=row,
+                    actor=CLI_ACTOR,
+                    fingerprint_sha256=row.fingerprint_sha256,
+                )
             return
         if opts["action"] == "issue":
             with user_errors():
@@ -63,6 +70,10 @@ class Command(BaseCommand):
         data = read_file(opts["file"])
         key = read_file(opts["key"]) if opts["key"] else None
         password = read_secret(opts.get("stdin")) if opts["password_stdin"] else None
+        if password is not None and any("\ud800" <= ch <= "\udfff" for ch in password):
+            # Bytes that were not UTF-8 reach Python as surrogates: say so, not "codec can't
+            # encode" from deep inside the import.
+            raise CommandError("--password-stdin: the password is not UTF-8 text")
         with user_errors():
             row = pki.import_certificate(data, key_data=key, password=password, actor=CLI_ACTOR)
         kind = "with its key" if row.private_key_id else "without key"

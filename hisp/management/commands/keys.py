@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
+from django.db import transaction
 
 from hisp.keystore import KeystoreError, parse_kek, rotate_kek
-from hisp.management.cli import read_file, user_errors
+from hisp.management.cli import CLI_ACTOR, read_file, user_errors
+from hisp.services import audit
 
 
 class Command(BaseCommand):
@@ -31,7 +33,14 @@ class Command(BaseCommand):
                 text = raw.decode("ascii")
             except UnicodeDecodeError:
                 raise KeystoreError("the new key file is not URL-safe base64 text") from None
-            count = rotate_kek(new=parse_kek(text))
+            new = parse_kek(text)
+            # The staff action that decides which key opens every private key: recorded in the
+            # same transaction as the re-wrap, so the log and the keys cannot disagree.
+            with transaction.atomic():
+                count = rotate_kek(new=new)
+                audit.record(
+                    action="kek.rotate", obj=("keystore", "kek"), actor=CLI_ACTOR, keys=count
+                )
         self.stdout.write(
             f"re-wrapped {count} private keys under the new key-encryption key. Now set "
             f"HISP_KEY_ENCRYPTION_KEY (or HISP_KEY_ENCRYPTION_KEY_FILE) to the new key (or replace "

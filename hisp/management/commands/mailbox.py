@@ -7,10 +7,12 @@ from email.utils import parseaddr
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
 
 from hisp import mailtext
-from hisp.management.cli import print_json
+from hisp.management.cli import CLI_ACTOR, print_json
 from hisp.models import Delivery, MailboxEntry
+from hisp.services import audit
 from hisp.services.mail import find_address
 
 
@@ -33,6 +35,17 @@ class Command(BaseCommand):
         )
         rows = [self._row(entry) for entry in entries]
         if opts["json"]:
+            # Each body shown is a message opened, audited as the webmail audits opening one
+            # (the plain listing, like an inbox page, shows no body).
+            with transaction.atomic():
+                for entry in entries:
+                    audit.record(
+                        action="message.open",
+                        obj=entry.message,
+                        actor=CLI_ACTOR,
+                        entry=entry.pk,
+                        mailbox=entry.address_id,
+                    )
             print_json(self, rows)
             return
         for row in rows:
@@ -42,11 +55,14 @@ class Command(BaseCommand):
         message = entry.message
         content = bytes(message.content or message.raw)
         summary = mailtext.summarise(content)
-        trusted = message.kind == message.Kind.REGULAR and Delivery.objects.filter(
-            message=message,
-            recipient__iexact=entry.address.address,
-            state=Delivery.State.DELIVERED,
-        ).exists()
+        trusted = (
+            message.kind == message.Kind.REGULAR
+            and Delivery.objects.filter(
+                message=message,
+                recipient__iexact=entry.address.address,
+                state=Delivery.State.DELIVERED,
+            ).exists()
+        )
         return {
             "id": entry.pk,
             "message_id": message.message_id,

@@ -27,6 +27,10 @@ DEMO_DOMAIN = "direct.demo.test"
 # Binds whose web address, for a browser on this machine, is http://localhost (all interfaces
 # included: reaching the quick start from elsewhere needs HISP_WEB_URL set to a real name).
 _LOCAL_NAMES = frozenset({"127.0.0.1", "::1", "localhost", "0.0.0.0", "::"})  # noqa: S104
+# Gunicorn's default access log line carries the query string and the Referer, and with them
+# what people type into GET forms (a webmail search for a patient's name, a console filter):
+# here the path alone (%(U)s), as the logs carry ids and never such words.
+_ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s'
 DEMO_USERS = (("alice", "Alice Adams, MD"), ("bob", "Bob Brown, RN"))
 
 
@@ -34,16 +38,22 @@ class Command(BaseCommand):
     help = "Run web, SMTP, submission, DNS, worker and scheduler with embedded defaults."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--bind", default=None,
-                            help="address of every listener (default 127.0.0.1 for the web UI, "
-                                 "HISP_SMTP_BIND and HISP_DNS_BIND for the others)")
+        parser.add_argument(
+            "--bind",
+            default=None,
+            help="address of every listener (default 127.0.0.1 for the web UI, "
+            "HISP_SMTP_BIND and HISP_DNS_BIND for the others)",
+        )
         parser.add_argument("--web-port", type=int, default=8000)
-        parser.add_argument("--smtp-port", type=int, default=None,
-                            help="default HISP_SMTP_PORT (2525)")
-        parser.add_argument("--submission-port", type=int, default=None,
-                            help="default HISP_SUBMISSION_PORT (2587)")
-        parser.add_argument("--dns-port", type=int, default=None,
-                            help="default HISP_DNS_PORT (5353)")
+        parser.add_argument(
+            "--smtp-port", type=int, default=None, help="default HISP_SMTP_PORT (2525)"
+        )
+        parser.add_argument(
+            "--submission-port", type=int, default=None, help="default HISP_SUBMISSION_PORT (2587)"
+        )
+        parser.add_argument(
+            "--dns-port", type=int, default=None, help="default HISP_DNS_PORT (5353)"
+        )
         parser.add_argument("--no-demo", action="store_true", help="create no demo domain/users")
 
     def handle(self, *args: Any, **opts: Any) -> None:
@@ -52,12 +62,20 @@ class Command(BaseCommand):
             if not 0 <= opts[name] <= 65535:
                 raise CommandError(f"--{name.replace('_', '-')} must be between 0 and 65535")
         self._web_url(opts)
+        _private_files()
         call_command("migrate", interactive=False, verbosity=0)
+        _private_database()
         logins = [] if opts["no_demo"] else self._demo()
+        # From the first child on, Ctrl-C or a service manager's SIGTERM stops the children
+        # too: at any time, and before the banner as well (left to the default action there,
+        # SIGTERM would end this process alone and leave every service running on its port).
+        stop = _Stop()
         children = self._start(opts)
-        _wait_until_listening(opts, children)
-        self._banner(opts, logins)
-        self._supervise(children)
+        if not stop.requested:
+            _wait_until_listening(opts, children, stop)
+        if not stop.requested:
+            self._banner(opts, logins)
+        self._supervise(children, stop)
 
     def _web_url(self, opts: dict[str, Any]) -> None:
         """Unless HISP_WEB_URL is set, the web address follows --bind and --web-port: it is
@@ -96,20 +114,60 @@ class Command(BaseCommand):
         return logins
 
     def _start(self, opts: dict[str, Any]) -> list[tuple[str, subprocess.Popen[bytes]]]:
+        # The children run in the project folder: a relative HISP_DATA_DIR would name another
+        # folder there (another database, other secrets) than the one this process migrated.
+        os.environ["HISP_DATA_DIR"] = str(settings.DATA_DIR)
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         venv_bin = os.path.dirname(sys.executable)
         plan: list[tuple[str, list[str]]] = []
         if opts["web_port"]:
-            plan.append(("web", [os.path.join(venv_bin, "gunicorn"), "hisp.wsgi",
-                                 "--bind", f"{opts['web_bind']}:{opts['web_port']}",
-                                 "--workers", "2", "--access-logfile", "-"]))
+            plan.append(
+                (
+                    "web",
+                    [
+                        os.path.join(venv_bin, "gunicorn"),
+                        "hisp.wsgi",
+                        "--bind",
+                        _host_port(opts["web_bind"], opts["web_port"]),
+                        "--workers",
+                        "2",
+                        "--access-logfile",
+                        "-",
+                        "--access-logformat",
+                        _ACCESS_LOG_FORMAT,
+                    ],
+                )
+            )
         if opts["smtp_port"] or opts["submission_port"]:
-            plan.append(("smtp", [*manage, "runsmtp", "--bind", opts["smtp_bind"],
-                                  "--port", str(opts["smtp_port"]),
-                                  "--submission-port", str(opts["submission_port"])]))
+            plan.append(
+                (
+                    "smtp",
+                    [
+                        *manage,
+                        "runsmtp",
+                        "--bind",
+                        opts["smtp_bind"],
+                        "--port",
+                        str(opts["smtp_port"]),
+                        "--submission-port",
+                        str(opts["submission_port"]),
+                    ],
+                )
+            )
         if opts["dns_port"]:
-            plan.append(("dns", [*manage, "rundns", "--bind", opts["dns_bind"],
-                                 "--port", str(opts["dns_port"])]))
+            plan.append(
+                (
+                    "dns",
+                    [
+                        *manage,
+                        "rundns",
+                        "--bind",
+                        opts["dns_bind"],
+                        "--port",
+                        str(opts["dns_port"]),
+                    ],
+                )
+            )
         celery = [sys.executable, "-m", "celery", "-A", "hisp"]
         plan.append(("worker", [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2"]))
         plan.append(("beat", [*celery, "beat", "--loglevel", "INFO"]))
@@ -124,15 +182,18 @@ class Command(BaseCommand):
         if opts["web_port"]:
             # The address the certificates and security keys name (see _web_url), which may
             # differ from the bind address (0.0.0.0, or a host name in HISP_WEB_URL).
-            lines.append(f"  Web UI:      {settings.HISP_WEB_URL}/  (listening on "
-                         f"{opts['web_bind']}:{opts['web_port']})")
+            lines.append(
+                f"  Web UI:      {settings.HISP_WEB_URL}/  (listening on "
+                f"{_host_port(opts['web_bind'], opts['web_port'])})"
+            )
         if opts["smtp_port"]:
             lines.append(f"  SMTP (backbone, STARTTLS): {smtp_bind}:{opts['smtp_port']}")
         if opts["submission_port"]:
             lines.append(f"  Submission (STARTTLS+AUTH): {smtp_bind}:{opts['submission_port']}")
         if opts["dns_port"]:
-            lines.append(f"  DNS (CERT records):        {dns_bind}:{opts['dns_port']} "
-                         "(UDP and TCP)")
+            lines.append(
+                f"  DNS (CERT records):        {dns_bind}:{opts['dns_port']} (UDP and TCP)"
+            )
         lines.append(f"  Data folder: {settings.DATA_DIR}")
         for address, password in logins:
             lines.append(f"  Demo login:  {address}  password: {password}")
@@ -141,23 +202,15 @@ class Command(BaseCommand):
         self.stdout.write("\n".join(lines) + "\n")
         self.stdout.flush()
 
-    def _supervise(self, children: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
-        stopping = False
+    def _supervise(self, children: list[tuple[str, subprocess.Popen[bytes]]], stop: _Stop) -> None:
         failed = ""
-
-        def stop(signum: int, frame: object) -> None:
-            nonlocal stopping
-            stopping = True
-
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
         try:
-            while not stopping:
+            while not stop.requested:
                 for name, child in children:
                     if child.poll() is not None:
-                        if not stopping:  # not one that the same Ctrl-C stopped first
+                        if not stop.requested:  # not one that the same Ctrl-C stopped first
                             failed = f"{name} exited with status {child.returncode}"
-                        stopping = True
+                        stop.requested = True
                         break
                 time.sleep(0.5)
         finally:
@@ -176,6 +229,53 @@ class Command(BaseCommand):
             raise CommandError(f"{failed}; stopped the quick start (see its error above)")
 
 
+def _private_files() -> None:
+    """Whatever the quick start and its services create is its owner's alone: the SQLite
+    database holds every message in clear once decrypted (protected health information), and
+    the default umask (022) would leave it readable by every account on the machine. The
+    children inherit the umask."""
+    os.umask(0o077)
+
+
+def _private_database() -> None:
+    """Close a database an earlier run (or ``manage.py migrate``) created readable by others,
+    with its WAL and journal files. Only the files: the data folder may be one the operator
+    shares on purpose."""
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] != "django.db.backends.sqlite3":
+        return
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        path = f"{database['NAME']}{suffix}"
+        try:
+            if os.stat(path).st_mode & 0o077:
+                os.chmod(path, 0o600)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:  # not ours to change: say so rather than fail the start
+            print(
+                f"WARNING: {path} is readable by other accounts and could not be made "
+                f"private ({exc.strerror or exc})",
+                file=sys.stderr,
+            )
+
+
+class _Stop:
+    """Set by SIGINT (Ctrl-C) or SIGTERM once installed."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        signal.signal(signal.SIGINT, self._request)
+        signal.signal(signal.SIGTERM, self._request)
+
+    def _request(self, signum: int, frame: object) -> None:
+        self.requested = True
+
+
+def _host_port(host: str, port: int) -> str:
+    """``host:port`` as gunicorn's --bind reads it: an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _listeners_from_settings(opts: dict[str, Any]) -> None:
     """Fill in the listeners not given as options: --bind for all, else each service's own
     setting (the web UI has none: 127.0.0.1), like runsmtp and rundns on their own."""
@@ -183,9 +283,11 @@ def _listeners_from_settings(opts: dict[str, Any]) -> None:
     opts["web_bind"] = bind or "127.0.0.1"
     opts["smtp_bind"] = bind or settings.HISP_SMTP_BIND
     opts["dns_bind"] = bind or settings.HISP_DNS_BIND
-    for option, setting in (("smtp_port", "HISP_SMTP_PORT"),
-                            ("submission_port", "HISP_SUBMISSION_PORT"),
-                            ("dns_port", "HISP_DNS_PORT")):
+    for option, setting in (
+        ("smtp_port", "HISP_SMTP_PORT"),
+        ("submission_port", "HISP_SUBMISSION_PORT"),
+        ("dns_port", "HISP_DNS_PORT"),
+    ):
         if opts[option] is None:
             opts[option] = getattr(settings, setting)
 
@@ -195,20 +297,24 @@ LISTEN_WAIT = 60.0
 
 
 def _wait_until_listening(
-    opts: dict[str, Any], children: list[tuple[str, subprocess.Popen[bytes]]]
+    opts: dict[str, Any], children: list[tuple[str, subprocess.Popen[bytes]]], stop: _Stop
 ) -> None:
     """Return once every TCP listener accepts a connection, a service has stopped (supervising
-    then reports it) or ``LISTEN_WAIT`` has passed: the banner tells people to connect, so it
-    is printed when they can."""
+    then reports it), a stop is requested or ``LISTEN_WAIT`` has passed: the banner tells people
+    to connect, so it is printed when they can."""
     wanted = [
         (opts[bind], opts[port])
-        for bind, port in (("web_bind", "web_port"), ("smtp_bind", "smtp_port"),
-                           ("smtp_bind", "submission_port"), ("dns_bind", "dns_port"))
+        for bind, port in (
+            ("web_bind", "web_port"),
+            ("smtp_bind", "smtp_port"),
+            ("smtp_bind", "submission_port"),
+            ("dns_bind", "dns_port"),
+        )
         if opts[port]
     ]
     deadline = time.monotonic() + LISTEN_WAIT
     while wanted and time.monotonic() < deadline:
-        if any(child.poll() is not None for _name, child in children):
+        if stop.requested or any(child.poll() is not None for _name, child in children):
             return
         wanted = [(host, port) for host, port in wanted if not _accepts(host, port)]
         if wanted:
