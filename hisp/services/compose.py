@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from collections import Counter
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agent.errors import AgentError
+from agent.mime import MAX_ADDRESS_FIELD_CHARS
 from hisp import mailtext
 from hisp.models import Address, Delivery, DeliveryEvent, MailboxEntry, Message
 from hisp.services import audit
@@ -37,6 +39,11 @@ MAX_HEADER_CHARS = 998
 
 # As many as our SMTP listeners take in one transaction (RFC 5321 4.5.3.1.8 asks for 100).
 MAX_RECIPIENTS = 100
+
+# The fields whose addresses submit reads (From and Sender against the sender, the others for
+# the recipients).
+_ADDRESS_FIELDS = ("From", "Sender", "To", "Cc", "Bcc")
+
 
 class SubmissionError(ValueError):
     """The message cannot be sent as submitted; the text says why (safe to show the user)."""
@@ -86,9 +93,7 @@ def protected_size(size: int, *, certificates: int = 1, headers: int = HEADER_BY
     (header section included) is signed and encrypted to ``certificates`` recipient
     certificates; ``headers`` is the length of its header section, part of which is repeated in
     clear (see above)."""
-    envelope = (
-        size + SIGNATURE_BYTES + max(certificates, 1) * RECIPIENT_INFO_BYTES + ENVELOPE_BYTES
-    )
+    envelope = size + SIGNATURE_BYTES + max(certificates, 1) * RECIPIENT_INFO_BYTES + ENVELOPE_BYTES
     return headers + ENVELOPE_BYTES + _base64_lines(envelope)
 
 
@@ -160,9 +165,16 @@ def build_message(
     Delivery Notification section 3.2)."""
     if not to:
         raise SubmissionError("at least one recipient is required")
-    # One line per header field (RFC 5322 section 2.2): a CR or LF would start a new field.
-    if any(ch in value for value in (subject, sender_name) for ch in "\r\n"):
-        raise SubmissionError("the subject and sender name must be single lines")
+    # One line per header field (RFC 5322 section 2.2): a CR or LF would start a new field,
+    # and so would VT, FF, NEL or U+2028 for the email package (str.splitlines); the other
+    # control characters have no place in a field either.
+    if any(_NOT_IN_A_FIELD.search(value) for value in (subject, sender_name)):
+        raise SubmissionError(
+            "the subject and sender name must be single lines of text, without control characters"
+        )
+    for rcpt in (*to, *cc):
+        if _NOT_IN_A_FIELD.search(rcpt):
+            raise SubmissionError("not a Direct address (it holds a control character)")
     message = EmailMessage(policy=SMTP)
     local, _, domain = sender.rpartition("@")
     message["From"] = HeaderAddress(display_name=sender_name, username=local, domain=domain)
@@ -176,11 +188,35 @@ def build_message(
         message["Disposition-Notification-Options"] = FINAL_DELIVERY_OPTION
     message.set_content(body_text)
     for filename, content_type, data in attachments:
-        maintype, _, subtype = content_type.partition("/")
-        if not subtype:
-            maintype, subtype = "application", "octet-stream"
-        message.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
+        maintype, subtype = _attachment_type(content_type)
+        message.add_attachment(
+            data, maintype=maintype, subtype=subtype, filename=_attachment_name(filename)
+        )
     return message.as_bytes()
+
+
+# C0 controls but tab, DEL, the C1 controls and the Unicode line and paragraph separators.
+_NOT_IN_A_FIELD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+# RFC 2045 section 5.1: type "/" subtype, each a token (parameters are not taken from outside).
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_CONTENT_TYPE = re.compile(rf"({_TOKEN})/({_TOKEN})\Z")
+
+
+def _attachment_type(content_type: str) -> tuple[str, str]:
+    """The (type, subtype) an attachment is sent as. What the browser or a file's extension
+    says is taken only when it is a well-formed leaf type: a multipart or message type would
+    promise a structure (and, RFC 2046 section 5.2.1, an encoding) the bytes attached do not
+    have, and anything else could not be written as a field."""
+    found = _CONTENT_TYPE.match(content_type.strip())
+    if found is None or found[1].lower() in ("multipart", "message"):
+        return "application", "octet-stream"
+    return found[1].lower(), found[2].lower()
+
+
+def _attachment_name(filename: str) -> str:
+    """The file name without control characters (it is a header parameter; a forwarded
+    attachment's name comes from outside), and never empty."""
+    return _NOT_IN_A_FIELD.sub("", filename).strip() or "attachment"
 
 
 def _hosted_sender(address: Address | str) -> Address:
@@ -219,12 +255,27 @@ def submit(
         # modern parser turns "alice@ours <eve@elsewhere>" into alice@ours, while a reader's
         # client may show eve. Either way a second, unauthenticated author would get through.
         written = BytesParser(policy=compat32).parsebytes(mailtext.head_of(raw), headersonly=True)
-        header_from = [a for _n, a in getaddresses(
-            [str(v) for v in written.get_all("From", [])]) if a]
+        # The address parsers slow down faster than a field grows (20,000 addresses: 10 to
+        # 40 s): fields longer than any hundred recipients need are refused unparsed, by the
+        # bound the agent puts on received mail.
+        length = sum(len(str(v)) for name in _ADDRESS_FIELDS for v in written.get_all(name, []))
+        if length > MAX_ADDRESS_FIELD_CHARS:
+            too_long = (
+                f"the address fields are too long ({size_text(length)}; at most "
+                f"{size_text(MAX_ADDRESS_FIELD_CHARS)} together): at most {MAX_RECIPIENTS} "
+                "recipients per message, send it in several messages"
+            )
+            raise SubmissionError(too_long)
+        header_from = [
+            a for _n, a in getaddresses([str(v) for v in written.get_all("From", [])]) if a
+        ]
         # Sender names who sent it on the author's behalf, and readers' clients show it
         # ("on behalf of"): only the authenticated sending address may be named there too.
-        header_sender = [a for _n, a in getaddresses(
-            [str(v) for v in written.get_all("Sender", [])]) if a]
+        header_sender = [
+            a for _n, a in getaddresses([str(v) for v in written.get_all("Sender", [])]) if a
+        ]
+    except SubmissionError:
+        raise
     except (AgentError, ValueError, IndexError, TypeError) as exc:
         raise SubmissionError(f"the message headers do not parse: {exc}") from None
     if len(header_from) != 1 or header_from[0].lower() != sender.address.lower():
@@ -239,43 +290,43 @@ def submit(
             *mailtext.addresses(head, "Cc"),
             *mailtext.addresses(head, "Bcc"),
         ]
+    # Every address checked before anything is looked up by it (a NUL reached PostgreSQL).
+    given = [r for r in (r.strip() for r in recipients) if r]
+    for rcpt in given:
+        refusal = _refusal(rcpt)
+        if refusal:
+            raise SubmissionError(refusal)
+    # Each recipient costs a certificate discovery and a delivery: thousands in the headers
+    # (webmail and the CLI take them from there) would hold a worker for many minutes. The
+    # addresses counted ignoring case are at most the deliveries below: refused before they
+    # cost a look-up each.
+    at_least = len({r.lower() for r in given})
+    if at_least > MAX_RECIPIENTS:
+        raise SubmissionError(_too_many(at_least))
     # One delivery per mailbox: the same address again, or with its domain in another case
     # (RFC 5321 section 2.4), would send the message twice; so would a hosted address in
     # another case (hosted addresses are found ignoring case). The first spelling is kept.
     by_mailbox: dict[str, str] = {}
-    for r in (r.strip() for r in recipients):
-        if r:
-            local, _, domain = r.rpartition("@")
-            domain = domain.lower()
-            if hosted_domain(domain):
-                local = local.lower()
-            by_mailbox.setdefault(f"{local}@{domain}", r)
+    for r in given:
+        local, _, domain = r.rpartition("@")
+        domain = domain.lower()
+        if hosted_domain(domain):
+            local = local.lower()
+        by_mailbox.setdefault(f"{local}@{domain}", r)
     rcpts = list(by_mailbox.values())
     if not rcpts:
         raise SubmissionError("the message has no recipients")
     if len(rcpts) > MAX_RECIPIENTS:
-        # Each recipient costs a certificate discovery and a delivery: thousands in the headers
-        # (webmail and the CLI take them from there) would hold a worker for many minutes.
-        raise SubmissionError(
-            f"at most {MAX_RECIPIENTS} recipients per message ({len(rcpts)} given): "
-            "send it in several messages"
-        )
-    for rcpt in rcpts:
-        if mailtext.has_control_character(rcpt):
-            # No path holds one (RFC 5321 4.1.2): it would be sent in RCPT as it is.
-            raise SubmissionError("not a Direct address (it holds a control character)")
-        if not rcpt.isascii():
-            # An address beyond ASCII needs SMTPUTF8 (RFC 6531), which Direct does not support:
-            # no HISP could take it, and it cannot even be written in an SMTP command here.
-            raise SubmissionError(f"not a Direct address (must be plain ASCII): {rcpt}")
-        local, at, domain = rcpt.rpartition("@")
-        # A Direct address names a DNS domain (its certificate is found in DNS or LDAP by that
-        # name); an address literal such as [127.0.0.1] would aim egress at any host we can reach.
-        if not at or not local or "." not in domain or domain.startswith("[") or ":" in domain:
-            raise SubmissionError(f"not a Direct address: {rcpt}")
+        raise SubmissionError(_too_many(len(rcpts)))
     try:
-        raw = mailtext.without_fields(raw, frozenset({"bcc"}))  # RFC 5322 section 3.6.3
+        # RFC 5322 sections 3.6.3 and 3.6.6: what blind recipients (of the message, or of a
+        # client's resending) are named in is for no recipient's eyes.
+        raw = mailtext.without_fields(raw, frozenset({"bcc", "resent-bcc"}))
         added: list[tuple[str, str]] = []
+        if len(head.get_all("Message-ID") or ()) > 1:
+            # RFC 5322 3.6 allows one: a partner's MDN could quote either, and tracking would
+            # wait for one about the other until the delivery failed.
+            raise SubmissionError("the message has more than one Message-ID field")
         message_id = " ".join(str(head.get("Message-ID") or "").split())
         if mailtext.has_control_character(message_id):
             # RFC 5322 3.6.4 allows none; it is looked up and stored as written, and the
@@ -284,9 +335,7 @@ def submit(
         if len(message_id) > MAX_HEADER_CHARS:
             # Tracking finds the message by the exact id that MDNs and DSNs quote: a stored
             # copy cut short would never match them.
-            raise SubmissionError(
-                f"the Message-ID is longer than {MAX_HEADER_CHARS} characters"
-            )
+            raise SubmissionError(f"the Message-ID is longer than {MAX_HEADER_CHARS} characters")
         if not message_id:
             message_id = new_message_id()
             added.append(("Message-ID", message_id))
@@ -309,8 +358,13 @@ def submit(
     now = timezone.now()
     try:
         with transaction.atomic():
-            earlier = _repeated(message_id, sender=sender.address, rcpts=rcpts, raw=raw,
-                                date_added=bool(added and added[-1][0] == "Date"))
+            earlier = _repeated(
+                message_id,
+                sender=sender.address,
+                rcpts=rcpts,
+                raw=raw,
+                date_added=bool(added and added[-1][0] == "Date"),
+            )
             if earlier is not None:
                 return earlier
             message = Message.objects.create(
@@ -356,16 +410,76 @@ def submit(
             enqueue("process_outgoing", message.pk)
     except IntegrityError as exc:
         # The same Message-ID committed meanwhile: the client's own retry running alongside?
-        earlier = _repeated(message_id, sender=sender.address, rcpts=rcpts, raw=raw,
-                            date_added=bool(added and added[-1][0] == "Date"))
+        earlier = _repeated(
+            message_id,
+            sender=sender.address,
+            rcpts=rcpts,
+            raw=raw,
+            date_added=bool(added and added[-1][0] == "Date"),
+        )
         if earlier is not None:
             return earlier
         raise SubmissionError(f"the message could not be stored: {exc}") from None
     return message
 
 
-def _repeated(message_id: str, *, sender: str, rcpts: list[str], raw: bytes,
-              date_added: bool) -> Message | None:
+def _too_many(count: int) -> str:
+    return (
+        f"at most {MAX_RECIPIENTS} recipients per message ({count} given): "
+        "send it in several messages"
+    )
+
+
+# RFC 5321 section 4.1.2: a Mailbox is a Local-part (a Dot-string or a Quoted-string) "@" a
+# Domain of letter-digit-hyphen labels (RFC 1035 2.3.1). Address literals are no Direct
+# addresses (see _refusal).
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LOCAL_PART = re.compile(
+    rf'(?:{_ATOM}(?:\.{_ATOM})*|"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*")\Z'
+)
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})+\Z")
+# RFC 5321 section 4.5.3.1: 64 octets of local part; a DNS name has at most 253 characters.
+MAX_LOCAL_PART = 64
+MAX_DOMAIN = 253
+
+
+def _refusal(rcpt: str) -> str:
+    """Why ``rcpt`` cannot be a recipient, or "" when it can."""
+    if mailtext.has_control_character(rcpt):
+        # No path holds one (RFC 5321 4.1.2): it would be sent in RCPT as it is.
+        return "not a Direct address (it holds a control character)"
+    local, at, domain = rcpt.rpartition("@")
+    if not rcpt.isascii():
+        # An address beyond ASCII needs SMTPUTF8 (RFC 6531), which Direct does not support:
+        # no HISP could take it, and it cannot even be written in an SMTP command here. A
+        # domain name has an ASCII form (RFC 5890), which is worth saying.
+        hint = ""
+        if local.isascii():
+            try:
+                hint = f"; write the domain in its ASCII form: {local}@{domain.encode('idna').decode()}"
+            except UnicodeError:
+                pass
+        return f"not a Direct address (must be plain ASCII{hint}): {rcpt}"
+    # A Direct address names a DNS domain (its certificate is found in DNS or LDAP by that
+    # name); an address literal such as [127.0.0.1] would aim egress at any host we can reach,
+    # and so would a "domain" of digits only (RFC 3696 section 2: no top-level domain is
+    # all-numeric), which an address lookup takes for an IPv4 address.
+    if (
+        not at
+        or len(local) > MAX_LOCAL_PART
+        or not _LOCAL_PART.match(local)
+        or len(domain) > MAX_DOMAIN
+        or not _DOMAIN.match(domain)
+        or domain.rpartition(".")[2].isdigit()
+    ):
+        return f"not a Direct address: {rcpt}"
+    return ""
+
+
+def _repeated(
+    message_id: str, *, sender: str, rcpts: list[str], raw: bytes, date_added: bool
+) -> Message | None:
     """The stored submission that this one repeats, else None; another message under a
     Message-ID already sent is refused.
 
@@ -386,7 +500,10 @@ def _repeated(message_id: str, *, sender: str, rcpts: list[str], raw: bytes,
         if date_added:
             stored, raw = stored.partition(b"\r\n")[2], raw.partition(b"\r\n")[2]
         if stored == raw:
-            log.info("message %s submitted again (Message-ID already queued): answered as "
-                     "stored, sent once", earlier.pk)
+            log.info(
+                "message %s submitted again (Message-ID already queued): answered as "
+                "stored, sent once",
+                earlier.pk,
+            )
             return earlier
     raise SubmissionError(f"Message-ID {message_id} was already sent")

@@ -12,13 +12,13 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, Q
+from django.db.models import Count, Q, QuerySet, Subquery
 from django.utils import timezone
 
 import agent
 from agent.errors import AgentError, Code
 from agent.types import Environment, ProtectOptions
-from hisp import durations, egress
+from hisp import durations, egress, mailtext
 from hisp.models import Delivery, DeliveryEvent, Message
 from hisp.services import audit, notices, routes, tracking
 from hisp.services.mail import (
@@ -153,8 +153,11 @@ def _give_up(message: Message, *, why: str) -> str:
     are still on their way."""
     with transaction.atomic():
         waiting = list(message.deliveries.filter(state=Delivery.State.QUEUED, wire__isnull=True))
-        alive = message.deliveries.exclude(pk__in=[d.pk for d in waiting]).exclude(
-            state=Delivery.State.FAILED).exists()
+        alive = (
+            message.deliveries.exclude(pk__in=[d.pk for d in waiting])
+            .exclude(state=Delivery.State.FAILED)
+            .exists()
+        )
         state = Message.State.SENT if alive else Message.State.FAILED
         if not finish_message(message, state=state, reason="" if alive else "internal-error"):
             return "lease-lost"  # nothing written: the message is someone else's now
@@ -194,35 +197,54 @@ def _retry_later(message: Message, *, delay: timedelta | None = None) -> bool:
 
 def _process(message: Message) -> str:
     now = timezone.now()
+    raw = bytes(message.raw)
     deliveries = list(message.deliveries.filter(state=Delivery.State.QUEUED, wire__isnull=True))
-    by_domain: dict[str, list[Delivery]] = defaultdict(list)
+    named = _named_recipients(raw, deliveries)
+    groups: dict[str, list[Delivery]] = defaultdict(list)
     for delivery in deliveries:
-        by_domain[_domain(delivery.recipient)].append(delivery)
-    results: list[tuple[Delivery, bytes | None, AgentError | None]] = []
-    for group in by_domain.values():
-        wire, rejected = _protect(
-            bytes(message.raw), message.envelope_from, [d.recipient for d in group], now
-        )
+        groups[_copy_group(delivery, named)].append(delivery)
+    results: list[tuple[Delivery, bool, AgentError | None]] = []
+    wired_groups: list[list[int]] = []
+    for group in groups.values():
+        wire, rejected = _protect(raw, message.envelope_from, [d.recipient for d in group], now)
+        protected = [d for d in group if d.recipient not in rejected]
+        if wire is not None and protected:
+            # Stored now, one group at a time, and let go: holding every domain's copy until
+            # the end would keep a 25 MB message's copies for a hundred domains in memory at
+            # once. Only while our claim holds; a row stored before a crash is sent by the
+            # sweeper's rule for protected deliveries, and the next round leaves it alone.
+            stored = Delivery.objects.filter(
+                pk__in=[d.pk for d in protected],
+                state=Delivery.State.QUEUED,
+                wire__isnull=True,
+                message__state=Message.State.PROCESSING,
+                message__claimed_at=message.claimed_at,
+            ).update(wire=wire, updated_at=now)
+            if stored < len(protected) and not _still_ours(message):
+                return "lease-lost"
+            # (A delivery staff failed meanwhile is not stored; its task will find it final.)
+            wired_groups.append(sorted(d.pk for d in protected))
+        del wire
         for delivery in group:
             error = rejected.get(delivery.recipient)
-            results.append((delivery, None if error else wire, error))
+            results.append((delivery, error is None, error))
     # A transient reason (a CRL or DNS server not answering) is waited out as long as an SMTP
     # 4xx would be (HISP_RETRY_PERIOD since the message was queued): the recipients it hit
-    # stay queued unprotected and the message comes back; the others go now.
+    # stay queued unprotected and the message comes back; the others go now. Where the route
+    # holds for certificates, a discovery that could not finish is held at once instead (the
+    # sender is told, and the hold bounds the wait).
     waiting = now < message.created_at + settings.HISP_RETRY_PERIOD
-    retry = [d for d, _w, e in results if e is not None and not e.permanent and waiting]
-    wired: list[int] = []
+    retry = [
+        d
+        for d, _w, e in results
+        if e is not None and not e.permanent and waiting and not _would_hold(d, e)
+    ]
+    wired = [pk for pks in wired_groups for pk in pks]
     ready = 0
-    recipients_by_pk = {delivery.pk: delivery.recipient for delivery, _w, _e in results}
     with transaction.atomic():
         held = 0
-        for delivery, wire, error in results:
-            if wire is not None:
-                if Delivery.objects.filter(pk=delivery.pk, state=Delivery.State.QUEUED).update(
-                    wire=wire, updated_at=now
-                ):
-                    wired.append(delivery.pk)
-            elif delivery not in retry:
+        for delivery, protected, error in results:
+            if not protected and delivery not in retry:
                 assert error is not None
                 held += _refuse(delivery, error, now)
         if retry:
@@ -230,23 +252,25 @@ def _process(message: Message) -> str:
                 transaction.set_rollback(True)
                 return "lease-lost"
         else:
-            ready = len(wired) + held
-            if message.attempts:
-                # Deliveries protected in an earlier round count too (they are on their way).
-                ready += message.deliveries.exclude(pk__in=[d.pk for d in deliveries]).exclude(
-                    state=Delivery.State.FAILED).count()
+            # Deliveries protected in an earlier round (or before a crash) count too: they
+            # are on their way.
+            ready = (
+                held
+                + message.deliveries.exclude(
+                    pk__in=[d.pk for d, protected, _e in results if not protected]
+                )
+                .exclude(state=Delivery.State.FAILED)
+                .count()
+            )
             state = Message.State.SENT if ready else Message.State.FAILED
             reason = "" if ready else _common_reason(results)
             if not finish_message(message, state=state, reason=reason):
                 transaction.set_rollback(True)
                 return "lease-lost"
         if len(wired) > 1:
-            # One task per destination domain: it takes that domain's other deliveries along
-            # in the same SMTP transaction (_claim_companions).
-            by_destination: dict[str, list[int]] = defaultdict(list)
-            for pk in sorted(wired):
-                by_destination[_domain(recipients_by_pk[pk])].append(pk)
-            for pks in by_destination.values():
+            # One task per copy: it takes that copy's other deliveries along in the same SMTP
+            # transaction (_claim_companions).
+            for pks in wired_groups:
                 for pk in pks[:: egress.MAX_RECIPIENTS]:
                     enqueue("deliver", pk)
     if len(wired) == 1:
@@ -258,13 +282,42 @@ def _process(message: Message) -> str:
     return f"protected:{ready}/{len(results)}"
 
 
+def _still_ours(message: Message) -> bool:
+    return Message.objects.filter(
+        pk=message.pk, state=Message.State.PROCESSING, claimed_at=message.claimed_at
+    ).exists()
+
+
+def _named_recipients(raw: bytes, deliveries: list[Delivery]) -> frozenset[str]:
+    """The addresses the message's To and Cc fields show every reader (lower case); none to
+    look for when there is at most one recipient."""
+    if len(deliveries) < 2:
+        return frozenset()
+    try:
+        head = mailtext.parse(mailtext.head_of(raw))
+        named = (*mailtext.addresses(head, "To"), *mailtext.addresses(head, "Cc"))
+    except Exception:  # noqa: BLE001 - unreadable fields name no one: each gets its own copy
+        return frozenset()
+    return frozenset(a.lower() for a in named)
+
+
+def _copy_group(delivery: Delivery, named: frozenset[str]) -> str:
+    """Which protected copy ``delivery`` gets: one per destination domain for the recipients
+    the header fields name, and one of its own for each blind (Bcc or envelope-only) recipient.
+    A shared copy has a RecipientInfo for every recipient's certificate (RFC 5652 6.1), so a
+    blind recipient in it would be known to all the others (RFC 5322 3.6.3)."""
+    if delivery.recipient.lower() in named:
+        return "domain:" + _domain(delivery.recipient)
+    return f"blind:{delivery.pk}"
+
+
 def claim_message_out(pk: int) -> Message | None:
     from hisp.services.mail import claim_message
 
     return claim_message(pk, from_state=Message.State.QUEUED)
 
 
-def _common_reason(results: list[tuple[Delivery, bytes | None, AgentError | None]]) -> str:
+def _common_reason(results: list[tuple[Delivery, bool, AgentError | None]]) -> str:
     codes = {str(e.code) for _d, _w, e in results if e is not None}
     return codes.pop() if len(codes) == 1 else "no-recipient-protected"
 
@@ -274,10 +327,14 @@ def _holds(recipient: str) -> bool:
     return route is not None and route.hold_pending_certificate
 
 
+def _would_hold(delivery: Delivery, error: AgentError) -> bool:
+    return error.code in _HOLDABLE and _holds(delivery.recipient)
+
+
 def _refuse(delivery: Delivery, error: AgentError, now: datetime) -> int:
     """A recipient we could not protect for: hold it (route setting) or fail it. Returns 1
     when the delivery is still alive (held)."""
-    if error.code in _HOLDABLE and _holds(delivery.recipient):
+    if _would_hold(delivery, error):
         if Delivery.objects.filter(pk=delivery.pk, state=Delivery.State.QUEUED).update(
             state=Delivery.State.PENDING_CERTIFICATE,
             detail=str(error.code),
@@ -328,7 +385,8 @@ def _claim_delivery(pk: int, *, only_due: bool = False) -> Delivery | None:
         claimable = claimable.exclude(state=Delivery.State.DEFERRED, next_attempt_at__gt=now)
     if not claimable.update(claimed_at=now):
         return None
-    return Delivery.objects.select_related("message").get(pk=pk)
+    # The message's own bytes are read only where needed (a pending re-check, a DSN).
+    return Delivery.objects.select_related("message").defer("message__raw").get(pk=pk)
 
 
 def deliver(pk: int, *, only_due: bool = False) -> str:
@@ -343,9 +401,11 @@ def deliver(pk: int, *, only_due: bool = False) -> str:
         log.error("delivery %s: attempt abandoned %s times, failed", pk, delivery.abandoned)
         with transaction.atomic():
             tracking.fail(
-                delivery, detail="internal-error: attempts cut short repeatedly", status="5.3.0",
+                delivery,
+                detail="internal-error: attempts cut short repeatedly",
+                status="5.3.0",
                 why="this HISP's attempts to send it were cut short repeatedly; it may or may "
-                    "not have arrived",
+                "not have arrived",
             )
         return "failed"
     return _attempt(delivery, timezone.now())
@@ -370,7 +430,10 @@ def _attempt(delivery: Delivery, now: datetime) -> str:
         return _deliver_locally(delivery, now)
     batch = [delivery, *_claim_companions(delivery, now)]
     outcomes = _send(
-        bytes(delivery.wire), reverse_path(delivery.message), [d.recipient for d in batch], pk,
+        bytes(delivery.wire),
+        reverse_path(delivery.message),
+        [d.recipient for d in batch],
+        pk,
         _deadline(delivery.claimed_at or now),
     )
     results = [_record(d, outcomes[d.recipient], now) for d in batch]
@@ -439,24 +502,34 @@ def _claim_companions(delivery: Delivery, now: datetime) -> list[Delivery]:
     if len(delivery.message.envelope_to) < 2:
         return []  # one recipient (every MDN): no companions to look for
     expired = now - claim_lease()
-    due = Delivery.objects.filter(
-        Q(claimed_at__isnull=True) | Q(claimed_at__lt=expired),
-        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now),
-        message_id=delivery.message_id,
-        state__in=[Delivery.State.QUEUED, Delivery.State.DEFERRED],
-        recipient__iendswith="@" + _domain(delivery.recipient),
-        wire__isnull=False,
-    ).exclude(pk=delivery.pk).order_by("pk")  # pk order: matches the tasks _process queued
+    due = (
+        Delivery.objects.filter(
+            Q(claimed_at__isnull=True) | Q(claimed_at__lt=expired),
+            Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now),
+            message_id=delivery.message_id,
+            state__in=[Delivery.State.QUEUED, Delivery.State.DEFERRED],
+            recipient__iendswith="@" + _domain(delivery.recipient),
+            # The same copy (a blind recipient has its own): compared by the database, row to
+            # row, so that no companion's copy is read into this worker.
+            wire=Subquery(Delivery.objects.filter(pk=delivery.pk).values("wire")[:1]),
+        )
+        .exclude(pk=delivery.pk)
+        .order_by("pk")
+    )  # pk order: matches the tasks _process queued
     claimed: list[Delivery] = []
     for pk in list(due.values_list("pk", flat=True)[: egress.MAX_RECIPIENTS - 1]):
         if not due.filter(pk=pk).update(claimed_at=now):
             continue  # another worker took it
-        sibling = Delivery.objects.select_related("message").get(pk=pk)
-        if bytes(sibling.wire or b"") == bytes(delivery.wire or b""):
-            claimed.append(sibling)
-        else:
-            Delivery.objects.filter(pk=pk, claimed_at=now).update(claimed_at=None)
+        # Without its copy (the one in hand) or the message's bytes: loaded whole, a hundred
+        # companions of a 25 MB message held 4 GB until the transaction was over.
+        claimed.append(_without_bytes(Delivery.objects.select_related("message")).get(pk=pk))
     return claimed
+
+
+def _without_bytes(deliveries: QuerySet[Delivery]) -> QuerySet[Delivery]:
+    """Deliveries with their message, leaving the bytes (the protected copy and the message
+    as submitted) to be read only if used: an attempt sends its one copy, read separately."""
+    return deliveries.defer("wire", "message__raw")
 
 
 def _mine(delivery: Delivery) -> Q:
@@ -469,8 +542,12 @@ def _deliver_locally(delivery: Delivery, now: datetime) -> str:
     if find_address(delivery.recipient) is None:
         # What backbone ingress would answer with 550 5.1.1 (no MDN would ever come).
         with transaction.atomic():
-            tracking.fail(delivery, detail="550 5.1.1 No such user here", status="5.1.1",
-                          why="there is no such address at this HISP")
+            tracking.fail(
+                delivery,
+                detail="550 5.1.1 No such user here",
+                status="5.1.1",
+                why="there is no such address at this HISP",
+            )
         return "failed"
     with transaction.atomic():
         moved = Delivery.objects.filter(_mine(delivery)).update(
@@ -548,8 +625,14 @@ def _record(delivery: Delivery, outcome: egress.Outcome, now: datetime) -> str:
         if status.startswith("4"):
             status = "5" + status[1:]
         why = _failure_why(outcome, expired=expired)
-        tracking.fail(delivery, detail=outcome.detail, status=status, why=why,
-                      remote_mta=outcome.remote or None, last_attempt=now)
+        tracking.fail(
+            delivery,
+            detail=outcome.detail,
+            status=status,
+            why=why,
+            remote_mta=outcome.remote or None,
+            last_attempt=now,
+        )
     return "failed"
 
 
@@ -564,8 +647,7 @@ def _failure_why(outcome: egress.Outcome, *, expired: bool) -> str:
     if ours:
         return f"it could not be sent for {period}; last attempt: {reason}"
     return (
-        f"the destination refused it for now or could not be reached, for {period} "
-        f"(last: {reason})"
+        f"the destination refused it for now or could not be reached, for {period} (last: {reason})"
     )
 
 
@@ -592,8 +674,20 @@ def _record_sent(
     with connection.cursor() as cursor:
         cursor.execute(
             sql,
-            [sent, detail, now, first, attempts, now, delivery.pk, delivery.claimed_at,
-             sent, detail, now, *audit_params],
+            [
+                sent,
+                detail,
+                now,
+                first,
+                attempts,
+                now,
+                delivery.pk,
+                delivery.claimed_at,
+                sent,
+                detail,
+                now,
+                *audit_params,
+            ],
         )
 
 
@@ -611,6 +705,9 @@ def _recheck_pending(delivery: Delivery, now: datetime) -> str:
                 detail="certificate found",
                 claimed_at=None,
                 next_attempt_at=None,
+                # The time held is not time spent retrying SMTP: HISP_RETRY_PERIOD counts
+                # from the first attempt to send it, not from when the hold began.
+                first_attempt_at=None,
                 updated_at=now,
             )
             if moved:
@@ -620,23 +717,47 @@ def _recheck_pending(delivery: Delivery, now: datetime) -> str:
                 enqueue("deliver", delivery.pk)
             return "released"
         error = rejected[delivery.recipient]
-        if now < first + pending_hold() and error.code in _HOLDABLE:
+        # The route as it is now decides (the console says so when a hold is turned off or
+        # the route deleted): without the hold, the delivery fails as it would have at first.
+        holding = _holds(delivery.recipient)
+        in_time = now < first + pending_hold()
+        # A passing trouble (a CRL or directory out of reach) says nothing about whether a
+        # certificate will come: the hold goes on.
+        if in_time and holding and (error.code in _HOLDABLE or not error.permanent):
             Delivery.objects.filter(_mine(delivery)).update(
                 claimed_at=None, next_attempt_at=now + pending_recheck(), updated_at=now
             )
             return "still-pending"
-        if not Delivery.objects.select_for_update().filter(
-            _mine(delivery), state=Delivery.State.PENDING_CERTIFICATE
-        ).exists():
+        if (
+            not Delivery.objects.select_for_update()
+            .filter(_mine(delivery), state=Delivery.State.PENDING_CERTIFICATE)
+            .exists()
+        ):
             # The lease ran out during discovery and another worker has the delivery now (or
             # staff acted on it): its outcome is that worker's to record, not a second DSN.
             return "lease-lost"
-        tracking.fail(
-            delivery,
-            detail=str(error.code),
-            status=notices.status_for(str(error.code)),
-            why=f"no usable certificate was found for this recipient in time ({error.code})",
-        )
+        if error.code not in _HOLDABLE and error.permanent:
+            # What no certificate cures (the sender's own key is gone, say).
+            status = notices.status_for(str(error.code))
+            why = f"it could not be protected for this recipient ({error.code})"
+        elif not holding and in_time:
+            status = notices.status_for(str(error.code))
+            why = (
+                f"it could not be protected for this recipient ({error.code}), and mail "
+                "for its domain is no longer held until a certificate is found"
+            )
+        elif error.code in _HOLDABLE:
+            status = notices.status_for(str(error.code))
+            why = f"no usable certificate was found for this recipient in time ({error.code})"
+        else:
+            # A passing trouble outlasted the hold (a certificate was found, its CRL never
+            # came): the time ran out, the certificate is not known to be missing.
+            status = notices.EXPIRED
+            why = (
+                f"it could not be protected for this recipient within the "
+                f"{durations.describe(pending_hold())} it was held ({error.code})"
+            )
+        tracking.fail(delivery, detail=str(error.code), status=status, why=why)
     return "failed"
 
 

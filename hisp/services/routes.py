@@ -122,11 +122,20 @@ def delete_route(
     route = Route.objects.filter(domain=name).first()
     if route is None:
         raise RouteError(f"no route for {name}")
-    # What the route was goes into the log too: deleting it may drop a STARTTLS requirement.
+    # What the route was goes into the log too: deleting it may drop a STARTTLS requirement,
+    # or a hold (the deliveries held for a certificate then fail at their next re-check).
     target = f"{route.host}:{route.port}" if route.host else "MX"
-    audit.record(action="route.delete", obj=route, actor=actor, client=client, domain=name,
-                 target=target, require_tls=route.require_tls,
-                 **({"reason": reason} if reason else {}))
+    audit.record(
+        action="route.delete",
+        obj=route,
+        actor=actor,
+        client=client,
+        domain=name,
+        target=target,
+        require_tls=route.require_tls,
+        hold_pending_certificate=route.hold_pending_certificate,
+        **({"reason": reason} if reason else {}),
+    )
     route.delete()
 
 
@@ -138,8 +147,10 @@ def state(route: Route | None) -> str:
     where and how the domain's mail goes."""
     if route is None:
         return NONE
-    return (f"{route.pk}:{route.target}:tls={int(route.require_tls)}"
-            f":hold={int(route.hold_pending_certificate)}")
+    return (
+        f"{route.pk}:{route.target}:tls={int(route.require_tls)}"
+        f":hold={int(route.hold_pending_certificate)}"
+    )
 
 
 def change_route(
@@ -169,7 +180,10 @@ def change_route(
             try:
                 with transaction.atomic():
                     route = Route.objects.create(
-                        domain=name, host=host, port=port, require_tls=require_tls,
+                        domain=name,
+                        host=host,
+                        port=port,
+                        require_tls=require_tls,
                         hold_pending_certificate=hold_pending_certificate,
                     )
             except IntegrityError:  # created by someone else since the read above
@@ -185,6 +199,12 @@ def change_route(
             route.require_tls = require_tls
             route.hold_pending_certificate = hold_pending_certificate
             route.save()
-        _audit_set(route, created=current is None, actor=actor, client=client,
-                   previous=previous, reason=reason)
+        _audit_set(
+            route,
+            created=current is None,
+            actor=actor,
+            client=client,
+            previous=previous,
+            reason=reason,
+        )
     return route
