@@ -504,6 +504,10 @@ def sweep() -> dict[str, int]:
         # transient failure being waited out) is the message's business, re-queued above.
         | Q(claimed_at__isnull=True, next_attempt_at__isnull=True, updated_at__lt=stale,
             wire__isnull=False)
+        # A held delivery has no copy yet: its queued re-check lost, it matched nothing above
+        # and waited for ever, its sender never told the outcome.
+        | Q(state=Delivery.State.PENDING_CERTIFICATE, claimed_at__isnull=True,
+            next_attempt_at__isnull=True, updated_at__lt=stale)
     )
     for pk in due.values_list("pk", flat=True):
         # Clearing next_attempt_at hands the row to the "queued but lost" rule above, so a
