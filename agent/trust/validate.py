@@ -232,7 +232,19 @@ def select_recipient_certificates(
     anchors = tuple(env.anchors.anchors(sender_domain.lower(), Direction.OUTGOING))
     reasons: list[str] = []
     worst: set[Code] = set()
-    for level in env.certificates.candidates(address):
+    levels = iter(env.certificates.candidates(address))
+    while True:
+        try:
+            level = next(levels)
+        except StopIteration:
+            break
+        except AgentError as exc:
+            # A level that fails transiently ends the search (the resolver raises it); the
+            # reasons the earlier levels gave go with it, or the sender's DSN and the console
+            # would say only that the last lookup failed.
+            raise AgentError(
+                exc.code, "; ".join([*reasons, exc.detail]), permanent=exc.permanent
+            ) from exc
         if level.error is not None:
             reasons.append(f"{level.source}: lookup failed ({level.error})")
         if not level.certificates:
