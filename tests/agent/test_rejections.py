@@ -8,7 +8,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from asn1crypto import cms as asn1_cms
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
 
 from agent import (
     AgentError,
@@ -486,3 +489,32 @@ def test_protect_rejects_a_message_without_headers(world: World) -> None:
             b"\r\njust a body", sender="alice@hisp.test", recipients=[BOB], env=world.env(), at=NOW
         )
     assert caught.value.code is Code.MALFORMED
+
+
+def test_unprotect_rejects_a_content_type_attribute_that_differs_from_the_content(
+    world: World, files: Files
+) -> None:
+    """RFC 5652 5.3 and 11.1: the signed contentType attribute names the type of what was
+    signed; a signature made over another type's attribute (re-signed, so the signature itself
+    is good) must not pass for this content."""
+    signed = _signed(files)
+    head, _, b64 = signed.partition(b'name="smime.p7s"')
+    sig_head, _, rest = b64.partition(b"\n\n")
+    body, _, tail = rest.partition(b"\n\n")
+    info = asn1_cms.ContentInfo.load(base64.b64decode(body))
+    signer = info["content"]["signer_infos"][0]
+    attributes = []
+    for attribute in signer["signed_attrs"]:
+        if attribute["type"].native == "content_type":
+            attribute = asn1_cms.CMSAttribute({"type": "content_type", "values": ["signed_data"]})
+        attributes.append(attribute)
+    signed_attrs = asn1_cms.CMSAttributes(attributes)
+    signer["signed_attrs"] = signed_attrs
+    signer["signature"] = world.alice.private_key().sign(
+        signed_attrs.dump(force=True), padding.PKCS1v15(), hashes.SHA256()
+    )
+    der = info.dump(force=True)
+    tampered = (
+        head + b'name="smime.p7s"' + sig_head + b"\n\n" + base64.encodebytes(der) + b"\n" + tail
+    )
+    assert _code(_seal(tampered, world), world.env()) is Code.BAD_SIGNATURE
