@@ -12,7 +12,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from adminconsole import access, impact, invitations, services
-from adminconsole.access import staff_required
+from adminconsole.access import needs, staff_required
 from adminconsole.forms.confirm import ReasonConfirmForm
 from adminconsole.forms.identity import (
     CONFIRMED_TRANSITIONS,
@@ -22,6 +22,7 @@ from adminconsole.forms.identity import (
     ProofingForm,
     StatusForm,
 )
+from adminconsole.roles import Role
 from adminconsole.views.common import audit_search, confirm_page, paginate, query_without_page
 from hisp.models import Address, AddressGrant
 from hisp.services import identity
@@ -64,6 +65,7 @@ def _list(request: HttpRequest, add_form: AddressAddForm, *, status: int = 200) 
 
 
 @staff_required
+@needs(Role.REGISTRATION)
 @require_POST
 def address_add(request: HttpRequest) -> HttpResponse:
     """A new address starts pending: proofing and activation follow on its page."""
@@ -113,6 +115,7 @@ def address_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @staff_required
+@needs(Role.REGISTRATION)
 @require_POST
 def record_proofing(request: HttpRequest, pk: int) -> HttpResponse:
     address = access.get_address(pk)
@@ -125,6 +128,7 @@ def record_proofing(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @staff_required
+@needs(Role.REGISTRATION)
 @require_POST
 def change_status(request: HttpRequest, pk: int) -> HttpResponse:
     address = access.get_address(pk)
@@ -165,6 +169,7 @@ def _status_page(
 
 
 @staff_required
+@needs(Role.REGISTRATION)
 @require_GET
 def status_confirm(request: HttpRequest, pk: int, transition: str) -> HttpResponse:
     """What suspending or disabling this address does; its form posts to ``change_status``."""
@@ -175,6 +180,7 @@ def status_confirm(request: HttpRequest, pk: int, transition: str) -> HttpRespon
 
 
 @staff_required
+@needs(Role.REGISTRATION)
 @require_POST
 def grant_access(request: HttpRequest, pk: int) -> HttpResponse:
     address = access.get_address(pk)
@@ -200,6 +206,7 @@ def _detail_url(address: Address) -> str:
 
 
 @staff_required
+@needs(Role.REGISTRATION)
 @require_http_methods(["GET", "POST"])
 def revoke_grant(request: HttpRequest, pk: int, grant_pk: int) -> HttpResponse:
     """Revoking a delegate needs a reason (audited) and an explicit confirmation."""
@@ -220,6 +227,7 @@ def revoke_grant(request: HttpRequest, pk: int, grant_pk: int) -> HttpResponse:
 
 
 @staff_required
+@needs(Role.REGISTRATION)
 @require_http_methods(["GET", "POST"])
 def reset_password(request: HttpRequest, pk: int) -> HttpResponse:
     """Resetting the owner's password needs a reason (audited) and an explicit confirmation."""

@@ -14,8 +14,9 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from adminconsole.access import staff_required
+from adminconsole.access import needs, staff_required
 from adminconsole.forms.operations import AuditFilterForm
+from adminconsole.roles import Role
 from adminconsole.views.common import paginate, query_without_page
 from hisp.models import AuditEvent
 from hisp.services import audit
@@ -53,6 +54,7 @@ def _page(request: HttpRequest, form: AuditFilterForm, *, status: int = 200) -> 
 
 
 @staff_required
+@needs(Role.AUDIT)
 @require_GET
 def audit_log(request: HttpRequest) -> HttpResponse:
     return _page(request, AuditFilterForm(request.GET or None))
@@ -87,6 +89,7 @@ class _Line:
 
 
 @staff_required
+@needs(Role.AUDIT)
 @require_GET
 def audit_export(request: HttpRequest) -> HttpResponseBase:
     """The events the audit log's filters select, oldest first, as CSV (UTC times, the detail as

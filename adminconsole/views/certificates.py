@@ -15,7 +15,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from adminconsole import access, certinfo, impact
-from adminconsole.access import staff_required
+from adminconsole.access import needs, staff_required
 from adminconsole.forms.certificates import (
     CertificateFilterForm,
     CertificateImportForm,
@@ -23,6 +23,7 @@ from adminconsole.forms.certificates import (
     Pkcs12ExportForm,
     RevokeForm,
 )
+from adminconsole.roles import Role
 from adminconsole.views.common import audit_search, paginate, query_without_page
 from adminconsole.views.dashboard import expiring
 from hisp.models import Address, Certificate
@@ -110,6 +111,7 @@ def _issue_page(request: HttpRequest, form: IssueCertificateForm, *, status: int
 
 
 @staff_required
+@needs(Role.CERTIFICATES)
 @require_http_methods(["GET", "POST"])
 def certificate_issue(request: HttpRequest) -> HttpResponse:
     """Issue address- or domain-bound certificate(s) with new keys under the domain's CA."""
@@ -131,6 +133,7 @@ def certificate_issue(request: HttpRequest) -> HttpResponse:
 
 
 @staff_required
+@needs(Role.CERTIFICATES)
 @require_http_methods(["GET", "POST"])
 def certificate_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     """Revocation needs a reason and an explicit confirmation; the CRL is regenerated at once."""
@@ -168,6 +171,7 @@ def certificate_revoke(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @staff_required
+@needs(Role.CERTIFICATES)
 @require_POST
 def certificate_renew(request: HttpRequest, pk: int) -> HttpResponse:
     certificate = access.get_certificate(pk)
@@ -181,6 +185,7 @@ def certificate_renew(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @staff_required
+@needs(Role.CERTIFICATES)
 @require_http_methods(["GET", "POST"])
 @sensitive_post_parameters("passphrase", "passphrase_again")  # never in an error report
 def certificate_pkcs12(request: HttpRequest, pk: int) -> HttpResponse:
@@ -216,6 +221,7 @@ def certificate_pkcs12(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @staff_required
+@needs(Role.CERTIFICATES)
 @require_http_methods(["GET", "POST"])
 @sensitive_post_parameters("password")  # never in an error report
 def certificate_import(request: HttpRequest) -> HttpResponse:

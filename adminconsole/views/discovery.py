@@ -12,8 +12,9 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from adminconsole import services
-from adminconsole.access import staff_required
+from adminconsole.access import needs, staff_required
 from adminconsole.forms.operations import DiscoveryForm, FlushForm
+from adminconsole.roles import Role
 from agent import AgentError
 from agent.trust import select_recipient_certificates
 from hisp import discovery
@@ -90,6 +91,7 @@ def lookup(request: HttpRequest) -> HttpResponse:
 
 
 @staff_required
+@needs(Role.OPERATIONS)
 @require_POST
 def flush(request: HttpRequest) -> HttpResponse:
     form = FlushForm(request.POST)

@@ -11,9 +11,10 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from adminconsole import access, impact
-from adminconsole.access import staff_required
+from adminconsole.access import needs, staff_required
 from adminconsole.forms.confirm import ConfirmForm
 from adminconsole.forms.identity import DomainAddForm
+from adminconsole.roles import Role
 from adminconsole.views.common import confirm_page
 from hisp.certificates import display_fingerprint
 from hisp.models import Certificate, Domain
@@ -45,6 +46,7 @@ def domain_list(request: HttpRequest) -> HttpResponse:
 
 
 @staff_required
+@needs(Role.CERTIFICATES)
 @require_POST
 def domain_add(request: HttpRequest) -> HttpResponse:
     """Create a provider or patient-portal domain with its CA and domain certificate."""
@@ -89,6 +91,7 @@ def domain_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @staff_required
+@needs(Role.CERTIFICATES)
 @require_http_methods(["GET", "POST"])
 def ca_rollover(request: HttpRequest, pk: int) -> HttpResponse:
     """Replacing the domain's issuing CA, one confirmed step at a time: prepare the successor

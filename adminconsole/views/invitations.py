@@ -8,14 +8,16 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from adminconsole import access
-from adminconsole.access import staff_required
+from adminconsole.access import needs, staff_required
 from adminconsole.forms.invitations import InvitationForm
 from adminconsole.invitations import issue, live_invitation, refusal, revoke
+from adminconsole.roles import Role
 from adminconsole.services import StaffActionError
 from hisp.models import Invitation
 
 
 @staff_required
+@needs(Role.REGISTRATION)
 @require_http_methods(["GET", "POST"])
 def invite(request: HttpRequest, pk: int) -> HttpResponse:
     """The form is on the address page too; this page shows it again with any error."""
@@ -48,6 +50,7 @@ def invite(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @staff_required
+@needs(Role.REGISTRATION)
 @require_POST
 def invitation_revoke(request: HttpRequest, pk: int, invitation_pk: int) -> HttpResponse:
     address = access.get_address(pk)

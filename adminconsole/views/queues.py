@@ -17,13 +17,14 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from adminconsole import access, impact, services
-from adminconsole.access import staff_required
+from adminconsole.access import needs, staff_required
 from adminconsole.forms.operations import (
     PERIODS,
     DeliveryFilterForm,
     FailDeliveryForm,
     MessageFilterForm,
 )
+from adminconsole.roles import Role
 from adminconsole.views.common import (
     audit_mail_listing,
     confirm_page,
@@ -41,6 +42,7 @@ MESSAGE_METADATA = (
 
 
 @staff_required
+@needs(Role.OPERATIONS, Role.AUDIT)
 @require_GET
 def message_list(request: HttpRequest) -> HttpResponse:
     form = MessageFilterForm(request.GET or None)
@@ -71,6 +73,7 @@ def message_list(request: HttpRequest) -> HttpResponse:
 
 
 @staff_required
+@needs(Role.OPERATIONS, Role.AUDIT)
 @require_GET
 def delivery_list(request: HttpRequest) -> HttpResponse:
     form = DeliveryFilterForm(request.GET or None)
@@ -103,6 +106,7 @@ def delivery_list(request: HttpRequest) -> HttpResponse:
 
 
 @staff_required
+@needs(Role.OPERATIONS, Role.AUDIT)
 @require_GET
 def message_detail(request: HttpRequest, pk: int) -> HttpResponse:
     message = access.get_message(pk)
@@ -119,6 +123,7 @@ def message_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @staff_required
+@needs(Role.OPERATIONS, Role.AUDIT)
 @require_GET
 def delivery_detail(request: HttpRequest, pk: int) -> HttpResponse:
     delivery = access.get_delivery(pk)
@@ -139,6 +144,7 @@ def delivery_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @staff_required
+@needs(Role.OPERATIONS)
 @require_POST
 def delivery_retry(request: HttpRequest, pk: int) -> HttpResponse:
     delivery = access.get_delivery(pk)
@@ -152,6 +158,7 @@ def delivery_retry(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @staff_required
+@needs(Role.OPERATIONS)
 @require_http_methods(["GET", "POST"])
 def delivery_fail(request: HttpRequest, pk: int) -> HttpResponse:
     """Failing a delivery by hand needs a reason (audited) and an explicit confirmation."""

@@ -12,9 +12,10 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from adminconsole import access, impact
-from adminconsole.access import staff_required
+from adminconsole.access import needs, staff_required
 from adminconsole.forms.confirm import ReasonConfirmForm
 from adminconsole.forms.operations import RouteForm, RouteReplaceForm
+from adminconsole.roles import Role
 from adminconsole.views.common import confirm_page
 from hisp.models import Route
 from hisp.services import audit, identity, routes
@@ -112,6 +113,7 @@ def _changed_meanwhile(request: HttpRequest, data: dict[str, Any], reason: str) 
 
 
 @staff_required
+@needs(Role.OPERATIONS)
 @require_POST
 def route_set(request: HttpRequest) -> HttpResponse:
     """Create a route at once, or replace one only after confirming what changes (with a
@@ -169,6 +171,7 @@ def _confirm_replacement(request: HttpRequest) -> HttpResponse:
 
 
 @staff_required
+@needs(Role.OPERATIONS)
 @require_http_methods(["GET", "POST"])
 def route_delete(request: HttpRequest, pk: int) -> HttpResponse:
     """Deleting a route shows where mail goes instead, and acts only once confirmed."""

@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from adminconsole import access, certinfo, impact, services
-from adminconsole.access import staff_required
+from adminconsole.access import needs, staff_required
 from adminconsole.forms.confirm import ReasonConfirmForm
 from adminconsole.forms.trust import (
     CHANGED,
@@ -25,6 +25,7 @@ from adminconsole.forms.trust import (
     BundleRefreshForm,
     PendingBundle,
 )
+from adminconsole.roles import Role
 from adminconsole.views.common import confirm_page, paginate, query_without_page
 from hisp.models import Domain, TrustAnchor, TrustBundle
 from hisp.services import audit, trust
@@ -51,6 +52,7 @@ def anchor_list(request: HttpRequest) -> HttpResponse:
 
 
 @staff_required
+@needs(Role.CERTIFICATES)
 @require_http_methods(["GET", "POST"])
 def anchor_import(request: HttpRequest) -> HttpResponse:
     """Step one: upload. A valid upload shows the fingerprint and asks for confirmation."""
@@ -104,6 +106,7 @@ def bundle_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @staff_required
+@needs(Role.CERTIFICATES)
 @require_POST
 def anchor_confirm(request: HttpRequest) -> HttpResponse:
     """Step two: save only if the typed fingerprint matches the certificate being saved."""
@@ -136,6 +139,7 @@ def anchor_confirm(request: HttpRequest) -> HttpResponse:
 
 
 @staff_required
+@needs(Role.CERTIFICATES)
 @require_GET
 def anchor_export(request: HttpRequest, pk: int) -> HttpResponse:
     """Our CA for one domain, with the fingerprint to read out to the partner by phone
@@ -228,6 +232,7 @@ def _restart(request: HttpRequest, problem: str, pending: PendingBundle | None =
 
 
 @staff_required
+@needs(Role.CERTIFICATES)
 @require_POST
 def bundle_add(request: HttpRequest) -> HttpResponse:
     """Step one: fetch or read the bundle, verify it and show the anchors it holds, storing
@@ -321,6 +326,7 @@ def _changed(request: HttpRequest, pending: PendingBundle, preview: trust.Bundle
 
 
 @staff_required
+@needs(Role.CERTIFICATES)
 @require_http_methods(["GET", "POST"])
 def bundle_refresh(request: HttpRequest, pk: int) -> HttpResponse:
     """Step one (GET): fetch and verify the bundle, and show which anchors it would add and
@@ -369,6 +375,7 @@ def bundle_refresh(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @staff_required
+@needs(Role.CERTIFICATES)
 @require_http_methods(["GET", "POST"])
 def anchor_remove(request: HttpRequest, pk: int) -> HttpResponse:
     """Stopping trust in a partner needs a reason (audited) and an explicit confirmation."""
@@ -395,6 +402,7 @@ def anchor_remove(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @staff_required
+@needs(Role.CERTIFICATES)
 @require_http_methods(["GET", "POST"])
 def bundle_remove(request: HttpRequest, pk: int) -> HttpResponse:
     """Stopping trust in a whole bundle needs a reason (audited) and an explicit confirmation."""

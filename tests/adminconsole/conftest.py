@@ -1,15 +1,17 @@
-"""Console personas: sam is verified staff, una is staff without a second factor yet,
-charlie is a signed-in non-staff user; alice owns a mailbox, bob may become her delegate."""
+"""Console personas: sam is verified staff holding every role, una is staff without a second
+factor yet, charlie is a signed-in non-staff user; alice owns a mailbox, bob may become her
+delegate. A staff user made with make_user holds every role unless ``roles`` says otherwise."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from adminconsole.roles import Role, role_groups
 from hisp.models import Address, AddressGrant, Certificate, Domain
 from tests.adminconsole import pkitools
 from tests.adminconsole.sessions import verified_client
@@ -20,10 +22,14 @@ PASSWORD = "correct horse battery staple"
 
 @pytest.fixture
 def make_user(db: None) -> Callable[..., object]:
-    def make(username: str, *, staff: bool = False) -> object:
-        return get_user_model().objects.create_user(
+    def make(username: str, *, staff: bool = False, roles: Iterable[Role] | None = None) -> object:
+        user = get_user_model().objects.create_user(
             username=username, password=PASSWORD, is_staff=staff
         )
+        if roles is None:
+            roles = tuple(Role) if staff else ()
+        user.groups.set(role_groups(roles))
+        return user
 
     return make
 

@@ -26,6 +26,7 @@ from django.core.cache import cache
 from django.urls import reverse
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from adminconsole.roles import Role, role_groups
 from hisp.models import Address, Certificate
 from hisp.services import audit, identity
 from tests.adminconsole import pkitools
@@ -70,6 +71,7 @@ def desk(page: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """sam, verified staff, signed in to a console with one of everything it shows."""
     cache.clear()  # sign-in failure counts per client IP outlive other tests' databases
     sam = get_user_model().objects.create_user("sam", password=PASSWORD, is_staff=True)
+    sam.groups.set(role_groups(Role))  # every console role (adminconsole.roles)
     device = TOTPDevice.objects.create(user=sam, name="phone", confirmed=True)
     domain = identity.add_domain("direct.example.org")
     alice = identity.add_address("alice@direct.example.org", name="Dr Alice Example")

@@ -20,6 +20,7 @@ from django.core.cache import cache
 from django.urls import reverse
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from adminconsole.roles import Role, role_groups
 from hisp.models import (
     Address,
     AddressGrant,
@@ -70,6 +71,7 @@ def sign_in(page: object, path: str, username: str, device: TOTPDevice) -> None:
 def sam() -> tuple[object, TOTPDevice]:
     cache.clear()  # sign-in failure counts per client IP outlive other tests' databases
     user = get_user_model().objects.create_user("sam", password=PASSWORD, is_staff=True)
+    user.groups.set(role_groups(Role))  # every console role (adminconsole.roles)
     return user, TOTPDevice.objects.create(user=user, name="phone", confirmed=True)
 
 

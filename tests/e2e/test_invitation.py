@@ -15,6 +15,7 @@ from django.core.cache import cache
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from adminconsole.models import ProofingRecord
+from adminconsole.roles import Role, role_groups
 from hisp.models import Address, AuditEvent, Domain, Invitation
 from tests.factories import AddressFactory, DomainFactory, MailboxEntryFactory
 from tests.hisp.mail.partner import Sink
@@ -48,6 +49,7 @@ def test_a_patient_is_invited_by_email_sets_up_the_mailbox_and_reads_the_inbox(
                                   evidence_reference="CASE-7", proofed_on=date(2026, 1, 5))
     MailboxEntryFactory(address=patient, subject="Your lab results")
     sam = get_user_model().objects.create_user("sam", password=PASSWORD, is_staff=True)
+    sam.groups.set(role_groups(Role))  # the registration role (adminconsole.roles) and the rest
     staff_device = TOTPDevice.objects.create(user=sam, name="phone", confirmed=True)
 
     # Staff: sign in with both factors, invite from the address page.
