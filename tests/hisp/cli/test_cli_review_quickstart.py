@@ -18,9 +18,11 @@ import time
 import urllib.request
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.hisp.test_quickstart import _wait_for
 from tests.support.services import free_port, port_open
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -49,15 +51,48 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"quickstart exited ({proc.returncode}) before {what}")
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+def _quickstart(
+    log: Path,
+    env: dict[str, str],
+    *,
+    web: int = 0,
+    submission: int = 0,
+    demo: bool = False,
+    bind: str | None = None,
+    cwd: Path = ROOT,
+    **popen: Any,
+) -> subprocess.Popen[str]:
+    """``manage.py quickstart`` in a process group of its own, every port but ``web`` and
+    ``submission`` left to the system, its output in ``log``."""
+    argv = [sys.executable, str(ROOT / "manage.py"), "quickstart"]
+    argv += [] if demo else ["--no-demo"]
+    argv += ["--bind", bind] if bind else []
+    argv += [
+        "--web-port",
+        str(web),
+        "--smtp-port",
+        "0",
+        "--submission-port",
+        str(submission),
+        "--dns-port",
+        "0",
+    ]
+    return subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        **popen,
+    )
+
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
 
 
 @pytest.mark.slow
@@ -76,29 +111,7 @@ def test_quickstart_keeps_the_database_and_what_its_services_write_private(tmp_p
     )
     assert _mode(database) & 0o044
     log = tmp_path / "quickstart.log"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "manage.py",
-            "quickstart",
-            "--no-demo",
-            "--web-port",
-            "0",
-            "--smtp-port",
-            "0",
-            "--submission-port",
-            "0",
-            "--dns-port",
-            "0",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-        preexec_fn=_shell_umask,
-    )
+    proc = _quickstart(log, env, preexec_fn=_shell_umask)
     try:
         _wait_for(lambda: "Data folder" in log.read_text(), 120, "the banner", proc)
         # The scheduler (a child) writes its state file: the children share the umask.
@@ -118,9 +131,7 @@ def test_quickstart_keeps_the_database_and_what_its_services_write_private(tmp_p
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=30) == 0
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+        _kill(proc)
 
 
 def _group(pgid: int) -> list[int]:
@@ -142,28 +153,7 @@ def test_sigterm_before_the_banner_stops_every_service_it_started(tmp_path: Path
     it still waits for its listeners: the services go too, not left holding their ports."""
     web = free_port()
     log = tmp_path / "quickstart.log"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "manage.py",
-            "quickstart",
-            "--no-demo",
-            "--web-port",
-            str(web),
-            "--smtp-port",
-            "0",
-            "--submission-port",
-            "0",
-            "--dns-port",
-            "0",
-        ],
-        cwd=ROOT,
-        env=_env(tmp_path),
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc = _quickstart(log, _env(tmp_path), web=web)
     try:
         _wait_for(lambda: len(_group(proc.pid)) > 1, 120, "the first service", proc)
         proc.terminate()  # the quick start alone, as a service manager's stop does
@@ -205,36 +195,10 @@ def test_mail_accepted_before_ctrl_c_arrives_once_after_the_next_run(tmp_path: P
     while the worker is still busy, the next run keeps the data (and says the demo passwords
     are unchanged) and delivers every message answered 250 to bob, once each."""
     submission = free_port()
-    argv = [
-        sys.executable,
-        "manage.py",
-        "quickstart",
-        "--web-port",
-        "0",
-        "--smtp-port",
-        "0",
-        "--submission-port",
-        str(submission),
-        "--dns-port",
-        "0",
-    ]
     env = _env(tmp_path)
 
     def start(log: Path) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            env=env,
-            stdout=log.open("w"),
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-
-    def stop(proc: subprocess.Popen[str]) -> None:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+        return _quickstart(log, env, submission=submission, demo=True)
 
     first_log = tmp_path / "first.log"
     proc = start(first_log)
@@ -245,7 +209,7 @@ def test_mail_accepted_before_ctrl_c_arrives_once_after_the_next_run(tmp_path: P
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal reaches the whole group
         assert proc.wait(timeout=60) == 0
     finally:
-        stop(proc)
+        _kill(proc)
     assert len(accepted) == 30
 
     second_log = tmp_path / "second.log"
@@ -273,7 +237,7 @@ def test_mail_accepted_before_ctrl_c_arrives_once_after_the_next_run(tmp_path: P
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=60) == 0
     finally:
-        stop(proc)
+        _kill(proc)
 
 
 @pytest.mark.slow
@@ -282,28 +246,7 @@ def test_the_web_access_log_leaves_out_query_strings_and_referers(tmp_path: Path
     end up in the quick start's output (often kept in a file)."""
     web = free_port()
     log = tmp_path / "quickstart.log"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "manage.py",
-            "quickstart",
-            "--no-demo",
-            "--web-port",
-            str(web),
-            "--smtp-port",
-            "0",
-            "--submission-port",
-            "0",
-            "--dns-port",
-            "0",
-        ],
-        cwd=ROOT,
-        env=_env(tmp_path),
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc = _quickstart(log, _env(tmp_path), web=web)
     try:
         _wait_for(lambda: "Data folder" in log.read_text(), 120, "the banner", proc)
         request = urllib.request.Request(
@@ -324,9 +267,7 @@ def test_the_web_access_log_leaves_out_query_strings_and_referers(tmp_path: Path
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=30) == 0
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+        _kill(proc)
 
 
 def _free_ipv6_port() -> int:
@@ -340,30 +281,7 @@ def test_quickstart_serves_the_web_ui_on_an_ipv6_bind(tmp_path: Path) -> None:
     """``--bind ::1``: gunicorn reads ``::1:PORT`` as no port at all and the start failed."""
     web = _free_ipv6_port()
     log = tmp_path / "quickstart.log"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "manage.py",
-            "quickstart",
-            "--no-demo",
-            "--bind",
-            "::1",
-            "--web-port",
-            str(web),
-            "--smtp-port",
-            "0",
-            "--submission-port",
-            "0",
-            "--dns-port",
-            "0",
-        ],
-        cwd=ROOT,
-        env=_env(tmp_path),
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc = _quickstart(log, _env(tmp_path), web=web, bind="::1")
     try:
         _wait_for(lambda: "Data folder" in log.read_text(), 120, "the banner", proc)
         with urllib.request.urlopen(f"http://[::1]:{web}/mail/login/", timeout=30) as page:
@@ -372,9 +290,7 @@ def test_quickstart_serves_the_web_ui_on_an_ipv6_bind(tmp_path: Path) -> None:
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=30) == 0
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+        _kill(proc)
 
 
 @pytest.mark.slow
@@ -386,28 +302,7 @@ def test_a_relative_data_folder_is_the_same_for_every_service(tmp_path: Path) ->
     env = _env(tmp_path)
     env["HISP_DATA_DIR"] = name
     log = tmp_path / "quickstart.log"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "manage.py"),
-            "quickstart",
-            "--no-demo",
-            "--web-port",
-            "0",
-            "--smtp-port",
-            "0",
-            "--submission-port",
-            "0",
-            "--dns-port",
-            "0",
-        ],
-        cwd=tmp_path,
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc = _quickstart(log, env, cwd=tmp_path)
     try:
         _wait_for(lambda: "Data folder" in log.read_text(), 120, "the banner", proc)
         # The scheduler, a child, keeps its state in the data folder.
@@ -421,7 +316,5 @@ def test_a_relative_data_folder_is_the_same_for_every_service(tmp_path: Path) ->
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=30) == 0
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+        _kill(proc)
         shutil.rmtree(ROOT / name, ignore_errors=True)
