@@ -350,21 +350,25 @@ def submit(
         raise SubmissionError(f"the message headers do not parse: {exc.detail}") from None
     # The agent signs the message with CRLF line ends (RFC 8551 3.1.1): each bare LF (possible
     # only from webmail or the CLI; the port refuses them) gains a CR.
-    size = len(raw) + raw.count(b"\n") - raw.count(b"\r\n")
-    head_bytes = mailtext.head_of(raw)
-    headers = len(head_bytes) + head_bytes.count(b"\n") - head_bytes.count(b"\r\n")
-    check_protected_size(size=size, recipients=rcpts, headers=headers)
+    check_protected_size(
+        size=_crlf_length(raw), recipients=rcpts, headers=_crlf_length(mailtext.head_of(raw))
+    )
     summary = mailtext.summarise(raw)
     now = timezone.now()
+
+    def retry_of() -> Message | None:
+        """The stored message this one repeats (a client resending after a lost reply)."""
+        return _repeated(
+            message_id,
+            sender=sender.address,
+            rcpts=rcpts,
+            raw=raw,
+            date_added=bool(added and added[-1][0] == "Date"),
+        )
+
     try:
         with transaction.atomic():
-            earlier = _repeated(
-                message_id,
-                sender=sender.address,
-                rcpts=rcpts,
-                raw=raw,
-                date_added=bool(added and added[-1][0] == "Date"),
-            )
+            earlier = retry_of()
             if earlier is not None:
                 return earlier
             message = Message.objects.create(
@@ -410,13 +414,7 @@ def submit(
             enqueue("process_outgoing", message.pk)
     except IntegrityError as exc:
         # The same Message-ID committed meanwhile: the client's own retry running alongside?
-        earlier = _repeated(
-            message_id,
-            sender=sender.address,
-            rcpts=rcpts,
-            raw=raw,
-            date_added=bool(added and added[-1][0] == "Date"),
-        )
+        earlier = retry_of()
         if earlier is not None:
             return earlier
         raise SubmissionError(f"the message could not be stored: {exc}") from None
@@ -507,3 +505,8 @@ def _repeated(
             )
             return earlier
     raise SubmissionError(f"Message-ID {message_id} was already sent")
+
+
+def _crlf_length(data: bytes) -> int:
+    """The length of ``data`` once every bare LF has gained its CR."""
+    return len(data) + data.count(b"\n") - data.count(b"\r\n")
