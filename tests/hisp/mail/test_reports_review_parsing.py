@@ -123,3 +123,16 @@ def test_an_mdn_without_original_message_id_and_a_header_block_beyond_reading_is
     )
     with pytest.raises(ReportError, match="Original-Message-ID"):
         mdn.parse(raw)
+
+
+def test_a_dsn_of_a_hundred_thousand_blocks_is_refused_before_it_is_parsed():
+    """Each block became a Message object: 226 MB of memory for a 6 MB report."""
+    fields = DSN_FIELDS + "\r\nX: y\r\n" * 100_000
+    with pytest.raises(ReportError, match="too many blocks"):
+        dsn.parse(_report("delivery-status", fields))
+
+
+def test_a_dsn_about_a_few_hundred_recipients_is_still_read():
+    block = DSN_FIELDS.split("\r\n\r\n", 1)[1]
+    report = dsn.parse(_report("delivery-status", "\r\n".join([DSN_FIELDS] + [block] * 400)))
+    assert len(report.recipients) == 401
