@@ -163,14 +163,21 @@ def _verify(decrypted: bytes, *, env: Environment) -> _Signed:
     head = parse_message(decrypted)
     media = head.content_type
     if media.type == "multipart/signed":
-        return _verify_detached(to_crlf(decrypted), env=env)
+        plaintext = to_crlf(decrypted)
+        # Already canonical (what a conforming sender signs): to_crlf returned the same bytes,
+        # and parse_message read them exactly as parse_entity would (the same header fields and
+        # body span), so the header block is not parsed a second time. Bare line ends move
+        # every offset: only then is the canonical copy parsed afresh.
+        entity = head if plaintext is decrypted else parse_entity(plaintext)
+        return _verify_detached(entity, env=env)
     if media.type in _PKCS7_MIME:
         return _verify_opaque(head, env=env)
     raise AgentError(Code.NOT_SIGNED, f"decrypted content is {media.type}")
 
 
-def _verify_detached(plaintext: bytes, *, env: Environment) -> _Signed:
-    entity = parse_entity(plaintext)
+def _verify_detached(entity: Entity, *, env: Environment) -> _Signed:
+    """``entity``: the multipart/signed, parsed from its CRLF-canonical bytes."""
+    plaintext = entity.source
     boundary = entity.content_type.param("boundary")
     if boundary is None:
         raise AgentError(Code.MALFORMED, "multipart/signed without boundary")

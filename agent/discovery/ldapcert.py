@@ -53,18 +53,18 @@ class LdapCertLookup:
         connect_timeout: float = 3.0,
         timeout: float = 10.0,
         rng: random.Random | None = None,
-        allow_private_networks: bool = True,
+        allow_private_networks: bool = False,
     ) -> None:
         self.client = client
         self.connect_timeout = connect_timeout
         self.timeout = timeout
         # Injectable so tests can make the RFC 2782 weighted choice deterministic.
         self.rng = rng or random.SystemRandom()
-        # SRV targets and their addresses are the partner's to choose, like IPKIX URLs: when
-        # False, only global unicast addresses are contacted (agent.http.is_public), so a
-        # partner's DNS cannot aim our LDAP connections at our own loopback or private network.
-        # True by default only for callers that build the lookup themselves (the directory in
-        # tests is on loopback); DiscoveryResolver.build and the HISP pass their setting.
+        # SRV targets and their addresses are the partner's to choose, like IPKIX URLs: unless
+        # a caller says otherwise, only global unicast addresses are contacted
+        # (agent.http.is_public), so a partner's DNS cannot aim our LDAP connections at our own
+        # loopback or private network (SSRF). The safe value is the default, as for
+        # agent.http.Fetcher: a caller that forgets the argument gets the safe behaviour.
         self.allow_private_networks = allow_private_networks
 
     def session(self, domain: str) -> LdapSession:

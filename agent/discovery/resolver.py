@@ -46,12 +46,13 @@ class DiscoveryResolver:
         cache: DiscoveryCache | None = None,
         rng: random.Random | None = None,
         allow_private_networks: bool = False,
-        ldap_allow_private_networks: bool = True,
+        ldap_allow_private_networks: bool = False,
     ) -> DiscoveryResolver:
         """A resolver over ``nameservers`` (``host:port`` items; the system's when empty).
 
         ``allow_private_networks`` lets IPKIX URLs, ``ldap_allow_private_networks`` LDAP SRV
-        targets reach loopback and private addresses (``LdapCertLookup``)."""
+        targets reach loopback and private addresses (``LdapCertLookup``); both are outside
+        data, so both are refused unless asked for."""
         servers = parse_nameservers(nameservers) if nameservers else None
         client = DnsClient(servers=servers, timeout=timeout)
         return cls(

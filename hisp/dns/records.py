@@ -9,7 +9,9 @@ its one-label spelling), domain-bound at the apex.
 
 "Current" means: issued or imported here with its key, usable for encryption (discovery serves
 senders that encrypt to us), not revoked, not superseded by a renewal, inside its validity
-period, for an active address of a hosted domain.
+period, for an active address of a hosted domain; and, when one of our CAs issued it, that CA
+neither revoked it (by serial, as its CRL and OCSP responder say) nor itself revoked, expired
+or not yet valid.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 from django.conf import settings
-from django.db.models import Count, F, Max, Q, QuerySet, Sum
+from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q, QuerySet, Sum
 from django.utils import timezone
 from dns.rdtypes.ANY.CERT import CERT
 
@@ -135,9 +137,25 @@ def published_certificates(
     now = at or timezone.now()
     names = list(domains)
     active = Address.objects.filter(domain__name__in=names, status=Address.Status.ACTIVE)
+    # Our CA's record of what it revoked is by serial (hisp.ca.crl lists, hisp.ca.ocsp answers
+    # every row it issued under that serial), not only this row's own revoked_at.
+    revoked_by_issuer = Certificate.objects.filter(
+        issued_by=OuterRef("issued_by"), serial=OuterRef("serial"), revoked_at__isnull=False
+    )
+    # RFC 5280 6.1.3 (a)(2) and 6.1.4: a certificate is valid only while every certificate on
+    # its path is, so a revoked, expired or not yet valid issuer takes its certificates with it.
+    # Partners would refuse them; publishing them only turns a sender's send into a failure.
+    # Certificates imported from someone else's CA (no issued_by) have no record here.
+    issuer_current = Q(issued_by__isnull=True) | Q(
+        issued_by__revoked_at__isnull=True,
+        issued_by__not_before__lte=now,
+        issued_by__not_after__gt=now,
+    )
     return Certificate.objects.filter(
         Q(binding=Certificate.Binding.DOMAIN, bound_name__in=names)
         | Q(binding=Certificate.Binding.ADDRESS, bound_name__in=active.values("address")),
+        issuer_current,
+        ~Exists(revoked_by_issuer),
         source__in=_WITH_KEY,
         private_key__isnull=False,
         usage__in=_ENCRYPTION,
@@ -178,15 +196,22 @@ def build_snapshot(
         else Domain.objects.filter(name__in=list(domains)).values_list("name", flat=True)
     )
     certs: dict[str, list[tuple[dns.name.Name, bytes]]] = defaultdict(list)
-    expires: datetime | None = None
-    for row in published_certificates(names, at=now):
+    published = published_certificates(names, at=now)
+    # What is published goes when its CA expires too (published_certificates). Our CA never
+    # issues past its own end (hisp.ca.authority), so this only matters for a record that says
+    # otherwise; the snapshot must not outlive it either way.
+    issuers = Certificate.objects.filter(pk__in=published.values("issued_by"))
+    issuers_end = issuers.aggregate(end=Min("not_after"))["end"]
+    ends: list[datetime] = [] if issuers_end is None else [issuers_end]
+    for row in published:
         try:
             owners = owner_names(row)
         except (AddressError, dns.name.NameTooLong, dns.name.LabelTooLong):
             continue  # an address DNS cannot name is found through LDAP instead
         domain = row.bound_name.rsplit("@", 1)[-1]
         certs[domain].extend((owner, bytes(row.der)) for owner in owners)
-        expires = row.not_after if expires is None else min(expires, row.not_after)
+        ends.append(row.not_after)
+    expires = min(ends, default=None)
     zones = {}
     for name in names:
         zone = build_zone(name, certificates=certs.get(name, []), serial=serial)

@@ -86,6 +86,24 @@ def respond(wire: bytes, snapshot: Snapshot | None, *, tcp: bool) -> bytes | Non
     return _finish(response, query, tcp=tcp)
 
 
+def truncated_reply(wire: bytes) -> bytes | None:
+    """An empty answer with TC set to the query ``wire`` (the question only), or None when it
+    deserves no reply at all: what a rate-limited client gets instead of the records, so a
+    real resolver asks again over TCP (hisp.dns.ratelimit)."""
+    try:
+        query = dns.message.from_wire(wire, ignore_trailing=False)
+    except Exception:  # noqa: BLE001 - a query we cannot read gets nothing while limited
+        return None
+    if query.flags & dns.flags.QR:
+        return None
+    reply = dns.message.make_response(query, our_payload=MAX_UDP_PAYLOAD)
+    reply.flags = (reply.flags & ~dns.flags.RA) | dns.flags.TC
+    try:
+        return reply.to_wire(max_size=_udp_limit(query))
+    except dns.exception.TooBig:
+        return None  # a question too long to echo: nothing smaller exists
+
+
 def _answer(
     response: dns.message.Message,
     snapshot: Snapshot,

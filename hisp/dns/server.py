@@ -19,8 +19,9 @@ from django.db import close_old_connections, connections
 from django.utils import timezone
 
 from hisp.dns import records
+from hisp.dns.ratelimit import ResponseRateLimiter, Verdict
 from hisp.dns.records import Snapshot
-from hisp.dns.responder import MAX_TCP_MESSAGE, respond
+from hisp.dns.responder import MAX_TCP_MESSAGE, respond, truncated_reply
 
 logger = logging.getLogger(__name__)
 
@@ -97,8 +98,9 @@ class ZoneSource:
 
 
 class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, source: ZoneSource) -> None:
+    def __init__(self, source: ZoneSource, limiter: ResponseRateLimiter) -> None:
         self.source = source
+        self.limiter = limiter
         self.transport: asyncio.DatagramTransport | None = None
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -107,6 +109,15 @@ class _Udp(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         if len(self.tasks) >= MAX_UDP_IN_FLIGHT:
+            return
+        # Decided before any work on the query, so a flood costs us as little as it gets.
+        verdict = self.limiter.check(addr[0])
+        if verdict is Verdict.DROP:
+            return
+        if verdict is Verdict.TRUNCATE:
+            reply = truncated_reply(data)
+            if reply is not None and self.transport is not None:
+                self.transport.sendto(reply, addr)
             return
         task = asyncio.get_running_loop().create_task(self._answer(data, addr))
         self.tasks.add(task)
@@ -135,10 +146,19 @@ async def _reply(source: ZoneSource, data: bytes, *, tcp: bool) -> bytes | None:
 class DnsServer:
     """UDP and TCP listeners on ``host:port`` (port 0: one free port for both)."""
 
-    def __init__(self, *, host: str, port: int, source: ZoneSource | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        source: ZoneSource | None = None,
+        rate_limiter: ResponseRateLimiter | None = None,
+    ) -> None:
         self.host = host
         self.port = port
         self.source = source or ZoneSource()
+        # UDP answers only: TCP needs a handshake, so it cannot be aimed at someone else.
+        self.rate_limiter = rate_limiter or ResponseRateLimiter()
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
         self._connections = 0
@@ -154,7 +174,7 @@ class DnsServer:
             port = self._tcp.sockets[0].getsockname()[1]
             try:
                 transport, _ = await loop.create_datagram_endpoint(
-                    lambda: _Udp(self.source),
+                    lambda: _Udp(self.source, self.rate_limiter),
                     local_addr=(self.host, port),
                     family=socket.AF_INET6 if ":" in self.host else socket.AF_INET,
                 )

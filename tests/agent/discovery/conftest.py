@@ -95,5 +95,6 @@ def make_resolver(named_address: str, *, seed: int = 0, **kw: object) -> Discove
         connect_timeout=kw.pop("connect_timeout", 1.0),  # type: ignore[arg-type]
         rng=random.Random(seed),
         allow_private_networks=True,  # the test HTTP server is on loopback
+        ldap_allow_private_networks=kw.pop("ldap_allow_private_networks", True),  # so is slapd
         **kw,  # type: ignore[arg-type]
     )

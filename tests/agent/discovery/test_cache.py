@@ -135,7 +135,9 @@ def test_no_srv_record_is_kept_no_longer_than_its_negative_ttl(
     named.serve_zone(domain, [])  # no _ldap._tcp yet; SOA minimum 60
     clock = Clock()
     cache = DiscoveryCache(store=MemoryCache(clock=clock))
-    resolver = DiscoveryResolver.build(nameservers=[named.address], timeout=3, cache=cache)
+    resolver = DiscoveryResolver.build(
+        nameservers=[named.address], timeout=3, cache=cache, ldap_allow_private_networks=True
+    )  # slapd is on loopback
     level = list(resolver.candidates(address))[2]
     assert level.certificates == () and any("no SRV records" in n for n in level.notes)
     cert = pki.leaf(address=address)
@@ -263,7 +265,9 @@ def test_ldap_results_are_kept_for_the_configured_time(
     )
     clock = Clock()
     cache = DiscoveryCache(store=MemoryCache(clock=clock), policy=CachePolicy(ldap_ttl=600))
-    resolver = DiscoveryResolver.build(nameservers=[named.address], timeout=3, cache=cache)
+    resolver = DiscoveryResolver.build(
+        nameservers=[named.address], timeout=3, cache=cache, ldap_allow_private_networks=True
+    )  # slapd is on loopback
     assert list(resolver.candidates(address))[2].certificates == (old,)
     ldap.replace(SUFFIX, dn, "userCertificate;binary", [new.public_bytes(Encoding.DER)])
     clock.now += 599

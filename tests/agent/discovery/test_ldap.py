@@ -22,7 +22,9 @@ def _search(named: BindServer, ldap: SlapdServer, domain: str, *queries: str) ->
         domain, [srv_record("_ldap._tcp", "dir", ldap.port), Record("dir", "A", "127.0.0.1")]
     )
     lookup = LdapCertLookup(
-        client=DnsClient(servers=parse_nameservers(named.address), timeout=3), connect_timeout=1
+        client=DnsClient(servers=parse_nameservers(named.address), timeout=3),
+        connect_timeout=1,
+        allow_private_networks=True,  # the test directory is on loopback
     )
     session = lookup.session(domain)
     try:
@@ -78,7 +80,10 @@ def test_too_many_matching_entries_are_cut_at_the_size_limit(
         domain,
         [srv_record("_ldap._tcp", "dir", ldap_servers[1].port), Record("dir", "A", "127.0.0.1")],
     )
-    lookup = LdapCertLookup(client=DnsClient(servers=parse_nameservers(named.address), timeout=3))
+    lookup = LdapCertLookup(
+        client=DnsClient(servers=parse_nameservers(named.address), timeout=3),
+        allow_private_networks=True,  # the test directory is on loopback
+    )
     session = lookup.session(domain)
     try:
         found = session.search(address)
@@ -120,7 +125,10 @@ def test_when_every_naming_context_refuses_the_lookup_failed(named: BindServer) 
         named.serve_zone(
             domain, [srv_record("_ldap._tcp", "dir", ldap.port), Record("dir", "A", "127.0.0.1")]
         )
-        lookup = LdapCertLookup(client=DnsClient(servers=parse_nameservers(named.address)))
+        lookup = LdapCertLookup(
+            client=DnsClient(servers=parse_nameservers(named.address)),
+            allow_private_networks=True,  # the test directory is on loopback
+        )
         session = lookup.session(domain)
         try:
             found = session.search(f"erin@{domain}")

@@ -94,7 +94,11 @@ def hosting(
     named.serve_zone(DOMAIN, zone_records(zone.getvalue()))
     ldapadd(slapd, ldif.getvalue())
     resolver = DiscoveryResolver.build(
-        nameservers=[named.address], timeout=5, connect_timeout=1, rng=random.Random(0)
+        nameservers=[named.address],
+        timeout=5,
+        connect_timeout=1,
+        rng=random.Random(0),
+        ldap_allow_private_networks=True,  # slapd is on loopback
     )
     levels = {(c.source, c.binding): c for c in resolver.candidates(alice.address)}
     return Hosting(alice=alice, levels=levels)
@@ -127,7 +131,9 @@ def test_h4_domain_bound_certificate_found_in_ldap_via_srv(hosting: Hosting) -> 
 def test_address_without_certificate_falls_back_to_domain_level(
     hosting: Hosting, named: BindServer  # noqa: F811
 ) -> None:
-    resolver = DiscoveryResolver.build(nameservers=[named.address], timeout=5, connect_timeout=1)
+    resolver = DiscoveryResolver.build(
+        nameservers=[named.address], timeout=5, connect_timeout=1, ldap_allow_private_networks=True
+    )  # slapd is on loopback
     levels = {(c.source, c.binding): c for c in resolver.candidates(f"bob@{DOMAIN}")}
     assert not levels[("dns", Binding.ADDRESS)].certificates
     assert not levels[("ldap", Binding.ADDRESS)].certificates
