@@ -24,7 +24,7 @@ from agent.mime import MAX_ADDRESS_FIELD_CHARS
 from hisp import mailtext
 from hisp.models import Address, Delivery, DeliveryEvent, MailboxEntry, Message
 from hisp.services import audit
-from hisp.services.mail import enqueue, find_address, hosted_domain
+from hisp.services.mail import enqueue, find_address
 
 log = logging.getLogger(__name__)
 
@@ -296,26 +296,13 @@ def submit(
         refusal = _refusal(rcpt)
         if refusal:
             raise SubmissionError(refusal)
-    # Each recipient costs a certificate discovery and a delivery: thousands in the headers
-    # (webmail and the CLI take them from there) would hold a worker for many minutes. The
-    # addresses counted ignoring case are at most the deliveries below: refused before they
-    # cost a look-up each.
-    at_least = len({r.lower() for r in given})
-    if at_least > MAX_RECIPIENTS:
-        raise SubmissionError(_too_many(at_least))
-    # One delivery per mailbox: the same address again, or with its domain in another case
-    # (RFC 5321 section 2.4), would send the message twice; so would a hosted address in
-    # another case (hosted addresses are found ignoring case). The first spelling is kept.
-    by_mailbox: dict[str, str] = {}
-    for r in given:
-        local, _, domain = r.rpartition("@")
-        domain = domain.lower()
-        if hosted_domain(domain):
-            local = local.lower()
-        by_mailbox.setdefault(f"{local}@{domain}", r)
-    rcpts = list(by_mailbox.values())
+    # One delivery per mailbox: the same address again, in another case or in To and Bcc,
+    # would send the message twice and confuse its tracking (mailbox_key).
+    rcpts = distinct_mailboxes(given)
     if not rcpts:
         raise SubmissionError("the message has no recipients")
+    # Each recipient costs a certificate discovery and a delivery: thousands in the headers
+    # (webmail and the CLI take them from there) would hold a worker for many minutes.
     if len(rcpts) > MAX_RECIPIENTS:
         raise SubmissionError(_too_many(len(rcpts)))
     try:
@@ -419,6 +406,30 @@ def submit(
             return earlier
         raise SubmissionError(f"the message could not be stored: {exc}") from None
     return message
+
+
+def mailbox_key(address: str) -> str:
+    """What every spelling of one recipient has in common: the whole address in lower case.
+
+    The domain is case-insensitive (RFC 5321 section 2.4). The local part, says the same
+    section, belongs to the destination, which may treat it as case-sensitive, though
+    "exploiting the case sensitivity of mailbox local-parts impedes interoperability and is
+    discouraged". This HISP already treats it as case-insensitive where it matters: delivery
+    tracking matches a partner's MDNs and DSNs to our deliveries ignoring case
+    (tracking._deliveries, _pick) and hosted addresses are found ignoring case. Two deliveries
+    to ``Doc@`` and ``doc@`` would share one processed MDN: one confirmed, the other failed by
+    the MDN timeout with a false failure notice. So they are one recipient, sent to as first
+    spelled (the case is kept on the wire, as section 2.4 asks)."""
+    return address.lower()
+
+
+def distinct_mailboxes(addresses: Sequence[str]) -> list[str]:
+    """``addresses`` with every later spelling of a mailbox already listed left out (see
+    mailbox_key): one delivery per mailbox, in the order named, each as first spelled."""
+    by_mailbox: dict[str, str] = {}
+    for address in addresses:
+        by_mailbox.setdefault(mailbox_key(address), address)
+    return list(by_mailbox.values())
 
 
 def _too_many(count: int) -> str:

@@ -36,6 +36,28 @@ def status_for(code: str) -> str:
     return STATUS_FOR_CODE.get(code, "5.7.0")
 
 
+def delayed_status_for(code: str) -> str:
+    """The persistent transient form of ``status_for(code)`` (RFC 3463 section 3.1: class 4,
+    same subject and detail), for a delivery held for that reason; the failure DSN that may
+    end the hold carries the 5.x.x form."""
+    return "4" + status_for(code)[1:]
+
+
+# Why a delivery is held (outbound holds only for these two agent codes), as the sender reads it.
+_HELD_BECAUSE = {
+    "no-recipient-certificate": "no usable certificate was found for this recipient",
+    "untrusted-recipient": (
+        "the certificate found for this recipient is not trusted (it does not chain to a trust "
+        "anchor of your domain)"
+    ),
+}
+
+
+def held_because(code: str) -> str:
+    fallback = f"the message could not be protected for this recipient ({code})"
+    return _HELD_BECAUSE.get(code, fallback)
+
+
 def build_mdn(
     *,
     reporter: Address,
@@ -222,15 +244,18 @@ def file_delivered_notice(delivery: Delivery) -> Message | None:
     )
 
 
-def file_pending_notice(delivery: Delivery, *, until: str) -> Message | None:
+def file_pending_notice(delivery: Delivery, *, code: str, until: str) -> Message | None:
+    """The "delayed" DSN for a delivery held because of the agent's ``code``: its status and
+    words say which reason (a missing certificate, or one not trusted), as the failure DSN
+    would if the hold ran out."""
     return file_dsn(
         delivery,
         action="delayed",
-        status="4.7.31",
-        diagnostic="x-direct; pending-certificate",
+        status=delayed_status_for(code),
+        diagnostic=f"x-direct; pending-certificate ({code})",
         explanation=(
-            f"Delivery to {delivery.recipient} is pending: no usable certificate was found for "
-            f"this recipient yet. Delivery is retried until {until}, then fails."
+            f"Delivery to {delivery.recipient} is pending: {held_because(code)}. "
+            f"Delivery is retried until {until}, then fails."
         ),
     )
 

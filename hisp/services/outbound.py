@@ -19,7 +19,8 @@ import agent
 from agent.errors import AgentError, Code
 from agent.types import Environment, ProtectOptions
 from hisp import durations, egress, mailtext
-from hisp.models import Delivery, DeliveryEvent, Message
+from hisp.agent_env import PKI_VERSION_CHECK
+from hisp.models import Certificate, Delivery, DeliveryEvent, Message
 from hisp.services import audit, notices, routes, tracking
 from hisp.services.mail import (
     abandoned_too_often,
@@ -346,7 +347,7 @@ def _refuse(delivery: Delivery, error: AgentError, now: datetime) -> int:
                 delivery=delivery, state=Delivery.State.PENDING_CERTIFICATE, detail=str(error.code)
             )
             until = (now + pending_hold()).strftime("%Y-%m-%d %H:%M UTC")
-            notices.file_pending_notice(delivery, until=until)
+            notices.file_pending_notice(delivery, code=str(error.code), until=until)
         return 1
     if not error.permanent:  # waited out for HISP_RETRY_PERIOD already (see _process)
         tracking.fail(
@@ -747,8 +748,10 @@ def _recheck_pending(delivery: Delivery, now: datetime) -> str:
                 "for its domain is no longer held until a certificate is found"
             )
         elif error.code in _HOLDABLE:
+            # The reason as it is at the end (the pending notice gave the one at the start).
             status = notices.status_for(str(error.code))
-            why = f"no usable certificate was found for this recipient in time ({error.code})"
+            reason = notices.held_because(str(error.code))
+            why = f"{reason}, still at the end of the hold ({error.code})"
         else:
             # A passing trouble outlasted the hold (a certificate was found, its CRL never
             # came): the time ran out, the certificate is not known to be missing.
@@ -761,13 +764,70 @@ def _recheck_pending(delivery: Delivery, now: datetime) -> str:
     return "failed"
 
 
-def release_pending(*, domain: str | None = None) -> int:
-    """Re-check held deliveries now (after staff imported a partner's certificate)."""
-    held = Delivery.objects.filter(state=Delivery.State.PENDING_CERTIFICATE)
-    if domain:
+def _held(*, domain: str | None = None, address: str | None = None) -> QuerySet[Delivery]:
+    """Outbound deliveries held for a certificate (to ``address`` or ``domain``, in any case:
+    a re-check too many costs one look-up, one too few leaves a delivery waiting)."""
+    held = Delivery.objects.filter(
+        state=Delivery.State.PENDING_CERTIFICATE, message__direction=Message.Direction.OUTBOUND
+    )
+    if address:
+        held = held.filter(recipient__iexact=address)
+    elif domain:
         held = held.filter(recipient__iendswith="@" + domain.lower())
+    return held
+
+
+def release_pending(*, domain: str | None = None) -> int:
+    """Re-check held deliveries now, in this process (an operator's command; staff imports
+    queue theirs with recheck_held_soon)."""
     count = 0
-    for pk in held.values_list("pk", flat=True):
+    for pk in _held(domain=domain).values_list("pk", flat=True):
         deliver(pk)
         count += 1
     return count
+
+
+# A worker compares the PKI stamp at most every PKI_VERSION_CHECK seconds (agent_env): a
+# re-check started sooner after the import could read the certificate rows from before it and
+# hold the delivery for another HISP_PENDING_CERTIFICATE_RECHECK.
+RECHECK_AFTER_IMPORT = 2 * PKI_VERSION_CHECK
+
+
+def recheck_held_soon(*, certificate_pk: int | None = None) -> None:
+    """Have the workers re-check, once the current transaction commits, the held deliveries
+    that a certificate (``certificate_pk``: a partner's, imported by staff) or a new trust
+    anchor (None: any held delivery may now be trusted) may release, instead of at their next
+    periodic re-check (up to HISP_PENDING_CERTIFICATE_RECHECK later). Only an id goes through
+    the broker; finding the deliveries and the discovery each re-check does are the worker's,
+    never the staff request's. Published robustly: with the broker down the import stands,
+    and the periodic re-check still comes."""
+    from hisp.tasks.mail import recheck_held
+
+    transaction.on_commit(
+        lambda: recheck_held.apply_async((certificate_pk,), countdown=RECHECK_AFTER_IMPORT),
+        robust=True,
+    )
+
+
+def queue_held_rechecks(*, certificate_pk: int | None = None) -> int:
+    """Queue a re-check (a ``deliver`` task each, claimed as usual) of every held delivery the
+    certificate ``certificate_pk`` is bound to (its address, or any address of its domain), or
+    of every held delivery when None; returns how many were queued."""
+    held = _held()
+    if certificate_pk is not None:
+        bound = (
+            Certificate.objects.filter(pk=certificate_pk)
+            .values_list("binding", "bound_name")
+            .first()
+        )
+        if bound is None:
+            return 0  # removed by staff meanwhile: it releases nothing
+        binding, name = bound
+        if binding == Certificate.Binding.ADDRESS:
+            held = _held(address=name)
+        else:
+            held = _held(domain=name)
+    pks = list(held.values_list("pk", flat=True))
+    for pk in pks:
+        enqueue("deliver", pk)
+    return len(pks)

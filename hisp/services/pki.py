@@ -516,6 +516,10 @@ def import_certificate(
         )
         audit.record(action="certificate.import", obj=row, actor=actor, client=client,
                      fingerprint=row.fingerprint_sha256, with_key=key is not None)
+        if key is None:  # a partner's: mail held for want of it goes now, not at the re-check
+            from hisp.services.outbound import recheck_held_soon
+
+            recheck_held_soon(certificate_pk=row.pk)
     del key
     return row
 

@@ -47,6 +47,7 @@ from hisp.certificates import (
 from hisp.models import Certificate, Domain, TrustAnchor, TrustBundle, TrustBundleEvent
 from hisp.services import audit
 from hisp.services.identity import Actor, normalise_domain
+from hisp.services.outbound import recheck_held_soon
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,8 @@ def import_anchors(
                          fingerprint=cert_row.fingerprint_sha256,
                          incoming=row.incoming, outgoing=row.outgoing)
             rows.append(row)
+        if outgoing:
+            recheck_held_soon()  # a recipient's certificate it vouches for is trusted now
     return rows
 
 
@@ -533,6 +536,8 @@ def refresh_bundle(
             bundle=bundle, result=TrustBundle.Result.OK, digest=digest, added=added,
             removed=removed, error=skipped,
         )
+        if added and bundle.outgoing:
+            recheck_held_soon()  # as for an anchor imported by hand
     bundle.refresh_from_db()
     return RefreshOutcome(
         bundle, TrustBundle.Result.OK, added, removed, error=skipped, skipped=contents.skipped

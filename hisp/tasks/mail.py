@@ -39,6 +39,13 @@ def deliver(delivery_pk: int) -> str:
     return outbound.deliver(delivery_pk, only_due=True)
 
 
+@shared_task(name="hisp.mail.recheck_held")
+def recheck_held(certificate_pk: int | None = None) -> int:
+    """Queue a re-check of the held deliveries that a certificate or trust anchor staff just
+    imported may release (outbound.recheck_held_soon)."""
+    return outbound.queue_held_rechecks(certificate_pk=certificate_pk)
+
+
 @shared_task(name="hisp.mail.sweep")
 def sweep() -> dict[str, int]:
     """Return expired claims and lost work to the queue (beat, every minute)."""
