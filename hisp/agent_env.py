@@ -519,9 +519,12 @@ def _candidate_rows(value: str, domain: str) -> tuple[bool, tuple[_CandidateRow,
     address) or to ``domain``: ours (with a key) for a hosted domain, else those imported out
     of band. Newest first; ``dead`` when revoked or superseded."""
     hosted = Domain.objects.filter(name=domain).exists()
+    # The local part ignoring case, as compose (one delivery per mailbox) and delivery tracking
+    # treat it: a certificate staff imported for doc@ is the one for Doc@ (index 0009). The
+    # domain too, for rows imported before import_certificate wrote it in lower case.
     rows = Certificate.objects.filter(
-        Q(binding=Certificate.Binding.ADDRESS, bound_name=value)
-        | Q(binding=Certificate.Binding.DOMAIN, bound_name=domain),
+        Q(binding=Certificate.Binding.ADDRESS, bound_name__iexact=value)
+        | Q(binding=Certificate.Binding.DOMAIN, bound_name__iexact=domain),
         usage__in=_ENCRYPTION,
     )
     if hosted:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.db import models
+from django.db.models.functions import Upper
 
 
 class PrivateKey(models.Model):
@@ -88,7 +89,11 @@ class Certificate(models.Model):
 
     class Meta:
         ordering = ["bound_name", "-not_after"]
-        indexes = [models.Index(fields=["issued_by", "serial"])]
+        indexes = [
+            models.Index(fields=["issued_by", "serial"]),
+            # Recipients' certificates are looked up by address ignoring case (agent_env).
+            models.Index(Upper("bound_name"), name="hisp_cert_bound_name_upper"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_binding_display()} {self.bound_name} #{self.serial}"

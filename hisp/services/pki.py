@@ -484,17 +484,21 @@ def import_certificate(
         # An IA5String may hold any ASCII, but no address or domain holds a control character
         # (RFC 5321 4.1.2); a NUL would also be refused by the database the name is looked up in.
         raise PkiError("the certificate's subjectAltName holds a control character")
+    # Stored as addresses and domains are everywhere here (domain in lower case), and matched
+    # ignoring case (hisp.agent_env._candidate_rows): a SAN written in capitals is the same
+    # mailbox or domain.
     if emails:
-        binding, bound = Certificate.Binding.ADDRESS, emails[0]
+        local, _, at = emails[0].rpartition("@")
+        binding, bound = Certificate.Binding.ADDRESS, f"{local}@{at.lower()}"
     elif dns_names:
-        binding, bound = Certificate.Binding.DOMAIN, dns_names[0]
+        binding, bound = Certificate.Binding.DOMAIN, dns_names[0].lower()
     else:
         raise PkiError("the certificate binds no Direct address or domain (no rfc822Name/dNSName)")
     if Certificate.objects.filter(fingerprint_sha256=fingerprint(cert)).exists():
         raise PkiError(f"certificate {fingerprint(cert)} is already stored")
     address = domain = None
     if binding == Certificate.Binding.ADDRESS:
-        address = Address.objects.filter(address=bound).first()
+        address = Address.objects.filter(address__iexact=bound).first()
         domain = address.domain if address else None
     else:
         domain = Domain.objects.filter(name=bound).first()
