@@ -7,16 +7,50 @@ Every variable is documented in README.md and docker/.env.example.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 from hisp.bootstrap import generated_secret, new_kek, new_secret_key
 from hisp.durations import parse_duration
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.FileAwareEnv()  # NAME_FILE variants for every secret
+
+
+def _whole(name: str, text: str, *, minimum: int = 1) -> int:
+    """A count from the environment, or a start-up error that names the variable."""
+    try:
+        value = int(text.strip())
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        raise ImproperlyConfigured(f"{name} must be a whole number of at least {minimum}: {text!r}")
+    return value
+
+
+def _duration(name: str, text: str, *, positive: bool = True) -> timedelta:
+    try:
+        value = parse_duration(text)
+    except ValueError as error:
+        raise ImproperlyConfigured(f"{name}: {error}") from None
+    if positive and not value:
+        raise ImproperlyConfigured(f"{name} must be longer than 0 seconds: {text!r}")
+    return value
+
+
+def _share(name: str, text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        value = 0.0
+    if not 0.0 < value <= 1.0:
+        raise ImproperlyConfigured(f"{name} must be a fraction above 0 and at most 1: {text!r}")
+    return value
+
 
 # --- Data folder and secrets -----------------------------------------------------------------
 DATA_DIR = Path(env.str("HISP_DATA_DIR", default=str(BASE_DIR / "var"))).resolve()
@@ -60,10 +94,57 @@ HISP_INBOUND_RETRY_PERIOD = parse_duration(env.str("HISP_INBOUND_RETRY_PERIOD", 
 HISP_SMTP_PORT = env.int("HISP_SMTP_PORT", default=2525)
 HISP_SUBMISSION_PORT = env.int("HISP_SUBMISSION_PORT", default=2587)
 HISP_SMTP_BIND = env.str("HISP_SMTP_BIND", default="127.0.0.1")
-# Sessions one client address (IPv6: its /64) may hold on a listener at once, and commands a
-# session may send in a row without a mail transaction (hisp/smtp/protocol.py says why).
-HISP_SMTP_MAX_SESSIONS_PER_ADDRESS = env.int("HISP_SMTP_MAX_SESSIONS_PER_ADDRESS", default=50)
-HISP_SMTP_JUNK_COMMAND_LIMIT = env.int("HISP_SMTP_JUNK_COMMAND_LIMIT", default=100)
+# Listener limits (hisp/smtp/protocol.py says why each exists; the defaults are its own). Checked
+# here, so a bad value stops the start with its name rather than failing a session later.
+# Sessions one listener holds from all addresses, and from one address (IPv6: its /64).
+HISP_SMTP_MAX_SESSIONS = _whole(
+    "HISP_SMTP_MAX_SESSIONS", env.str("HISP_SMTP_MAX_SESSIONS", default="400")
+)
+HISP_SMTP_MAX_SESSIONS_PER_ADDRESS = _whole(
+    "HISP_SMTP_MAX_SESSIONS_PER_ADDRESS",
+    env.str("HISP_SMTP_MAX_SESSIONS_PER_ADDRESS", default="50"),
+)
+# Idle timeout (RFC 5321 4.5.3.2.7: at least 5 minutes), and the shorter one of a listener
+# holding HISP_SMTP_STRESS_SHARE of its sessions.
+HISP_SMTP_IDLE_TIMEOUT = _duration(
+    "HISP_SMTP_IDLE_TIMEOUT", env.str("HISP_SMTP_IDLE_TIMEOUT", default="5m")
+)
+HISP_SMTP_STRESS_SHARE = _share(
+    "HISP_SMTP_STRESS_SHARE", env.str("HISP_SMTP_STRESS_SHARE", default="0.75")
+)
+HISP_SMTP_STRESS_TIMEOUT = _duration(
+    "HISP_SMTP_STRESS_TIMEOUT", env.str("HISP_SMTP_STRESS_TIMEOUT", default="10s")
+)
+# Messages of HISP_MAX_MESSAGE_BYTES a listener's sessions may hold in memory at once.
+HISP_SMTP_DATA_BUDGET_MESSAGES = _whole(
+    "HISP_SMTP_DATA_BUDGET_MESSAGES", env.str("HISP_SMTP_DATA_BUDGET_MESSAGES", default="16")
+)
+# Recipients of one message (RFC 5321 4.5.3.1.8: at least 100), commands a session may send in
+# a row without a mail transaction, and in all.
+HISP_SMTP_MAX_RECIPIENTS = _whole(
+    "HISP_SMTP_MAX_RECIPIENTS", env.str("HISP_SMTP_MAX_RECIPIENTS", default="100"), minimum=100
+)
+HISP_SMTP_JUNK_COMMAND_LIMIT = _whole(
+    "HISP_SMTP_JUNK_COMMAND_LIMIT", env.str("HISP_SMTP_JUNK_COMMAND_LIMIT", default="100")
+)
+HISP_SMTP_SESSION_COMMAND_LIMIT = _whole(
+    "HISP_SMTP_SESSION_COMMAND_LIMIT",
+    env.str("HISP_SMTP_SESSION_COMMAND_LIMIT", default="20000"),
+)
+# Refused recipients per session: this many answered at once, then each after the delay, and
+# past the limit the session is closed (slows down guessing which addresses exist).
+HISP_SMTP_FAST_REFUSALS = _whole(
+    "HISP_SMTP_FAST_REFUSALS", env.str("HISP_SMTP_FAST_REFUSALS", default="10"), minimum=0
+)
+HISP_SMTP_REFUSED_RECIPIENT_DELAY = _duration(
+    "HISP_SMTP_REFUSED_RECIPIENT_DELAY",
+    env.str("HISP_SMTP_REFUSED_RECIPIENT_DELAY", default="1s"),
+    positive=False,
+)
+HISP_SMTP_REFUSED_RECIPIENT_LIMIT = _whole(
+    "HISP_SMTP_REFUSED_RECIPIENT_LIMIT",
+    env.str("HISP_SMTP_REFUSED_RECIPIENT_LIMIT", default="100"),
+)
 HISP_TLS_CERT_FILE = env.str("HISP_TLS_CERT_FILE", default=str(DATA_DIR / "tls" / "cert.pem"))
 HISP_TLS_KEY_FILE = env.str("HISP_TLS_KEY_FILE", default=str(DATA_DIR / "tls" / "key.pem"))
 # Outer Subject replaced by this text when set (the real Subject travels inside the encryption).

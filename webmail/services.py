@@ -8,7 +8,6 @@ import secrets
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
@@ -21,6 +20,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from hisp.models import Address, AddressGrant, AppPassword, Folder, MailboxEntry
 from hisp.services import identity
 from hisp.services.audit import record
+from hisp.smtp.credentials import app_password_hash
 from webmail.models import Contact, Draft, NotificationPreference, WebAuthnDevice
 from webmail.securitykeys import NewKey, Reason, Refused
 
@@ -255,7 +255,10 @@ def revoke_delegate(*, grant: AddressGrant, request: HttpRequest) -> None:
 def create_app_password(*, user: AbstractBaseUser, name: str, request: HttpRequest) -> tuple[AppPassword, str]:
     """Returns the row and the clear password, which is shown once and never stored."""
     clear = "-".join(secrets.token_hex(3) for _ in range(4))  # 96 bits, easy to type
-    app_password = AppPassword.objects.create(user=user, name=name, password_hash=make_password(clear))
+    # Stored with its selector, so AUTH verifies it with one hash among any number.
+    app_password = AppPassword.objects.create(
+        user=user, name=name, password_hash=app_password_hash(clear)
+    )
     record(action="app-password.create", obj=app_password, request=request)
     return app_password, clear
 

@@ -14,10 +14,10 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from hisp.smtp.protocol import (
     BARE_LINE_ENDING,
     MAX_PATH,
-    MAX_RECIPIENTS,
     PATH_TOO_LONG,
     TOO_MANY_RECIPIENTS,
     bare_line_ending,
+    max_recipients,
 )
 from hisp.smtp.threads import in_thread
 
@@ -84,7 +84,7 @@ class BackboneHandler:
             return PATH_TOO_LONG
         if address == NULL_PATH:
             return NULL_RECIPIENT
-        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+        if len(envelope.rcpt_tos) >= max_recipients(server):
             return TOO_MANY_RECIPIENTS
         try:
             if address.lower() == "postmaster":

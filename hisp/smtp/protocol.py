@@ -12,7 +12,9 @@ for commands out of sequence and ``552`` over the size limit. On top of that:
   :meth:`HispSMTP._handle_data`);
   AUTH mechanism names are case-insensitive, a listener that offers AUTH takes the ``AUTH=``
   parameter of MAIL (RFC 4954 section 5), and one that offers none answers AUTH ``504``;
-- local parts are limited to 64 octets (RFC 5321 section 4.5.3.1.1);
+- local parts are limited to 64 octets (RFC 5321 section 4.5.3.1.1), and a MAIL or RCPT path
+  with bytes beyond ASCII gets RFC 6531's ``553 5.6.7`` (SMTPUTF8 is not offered), or a syntax
+  error when they are not UTF-8 (see :func:`non_ascii_path_reply`);
 - an AUTH exchange gets exactly one reply per line: ``*`` cancels with one ``501``, an
   undecodable or overlong response gets one ``501`` or ``500 5.5.6`` (RFC 4954 section 4),
   and what a client answers to a challenge is never logged (see :meth:`HispSMTP.challenge_auth`);
@@ -49,12 +51,15 @@ from typing import Any
 from warnings import warn
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import DATA_SIZE_DEFAULT as DEFAULT_DATA_SIZE_LIMIT
 from aiosmtpd.smtp import MISSING, SMTP, TLSSetupException, syntax
 
 from hisp.mailtext import has_control_character
 
+# The limits below an operator may tune are the defaults of the HISP_SMTP_... settings, which
+# smtp_options() reads and the classes take as arguments (README, Configuration).
 # RFC 5321 section 4.5.3.1: local part 64, path 256 (with the angle brackets), 100 recipients
-# is the minimum a server must accept and what we accept at most.
+# is the minimum a server must accept and what we accept by default.
 MAX_PATH = 254
 MAX_RECIPIENTS = 100
 IDLE_TIMEOUT = 300.0  # RFC 5321 section 4.5.3.2.7: the server timeout is at least 5 minutes
@@ -62,6 +67,16 @@ IDLE_TIMEOUT = 300.0  # RFC 5321 section 4.5.3.2.7: the server timeout is at lea
 BARE_LINE_ENDING = "550 5.6.0 Bare CR or LF in message; lines must end in CRLF (RFC 5321 2.3.8)"
 PATH_TOO_LONG = "501 5.1.3 Path too long (RFC 5321 4.5.3.1.3)"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+# Paths with bytes beyond ASCII (SMTPUTF8 is not offered): see non_ascii_path_reply.
+NON_ASCII_ADDRESS = "553 5.6.7 Non-ASCII addresses not permitted (no SMTPUTF8 here, RFC 6531)"
+NON_ASCII_DOMAIN = (
+    "553 5.6.7 Non-ASCII domain not permitted (no SMTPUTF8 here): send its A-label (xn--...)"
+)
+NOT_UTF8_SENDER = "501 5.1.7 Bad sender address syntax: bytes that are neither ASCII nor UTF-8"
+NOT_UTF8_RECIPIENT = (
+    "501 5.1.3 Bad recipient address syntax: bytes that are neither ASCII nor UTF-8"
+)
+NON_ASCII_PARAMETER = "501 5.5.4 Invalid parameters: non-ASCII characters"
 SESSION_COMMAND_LIMIT = 20_000
 # Sessions one client address may hold at once: a partner HISP's MTA opens a handful in parallel
 # (Postfix at most 20 per destination), while a client holding hundreds (each kept alive by a
@@ -144,6 +159,11 @@ def _shown(template: str, text: bytes) -> bool:
     return text.strip().partition(b" ")[0].upper() in _VERBS
 
 
+def max_recipients(server: SMTP) -> int:
+    """The recipients one message may have on ``server``'s listener (HISP_SMTP_MAX_RECIPIENTS)."""
+    return getattr(server, "max_recipients", MAX_RECIPIENTS)
+
+
 class StrayLineFilter(logging.Filter):
     """aiosmtpd logs every command line as sent (INFO, DEBUG) and an unknown command's name
     (WARNING, and DEBUG in the reply that quotes it); it masks what follows
@@ -186,11 +206,16 @@ class ClientConnections:
     listener. Used only from that listener's event loop, so it needs no lock."""
 
     def __init__(
-        self, limit: int, total: int = MAX_SESSIONS, stress_timeout: float = STRESS_TIMEOUT
+        self,
+        limit: int,
+        total: int = MAX_SESSIONS,
+        stress_timeout: float = STRESS_TIMEOUT,
+        stress_share: float = STRESS_SHARE,
     ) -> None:
         self.limit = limit
         self.total = total
         self.stress_timeout = stress_timeout
+        self.stress_share = stress_share
         self._open: dict[str, int] = {}
         self._held = 0
 
@@ -209,7 +234,7 @@ class ClientConnections:
     def idle_timeout(self, normal: float) -> float:
         """How long a session may be idle now: ``normal``, or less while the listener is
         nearly full (see :data:`STRESS_SHARE`)."""
-        if self._held >= self.total * STRESS_SHARE:
+        if self._held >= self.total * self.stress_share:
             return min(normal, self.stress_timeout)
         return normal
 
@@ -248,13 +273,62 @@ def bare_line_ending(data: bytes) -> bool:
 class _CrlfLineReader(asyncio.StreamReader):
     """Command lines ending in a bare LF, or with a bare CR inside, are handed on empty, which
     aiosmtpd answers with ``500 Error: bad syntax`` instead of executing them (RFC 5321 section
-    2.3.8: CR and LF only ever appear together, as the line ending)."""
+    2.3.8: CR and LF only ever appear together, as the line ending).
+
+    A MAIL or RCPT line with bytes beyond ASCII is kept in :attr:`eight_bit_line` and handed on
+    with each such byte as DEL: aiosmtpd (without SMTPUTF8) answered any non-ASCII argument
+    ``500 strict ASCII mode`` before running the command, so the reply could not say what was
+    refused (RFC 6531 3.5 asks for ``553 5.6.7``), and those lines escaped the command limits.
+    Now they reach :meth:`HispSMTP.smtp_MAIL` and ``smtp_RCPT``, which answer from the bytes
+    kept (see :func:`non_ascii_path_reply`); no address holding DEL reaches a handler."""
+
+    eight_bit_line: bytes | None = None  # the last command line, when it is such a line
 
     async def readuntil(self, separator: Any = b"\n") -> bytes:  # typeshed: a private alias
         line = await super().readuntil(separator)
-        if separator == b"\n" and (not line.endswith(b"\r\n") or b"\r" in line[:-2]):
+        if separator != b"\n":
+            return line
+        self.eight_bit_line = None
+        if not line.endswith(b"\r\n") or b"\r" in line[:-2]:
             return b"\r\n"
+        if not line.isascii() and line[:5].upper() in _PATH_COMMANDS:
+            self.eight_bit_line = line
+            return line.translate(_EIGHT_BIT_AS_DEL)
         return line
+
+
+_PATH_COMMANDS = (b"MAIL ", b"RCPT ")
+_EIGHT_BIT_AS_DEL = bytes(range(128)) + b"\x7f" * 128
+
+
+def non_ascii_path_reply(line: bytes, *, sender: bool) -> str | None:
+    """The reply to a MAIL (``sender``) or RCPT command line with bytes beyond ASCII, or None
+    when it lacks its ``FROM:``/``TO:`` (a plain syntax error, left to aiosmtpd).
+
+    SMTPUTF8 is not offered, so an address in UTF-8 is refused with ``553 5.6.7`` (RFC 6531
+    section 3.5; RFC 3463 X.6.7 "non-ASCII addresses not permitted"); one whose only non-ASCII
+    part is the domain could have been sent as its A-label (RFC 5890), and the reply says so.
+    Bytes that are not UTF-8 form no address at all: a syntax error (X.1.7 for the sender,
+    X.1.3 for a recipient). Non-ASCII only after the path is a bad parameter (X.5.4)."""
+    keyword = b"FROM:" if sender else b"TO:"
+    argument = line.rstrip(b"\r\n").partition(b" ")[2].strip()
+    if argument[: len(keyword)].upper() != keyword:
+        return None
+    rest = argument[len(keyword) :].lstrip()
+    if rest.startswith(b"<"):
+        path = rest[1:].partition(b">")[0]
+    else:
+        path = rest.partition(b" ")[0]
+    if path.isascii():
+        return NON_ASCII_PARAMETER
+    try:
+        text = path.decode("utf-8")
+    except UnicodeDecodeError:
+        return NOT_UTF8_SENDER if sender else NOT_UTF8_RECIPIENT
+    local, at, _domain = text.rpartition("@")
+    if at and local.isascii():
+        return NON_ASCII_DOMAIN
+    return NON_ASCII_ADDRESS
 
 
 def _pending_end(window: bytes) -> int:
@@ -476,11 +550,15 @@ class HispSMTP(SMTP):
         junk_command_limit: int = JUNK_COMMAND_LIMIT,
         refused_recipient_limit: int = REFUSED_RECIPIENT_LIMIT,
         refused_recipient_delay: float = REFUSED_RECIPIENT_DELAY,
+        fast_refusals: int = FAST_REFUSALS,
+        max_recipients: int = MAX_RECIPIENTS,
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
         self._refused_limit = refused_recipient_limit
         self._refused_delay = refused_recipient_delay
+        self._fast_refusals = fast_refusals
+        self.max_recipients = max_recipients  # the handlers' limit per message
         self._connections = connections
         self._sessions = sessions
         self._budget = budget
@@ -577,21 +655,44 @@ class HispSMTP(SMTP):
                     # Closed once the reply is written (push() writes before it yields).
                     self.loop.call_soon(self.transport.close)
                 return TOO_MANY_REFUSED
-            if self._refused_recipients > FAST_REFUSALS:
+            if self._refused_recipients > self._fast_refusals:
                 await asyncio.sleep(self._refused_delay)
         return status
 
     # The overridden commands keep aiosmtpd's @syntax: HELP lists only the methods that carry
     # it (without it MAIL, DATA and AUTH were missing, and "HELP MAIL" was a 501), and
     # shows a command only while its "when" attribute is true.
+    def _non_ascii_refusal(self, *, sender: bool) -> str | None:
+        line = getattr(self._reader, "eight_bit_line", None)
+        return None if line is None else non_ascii_path_reply(line, sender=sender)
+
     @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_MAIL(self, arg: str | None) -> None:
+        refusal = self._non_ascii_refusal(sender=True)
+        if refusal is not None:
+            # After aiosmtpd's own preconditions, as any other refused address would be.
+            if not await self.check_helo_needed() and not await self.check_auth_needed("MAIL"):
+                await self.push(refusal)
+            return
         if arg and self._auth_methods:
             arg = _without_auth_parameter(arg)
         started = self.envelope is not None and bool(self.envelope.mail_from)
         await super().smtp_MAIL(arg)
         if not started and self.envelope is not None and self.envelope.mail_from:
             self._junk = 0
+
+    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        refusal = self._non_ascii_refusal(sender=False)
+        if refusal is None:
+            await super().smtp_RCPT(arg)
+            return
+        if await self.check_helo_needed() or await self.check_auth_needed("RCPT"):
+            return
+        if self.envelope is None or not self.envelope.mail_from:
+            await self.push("503 Error: need MAIL command")  # aiosmtpd's order and wording
+            return
+        await self.push(refusal)
 
     @property
     def _tls_offered(self) -> bool:
@@ -880,29 +981,32 @@ class HispSMTP(SMTP):
 
 class HispController(Controller):
     """A threaded aiosmtpd controller that builds :class:`HispSMTP` sessions, which share one
-    count of the sessions each client address, and all of them together, hold."""
+    count of the sessions each client address, and all of them together, hold.
+
+    The limits come in as arguments (:func:`smtp_options` reads them from the settings), with
+    this module's constants as defaults; ``max_buffered`` defaults to ``data_budget_messages``
+    messages of the session's ``data_size_limit``."""
 
     def __init__(
         self,
         handler: Any,
         *args: Any,
-        max_connections_per_address: int | None = None,
+        max_connections_per_address: int = MAX_CONNECTIONS_PER_ADDRESS,
         max_sessions: int = MAX_SESSIONS,
         stress_timeout: float = STRESS_TIMEOUT,
+        stress_share: float = STRESS_SHARE,
+        data_budget_messages: int = DATA_BUDGET_MESSAGES,
         max_buffered: int | None = None,
         **kwargs: Any,
     ) -> None:
-        from django.conf import settings
-
         super().__init__(handler, *args, **kwargs)
-        if max_connections_per_address is None:
-            max_connections_per_address = settings.HISP_SMTP_MAX_SESSIONS_PER_ADDRESS
         self.connections = ClientConnections(
-            max_connections_per_address, max_sessions, stress_timeout
+            max_connections_per_address, max_sessions, stress_timeout, stress_share
         )
         self.sessions: set[HispSMTP] = set()  # used only from the listener's event loop
         if max_buffered is None:
-            max_buffered = DATA_BUDGET_MESSAGES * settings.HISP_MAX_MESSAGE_BYTES
+            size = self.SMTP_kwargs.get("data_size_limit") or DEFAULT_DATA_SIZE_LIMIT
+            max_buffered = data_budget_messages * size
         self.budget = DataBudget(max_buffered)
 
     def factory(self) -> SMTP:
@@ -950,7 +1054,8 @@ class HispController(Controller):
 
 
 def smtp_options(**overrides: Any) -> dict[str, Any]:
-    """Keyword arguments common to both listeners."""
+    """Keyword arguments common to both listeners, for :class:`HispController`: the limits
+    an operator may tune come from the settings (``HISP_SMTP_...``, checked at start-up)."""
     from django.conf import settings
 
     options: dict[str, Any] = {
@@ -959,16 +1064,26 @@ def smtp_options(**overrides: Any) -> dict[str, Any]:
         "decode_data": False,
         "server_hostname": settings.HISP_HOSTNAME,
         "ident": "HISP ESMTP",
-        "timeout": IDLE_TIMEOUT,
+        "timeout": settings.HISP_SMTP_IDLE_TIMEOUT.total_seconds(),
         "junk_command_limit": settings.HISP_SMTP_JUNK_COMMAND_LIMIT,
+        "max_recipients": settings.HISP_SMTP_MAX_RECIPIENTS,
+        "fast_refusals": settings.HISP_SMTP_FAST_REFUSALS,
+        "refused_recipient_delay": settings.HISP_SMTP_REFUSED_RECIPIENT_DELAY.total_seconds(),
+        "refused_recipient_limit": settings.HISP_SMTP_REFUSED_RECIPIENT_LIMIT,
         # Bounded so a client cannot keep a session busy forever with cheap commands, yet high
         # enough for a partner HISP that sends thousands of messages over one session (the
         # per-message recipient limit is enforced in handle_RCPT; these count per session).
         "command_call_limit": {
-            "*": SESSION_COMMAND_LIMIT,
-            "RCPT": SESSION_COMMAND_LIMIT,
+            "*": settings.HISP_SMTP_SESSION_COMMAND_LIMIT,
+            "RCPT": settings.HISP_SMTP_SESSION_COMMAND_LIMIT,
             "AUTH": 5,
         },
+        # Taken by HispController, for all of the listener's sessions together.
+        "max_sessions": settings.HISP_SMTP_MAX_SESSIONS,
+        "max_connections_per_address": settings.HISP_SMTP_MAX_SESSIONS_PER_ADDRESS,
+        "stress_share": settings.HISP_SMTP_STRESS_SHARE,
+        "stress_timeout": settings.HISP_SMTP_STRESS_TIMEOUT.total_seconds(),
+        "data_budget_messages": settings.HISP_SMTP_DATA_BUDGET_MESSAGES,
     }
     options.update(overrides)
     return options

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import resource
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +20,7 @@ class Listeners:
 
     def stop(self) -> None:
         for controller in self.controllers:
-            controller.stop()
+            controller.stop(no_assert=True)  # one that never started has nothing to stop
         self.controllers.clear()
 
 
@@ -49,6 +51,36 @@ def submission(*, bind: str, port: int, **overrides: Any) -> HispController:
     )
 
 
+class TooFewDescriptors(RuntimeError):
+    """The process may not open a descriptor for every session the listeners may hold."""
+
+
+# Descriptors the listener process needs besides its sessions: database connections (one per
+# thread), the broker, the cache, logs, the TLS files.
+DESCRIPTOR_MARGIN = 100
+
+
+def ensure_descriptors(sessions: int) -> None:
+    """Room for ``sessions`` sessions (a descriptor each) and :data:`DESCRIPTOR_MARGIN`: the
+    soft limit is raised as far as the hard limit allows, and a limit still too low stops the
+    start naming the setting. Past it accept() fails with EMFILE under load, and so does every
+    database and broker connection the listener needs, mid-session (HISP_SMTP_MAX_SESSIONS
+    raised, ``ulimit -n`` not)."""
+    needed = sessions + DESCRIPTOR_MARGIN
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or needed <= soft:
+        return
+    with contextlib.suppress(ValueError, OSError):  # above what the kernel allows
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+        return
+    raise TooFewDescriptors(
+        f"the listeners may hold {sessions} sessions (HISP_SMTP_MAX_SESSIONS per listener) and "
+        f"need about {needed} file descriptors, but this process may open {soft} "
+        f"(ulimit -n, hard limit {'unlimited' if hard == resource.RLIM_INFINITY else hard}): "
+        "raise the limit or lower HISP_SMTP_MAX_SESSIONS"
+    )
+
+
 def start(*, bind: str, port: int, submission_port: int, **overrides: Any) -> Listeners:
     """Start the listeners whose port is not 0 (0 leaves that listener closed)."""
     # aiosmtpd logs every envelope address at INFO; our own logs carry message ids instead.
@@ -57,12 +89,13 @@ def start(*, bind: str, port: int, submission_port: int, **overrides: Any) -> Li
     try:
         if port:
             listeners.controllers.append(backbone(bind=bind, port=port, **overrides))
-            listeners.controllers[-1].start()
         if submission_port:
             listeners.controllers.append(
                 submission(bind=bind, port=submission_port, **overrides)
             )
-            listeners.controllers[-1].start()
+        ensure_descriptors(sum(c.connections.total for c in listeners.controllers))
+        for controller in listeners.controllers:
+            controller.start()
     except BaseException:
         listeners.stop()
         raise

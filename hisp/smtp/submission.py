@@ -25,10 +25,10 @@ from hisp.smtp.protocol import (
     AUTH_UNDECODABLE,
     BARE_LINE_ENDING,
     MAX_PATH,
-    MAX_RECIPIENTS,
     PATH_TOO_LONG,
     TOO_MANY_RECIPIENTS,
     bare_line_ending,
+    max_recipients,
 )
 from hisp.smtp.threads import in_thread
 
@@ -180,7 +180,7 @@ class SubmissionHandler:
     ) -> str:
         if len(address) > MAX_PATH:
             return PATH_TOO_LONG
-        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+        if len(envelope.rcpt_tos) >= max_recipients(server):
             return TOO_MANY_RECIPIENTS
         if "@" not in address:
             return "553 5.1.3 A recipient must be a full Direct address"
