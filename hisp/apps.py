@@ -18,3 +18,17 @@ class HispConfig(AppConfig):
         from hisp.storage import use_lz4
 
         post_migrate.connect(use_lz4, sender=self, dispatch_uid="hisp-lz4-columns")
+        _private_sqlite_database()
+
+
+def _private_sqlite_database() -> None:
+    """Every command (``manage.py migrate`` run alone, the web, a worker) that would create the
+    SQLite database creates it private first, whatever its umask: no connection is opened
+    before ready() runs. PostgreSQL is left alone."""
+    from django.conf import settings
+
+    from hisp.bootstrap import create_private_database
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        create_private_database(database["NAME"], data_dir=getattr(settings, "DATA_DIR", None))

@@ -79,3 +79,30 @@ def new_secret_key() -> str:
 
 def new_kek() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+
+
+def create_private_database(name: object, *, data_dir: Path | None) -> bool:
+    """Create an SQLite database file that does not exist yet as an empty file of mode 0600,
+    before SQLite creates it with 0644 less the umask: it will hold every message in clear once
+    decrypted and every wrapped private key. SQLite gives its -wal, -shm and -journal files the
+    database file's mode, so they are private too. A database created in the data folder also
+    closes the folder (0700): it is this HISP's first run there, and a reader who opened a
+    file before its mode was tightened would keep reading it. Only a file this call creates is
+    changed; the quick start tightens one made before (hisp.management.commands.quickstart).
+    An empty file is a valid empty database to SQLite. Whether it was created is returned."""
+    text = str(name or "")
+    if not text or text == ":memory:" or text.startswith("file:"):
+        return False
+    path = Path(text)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except OSError:  # it exists, or no folder or a read-only one: SQLite says so on connecting
+        return False
+    try:
+        os.fchmod(fd, 0o600)  # exactly: a umask such as 0277 would leave it unwritable
+    finally:
+        os.close(fd)
+    folder = path.resolve().parent
+    if data_dir is not None and folder == Path(data_dir).resolve():
+        folder.chmod(0o700)
+    return True

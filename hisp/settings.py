@@ -54,7 +54,8 @@ def _share(name: str, text: str) -> float:
 
 # --- Data folder and secrets -----------------------------------------------------------------
 DATA_DIR = Path(env.str("HISP_DATA_DIR", default=str(BASE_DIR / "var"))).resolve()
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+# Private: it holds the generated SECRET_KEY and key-encryption key, and the SQLite database.
+DATA_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
 REQUIRE_SECRETS = env.bool("HISP_REQUIRE_SECRETS", default=False)
 
 SECRET_KEY = env.str("SECRET_KEY", default="") or generated_secret(

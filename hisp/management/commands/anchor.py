@@ -18,6 +18,7 @@ from hisp.management.cli import (
     user_errors,
     write_output,
 )
+from hisp.management.commands import _arguments
 from hisp.models import TrustAnchor
 from hisp.services import ca_rollover, trust
 
@@ -53,7 +54,7 @@ class Command(BaseCommand):
         getattr(self, "_" + opts["action"])(opts)
 
     def _import(self, opts: dict[str, Any]) -> None:
-        data = read_file(opts["file"])
+        data = read_file(_arguments.path(opts["file"], name="FILE"))
         # Neither flag means both directions.
         both = not (opts["incoming"] or opts["outgoing"])
         with user_errors():
@@ -71,6 +72,8 @@ class Command(BaseCommand):
             )
 
     def _export(self, opts: dict[str, Any]) -> None:
+        if opts["out"]:
+            _arguments.path(opts["out"], name="--out")
         with user_errors():
             exported = trust.export_anchor(opts["domain"], successor=opts["next"], actor=CLI_ACTOR)
         write_output(self, exported.pem, opts["out"])

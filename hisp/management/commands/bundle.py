@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Count
 
 from hisp.management.cli import CLI_ACTOR, one_line, print_json, read_file, user_errors
+from hisp.management.commands import _arguments
 from hisp.models import TrustBundle
 from hisp.services import trust
 from hisp.services.identity import normalise_domain
@@ -31,8 +32,10 @@ class Command(BaseCommand):
 
     def _add(self, opts: dict[str, Any]) -> None:
         source: str | bytes = opts["source"]
-        if not str(source).lower().startswith(("http://", "https://")):
-            source = read_file(str(source))
+        if str(source).lower().startswith(("http://", "https://")):
+            _arguments.text(str(source), name="URL")
+        else:
+            source = read_file(_arguments.path(str(source), name="FILE"))
         with user_errors():
             if isinstance(source, bytes):
                 _refuse_a_second_copy(source, domain=opts["domain"])

@@ -16,6 +16,7 @@ from hisp.management.cli import (
     user_errors,
     write_output,
 )
+from hisp.management.commands import _arguments
 from hisp.services import audit, pki
 
 
@@ -43,6 +44,9 @@ class Command(BaseCommand):
         issue.add_argument("name", metavar="ADDRESS_OR_DOMAIN")
 
     def handle(self, *args: Any, **opts: Any) -> None:
+        for option, name in (("file", "FILE"), ("key", "--key"), ("out", "--out")):
+            if opts.get(option):
+                _arguments.path(opts[option], name=name)
         if opts["action"] == "export":
             with user_errors():
                 rows = pki.current_certificates(opts["name"])

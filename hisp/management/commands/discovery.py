@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from hisp.discovery import DiscoveryError, flush, lookup_report
 from hisp.management.cli import CLI_ACTOR, print_json, shown, user_errors
+from hisp.management.commands import _arguments
 from hisp.services import audit
 
 
@@ -27,7 +28,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **opts: Any) -> None:
         if opts["action"] == "flush":
             with user_errors(DiscoveryError):
-                entry = flush(opts["entry"])
+                entry = flush(_arguments.text(opts["entry"], name="ADDRESS_OR_DOMAIN"))
             # AuditEvent.object_id holds 64 characters; addresses may be longer (RFC 5321 4.5.3.1).
             audit.record(
                 action="discovery.flush", obj=("discovery", entry[:64]), actor=CLI_ACTOR, entry=entry
@@ -35,7 +36,14 @@ class Command(BaseCommand):
             self.stdout.write(f"flushed cached discovery results for {entry}")
             return
         with user_errors(DiscoveryError):
-            report = lookup_report(opts["address"])
+            report = lookup_report(_arguments.text(opts["address"], name="ADDRESS"))
+        # Whose certificates the operator looked for, as the console's discovery page records.
+        audit.record(
+            action="discovery.lookup",
+            obj=("discovery", report.address),
+            actor=CLI_ACTOR,
+            levels=[f"{lv.source}/{lv.binding}:{len(lv.certificates)}" for lv in report.levels],
+        )
         if opts["json"]:
             print_json(self, report.as_dict())
             return

@@ -9,6 +9,7 @@ from django.db import transaction
 
 from hisp.keystore import KeystoreError, parse_kek, rotate_kek
 from hisp.management.cli import CLI_ACTOR, read_file, user_errors
+from hisp.management.commands import _arguments
 from hisp.services import audit
 
 
@@ -27,7 +28,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **opts: Any) -> None:
-        raw = read_file(opts["new_key_file"])
+        raw = read_file(_arguments.path(opts["new_key_file"], name="--new-key-file"))
         with user_errors(KeystoreError):
             try:
                 text = raw.decode("ascii")

@@ -11,6 +11,7 @@ from django.db import transaction
 
 from hisp import mailtext
 from hisp.management.cli import CLI_ACTOR, print_json
+from hisp.management.commands import _arguments
 from hisp.models import Delivery, MailboxEntry
 from hisp.services import audit
 from hisp.services.mail import find_address
@@ -24,7 +25,7 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true")
 
     def handle(self, *args: Any, **opts: Any) -> None:
-        address = find_address(opts["address"])
+        address = find_address(_arguments.text(opts["address"], name="ADDRESS"))
         if address is None:
             raise CommandError(f"{opts['address']} is not an address hosted here")
         entries = (
@@ -48,6 +49,16 @@ class Command(BaseCommand):
                     )
             print_json(self, rows)
             return
+        # The plain listing shows no body but who wrote and the subjects: recorded as the
+        # console records a message list, with the entries shown.
+        audit.record(
+            action="mailbox.cli-list",
+            obj=address,
+            actor=CLI_ACTOR,
+            mailbox=address.pk,
+            results=len(rows),
+            shown=[row["id"] for row in rows],
+        )
         for row in rows:
             self.stdout.write(f"{row['received_at']}\t{row['from']}\t{row['subject']}")
 

@@ -7,8 +7,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from django.db.models import Prefetch
 
-from hisp.management.cli import print_json
+from hisp.management.cli import CLI_ACTOR, print_json
 from hisp.models import Delivery, Message
+from hisp.services import audit
 
 
 class Command(BaseCommand):
@@ -47,6 +48,16 @@ class Command(BaseCommand):
             }
             for m in messages.order_by("-created_at", "-id")
         ]
+        # Who wrote to whom, and about what, is mail metadata: recorded before it is shown, as
+        # the console records every showing of its message list, with the ids shown.
+        audit.record(
+            action="message.cli-list",
+            obj=("cli-list", "messages"),
+            actor=CLI_ACTOR,
+            direction=opts["direction"],
+            results=len(rows),
+            shown=[row["id"] for row in rows],
+        )
         if opts["json"]:
             print_json(self, rows)
             return

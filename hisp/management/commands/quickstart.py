@@ -23,6 +23,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from hisp.management.commands import _arguments
+
 DEMO_DOMAIN = "direct.demo.test"
 # Binds whose web address, for a browser on this machine, is http://localhost (all interfaces
 # included: reaching the quick start from elsewhere needs HISP_WEB_URL set to a real name).
@@ -57,6 +59,10 @@ class Command(BaseCommand):
         parser.add_argument("--no-demo", action="store_true", help="create no demo domain/users")
 
     def handle(self, *args: Any, **opts: Any) -> None:
+        if opts["bind"] is not None:
+            # Checked here: the services would each fail with a traceback of their own, and the
+            # wait for their listeners with one more.
+            _arguments.text(opts["bind"], name="--bind")
         _listeners_from_settings(opts)
         for name in ("web_port", "smtp_port", "submission_port", "dns_port"):
             if not 0 <= opts[name] <= 65535:

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from hisp.management.cli import one_line
+from hisp.management.commands import _arguments
 
 
 class Command(BaseCommand):
@@ -21,7 +22,7 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=None, help="port (HISP_DNS_PORT)")
 
     def handle(self, *args: Any, **opts: Any) -> None:
-        bind = opts["bind"] or settings.HISP_DNS_BIND
+        bind = _arguments.text(opts["bind"] or settings.HISP_DNS_BIND, name="--bind")
         port = settings.HISP_DNS_PORT if opts["port"] is None else opts["port"]
         if not 0 < port <= 65535:
             raise CommandError("--port must be between 1 and 65535")

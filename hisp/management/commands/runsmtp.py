@@ -9,6 +9,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from hisp.management.commands import _arguments
+
 
 class Command(BaseCommand):
     help = "Run the backbone SMTP listener (STARTTLS offered) and the submission port."
@@ -24,7 +26,7 @@ class Command(BaseCommand):
         from hisp.services import mail
         from hisp.smtp import server
 
-        bind = opts["bind"] or settings.HISP_SMTP_BIND
+        bind = _arguments.text(opts["bind"] or settings.HISP_SMTP_BIND, name="--bind")
         port = settings.HISP_SMTP_PORT if opts["port"] is None else opts["port"]
         submission = (
             settings.HISP_SUBMISSION_PORT

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from hisp.management.cli import CLI_ACTOR, read_file, user_errors
+from hisp.management.commands import _arguments
 from hisp.services.compose import SubmissionError, build_message, submit
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -40,12 +41,19 @@ class Command(BaseCommand):
             # An argument that is not UTF-8 reaches Python as surrogates, which the header
             # encoder would send on as an "unknown-8bit" Subject.
             raise CommandError("--subject is not UTF-8 text")
+        _arguments.text(opts["sender"], name="--from")
+        for to in opts["to"]:
+            _arguments.recipient(to, name="--to")
+        for name in opts["attach"]:
+            _arguments.path(name, name="--attach")
         body = ""
         if opts["body_file"] == "-":
             body = _read_stdin(opts.get("stdin") or sys.stdin)
         elif opts["body_file"]:
             try:
-                body = read_file(opts["body_file"]).decode("utf-8")
+                body = read_file(_arguments.path(opts["body_file"], name="--body-file")).decode(
+                    "utf-8"
+                )
             except UnicodeDecodeError:
                 raise CommandError(f"{opts['body_file']} is not UTF-8 text") from None
         attachments = []

@@ -21,6 +21,7 @@ from django.db import transaction
 from django.db.models import Q
 
 from hisp.management.cli import CLI_ACTOR, one_line, print_json, read_secret, shown
+from hisp.management.commands import _arguments
 from hisp.services import audit
 
 # The console's roles, in its order (adminconsole.roles.Role: hisp may not import the console;
@@ -187,6 +188,7 @@ def _held(user: AbstractUser) -> list[str]:
 
 
 def _staff(username: str, *, lock: bool = False) -> AbstractUser:
+    _arguments.text(username, name="USERNAME")
     users = get_user_model().objects
     found = (users.select_for_update() if lock else users).filter(username=username).first()
     if found is None:

@@ -99,7 +99,8 @@ def _kill(proc: subprocess.Popen[str]) -> None:
 def test_quickstart_keeps_the_database_and_what_its_services_write_private(tmp_path: Path) -> None:
     env = _env(tmp_path)
     database = tmp_path / "var" / "hisp.sqlite3"
-    # A database made by hand before (manage.py migrate under the usual umask) is world-readable.
+    # A database made before the HISP created it private (an older release's manage.py
+    # migrate under the usual umask) is world-readable: the quick start closes it.
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "-v0"],
         cwd=ROOT,
@@ -109,7 +110,7 @@ def test_quickstart_keeps_the_database_and_what_its_services_write_private(tmp_p
         timeout=300,
         preexec_fn=_shell_umask,
     )
-    assert _mode(database) & 0o044
+    database.chmod(0o644)
     log = tmp_path / "quickstart.log"
     proc = _quickstart(log, env, preexec_fn=_shell_umask)
     try:
