@@ -11,7 +11,8 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.validators import validate_email
+from django.contrib.auth.forms import AuthenticationForm
+from django.core.validators import MaxLengthValidator, validate_email
 from django.urls import reverse
 
 from hisp.models import Address, AddressGrant, Folder
@@ -27,6 +28,13 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _PART_BYTES = 2 * 1024
 _TYPICAL_FIELDS = 1024
 _TEXT_ROOM = 16 * 1024
+
+
+def id_from(value: object) -> int | None:
+    """An object id a page sent as text (``?draft=12``, a hidden field), or None. ASCII digits
+    only: str.isdigit() also accepts superscripts and other digits that int() refuses."""
+    text = str(value or "")
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 def _base64_size(size: int) -> int:
@@ -317,6 +325,17 @@ class AppPasswordForm(forms.Form):
                            help_text="For example: Thunderbird on the front-desk PC.")
 
 
+class SignInForm(AuthenticationForm):
+    """Django's sign-in form, with its user-name length enforced: AuthenticationForm sets
+    ``max_length`` after the field is built, so only the browser held to it, and a longer name
+    reached django-axes, whose failure record (255 characters) then failed with a 500."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        username = self.fields["username"]
+        username.validators.append(MaxLengthValidator(username.max_length))
+
+
 class TokenForm(forms.Form):
     token = forms.CharField(
         max_length=8, label="6-digit code",
@@ -326,7 +345,7 @@ class TokenForm(forms.Form):
 
     def clean_token(self) -> str:
         token = self.cleaned_data["token"].replace(" ", "")
-        if not token.isdigit():
+        if not (token.isascii() and token.isdigit()):
             raise forms.ValidationError("The code is 6 digits.")
         return token
 

@@ -17,7 +17,7 @@ from adminconsole.forms.identity import DomainAddForm
 from adminconsole.roles import Role
 from adminconsole.views.common import confirm_page
 from hisp.certificates import display_fingerprint
-from hisp.models import Certificate, Domain
+from hisp.models import Certificate, Domain, Route
 from hisp.services import audit, identity
 from hisp.services import ca_rollover as ca_rollovers
 
@@ -63,6 +63,10 @@ def domain_add(request: HttpRequest) -> HttpResponse:
             form.add_error("name", str(exc))
         else:
             messages.success(request, f"{domain.name} added with its CA and certificate.")
+            if Route.objects.filter(domain=domain.name).exists():
+                messages.warning(request, f"The route set for {domain.name} is no longer used: "
+                                          "its mail is now delivered here. Delete it on the "
+                                          "Routes page.")
             return redirect("adminconsole:domain-detail", pk=domain.pk)
     return _list(request, form, status=400)
 

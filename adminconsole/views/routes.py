@@ -17,7 +17,7 @@ from adminconsole.forms.confirm import ReasonConfirmForm
 from adminconsole.forms.operations import RouteForm, RouteReplaceForm
 from adminconsole.roles import Role
 from adminconsole.views.common import confirm_page
-from hisp.models import Route
+from hisp.models import Domain, Route
 from hisp.services import audit, identity, routes
 
 # The fields of step one, carried through the replacement's confirmation.
@@ -25,10 +25,16 @@ _ROUTE_FIELDS = ("domain", "host", "port", "require_tls", "hold_pending_certific
 
 
 def _list(request: HttpRequest, form: RouteForm, *, status: int = 200) -> HttpResponse:
+    listed = Route.objects.all()
+    # A route set before its domain was hosted here is never used (routes.lookup): say so, so
+    # that staff delete it rather than trust it.
+    hosted = set(
+        Domain.objects.filter(name__in=listed.values("domain")).values_list("name", flat=True)
+    )
     return render(
         request,
         "adminconsole/route_list.html",
-        {"routes": Route.objects.all(), "form": form},
+        {"routes": listed, "hosted": hosted, "form": form},
         status=status,
     )
 
@@ -124,6 +130,12 @@ def route_set(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         return _list(request, form, status=400)
     data = form.cleaned_data
+    try:
+        # Before any replacement page: no confirmation can make such a route acceptable.
+        routes.refuse_hosted(data["domain"])
+    except routes.HostedDomainRoute as exc:
+        form.add_error("domain", str(exc))
+        return _list(request, form, status=400)
     current = Route.objects.filter(domain=data["domain"]).first()
     new = _new_route(data)
     if current is not None:

@@ -162,6 +162,18 @@ def create_ca(scope: Scope, *, at: datetime | None = None) -> Certificate:
     return row
 
 
+def authority_key_identifier(ca_cert: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    """The AKI that certificates and CRLs signed by ``ca_cert`` carry: the CA's own SKI, which
+    relying parties match it against (RFC 5280 4.2.1.1), or, for a CA certificate without one
+    (allowed for some older CAs), the SHA-1 of its subjectPublicKey, as RFC 5280 4.2.1.2 method 1
+    derives an SKI. Both the certificates and the CRLs take it from here, so they always agree."""
+    try:
+        ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        ski = x509.SubjectKeyIdentifier.from_public_key(ca_cert.public_key())
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+
+
 def _policies() -> list[x509.PolicyInformation]:
     try:
         return [
@@ -228,12 +240,7 @@ def issue(
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
         .add_extension(x509.SubjectAlternativeName([san]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
-                ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-            ),
-            critical=False,
-        )
+        .add_extension(authority_key_identifier(ca_cert), critical=False)
         .add_extension(
             x509.CRLDistributionPoints(
                 [

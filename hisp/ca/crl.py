@@ -15,6 +15,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from hisp.ca.authority import authority_key_identifier
 from hisp.certificates import load
 from hisp.keystore import unwrap_private_key
 from hisp.models import Certificate, CertificateRevocationList, PrivateKey
@@ -66,12 +67,7 @@ def generate(ca: Certificate, *, at: datetime | None = None,
             .last_update(now)
             .next_update(now + settings.HISP_CRL_VALIDITY)
             .add_extension(x509.CRLNumber(number), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
-                    ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-                ),
-                critical=False,
-            )
+            .add_extension(authority_key_identifier(ca_cert), critical=False)
         )
         revoked = Certificate.objects.filter(issued_by=ca, revoked_at__isnull=False)
         for row in revoked.order_by("revoked_at", "pk"):

@@ -11,9 +11,10 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 
 from hisp.agent_env import cached_rows
-from hisp.models import Route
+from hisp.models import Domain, Route
 from hisp.services import audit
 from hisp.services.identity import normalise_domain
+from hisp.services.mail import hosted_domain
 
 Actor = AbstractBaseUser | str | None
 
@@ -26,12 +27,33 @@ class RouteChanged(RouteError):
     """The route is no longer what the staff member confirmed replacing."""
 
 
+class HostedDomainRoute(RouteError):
+    """A route was asked for a domain hosted here."""
+
+
 def lookup(domain: str) -> Route | None:
     """The static route for ``domain``, if any. Egress asks for every message, so the answer is
     remembered per process while the directory stamp is unchanged (hisp.agent_env.cached_rows:
-    at most a second behind a change). Read-only: callers must not change the row."""
+    at most a second behind a change). Read-only: callers must not change the row.
+
+    A route left from before its domain was hosted here is not one: the domain's mail is
+    delivered to its own mailboxes, and the route's policies (a hold) must not apply to it."""
     name = domain.lower().rstrip(".")
+    if hosted_domain(name):
+        return None
     return cached_rows(("route", name), lambda: Route.objects.filter(domain=name).first())
+
+
+def refuse_hosted(domain: str) -> None:
+    """Raise ``HostedDomainRoute`` when ``domain`` is a domain hosted here."""
+    name = normalise_domain(domain)
+    # Our own domains' mail goes to their mailboxes here: a route would send it elsewhere (or
+    # back to us, a loop), and its hold policy would hold mail between our own users.
+    if Domain.objects.filter(name=name).exists():
+        raise HostedDomainRoute(
+            f"{name} is hosted here: its mail is delivered to its own mailboxes, "
+            "so it cannot have a route"
+        )
 
 
 MX = "MX"  # the target that keeps the domain's MX records
@@ -80,6 +102,7 @@ def set_route(
 ) -> Route:
     name = normalise_domain(domain)
     host, port = parse_target(target)
+    refuse_hosted(name)
     route, created = Route.objects.get_or_create(domain=name, defaults={"host": host, "port": port})
     route.host, route.port = host, port
     if require_tls is not None:
@@ -169,6 +192,7 @@ def change_route(
     or deleted meanwhile raises ``RouteChanged`` and nothing is written."""
     name = normalise_domain(domain)
     host, port = parse_target(target)
+    refuse_hosted(name)
     with transaction.atomic():
         # The row lock keeps a second confirmation of the same replacement waiting until this
         # one commits; it then sees the new state and is refused.

@@ -40,6 +40,17 @@ def account(request: HttpRequest) -> HttpResponse:
     })
 
 
+def _registered(request: HttpRequest, credential: str,
+                existing: list[WebAuthnDevice]) -> securitykeys.NewKey:
+    try:
+        return securitykeys.verify_registration(
+            session=request.session, credential=credential, existing=existing)
+    except RecursionError:
+        # JSON nested thousands deep (in the credential or its clientDataJSON) exhausts the
+        # parser's stack: a malformed answer like any other, not a 500.
+        raise securitykeys.Refused(securitykeys.Reason.MALFORMED) from None
+
+
 @mail_login_required
 @require_http_methods(["GET", "POST"])
 def security_key_add(request: HttpRequest) -> HttpResponse:
@@ -48,10 +59,7 @@ def security_key_add(request: HttpRequest) -> HttpResponse:
     form = SecurityKeyForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            key = securitykeys.verify_registration(
-                session=request.session, credential=form.cleaned_data["credential"],
-                existing=existing,
-            )
+            key = _registered(request, form.cleaned_data["credential"], existing)
             services.add_security_key(user=request.user, name=form.cleaned_data["name"], key=key,
                                       request=request)
         except securitykeys.Refused as refusal:

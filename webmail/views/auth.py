@@ -29,7 +29,7 @@ from hisp.models import AppPassword
 from hisp.services.audit import record
 from webmail import access, idle, securitykeys, services
 from webmail.decorators import mail_login_required
-from webmail.forms import AppPasswordForm, SecurityKeyAssertionForm, TokenForm
+from webmail.forms import AppPasswordForm, SecurityKeyAssertionForm, SignInForm, TokenForm
 from webmail.models import WebAuthnDevice
 
 
@@ -39,6 +39,7 @@ class SignInView(LoginView):
     key) or, on first sign-in, ``otp_enrol``."""
 
     template_name = "webmail/login.html"
+    authentication_form = SignInForm
 
 
 def _next_url(request: HttpRequest) -> str:
@@ -109,6 +110,19 @@ def _count_failure(request: HttpRequest) -> None:
     )
 
 
+def _asserted(request: HttpRequest, form: SecurityKeyAssertionForm,
+              keys: list[WebAuthnDevice]) -> tuple[WebAuthnDevice, int]:
+    if not form.is_valid():
+        raise securitykeys.Refused(securitykeys.Reason.MALFORMED)
+    try:
+        return securitykeys.verify_authentication(
+            session=request.session, credential=form.cleaned_data["credential"], devices=keys)
+    except RecursionError:
+        # JSON nested thousands deep (in the credential or its clientDataJSON) exhausts the
+        # parser's stack: refused as malformed, and counted, like any other bad answer.
+        raise securitykeys.Refused(securitykeys.Reason.MALFORMED) from None
+
+
 @login_required
 @require_POST
 def key_sign_in(request: HttpRequest) -> HttpResponse:
@@ -118,13 +132,8 @@ def key_sign_in(request: HttpRequest) -> HttpResponse:
     retry = f"{reverse('webmail:otp-verify')}?{urlencode({'next': next_url})}"
     if not keys:
         return redirect(retry)
-    form = SecurityKeyAssertionForm(request.POST)
     try:
-        if not form.is_valid():
-            raise securitykeys.Refused(securitykeys.Reason.MALFORMED)
-        device, sign_count = securitykeys.verify_authentication(
-            session=request.session, credential=form.cleaned_data["credential"], devices=keys,
-        )
+        device, sign_count = _asserted(request, SecurityKeyAssertionForm(request.POST), keys)
     except securitykeys.Refused as refusal:
         record(action="auth.webauthn-failed", obj=request.user, request=request,
                reason=refusal.reason.value)

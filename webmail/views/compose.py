@@ -22,7 +22,14 @@ from webmail import access, services
 from webmail.certcheck import check_recipients
 from webmail.content import open_message
 from webmail.decorators import mail_login_required
-from webmail.forms import ComposeForm, DraftForm, _about, attachment_allowance, parse_recipients
+from webmail.forms import (
+    ComposeForm,
+    DraftForm,
+    _about,
+    attachment_allowance,
+    id_from,
+    parse_recipients,
+)
 from webmail.models import Contact, Draft
 from webmail.navigation import sidebar
 from webmail.phi import phi_reasons
@@ -78,21 +85,21 @@ def _prefill(request: HttpRequest, sendable: list[Address]) -> dict[str, Any]:
     initial: dict[str, Any] = {"delivery_notification": True}
     if sendable:
         initial["sender"] = sendable[0].pk
-    wanted = request.GET.get("from", "")
-    if wanted.isdigit() and any(a.pk == int(wanted) for a in sendable):
-        initial["sender"] = int(wanted)
+    wanted = id_from(request.GET.get("from"))
+    if wanted is not None and any(a.pk == wanted for a in sendable):
+        initial["sender"] = wanted
     if request.GET.get("to"):
         initial["to"] = request.GET["to"][:500]
-    draft_id = request.GET.get("draft", "")
-    if draft_id.isdigit():
-        draft = _own_draft(request.user, int(draft_id))
+    draft_id = id_from(request.GET.get("draft"))
+    if draft_id is not None:
+        draft = _own_draft(request.user, draft_id)
         if draft is not None:
             return {**initial, **_draft_initial(draft)}
         messages.error(request, DRAFT_ALREADY_GONE)
         return initial
-    reply_id = request.GET.get("reply", "")
-    entry = _entry_unless_gone(request.user, int(reply_id)) if reply_id.isdigit() else None
-    if reply_id.isdigit() and entry is None:
+    reply_id = id_from(request.GET.get("reply"))
+    entry = _entry_unless_gone(request.user, reply_id) if reply_id is not None else None
+    if reply_id is not None and entry is None:
         # Deleted forever between opening it and pressing Reply (another window, a colleague).
         messages.error(request, "The message you wanted to answer has been deleted, so it "
                                 "cannot be quoted. You can still write a new message below.")
@@ -206,8 +213,8 @@ def compose_too_large(request: HttpRequest) -> HttpResponse:
     # The page a draft was resumed from posts to ?draft=<id>; otherwise autosave made one
     # that only the form's hidden field names: the author's newest is that one.
     drafts = Draft.objects.filter(author_id=request.user.pk, address__in=sendable)
-    draft_id = request.GET.get("draft", "")
-    draft = (drafts.filter(pk=int(draft_id)).first() if draft_id.isdigit() else None) or drafts.first()
+    draft_id = id_from(request.GET.get("draft"))
+    draft = (drafts.filter(pk=draft_id).first() if draft_id is not None else None) or drafts.first()
     initial = _draft_initial(draft) if draft is not None else _prefill(request, sendable)
     form = ComposeForm(initial=initial, user=request.user)
     allowance = attachment_allowance()
@@ -227,14 +234,14 @@ def _compose_page(request: HttpRequest, form: ComposeForm, sendable: list[Addres
                   restored: Draft | None = None, refused: bool = False,
                   status: int = 200) -> HttpResponse:
     address = sendable[0]
-    sender_value = form["sender"].value()
-    if sender_value and str(sender_value).isdigit():
-        address = next((a for a in sendable if a.pk == int(sender_value)), address)
+    sender_id = id_from(form["sender"].value())
+    if sender_id is not None:
+        address = next((a for a in sendable if a.pk == sender_id), address)
     allowance = attachment_allowance()
-    forward_value = form["forward_of"].value()
+    forward_id = id_from(form["forward_of"].value())
     forwarded = None
-    if forward_value and str(forward_value).isdigit():
-        forwarded_entry = _entry_unless_gone(request.user, int(forward_value))
+    if forward_id is not None:
+        forwarded_entry = _entry_unless_gone(request.user, forward_id)
         if forwarded_entry is not None:
             forwarded = open_message(forwarded_entry.message).attachments
     return render(request, "webmail/compose.html", {

@@ -13,7 +13,7 @@ from hisp.mailtext import printable
 from hisp.models import Address, Folder, MailboxEntry
 from webmail import access, listing, search, services
 from webmail.decorators import mail_login_required
-from webmail.forms import FolderForm, MoveForm, move_refused
+from webmail.forms import FolderForm, MoveForm, id_from, move_refused
 from webmail.models import Draft
 from webmail.navigation import move_targets, sidebar
 
@@ -105,7 +105,7 @@ def search_view(request: HttpRequest, address_id: int) -> HttpResponse:
 def bulk(request: HttpRequest, address_id: int) -> HttpResponse:
     """Archive, delete, mark read/unread or move the ticked messages of one mailbox."""
     address = access.address_for(request.user, address_id, write=True)
-    ids = {int(i) for i in request.POST.getlist("entry") if i.isdigit()}
+    ids = {i for i in map(id_from, request.POST.getlist("entry")) if i is not None}
     chosen = list(
         access.entries(request.user).filter(address=address, pk__in=ids).select_related("message")
     )
