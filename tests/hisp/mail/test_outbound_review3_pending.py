@@ -24,13 +24,13 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from django.conf import settings as django_settings
 from django.utils import timezone
 
-from hisp import dsn
-from hisp.models import Certificate, Delivery, MailboxEntry, Message, Route
+from hisp.models import Certificate, Delivery, Route
 from hisp.services import compose, outbound, pki, trust
 from hisp.tasks import mail as tasks
 from tests.hisp.mail.conftest import HOSTED
 from tests.hisp.mail.drive import drain
 from tests.hisp.mail.partner import PARTNER, Partner, leaf_certificate
+from tests.hisp.mail.test_outbound import _alice_dsn_texts, _alice_dsns
 
 NURSE = f"nurse@{PARTNER}"
 CLERK = f"clerk@{PARTNER}"
@@ -70,20 +70,6 @@ def _run_as_the_worker(published, capture) -> list[str]:
                 results.append(task(*args))
         published = _published(before)
     return results
-
-
-def _alice_dsns(world) -> list[dsn.Dsn]:
-    entries = MailboxEntry.objects.filter(
-        address=world.alice, message__kind=Message.Kind.DSN
-    ).order_by("id")
-    return [dsn.parse(bytes(e.message.raw)) for e in entries]
-
-
-def _alice_dsn_texts(world) -> list[str]:
-    entries = MailboxEntry.objects.filter(
-        address=world.alice, message__kind=Message.Kind.DSN
-    ).order_by("id")
-    return [" ".join(e.body_text.split()) for e in entries]
 
 
 def _hold(world, *recipients: str) -> list[Delivery]:
