@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agent.errors import AgentError, Code
-from agent.protect import protect
+from agent.protect import protect, protect_copies
 from agent.types import (
     DEFAULT_POLICY,
     DEFAULT_PROTECT_OPTIONS,
@@ -52,5 +52,6 @@ __all__ = [
     "TrustStore",
     "Unprotected",
     "protect",
+    "protect_copies",
     "unprotect",
 ]

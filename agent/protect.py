@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from email.header import Header as EmailHeader
 
@@ -64,55 +65,129 @@ def protect(
     """Sign ``message`` as ``sender``, wrapped as message/rfc822, and encrypt it to every usable
     certificate of every recipient. Recipients without one are reported in ``rejected`` and are
     never sent plaintext."""
-    message = to_crlf(message)
-    entity = parse_entity(message)
-    if not entity.headers:
-        raise AgentError(Code.MALFORMED, "the message has no header fields")
-    _require_from_is_sender(entity.get_all("from"), sender)
-    identities = env.keys.signing_identities(sender)
-    if not identities:
-        raise AgentError(Code.NO_SENDER_KEY, "no signing key for the sender")
-    identity = identities[0]
+    draft = _Draft.prepare(message, sender=sender, env=env, at=at, options=options)
+    return draft.copy_for(recipients, env=env)
 
-    sender_domain = domain_of(sender)
-    rejected: dict[str, AgentError] = {}
-    chosen: dict[str, tuple[x509.Certificate, ...]] = {}
-    anchors: dict[str, x509.Certificate] = {}
-    for recipient in dict.fromkeys(recipients):
+
+def protect_copies(
+    message: bytes,
+    *,
+    sender: str,
+    copies: Sequence[Sequence[str]],
+    env: Environment,
+    at: datetime,
+    options: ProtectOptions = DEFAULT_PROTECT_OPTIONS,
+) -> Iterator[Protected]:
+    """``protect`` for each recipient list in ``copies``, signing once: the From check and the
+    signed entity are shared, each copy is encrypted on its own. One ``Protected`` per copy, in
+    order, each made only when asked for, so a caller that stores and lets go of each copy holds
+    one at a time.
+
+    Whole-message errors (malformed, From not the sender, no sender key) raise ``AgentError``
+    here, before any copy. Recipients a copy cannot be encrypted to are in its ``rejected`` as
+    ``protect`` reports them; an error that stops a copy as a whole (its encryption, the
+    signature) rejects every recipient of that copy and leaves the next copies to go on, as
+    separate ``protect`` calls would.
+    """
+    for copy in copies:
+        if isinstance(copy, str | bytes):
+            raise TypeError("each copy is a sequence of recipient addresses, not one address")
+    draft = _Draft.prepare(message, sender=sender, env=env, at=at, options=options)
+    return _each_copy(draft, copies, env=env)
+
+
+def _each_copy(
+    draft: _Draft, copies: Sequence[Sequence[str]], *, env: Environment
+) -> Iterator[Protected]:
+    for recipients in copies:
         try:
-            certs, anchor = select_recipient_certificates(
-                recipient, sender_domain=sender_domain, env=env, at=at
-            )
+            yield draft.copy_for(recipients, env=env)
         except AgentError as exc:
-            rejected[recipient] = exc
-            continue
-        chosen[recipient] = certs
-        anchors[recipient] = anchor
-    if not chosen:
-        return Protected(None, (), rejected, signer=identity.certificate)
+            yield Protected(
+                None, (), dict.fromkeys(recipients, exc), signer=draft.identity.certificate
+            )
 
-    signed = _signed_entity(message, identity=identity, options=options, at=at)
-    # One RecipientInfo per distinct certificate (a domain certificate may serve several).
-    unique = dict.fromkeys(cert for certs in chosen.values() for cert in certs)
-    envelope = cms.encrypt(
-        signed,
-        recipients=tuple(unique),
-        cipher=options.cipher,
-        transport=options.key_transport,
-    )
-    del signed
-    blocks = base64_blocks(envelope)
-    del envelope
-    outer = _outer_headers(entity.headers, options) + _envelope_headers(options.cipher)
-    out = b"".join((outer, CRLF, *blocks))
-    return Protected(
-        out,
-        tuple(chosen),
-        rejected,
-        recipient_certificates=chosen,
-        recipient_anchors=anchors,
-        signer=identity.certificate,
-    )
+
+@dataclass
+class _Draft:
+    """A message checked for sending and, once a copy needs it, signed: what every copy of it
+    shares. The signed entity is kept as pieces over the message (never copied), so keeping it
+    for the next copies costs only its headers and signature."""
+
+    message: bytes
+    headers: Sequence[Header]
+    identity: Identity
+    sender_domain: str
+    at: datetime
+    options: ProtectOptions
+    _signed: list[bytes] | None = None
+
+    @classmethod
+    def prepare(
+        cls,
+        message: bytes,
+        *,
+        sender: str,
+        env: Environment,
+        at: datetime,
+        options: ProtectOptions,
+    ) -> _Draft:
+        message = to_crlf(message)
+        entity = parse_entity(message)
+        if not entity.headers:
+            raise AgentError(Code.MALFORMED, "the message has no header fields")
+        _require_from_is_sender(entity.get_all("from"), sender)
+        identities = env.keys.signing_identities(sender)
+        if not identities:
+            raise AgentError(Code.NO_SENDER_KEY, "no signing key for the sender")
+        return cls(message, entity.headers, identities[0], domain_of(sender), at, options)
+
+    def signed(self) -> list[bytes]:
+        # Signed on the first copy with a recipient, not before: a message no recipient can
+        # receive is never signed (nor its key unwrapped).
+        if self._signed is None:
+            self._signed = _signed_entity(
+                self.message, identity=self.identity, options=self.options, at=self.at
+            )
+        return self._signed
+
+    def copy_for(self, recipients: Sequence[str], *, env: Environment) -> Protected:
+        rejected: dict[str, AgentError] = {}
+        chosen: dict[str, tuple[x509.Certificate, ...]] = {}
+        anchors: dict[str, x509.Certificate] = {}
+        for recipient in dict.fromkeys(recipients):
+            try:
+                certs, anchor = select_recipient_certificates(
+                    recipient, sender_domain=self.sender_domain, env=env, at=self.at
+                )
+            except AgentError as exc:
+                rejected[recipient] = exc
+                continue
+            chosen[recipient] = certs
+            anchors[recipient] = anchor
+        signer = self.identity.certificate
+        if not chosen:
+            return Protected(None, (), rejected, signer=signer)
+        # One RecipientInfo per distinct certificate (a domain certificate may serve several).
+        unique = dict.fromkeys(cert for certs in chosen.values() for cert in certs)
+        envelope = cms.encrypt(
+            self.signed(),
+            recipients=tuple(unique),
+            cipher=self.options.cipher,
+            transport=self.options.key_transport,
+        )
+        blocks = base64_blocks(envelope)
+        del envelope
+        outer = _outer_headers(self.headers, self.options) + _envelope_headers(self.options.cipher)
+        out = b"".join((outer, CRLF, *blocks))
+        return Protected(
+            out,
+            tuple(chosen),
+            rejected,
+            recipient_certificates=chosen,
+            recipient_anchors=anchors,
+            signer=signer,
+        )
 
 
 def _require_from_is_sender(values: Sequence[str], sender: str) -> None:

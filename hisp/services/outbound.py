@@ -7,8 +7,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -72,28 +73,65 @@ def _protect(
     recipients: Sequence[str],
     now: datetime,
     env: Environment | None = None,
+    copies: Iterator[_Copy] | None = None,
 ) -> tuple[bytes | None, dict[str, AgentError]]:
-    """One protection for one destination domain's recipients: (wire, rejected)."""
+    """One protected copy for ``recipients``: (wire, rejected). ``copies``: the message's
+    copies being made (``_protect_copies``), the next of which is this one, so the message is
+    not signed again for it; without them, a copy for these recipients alone."""
+    source = copies if copies is not None else _protect_copies(raw, sender, [recipients], now, env)
+    copy = next(source)
+    if copy.recipients != list(recipients):
+        # Never store a copy for recipients other than its own: the caller asked out of turn.
+        raise RuntimeError("protected copies taken out of order")
+    return copy.wire, copy.rejected
+
+
+class _Copy(NamedTuple):
+    recipients: list[str]
+    wire: bytes | None
+    rejected: dict[str, AgentError]
+
+
+def _protect_copies(
+    raw: bytes,
+    sender: str,
+    copies: Sequence[Sequence[str]],
+    now: datetime,
+    env: Environment | None = None,
+) -> Iterator[_Copy]:
+    """A copy for each list of recipients in ``copies``, in order, made one at a time as the
+    caller asks; the message is signed once for all of them (agent.protect_copies)."""
     from hisp.agent_env import build_environment
 
     try:
-        protected = agent.protect(
+        protected = agent.protect_copies(
             raw,
             sender=sender,
-            recipients=list(recipients),
+            copies=[list(recipients) for recipients in copies],
             env=env or build_environment(),
             at=now,
             options=_options(),
         )
     except AgentError as exc:
-        return None, {rcpt: exc for rcpt in recipients}
+        # The message itself cannot be sent (its From, the sender's key): no copy can.
+        for recipients in copies:
+            yield _Copy(list(recipients), None, {rcpt: exc for rcpt in recipients})
+        return
+    for recipients in copies:
+        # Yielded straight from the call, never through a name here (nor a zip, whose reused
+        # result tuple keeps the last item): while the next copy is encrypted, only the caller
+        # may hold the previous one, and _process has stored and let it go by then.
+        yield _copy_of(next(protected), recipients)
+
+
+def _copy_of(protected: agent.Protected, recipients: Sequence[str]) -> _Copy:
     encrypted = {r.lower() for r in protected.encrypted_to}
     rejected = {
         rcpt: protected.rejected.get(rcpt) or AgentError(Code.NO_RECIPIENT_CERTIFICATE)
         for rcpt in recipients
         if rcpt.lower() not in encrypted
     }
-    return protected.message, rejected
+    return _Copy(list(recipients), protected.message, rejected)
 
 
 def protect_for(
@@ -206,8 +244,13 @@ def _process(message: Message) -> str:
         groups[_copy_group(delivery, named)].append(delivery)
     results: list[tuple[Delivery, bool, AgentError | None]] = []
     wired_groups: list[list[int]] = []
-    for group in groups.values():
-        wire, rejected = _protect(raw, message.envelope_from, [d.recipient for d in group], now)
+    copies = [[d.recipient for d in group] for group in groups.values()]
+    # Signed once for every copy; each copy encrypted only when the loop asks for it.
+    protected_copies = _protect_copies(raw, message.envelope_from, copies, now)
+    for group, recipients in zip(groups.values(), copies, strict=True):
+        wire, rejected = _protect(
+            raw, message.envelope_from, recipients, now, copies=protected_copies
+        )
         protected = [d for d in group if d.recipient not in rejected]
         if wire is not None and protected:
             # Stored now, one group at a time, and let go: holding every domain's copy until
