@@ -23,14 +23,19 @@ from django.conf import settings
 from django.core.cache import caches
 
 from agent.discovery import Cache, CachePolicy, DiscoveryCache, DiscoveryResolver
-from agent.discovery.names import AddressError, target_for
+from agent.discovery.names import AddressError, Target, target_for
 from agent.errors import AgentError
 from agent.types import Candidates, CertificateResolver
 from hisp.certificates import fingerprint
 from hisp.discovery_redis import REDIS_SOCKET_TIMEOUT as REDIS_SOCKET_TIMEOUT
 from hisp.discovery_redis import STORE_PREFIX, DiscoveryError, RedisStore, redis_cache
 from hisp.models import Domain
-from hisp.services.identity import IdentityError, normalise_domain
+from hisp.services.identity import (
+    ADDRESS_REFUSED,
+    IdentityError,
+    normalise_address,
+    normalise_domain,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -144,15 +149,12 @@ def flush(entry: str) -> str:
     """
     value = entry.strip()
     if "@" in value:
-        try:
-            value = target_for(value).address
-        except AddressError as exc:
-            raise DiscoveryError(str(exc)) from None
+        value = _target(value).address
     else:
         try:
             value = normalise_domain(value)
-        except IdentityError:
-            raise DiscoveryError(f"not an address or domain: {entry!r}") from None
+        except IdentityError as exc:
+            raise DiscoveryError(f"not an address or domain: {exc}") from None
     _cache(settings.REDIS_URL, cache_policy(), strict=True).flush(value)
     return value
 
@@ -197,10 +199,7 @@ def lookup_report(address: str, *, at: datetime | None = None) -> LookupReport:
     """Every discovery level for ``address`` (not only up to the first usable one, as the agent
     stops), with what each found, its error and notes: what an operator needs to see why mail
     to a partner does or does not go out."""
-    try:
-        target = target_for(address)
-    except AddressError as exc:
-        raise DiscoveryError(str(exc)) from None
+    target = _target(address)
     now = at or datetime.now(UTC)
     levels: list[LevelReport] = []
     candidates: Iterator[Candidates] = iter(resolver().candidates(target.address))
@@ -227,6 +226,23 @@ def lookup_report(address: str, *, at: datetime | None = None) -> LookupReport:
         hosted=Domain.objects.filter(name=target.domain).exists(),
         levels=tuple(levels),
     )
+
+
+def _target(address: str) -> Target:
+    """``address`` split for discovery, once it is one Direct address: the agent's split takes
+    what is after the last ``@``, so ``a@b@c.org`` or ``Dr A <a@x.org>`` would be looked up as
+    some other name in a partner's DNS instead of being refused."""
+    try:
+        target = target_for(address)
+    except AddressError as exc:
+        raise DiscoveryError(str(exc)) from None
+    try:
+        normalise_address(address)
+    except IdentityError as exc:
+        raise DiscoveryError(
+            "not an address: " + str(exc).removeprefix(ADDRESS_REFUSED + ": ")
+        ) from None
+    return target
 
 
 def _summary(certificate: x509.Certificate, now: datetime) -> CertificateSummary:

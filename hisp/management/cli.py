@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -33,8 +34,45 @@ def print_json(command: BaseCommand, data: list[Any] | dict[str, Any]) -> None:
     command.stdout.write(json.dumps(data, default=_default, indent=2), ending="\n")
 
 
-def one_line(message: str) -> str:
-    return " ".join(str(message).split())
+# What an error line echoes of the operator's (or a stranger's) input: the services quote what
+# they refuse, and a 100 KB argument or file name would otherwise come back whole.
+LONGEST_ECHOED_WORD = 100
+LONGEST_ERROR_LINE = 500
+_ELLIPSIS = "\u2026"
+# Unicode categories that show nothing or act on the terminal: controls, format characters
+# (bidirectional overrides, CVE-2021-42574), surrogates (bytes that were not UTF-8), private
+# use, and line and paragraph separators.
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
+
+
+def one_line(message: object) -> str:
+    """``message`` as one readable line for the operator's terminal, the one place every
+    command's error passes: whitespace runs become one space, each invisible or terminal-
+    controlling character its escape (``\\x1b``, ``\\u202e``), a word longer than
+    ``LONGEST_ECHOED_WORD`` is cut with an ellipsis, and so is a line longer than
+    ``LONGEST_ERROR_LINE`` (in its middle: the start says what failed, the end often why)."""
+    words = [_capped(_visible(word)) for word in str(message).split()]
+    line = " ".join(words)
+    if len(line) <= LONGEST_ERROR_LINE:
+        return line
+    tail = LONGEST_ERROR_LINE // 4
+    return f"{line[:LONGEST_ERROR_LINE - tail - 3]} {_ELLIPSIS} {line[-tail:]}"
+
+
+def _visible(word: str) -> str:
+    if word.isprintable():
+        return word
+    return "".join(
+        ch.encode("unicode_escape", "backslashreplace").decode("ascii")
+        if unicodedata.category(ch) in _INVISIBLE else ch
+        for ch in word
+    )
+
+
+def _capped(word: str) -> str:
+    if len(word) <= LONGEST_ECHOED_WORD:
+        return word
+    return word[:LONGEST_ECHOED_WORD] + _ELLIPSIS
 
 
 def shown(text: str) -> str:
@@ -47,11 +85,15 @@ def shown(text: str) -> str:
 
 @contextmanager
 def user_errors(*kinds: type[Exception]) -> Iterator[None]:
-    """Turn the services' typed errors (bad input) into a one-line ``CommandError``."""
+    """Turn the services' typed errors (bad input) into a one-line ``CommandError`` whose echo
+    of the input is bounded (``one_line``)."""
     handled: tuple[type[Exception], ...] = (ValueError, *kinds)
     try:
         yield
-    except CommandError:
+    except CommandError as exc:
+        # Raised inside the block by a command's own check: shortened the same way, keeping
+        # its class and exit status.
+        exc.args = (one_line(str(exc)), *exc.args[1:])
         raise
     except handled as exc:
         raise CommandError(one_line(str(exc))) from None

@@ -14,8 +14,10 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 from django.core.validators import validate_email
 
+from hisp.management.cli import LONGEST_ECHOED_WORD
+
 _NOT_TEXT = re.compile("[\x00\ud800-\udfff]")
-_LONGEST_SHOWN = 100  # an echoed argument of 100 KB would bury the error line
+_LONGEST_SHOWN = LONGEST_ECHOED_WORD  # an echoed argument of 100 KB would bury the error line
 
 
 def text(value: str, *, name: str) -> str:
