@@ -19,6 +19,13 @@ def _database_is_what_ci_promised() -> None:
 def _forget_directory_rows() -> None:
     # Each test's database is rolled back afterwards, but a worker process's remembered rows
     # (hisp.agent_env.cached_rows) would outlive it: start every test from the database.
+    from django.core.cache import cache
+
     from hisp.agent_env import forget_cached_rows
 
     forget_cached_rows()
+    # The same for the shared cache (this worker's own folder, tests/settings.py): discovery
+    # remembers a failed lookup for a short while, so a test whose DNS server never answered
+    # left the next test in the process (tests of the same partner address) failing its
+    # lookups too; throttling counts and the PKI stamp would leak the same way.
+    cache.clear()
