@@ -12,13 +12,7 @@ from hisp.management.cli import CLI_ACTOR, print_json, read_secret, shown, user_
 from hisp.models import Address, Certificate
 from hisp.services import identity
 
-# The console's rule for a display name (adminconsole.forms.fields.plain_text, and one line):
-# it ends up in From headers, pages and audit details. Markup, control characters, the
-# bidirectional overrides that make text read in another order than it displays, and line
-# separators are refused; so are the surrogates Python makes of an argument that is not UTF-8.
-_NOT_PLAIN = re.compile(r"[<>\x00-\x1f\x7f\u202a-\u202e\u2066-\u2069\u2028\u2029\ud800-\udfff]")
 _NOT_TYPABLE = re.compile("[\x00\ud800-\udfff]")
-_NAME_LIMIT = Address._meta.get_field("display_name").max_length
 
 
 class Command(BaseCommand):
@@ -102,12 +96,9 @@ class Command(BaseCommand):
 
 
 def _display_name(value: str) -> str:
-    name = value.strip()
-    if _NOT_PLAIN.search(name):
-        raise CommandError(
-            "--name must be one line of plain text: no angle brackets, control "
-            "characters or invisible direction marks"
-        )
-    if _NAME_LIMIT is not None and len(name) > _NAME_LIMIT:
-        raise CommandError(f"--name is longer than {_NAME_LIMIT} characters")
-    return name
+    """identity's rule for a display name (plain text, one line, the column's length), its
+    refusal named after the option."""
+    try:
+        return identity.normalise_display_name(value)
+    except identity.IdentityError as exc:
+        raise CommandError(f"--name: {exc}") from None

@@ -36,7 +36,7 @@ def test_address_add_refuses_a_display_name_longer_than_its_column(
     run: Run, provider: Domain
 ) -> None:
     """PostgreSQL refuses the row (a DataError traceback) where the console's form says why."""
-    with pytest.raises(CommandError, match="^--name is longer than 200 characters$"):
+    with pytest.raises(CommandError, match="^--name: the display name is longer than 200 characters$"):
         run("address", "add", f"dr.long@{provider.name}", "--name", "N" * 201)
     assert not Address.objects.filter(address=f"dr.long@{provider.name}").exists()
     run("address", "add", f"dr.long@{provider.name}", "--name", "N" * 200)
@@ -56,7 +56,7 @@ def test_address_add_refuses_a_display_name_longer_than_its_column(
 def test_address_add_refuses_a_display_name_the_console_refuses(
     run: Run, provider: Domain, name: str
 ) -> None:
-    with pytest.raises(CommandError, match="^--name must be one line of plain text"):
+    with pytest.raises(CommandError, match="^--name: the display name must be plain text"):
         run("address", "add", f"dr.adams@{provider.name}", "--name", name)
     assert not Address.objects.filter(address=f"dr.adams@{provider.name}").exists()
 
