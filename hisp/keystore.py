@@ -9,6 +9,9 @@ A one-row verifier (a known value sealed with the KEK) lets every process fail a
 clear message when it is given the wrong KEK, instead of failing on the first message it tries to
 decrypt. Unwrapped keys are returned to the caller and never cached here, never logged and never
 placed in an exception message (``hisp.agent_env`` keeps them for a bounded minute, see there).
+Every function here that holds clear key material is ``sensitive_variables``: Django's error
+reports (the DEBUG page, mail to ADMINS, any reporter built on its filter) print a traceback's
+local variables, and a failure while a data key or a PKCS#8 is in hand would print those.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from hisp.models import KekVerifier, PrivateKey
 
@@ -79,11 +83,13 @@ def configured_kek() -> Kek:
 # --- Sealing -------------------------------------------------------------------------------
 
 
+@sensitive_variables()
 def _seal(data_key: bytes, plaintext: bytes, aad: bytes) -> bytes:
     nonce = os.urandom(_NONCE)
     return _FORMAT + nonce + AESGCM(data_key).encrypt(nonce, plaintext, aad)
 
 
+@sensitive_variables()
 def _open(data_key: bytes, sealed: bytes, aad: bytes) -> bytes:
     if len(sealed) < 1 + _NONCE + 16 or sealed[:1] != _FORMAT:
         raise KeystoreError("stored key has an unknown format")
@@ -94,6 +100,7 @@ def _open(data_key: bytes, sealed: bytes, aad: bytes) -> bytes:
         raise KeystoreError("stored key failed its integrity check") from None
 
 
+@sensitive_variables()
 def _unwrap_data_key(kek: Kek, wrapped: bytes) -> bytes:
     try:
         return aes_key_unwrap(kek.key, wrapped)
@@ -103,6 +110,7 @@ def _unwrap_data_key(kek: Kek, wrapped: bytes) -> bytes:
         ) from None
 
 
+@sensitive_variables()
 def wrap_private_key(key: rsa.RSAPrivateKey, *, kek: Kek | None = None) -> PrivateKey:
     """Store ``key`` wrapped and return the saved row."""
     kek = kek or configured_kek()
@@ -128,6 +136,7 @@ def wrap_private_key(key: rsa.RSAPrivateKey, *, kek: Kek | None = None) -> Priva
     return row
 
 
+@sensitive_variables()
 def unwrap_private_key(row: PrivateKey, *, kek: Kek | None = None) -> rsa.RSAPrivateKey:
     """The clear key of ``row``. Callers use it at once and drop it; nothing is cached here."""
     kek = kek or configured_kek()
@@ -205,6 +214,7 @@ def verify_configured_kek() -> None:
 # --- Rotation -----------------------------------------------------------------------------------
 
 
+@sensitive_variables()
 def rotate_kek(*, new: Kek, old: Kek | None = None) -> int:
     """Re-wrap every data key from ``old`` (default: the configured KEK) to ``new``, and the
     verifier with them, in one transaction: either every key moves or none does. Returns the

@@ -219,6 +219,13 @@ def issue(
         raise CAError(f"unknown usage {usage!r}")
     now = at or timezone.now()
     ca_cert = load(ca)
+    if ca_cert.not_valid_after_utc <= now:
+        # A certificate never outlives its CA: it would end before it began (a ValueError from
+        # the builder, a 500 in the console) or be issued already expired.
+        raise CAError(
+            f"the issuing CA expired on {ca_cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC: "
+            f"replace it first (manage.py anchor rollover, docs/pki.md)"
+        )
     ca_key = unwrap_private_key(PrivateKey.objects.get(pk=ca.private_key_id))
     key = _key(key_bits or settings.HISP_CERT_KEY_BITS)
     public = key.public_key()

@@ -41,6 +41,20 @@ def our_cas() -> list[Certificate]:
     )
 
 
+def revoked_entries(ca: Certificate) -> list[Certificate]:
+    """One row per serial ``ca`` revoked, its earliest revocation: two rows holding one serial
+    (nothing we write makes them, but the database does not forbid it) must not list it twice with
+    different dates and reasons (RFC 5280 5.1.2.6: an entry per revoked certificate)."""
+    seen: set[str] = set()
+    entries = []
+    revoked = Certificate.objects.filter(issued_by=ca, revoked_at__isnull=False)
+    for row in revoked.order_by("revoked_at", "pk"):
+        if row.serial not in seen:
+            seen.add(row.serial)
+            entries.append(row)
+    return entries
+
+
 def generate(ca: Certificate, *, at: datetime | None = None,
              only_if_due: bool = False) -> CertificateRevocationList:
     """Sign and store a new CRL for ``ca`` listing every certificate it has revoked.
@@ -69,8 +83,7 @@ def generate(ca: Certificate, *, at: datetime | None = None,
             .add_extension(x509.CRLNumber(number), critical=False)
             .add_extension(authority_key_identifier(ca_cert), critical=False)
         )
-        revoked = Certificate.objects.filter(issued_by=ca, revoked_at__isnull=False)
-        for row in revoked.order_by("revoked_at", "pk"):
+        for row in revoked_entries(ca):
             entry = (
                 x509.RevokedCertificateBuilder()
                 .serial_number(int(row.serial, 16))

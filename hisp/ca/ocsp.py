@@ -65,6 +65,16 @@ def _find_issuer(request: ocsp.OCSPRequest) -> tuple[Certificate, x509.Certifica
     return None
 
 
+def _status_row(ca_row: Certificate, serial_number: int) -> Certificate | None:
+    """The row that decides the answer for a serial of ``ca_row``. Should several rows hold the
+    serial (nothing we write makes two, but the database does not forbid it), any of them
+    revoked makes it revoked, as the CRL lists it (hisp.ca.crl.revoked_entries), the earliest
+    revocation first."""
+    rows = Certificate.objects.filter(issued_by=ca_row, serial=format(serial_number, "x"))
+    return (rows.filter(revoked_at__isnull=False).order_by("revoked_at", "pk").first()
+            or rows.order_by("pk").first())
+
+
 def _nonce(request: ocsp.OCSPRequest) -> x509.OCSPNonce | None:
     try:
         return request.extensions.get_extension_for_class(x509.OCSPNonce).value
@@ -91,8 +101,7 @@ def respond(request_der: bytes, *, at: datetime | None = None) -> bytes:
         return _unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
     ca_row, ca_cert = found
     now = at or timezone.now()
-    serial = format(request.serial_number, "x")
-    leaf = Certificate.objects.filter(issued_by=ca_row, serial=serial).first()
+    leaf = _status_row(ca_row, request.serial_number)
     revocation_time = None
     revocation_reason = None
     if leaf is None:

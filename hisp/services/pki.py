@@ -1,7 +1,9 @@
 """Certificates of hosted addresses and domains: issue, renew, revoke, export and import.
 
 Every function here is a staff or system action and leaves an AuditEvent. Key material never
-appears in an audit detail, a log line or an exception message: fingerprints and ids only.
+appears in an audit detail, a log line or an exception message: fingerprints and ids only. The
+functions that hold a key, a key file or its password are ``sensitive_variables``, so Django's
+error reports (which print a traceback's local variables) show none of them.
 """
 
 from __future__ import annotations
@@ -9,9 +11,13 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import struct
+import subprocess
+import sys
 from datetime import datetime
 
 from asn1crypto import algos as asn1_algos
+from asn1crypto import core as asn1_core
 from asn1crypto import keys as asn1_keys
 from asn1crypto import pkcs12 as asn1_pkcs12
 from cryptography import x509
@@ -24,6 +30,7 @@ from django.db import transaction
 from django.db.models import F, Q, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from hisp.agent_env import bump_pki_version
 from hisp.ca import crl as crls
@@ -54,6 +61,44 @@ _TOO_MUCH_WORK = (
     f"iterations: export it again with the tool's defaults"
 )
 _MAX_BAG_NESTING = 4
+# What shows before decrypting is bounded above, but a shrouded key bag inside an encrypted safe
+# shows only once that safe is decrypted, by the loader itself, which then runs the key's own
+# iterations. The `cryptography` library cannot decrypt the safes OpenSSL -legacy and Windows
+# write (40-bit RC2 under the PKCS#12 KDF; RC2 there takes 128-bit keys only), so the file is
+# opened in a fresh interpreter whose CPU time the kernel bounds (SIGKILL at the limit, no core
+# file) and whose wall-clock time we bound. Enough for 5,000,000 iterations with room to spare.
+PKCS12_CPU_SECONDS = 10
+PKCS12_WALL_SECONDS = 30
+_NOT_OPENED = "not a certificate (PEM/DER) or a PKCS#12 file this password opens"
+# Run as `python -I -c _OPEN_PKCS12 CPU_SECONDS`: the file and password come on stdin and the
+# key (PKCS#8 DER) and certificate (DER) go back on stdout, length-prefixed: pipes only, so the
+# key is never written to a file, an argument list or the environment. Exit 3: cannot open.
+_OPEN_PKCS12 = r'''
+import resource, struct, sys
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+limit = int(sys.argv[1])
+hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+if hard != resource.RLIM_INFINITY:
+    limit = min(limit, hard)
+resource.setrlimit(resource.RLIMIT_CPU, (limit, limit))
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
+raw = sys.stdin.buffer.read()
+size = struct.unpack(">i", raw[:4])[0]
+password = None if size < 0 else raw[4:4 + size]
+try:
+    key, cert, _extra = pkcs12.load_key_and_certificates(raw[4 + max(size, 0):], password)
+    key_der = b"" if key is None else key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption())
+    cert_der = b"" if cert is None else cert.public_bytes(serialization.Encoding.DER)
+except Exception:
+    sys.exit(3)
+out = sys.stdout.buffer
+for part in (key_der, cert_der):
+    out.write(struct.pack(">I", len(part)) + part)
+out.flush()
+'''
 
 
 class PkiError(ValueError):
@@ -264,6 +309,7 @@ def revoke(
 # --- PKCS#12 export and import ---------------------------------------------------------------------
 
 
+@sensitive_variables()
 def export_pkcs12(
     certificate: Certificate,
     *,
@@ -327,13 +373,44 @@ def _bag_work(bags: asn1_pkcs12.SafeContents, depth: int = 0) -> int:
     return total
 
 
+class _Pbmac1Params(asn1_core.Sequence):
+    """RFC 9579 section 3: PBMAC1-params, which asn1crypto does not know."""
+
+    _fields = [
+        ("key_derivation_func", asn1_algos.KdfAlgorithm),
+        ("message_auth_scheme", asn1_algos.HmacAlgorithm),
+    ]
+
+
+_PBMAC1 = "1.2.840.113549.1.5.14"
+
+
+def _mac_work(pfx: asn1_pkcs12.Pfx) -> int:
+    """The MAC's key derivation. With PBMAC1 (RFC 9579, read by OpenSSL 3.4 and later) the
+    count is PBKDF2's and macData's own iterations field is ignored: a file whose PBKDF2 asked
+    for 2^31 held the loader for hours before even a wrong password showed."""
+    mac = pfx["mac_data"]
+    if mac.native is None:
+        return 0
+    algorithm = mac["mac"]["digest_algorithm"]
+    if algorithm["algorithm"].dotted != _PBMAC1:
+        return int(mac["iterations"].native)
+    params = _Pbmac1Params.load(algorithm["parameters"].dump(), strict=True)
+    kdf = params["key_derivation_func"]
+    if kdf["algorithm"].native != "pbkdf2":
+        raise ValueError("not PBKDF2")
+    iterations = kdf["parameters"]["iteration_count"].native
+    if not isinstance(iterations, int) or iterations < 1:
+        raise ValueError("no iteration count")
+    return iterations
+
+
 def _check_pkcs12_work(data: bytes) -> None:
     """Refuse a PKCS#12 file whose key derivations (as far as they show before decrypting)
     exceed MAX_KDF_ITERATIONS, or that cannot be read far enough to tell."""
     try:
         pfx = asn1_pkcs12.Pfx.load(data)
-        mac = pfx["mac_data"].native
-        total = int(mac["iterations"]) if mac else 0
+        total = _mac_work(pfx)
         for info in pfx.authenticated_safe:
             kind = info["content_type"].native
             if kind == "encrypted_data":
@@ -342,11 +419,62 @@ def _check_pkcs12_work(data: bytes) -> None:
             elif kind == "data":
                 total += _bag_work(asn1_pkcs12.SafeContents.load(info["content"].native))
     except (ValueError, TypeError, KeyError):
-        raise PkiError(
-            "not a certificate (PEM/DER) or a PKCS#12 file this password opens"
-        ) from None
+        raise PkiError(_NOT_OPENED) from None
     if total > MAX_KDF_ITERATIONS:
         raise PkiError(_TOO_MUCH_WORK)
+
+
+@sensitive_variables()
+def _open_pkcs12(
+    data: bytes, password: bytes | None
+) -> tuple[rsa.RSAPrivateKey | None, x509.Certificate | None]:
+    """The key and certificate of a PKCS#12 file, opened under the CPU and time bounds above.
+
+    The interpreter is exec'd at once (no Python runs in a forked copy of this threaded
+    process) and holds nothing of ours: no settings, no KEK (empty environment), no database
+    connection. Soft and hard CPU limits are equal, so the kernel sends SIGKILL, not SIGXCPU
+    (whose default action dumps core)."""
+    secret = b"" if password is None else password
+    framed = struct.pack(">i", -1 if password is None else len(secret)) + secret + data
+    cpu = int(PKCS12_CPU_SECONDS)
+    child: subprocess.CompletedProcess[bytes] | None = None
+    try:
+        child = subprocess.run(  # noqa: S603 (our interpreter, our script, no shell)
+            [sys.executable, "-I", "-c", _OPEN_PKCS12, str(cpu)],
+            input=framed, capture_output=True, env={}, timeout=PKCS12_WALL_SECONDS,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pass  # raised below, outside this block: the timeout keeps the child's partial output
+    except OSError:
+        raise PkiError("PKCS#12 files cannot be opened here (no Python interpreter to run)") from None
+    del framed, secret
+    if child is None or child.returncode < 0:  # our timeout, or the kernel's SIGKILL at the limit
+        raise PkiError(
+            "the file's password protection asks for more key-derivation work than "
+            f"{cpu} seconds of processor time allow: export it again with the tool's defaults"
+        )
+    if child.returncode != 0:
+        raise PkiError(_NOT_OPENED)
+    parts: list[bytes] = []
+    rest = child.stdout
+    del child
+    try:
+        for _ in range(2):
+            (size,) = struct.unpack(">I", rest[:4])
+            parts.append(rest[4 : 4 + size])
+            rest = rest[4 + size :]
+        key_der, cert_der = parts
+        key = serialization.load_der_private_key(key_der, password=None) if key_der else None
+        cert = x509.load_der_x509_certificate(cert_der) if cert_der else None
+    except (ValueError, struct.error):
+        raise PkiError(_NOT_OPENED) from None
+    finally:
+        del parts, rest
+    del key_der
+    if key is not None and not isinstance(key, rsa.RSAPrivateKey):
+        raise PkiError("only RSA keys are supported")
+    return key, cert
 
 
 _ENCRYPTED_PEM_KEY = re.compile(
@@ -386,6 +514,7 @@ def _check_encrypted_key(der: bytes, *, required: bool) -> None:
         raise PkiError(_TOO_MUCH_WORK)
 
 
+@sensitive_variables()
 def _load_key(data: bytes, password: bytes | None) -> rsa.RSAPrivateKey:
     _check_key_work(data)
     loaders = (serialization.load_pem_private_key, serialization.load_der_private_key)
@@ -415,6 +544,7 @@ def _end_entity(certificates: list[x509.Certificate]) -> x509.Certificate:
     return certificates[0]
 
 
+@sensitive_variables()
 def _parse_import(
     data: bytes, key_data: bytes | None, password: bytes | None
 ) -> tuple[x509.Certificate, rsa.RSAPrivateKey | None]:
@@ -424,16 +554,9 @@ def _parse_import(
         certificates = load_certificates(data)
     except CertificateFormatError:
         _check_pkcs12_work(data)
-        try:
-            p12_key, p12_cert, _extra = pkcs12.load_key_and_certificates(data, password)
-        except ValueError:
-            raise PkiError(
-                "not a certificate (PEM/DER) or a PKCS#12 file this password opens"
-            ) from None
+        p12_key, p12_cert = _open_pkcs12(data, password)
         if p12_cert is None:
             raise PkiError("the PKCS#12 file holds no certificate")
-        if p12_key is not None and not isinstance(p12_key, rsa.RSAPrivateKey):
-            raise PkiError("only RSA keys are supported")
         certificates, key = [p12_cert], p12_key
     if key_data is not None:
         key = _load_key(key_data, password)
@@ -466,6 +589,7 @@ def _our_issuer(cert: x509.Certificate) -> Certificate | None:
     return None
 
 
+@sensitive_variables()
 def import_certificate(
     data: bytes,
     *,
