@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import multiprocessing
 import os
 import time
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from hisp.keystore import unwrap_private_key
 from hisp.models import Domain
 from hisp.services import identity, pki
 from tests.hisp.pki.support import openssl
+from tests.hisp.test_pki_review_pkcs12 import _outcome_within
 
 PASS = "correct horse battery staple"
 HUGE = 2**31 - 1
@@ -132,32 +131,6 @@ def _key_hidden_in_encrypted_safe(data: bytes, iterations: int) -> bytes:
                           hashlib.new(digest).digest_size)
     mac["mac"]["digest"] = hmac.new(mac_key, authenticated, digest).digest()
     return pfx.dump(force=True)
-
-
-def _outcome_within(seconds: float, work: Callable[[], object]) -> str:
-    """What ``work`` came to in a forked child, or "still running": a native key derivation
-    cannot be interrupted inside the test process."""
-    context = multiprocessing.get_context("fork")
-    answers = context.SimpleQueue()
-
-    def run() -> None:
-        try:
-            work()
-        except pki.PkiError as exc:
-            answers.put(f"refused: {exc}")
-        except BaseException as exc:  # reported, not raised, across the fork
-            answers.put(f"{type(exc).__name__}: {exc}")
-        else:
-            answers.put("imported")
-
-    child = context.Process(target=run)
-    child.start()
-    child.join(seconds)
-    if child.is_alive():
-        child.kill()
-        child.join()
-        return "still running"
-    return answers.get()
 
 
 def test_a_key_hidden_in_an_encrypted_safe_asking_for_two_billion_iterations_is_refused(
