@@ -242,8 +242,11 @@ def select_recipient_certificates(
             # A level that fails transiently ends the search (the resolver raises it); the
             # reasons the earlier levels gave go with it, or the sender's DSN and the console
             # would say only that the last lookup failed.
+            # A certificate already refused only for want of a trusted path names the cure
+            # (trusting its CA) better than "none found"; the search is still unfinished.
+            code = Code.UNTRUSTED_RECIPIENT if worst & _UNTRUSTED else exc.code
             raise AgentError(
-                exc.code, "; ".join([*reasons, exc.detail]), permanent=exc.permanent
+                code, "; ".join([*reasons, exc.detail]), permanent=exc.permanent
             ) from exc
         if level.error is not None:
             reasons.append(f"{level.source}: lookup failed ({level.error})")
