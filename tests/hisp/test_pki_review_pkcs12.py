@@ -53,7 +53,8 @@ def own() -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
 
 
 def _openssl_pkcs12(own: tuple[x509.Certificate, rsa.RSAPrivateKey], tmp_path: Path,
-                    *, mac: bool = True) -> bytes:
+                    *options: str, mac: bool = True) -> bytes:
+    """``openssl pkcs12 -export`` of ``own`` under PASS, with further ``options``."""
     cert, key = own
     (tmp_path / "c.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     (tmp_path / "k.pem").write_bytes(key.private_bytes(
@@ -61,7 +62,7 @@ def _openssl_pkcs12(own: tuple[x509.Certificate, rsa.RSAPrivateKey], tmp_path: P
         serialization.NoEncryption()))
     made = openssl("pkcs12", "-export", "-in", str(tmp_path / "c.pem"), "-inkey",
                    str(tmp_path / "k.pem"), "-passout", f"pass:{PASS}",
-                   "-out", str(tmp_path / "o.p12"), *([] if mac else ["-nomac"]))
+                   "-out", str(tmp_path / "o.p12"), *options, *([] if mac else ["-nomac"]))
     assert made.returncode == 0, made.stderr
     return (tmp_path / "o.p12").read_bytes()
 

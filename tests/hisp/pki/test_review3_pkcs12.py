@@ -8,7 +8,6 @@ import hashlib
 import hmac
 import os
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -20,53 +19,24 @@ from cryptography.hazmat.primitives import hashes, padding, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
-from cryptography.x509.oid import NameOID
-from django.utils import timezone
 
 from hisp.keystore import unwrap_private_key
 from hisp.models import Domain
 from hisp.services import identity, pki
+from tests.hisp import test_pki_review_pkcs12 as earlier
 from tests.hisp.pki.support import openssl
-from tests.hisp.test_pki_review_pkcs12 import _outcome_within
+from tests.hisp.test_pki_review_pkcs12 import _openssl_pkcs12, _outcome_within
 
 PASS = "correct horse battery staple"
 HUGE = 2**31 - 1
 ADDRESS = "org@hospital.example.org"
+own = earlier.own  # the organisation's certificate and key (a fixture), exported under PASS
 
 
 @pytest.fixture
 def org(provider: Domain) -> Domain:
     identity.add_address(ADDRESS)
     return provider
-
-
-@pytest.fixture(scope="module")
-def own() -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ADDRESS)])
-    now = timezone.now()
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(ADDRESS)]),
-                           critical=False)
-            .sign(key, hashes.SHA256()))
-    return cert, key
-
-
-def _export(own: tuple[x509.Certificate, rsa.RSAPrivateKey], tmp_path: Path,
-            *options: str) -> Path:
-    cert, key = own
-    (tmp_path / "c.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "k.pem").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
-    out = tmp_path / "o.p12"
-    made = openssl("pkcs12", "-export", "-in", str(tmp_path / "c.pem"), "-inkey",
-                   str(tmp_path / "k.pem"), "-passout", f"pass:{PASS}", "-out", str(out),
-                   *options)
-    assert made.returncode == 0, made.stderr
-    return out
 
 
 # --- Crafting the file: the key bag moved into the (PBES2) encrypted safe, MAC recomputed ------
@@ -138,7 +108,7 @@ def test_a_key_hidden_in_an_encrypted_safe_asking_for_two_billion_iterations_is_
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     crafted = tmp_path / "crafted.p12"
-    crafted.write_bytes(_key_hidden_in_encrypted_safe(_export(own, tmp_path).read_bytes(), HUGE))
+    crafted.write_bytes(_key_hidden_in_encrypted_safe(_openssl_pkcs12(own, tmp_path), HUGE))
     # The oracle: a well-formed file whose MAC verifies and whose cheap encrypted safe holds
     # the costly key (-nokeys: openssl lists the bag without deriving its key).
     shown = openssl("pkcs12", "-in", str(crafted), "-passin", f"pass:{PASS}", "-info",
@@ -160,7 +130,7 @@ def test_a_key_hidden_in_an_encrypted_safe_asking_for_two_billion_iterations_is_
 def test_the_same_file_with_an_ordinary_iteration_count_imports(
     org: Domain, own: tuple[x509.Certificate, rsa.RSAPrivateKey], tmp_path: Path,
 ) -> None:
-    data = _key_hidden_in_encrypted_safe(_export(own, tmp_path).read_bytes(), 2048)
+    data = _key_hidden_in_encrypted_safe(_openssl_pkcs12(own, tmp_path), 2048)
     row = pki.import_certificate(data, password=PASS)
     assert row.bound_name == ADDRESS
     assert unwrap_private_key(row.private_key).private_numbers() == own[1].private_numbers()
@@ -176,7 +146,7 @@ def test_openssl_exports_still_import_and_a_wrong_password_is_named(
     org: Domain, own: tuple[x509.Certificate, rsa.RSAPrivateKey], tmp_path: Path,
     options: tuple[str, ...],
 ) -> None:
-    data = _export(own, tmp_path, *options).read_bytes()
+    data = _openssl_pkcs12(own, tmp_path, *options)
     if options != ("-nomac",):  # without a MAC only the key's own decryption can tell
         with pytest.raises(pki.PkiError, match="PKCS#12 file this password opens") as caught:
             pki.import_certificate(data, password="not the password")
@@ -234,7 +204,7 @@ def _with_pbmac1(data: bytes, iterations: int) -> bytes:
 def test_a_pbmac1_mac_is_counted_by_its_pbkdf2_iterations(
     org: Domain, own: tuple[x509.Certificate, rsa.RSAPrivateKey], tmp_path: Path,
 ) -> None:
-    exported = _export(own, tmp_path).read_bytes()
+    exported = _openssl_pkcs12(own, tmp_path)
     row = pki.import_certificate(_with_pbmac1(exported, 2048), password=PASS)
     assert unwrap_private_key(row.private_key).private_numbers() == own[1].private_numbers()
     row.delete()
