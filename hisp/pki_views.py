@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.utils import timezone
+from django.utils.http import http_date
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_safe
 
 from hisp.ca import crl as crls
 from hisp.ca import ocsp
 from hisp.models import Certificate
+from hisp.services import audit
 
 # RFC 6960 appendix A.1: a request larger than this is malformed for our purposes (one CertID).
 _MAX_OCSP_REQUEST = 4096
@@ -47,10 +51,26 @@ def crl(request: HttpRequest, ca_id: int) -> HttpResponse:
     return response
 
 
-def _ocsp_response(body: bytes) -> HttpResponse:
-    response = HttpResponse(ocsp.respond(body), content_type="application/ocsp-response")
-    response["Cache-Control"] = "no-cache"
+def _ocsp_response(request: HttpRequest, body: bytes) -> HttpResponse:
+    answer = ocsp.answer(body, client=audit.client_address(request))
+    response = HttpResponse(answer.der, content_type="application/ocsp-response")
+    if request.method == "GET" and answer.shared:
+        _cacheable(response, answer)
+    else:
+        # Bound to one request (a nonce), or no status at all (malformedRequest, tryLater...).
+        response["Cache-Control"] = "no-cache"
     return response
+
+
+def _cacheable(response: HttpResponse, answer: ocsp.Answer) -> None:
+    """RFC 5019 section 6.2: an answer every client gets alike may be kept by HTTP caches (a
+    CDN in front of the responder) until its nextUpdate, as relying parties keep it anyway."""
+    this_update, next_update = answer.period()
+    left = max(0, int((next_update - timezone.now()).total_seconds()))
+    response["Cache-Control"] = f"max-age={left}, public, no-transform, must-revalidate"
+    response["Last-Modified"] = http_date(this_update.timestamp())
+    response["Expires"] = http_date(next_update.timestamp())
+    response["ETag"] = f'"{hashlib.sha256(answer.der).hexdigest()}"'
 
 
 @csrf_exempt  # OCSP clients POST DER without cookies; the answer is public and side-effect free
@@ -69,7 +89,7 @@ def ocsp_post(request: HttpRequest) -> HttpResponse:
     body = request.body
     if len(body) > _MAX_OCSP_REQUEST:
         return HttpResponseBadRequest("OCSP request too large")
-    return _ocsp_response(body)
+    return _ocsp_response(request, body)
 
 
 @require_GET
@@ -82,4 +102,4 @@ def ocsp_get(request: HttpRequest, encoded: str) -> HttpResponse:
         body = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
         return HttpResponseBadRequest("not base64")
-    return _ocsp_response(body)
+    return _ocsp_response(request, body)

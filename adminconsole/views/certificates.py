@@ -27,7 +27,7 @@ from adminconsole.roles import Role
 from adminconsole.views.common import audit_search, paginate, query_without_page
 from adminconsole.views.dashboard import expiring
 from hisp.models import Address, Certificate
-from hisp.services import audit, pki
+from hisp.services import audit, outside_revocation, pki
 
 
 @staff_required
@@ -79,6 +79,10 @@ def certificate_detail(request: HttpRequest, pk: int) -> HttpResponse:
         and certificate.binding != Certificate.Binding.CA
         and certificate.revoked_at is None,
         "anchorings": certificate.anchorings.select_related("domain", "bundle"),
+        # Another CA's certificate we publish and sign with: when its CA was last asked.
+        "outside_check": (outside_revocation.check_state(certificate)
+                          if outside_revocation.applies(certificate) else None),
+        "outside_ca": outside_revocation.applies(certificate),
         "now": timezone.now(),
     }
     return render(request, "adminconsole/certificate_detail.html", context)

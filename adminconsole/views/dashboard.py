@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET
 from adminconsole.access import open_to_all_staff, staff_required
 from adminconsole.forms.operations import PERIODS
 from hisp.models import Address, Certificate, Delivery, Domain, Message, TrustBundle
+from hisp.services import outside_revocation
 
 EXPIRY_WINDOW = timedelta(days=30)
 BUNDLE_ERRORS = (
@@ -103,5 +104,6 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "expiring_count": expiring.count(),
         "expiring": expiring.order_by("not_after")[:10],
         "ca_rollovers": cas_to_roll_over()[:10],
+        "outside_revocations": outside_revocation.needing_attention(),
     }
     return render(request, "adminconsole/dashboard.html", context)

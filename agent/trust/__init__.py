@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from agent.trust.cache import ByteCache, MemoryCache
 from agent.trust.issuers import HttpIssuerFetcher
-from agent.trust.revocation import HttpRevocationChecker
+from agent.trust.revocation import HttpRevocationChecker, RevocationReport
 from agent.trust.store import StaticTrustStore
 from agent.trust.validate import select_recipient_certificates, validate_signer
 from agent.trust.validation_cache import ValidationCache
@@ -31,6 +31,7 @@ __all__ = [
     "HttpIssuerFetcher",
     "HttpRevocationChecker",
     "MemoryCache",
+    "RevocationReport",
     "StaticTrustStore",
     "ValidationCache",
     "select_recipient_certificates",

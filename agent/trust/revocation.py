@@ -61,6 +61,9 @@ class _Unusable(Exception):
 @dataclass(frozen=True)
 class _Answer:
     revoked_at: datetime | None
+    # The RFC 5280 reason name as the source gave it ("" for none), for ``explain``; the cached
+    # form keeps only what ``status`` needs.
+    reason: str = ""
 
     def encode(self) -> bytes:
         return (
@@ -131,6 +134,21 @@ def _status_key(certificate: x509.Certificate, issuer: x509.Certificate) -> str:
     return f"revocation:{hashlib.sha256(spki).hexdigest()}:{certificate.serial_number:x}"
 
 
+@dataclass(frozen=True)
+class RevocationReport:
+    """What the sources said about one certificate, for an operator rather than a message:
+    ``source`` is "OCSP" or "CRL" and ``url`` the one that answered (empty when none did),
+    ``reason`` the RFC 5280 reason name ("" when the source gave none), ``problems`` why each
+    source tried before (or instead of) it gave no usable answer."""
+
+    status: RevocationStatus
+    source: str = ""
+    url: str = ""
+    reason: str = ""
+    revoked_at: datetime | None = None
+    problems: tuple[str, ...] = ()
+
+
 class HttpRevocationChecker:
     """The default ``RevocationChecker``: OCSP from AIA, then CRL from the distribution point."""
 
@@ -174,28 +192,57 @@ class HttpRevocationChecker:
             return RevocationStatus.UNAVAILABLE
         if cached is not None and (answer := _Answer.decode(cached)) is not None:
             return answer.status_at(at)
-        attempts: list[tuple[str, Callable[[str], tuple[_Answer, datetime | None]]]] = [
-            *((url, lambda u: self._ocsp(u, certificate, issuer)) for url in ocsp_sources),
-            *((url, lambda u: self._crl(u, certificate, issuer)) for url in crl_sources),
+        return self._ask(certificate, issuer, at).status
+
+    def explain(
+        self, certificate: x509.Certificate, issuer: x509.Certificate, at: datetime
+    ) -> RevocationReport:
+        """Ask the sources now (never a remembered status; a CRL still current may come from
+        the cache) and say which one answered, with the reason and date of a revocation, or
+        why none did. For operators checking a certificate, not for each message."""
+        ocsp_sources, crl_sources = _sources(certificate)
+        if not ocsp_sources and not crl_sources:
+            return RevocationReport(RevocationStatus.NOT_CHECKED)
+        return self._ask(certificate, issuer, at)
+
+    def _ask(
+        self, certificate: x509.Certificate, issuer: x509.Certificate, at: datetime
+    ) -> RevocationReport:
+        ocsp_sources, crl_sources = _sources(certificate)
+        attempts: list[tuple[str, str, Callable[[str], tuple[_Answer, datetime | None]]]] = [
+            *(("OCSP", url, lambda u: self._ocsp(u, certificate, issuer)) for url in ocsp_sources),
+            *(("CRL", url, lambda u: self._crl(u, certificate, issuer)) for url in crl_sources),
         ]
+        key = _status_key(certificate, issuer)
+        problems: list[str] = []
         started = time.monotonic()
-        for url, attempt in attempts:
+        for kind, url, attempt in attempts:
             if time.monotonic() - started > self._budget:
                 log.info("revocation sources out of time budget")
+                problems.append("out of time for the remaining sources")
                 break
             try:
                 answer, next_update = attempt(url)
             except _Unusable as exc:
                 log.info("revocation source unusable: %r (%s)", url, exc)
+                problems.append(f"{kind} {url}: {exc}")
                 continue
             except PARSE_ERRORS as exc:
                 # A CRL entry or responder certificate that does not parse: not an answer.
                 log.info("revocation source malformed: %r (%s)", url, type(exc).__name__)
+                problems.append(f"{kind} {url}: malformed ({type(exc).__name__})")
                 continue
             self._cache.set(key, answer.encode(), self._ttl(next_update))
-            return answer.status_at(at)
+            status = answer.status_at(at)
+            revoked = status is RevocationStatus.REVOKED
+            return RevocationReport(
+                status, source=kind, url=url,
+                reason=answer.reason if revoked else "",
+                revoked_at=answer.revoked_at if revoked else None,
+                problems=tuple(problems),
+            )
         self._cache.set(key, _UNAVAILABLE, self._failure_ttl)
-        return RevocationStatus.UNAVAILABLE
+        return RevocationReport(RevocationStatus.UNAVAILABLE, problems=tuple(problems))
 
     def _ttl(self, next_update: datetime | None) -> float:
         if next_update is None:
@@ -257,7 +304,8 @@ class HttpRevocationChecker:
                 if single.certificate_status is ocsp.OCSPCertStatus.REVOKED:
                     revoked_at = single.revocation_time_utc
                     assert revoked_at is not None  # set whenever the status is REVOKED
-                    return _Answer(revoked_at), until
+                    flag = single.revocation_reason
+                    return _Answer(revoked_at, flag.name if flag is not None else ""), until
                 raise _Unusable("OCSP status unknown")
         raise _Unusable("OCSP response does not cover the certificate")
 
@@ -346,7 +394,7 @@ class HttpRevocationChecker:
             reason = None
         if reason is x509.ReasonFlags.remove_from_crl:
             return _Answer(None), until
-        return _Answer(entry.revocation_date_utc), until
+        return _Answer(entry.revocation_date_utc, reason.name if reason is not None else ""), until
 
     def _verify_crl(
         self,

@@ -29,6 +29,12 @@ from hisp.models import Address, Certificate, Domain, PrivateKey
 ALLOWED_KEY_BITS = (2048, 3072, 4096)
 # Small backdating so a certificate is valid on peers whose clocks run slightly behind ours.
 _CLOCK_SKEW = timedelta(minutes=5)
+# No certificate is issued under a CA with less life left than this. A certificate never outlives
+# its CA, so one issued in the CA's last days would live days or minutes: partners would fetch
+# it (DNS CERT, LDAP) and find it expired by the time they write back, and nothing would tell
+# staff that the CA, not the certificate, needs replacing. Refusing says so while the current
+# certificates still work, leaving time for the rollover's two steps (docs/pki.md).
+MIN_CA_REMAINING = timedelta(days=30)
 
 
 class CAError(ValueError):
@@ -199,6 +205,25 @@ def _key_usage(usage: str) -> x509.KeyUsage:
     )
 
 
+def _check_remaining_life(ca_cert: x509.Certificate, now: datetime, domain: Domain | None) -> None:
+    end = ca_cert.not_valid_after_utc
+    if end <= now:
+        # A certificate never outlives its CA: it would end before it began (a ValueError from
+        # the builder, a 500 in the console) or be issued already expired.
+        raise CAError(
+            f"the issuing CA expired on {end:%Y-%m-%d %H:%M} UTC: "
+            f"replace it first (manage.py anchor rollover, docs/pki.md)"
+        )
+    if end - now < MIN_CA_REMAINING:
+        target = domain.name if domain is not None else "DOMAIN"
+        raise CAError(
+            f"the issuing CA expires on {end:%Y-%m-%d %H:%M} UTC, less than "
+            f"{MIN_CA_REMAINING.days} days from now, and a certificate cannot outlive it: "
+            f"roll the CA over first (manage.py anchor rollover {target}, then --activate once "
+            f"partners trust the new CA; docs/pki.md)"
+        )
+
+
 def issue(
     ca: Certificate,
     *,
@@ -219,13 +244,7 @@ def issue(
         raise CAError(f"unknown usage {usage!r}")
     now = at or timezone.now()
     ca_cert = load(ca)
-    if ca_cert.not_valid_after_utc <= now:
-        # A certificate never outlives its CA: it would end before it began (a ValueError from
-        # the builder, a 500 in the console) or be issued already expired.
-        raise CAError(
-            f"the issuing CA expired on {ca_cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC: "
-            f"replace it first (manage.py anchor rollover, docs/pki.md)"
-        )
+    _check_remaining_life(ca_cert, now, domain)
     ca_key = unwrap_private_key(PrivateKey.objects.get(pk=ca.private_key_id))
     key = _key(key_bits or settings.HISP_CERT_KEY_BITS)
     public = key.public_key()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import re
 import struct
 import subprocess
@@ -34,7 +35,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from hisp.agent_env import bump_pki_version
 from hisp.ca import crl as crls
-from hisp.ca.authority import CAError, issue, issue_set
+from hisp.ca.authority import MIN_CA_REMAINING, CAError, issue, issue_set
 from hisp.certificates import (
     CertificateFormatError,
     fingerprint,
@@ -47,7 +48,7 @@ from hisp.certificates import (
 from hisp.keystore import unwrap_private_key, wrap_private_key
 from hisp.mailtext import printable
 from hisp.models import Address, Certificate, Domain, PrivateKey
-from hisp.services import audit
+from hisp.services import audit, outside_revocation
 from hisp.services.identity import Actor, IdentityError, normalise_address, normalise_domain
 
 MIN_PASSPHRASE = 10
@@ -99,6 +100,8 @@ for part in (key_der, cert_der):
     out.write(struct.pack(">I", len(part)) + part)
 out.flush()
 '''
+
+log = logging.getLogger(__name__)
 
 
 class PkiError(ValueError):
@@ -210,7 +213,12 @@ def due_for_renewal(*, at: datetime | None = None) -> QuerySet[Certificate]:
         # last months one that already ends with it was "due" again right after each renewal:
         # a new key for every certificate at every run of the task, until a rollover.
         renewing_ca_ends=Coalesce("domain__issuing_ca__not_after", "issued_by__not_after"),
-    ).filter(renewing_ca_ends__gt=F("not_after"))
+    ).filter(
+        renewing_ca_ends__gt=F("not_after"),
+        # A CA this close to its end issues nothing (hisp.ca.authority.MIN_CA_REMAINING): its
+        # certificates wait for the rollover, which makes them due again under the new CA.
+        renewing_ca_ends__gte=now + MIN_CA_REMAINING,
+    )
 
 
 def renew(
@@ -262,7 +270,15 @@ def renew(
 
 
 def renew_due(*, at: datetime | None = None) -> list[Certificate]:
-    return [renew(row, at=at) for row in due_for_renewal(at=at)]
+    """Renew every due certificate; one that cannot be renewed (its successor revoked, its CA
+    refusing) is logged and left, never stopping the others' renewal."""
+    renewed = []
+    for row in due_for_renewal(at=at):
+        try:
+            renewed.append(renew(row, at=at))
+        except PkiError as exc:
+            log.warning("certificate %s not renewed: %s", row.pk, exc)
+    return renewed
 
 
 # --- Revocation ------------------------------------------------------------------------------------
@@ -547,7 +563,9 @@ def _end_entity(certificates: list[x509.Certificate]) -> x509.Certificate:
 @sensitive_variables()
 def _parse_import(
     data: bytes, key_data: bytes | None, password: bytes | None
-) -> tuple[x509.Certificate, rsa.RSAPrivateKey | None]:
+) -> tuple[x509.Certificate, rsa.RSAPrivateKey | None, list[x509.Certificate]]:
+    """The certificate to import, its key if one came, and every certificate in the file (a
+    chain may hold the outside CA that import_certificate asks about revocation)."""
     certificates: list[x509.Certificate] = []
     key: rsa.RSAPrivateKey | None = None
     try:
@@ -563,12 +581,12 @@ def _parse_import(
     elif key is None and b"PRIVATE KEY-----" in data:
         key = _load_key(data, password)
     if key is None:
-        return _end_entity(certificates), None
+        return _end_entity(certificates), None, certificates
     public = key.public_key().public_numbers()
     for cert in certificates:
         cert_key = cert.public_key()
         if isinstance(cert_key, rsa.RSAPublicKey) and cert_key.public_numbers() == public:
-            return cert, key
+            return cert, key, certificates
     raise PkiError("the private key does not belong to the certificate")
 
 
@@ -602,7 +620,7 @@ def import_certificate(
     domain's own certificate with its key (PEM, DER or PKCS#12) for organisations that bring
     their own. The binding comes from the subjectAltName (rfc822Name before dNSName)."""
     secret = password.encode() if password is not None else None
-    cert, key = _parse_import(data, key_data, secret)
+    cert, key, in_file = _parse_import(data, key_data, secret)
     emails, dns_names = san_names(cert)
     if any(printable(name) != name for name in (*emails, *dns_names)):
         # An IA5String may hold any ASCII, but no address or domain holds a control character
@@ -631,6 +649,14 @@ def import_certificate(
     if key is None and domain is not None:
         raise PkiError(f"{bound} is hosted here: import its certificate together with its key")
     issuer = _our_issuer(cert)
+    finding = None
+    if key is not None and issuer is None:
+        # Another CA's certificate that we would publish and sign with: ask that CA first
+        # (network, so outside the transaction). Revoked is refused; unreachable is imported,
+        # the failure recorded and shown on the certificate's page (docs/pki.md).
+        finding = outside_revocation.check(cert, chain=in_file)
+        if finding.result is outside_revocation.Result.REVOKED:
+            raise PkiError(f"the certificate cannot be imported: {finding.describe()}")
     with transaction.atomic():
         row = Certificate.objects.create(
             **row_fields(cert),
@@ -644,6 +670,8 @@ def import_certificate(
         )
         audit.record(action="certificate.import", obj=row, actor=actor, client=client,
                      fingerprint=row.fingerprint_sha256, with_key=key is not None)
+        if finding is not None:
+            outside_revocation.record(row, finding, at_import=True)
         if key is None:  # a partner's: mail held for want of it goes now, not at the re-check
             from hisp.services.outbound import recheck_held_soon
 

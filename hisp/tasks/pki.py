@@ -1,8 +1,9 @@
 """Scheduled PKI work: renew certificates, keep CRLs fresh, refresh trust bundles.
 
 Each task is idempotent (a renewal marks its predecessor superseded with a conditional update, a
-CRL is only regenerated when due, an unchanged bundle changes nothing), so a task that runs twice
-or on two workers at once does no harm.
+CRL is only regenerated when due, an unchanged bundle changes nothing, an outside CA's certificate
+is checked once per interval under a per-certificate lock and marked revoked with a conditional
+update), so a task that runs twice or on two workers at once does no harm.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from celery.signals import worker_init
 
 from hisp.ca import crl as crls
 from hisp.keystore import KeystoreError, verify_configured_kek
-from hisp.services import pki, trust
+from hisp.services import outside_revocation, pki, trust
 
 log = logging.getLogger(__name__)
 
@@ -48,3 +49,13 @@ def refresh_bundles() -> int:
     """Refresh every bundle whose interval (default ``HISP_BUNDLE_REFRESH_INTERVAL``) is up."""
     outcomes = trust.refresh_all(due_only=True)
     return sum(1 for outcome in outcomes if not outcome.failed)
+
+
+@shared_task(name="hisp.pki.check_outside_revocation")
+def check_outside_revocation() -> dict[str, int]:
+    """Ask outside CAs whether they revoked the hosted certificates they issued (those due:
+    ``outside_revocation.CHECK_INTERVAL``); a revoked one stops being published and used."""
+    counts = outside_revocation.check_due()
+    if counts:
+        log.info("outside revocation checks: %s", counts)
+    return counts

@@ -17,7 +17,7 @@ from hisp.management.cli import (
     write_output,
 )
 from hisp.management.commands import _arguments
-from hisp.services import audit, pki
+from hisp.services import audit, outside_revocation, pki
 
 
 class Command(BaseCommand):
@@ -85,3 +85,8 @@ class Command(BaseCommand):
             f"imported {row.get_binding_display().lower()} certificate for {row.bound_name} "
             f"({kind}); SHA-256 fingerprint {display_fingerprint(row.fingerprint_sha256)}"
         )
+        # An outside CA that could not be asked at import is not a refusal, but the operator
+        # should know now, not at the next look at the console.
+        checked = outside_revocation.check_state(row) if outside_revocation.applies(row) else None
+        if checked is not None and checked.result is not outside_revocation.Result.GOOD:
+            self.stderr.write(f"warning: revocation not confirmed: {checked.problem}")

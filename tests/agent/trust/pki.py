@@ -221,6 +221,7 @@ class Responder:
     unknown: set[int] = field(default_factory=set)
     signer: Authority | None = None
     include_signer: bool = False
+    reasons: dict[int, x509.ReasonFlags] = field(default_factory=dict)
 
     def answer(self, body: bytes) -> bytes:
         request = ocsp.load_der_ocsp_request(body)
@@ -243,7 +244,7 @@ class Responder:
                 NOW - timedelta(minutes=5),
                 NOW + timedelta(hours=12),
                 when,
-                None,
+                self.reasons.get(serial) if when is not None else None,
             )
             .responder_id(ocsp.OCSPResponderEncoding.HASH, signer.certificate)
         )
