@@ -8,13 +8,13 @@ from typing import Any
 from django import forms
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
 from django.utils import timezone
 
 from adminconsole.forms.confirm import CONFIRM_REQUIRED, confirm_field
 from adminconsole.forms.fields import (
     DomainField,
     PlainTextField,
+    direct_address,
 )
 from adminconsole.models import ProofingRecord
 from hisp.models import Address, AddressGrant, Domain
@@ -124,11 +124,12 @@ class AddressAddForm(forms.Form):
     )
 
     def clean_address(self) -> str:
-        address = self.cleaned_data["address"].strip()
-        validate_email(address)
-        local, _, domain = address.rpartition("@")
-        normalised = f"{local}@{domain.lower()}"
-        if not Domain.objects.filter(name=domain.lower()).exists():
+        # identity's rule, not Django's validate_email: that one let through what the service
+        # then refused (a quoted local part, a 64-character label) and missed a hosted domain
+        # typed in Unicode.
+        normalised = direct_address(self.cleaned_data["address"])
+        domain = normalised.rpartition("@")[2]
+        if not Domain.objects.filter(name=domain).exists():
             raise ValidationError("The domain of this address is not hosted here.")
         if Address.objects.filter(address=normalised).exists():
             raise ValidationError("This address exists already.")

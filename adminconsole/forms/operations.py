@@ -8,7 +8,6 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
 from django.utils import timezone
 
 from adminconsole.forms.confirm import confirm_field, reason_field
@@ -18,6 +17,7 @@ from adminconsole.forms.fields import (
     domain_name,
 )
 from hisp.models import Delivery, Domain, Message
+from hisp.services import compose
 
 # --- Routes ----------------------------------------------------------------------------------
 
@@ -147,10 +147,7 @@ class DiscoveryForm(forms.Form):
         self.fields["sender_domain"].queryset = Domain.objects.all()
 
     def clean_address(self) -> str:
-        value = self.cleaned_data["address"].strip()
-        validate_email(value)
-        local, _, domain = value.rpartition("@")
-        return f"{local}@{domain_name(domain)}"
+        return _partner_address(self.cleaned_data["address"].strip())
 
 
 class FlushForm(forms.Form):
@@ -159,7 +156,16 @@ class FlushForm(forms.Form):
     def clean_entry(self) -> str:
         value = self.cleaned_data["entry"].strip()
         if "@" in value:
-            validate_email(value)
-            local, _, domain = value.rpartition("@")
-            return f"{local}@{domain_name(domain)}"
+            return _partner_address(value)
         return domain_name(value)
+
+
+def _partner_address(value: str) -> str:
+    """Another HISP's address as mail to it is checked (``compose.recipient_refusal``), its
+    domain in the ASCII form identity stores and discovery looks up."""
+    local, _, domain = value.rpartition("@")
+    address = f"{local}@{domain_name(domain)}"
+    refusal = compose.recipient_refusal(address)
+    if refusal:
+        raise ValidationError(refusal)
+    return address

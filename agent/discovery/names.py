@@ -40,10 +40,13 @@ def canonical_domain(domain: str) -> str:
     directory can hold.
     """
     try:
-        name = dns.name.from_text(domain.strip().rstrip(".").lower())
+        # Case folded by dnspython's UTS 46 mapping (IDNA 2008, as identity stores hosted names
+        # and browsers write them), not str.lower() first: that keeps a capital final sigma as
+        # "ς" where UTS 46 maps it to "σ", another name. Then the ASCII that is left.
+        name = dns.name.from_text(domain.strip().rstrip("."))
     except dns.exception.DNSException as exc:
         raise AddressError(f"domain does not fit in a DNS name: {exc}") from None
-    return name.to_text(omit_final_dot=True)
+    return name.to_text(omit_final_dot=True).lower()
 
 
 def target_for(address: str) -> Target:

@@ -23,7 +23,7 @@ from agent.errors import AgentError
 from agent.mime import MAX_ADDRESS_FIELD_CHARS
 from hisp import mailtext
 from hisp.models import Address, Delivery, DeliveryEvent, MailboxEntry, Message
-from hisp.services import audit
+from hisp.services import audit, identity
 from hisp.services.mail import enqueue, find_address
 
 log = logging.getLogger(__name__)
@@ -293,7 +293,7 @@ def submit(
     # Every address checked before anything is looked up by it (a NUL reached PostgreSQL).
     given = [r for r in (r.strip() for r in recipients) if r]
     for rcpt in given:
-        refusal = _refusal(rcpt)
+        refusal = recipient_refusal(rcpt)
         if refusal:
             raise SubmissionError(refusal)
     # One delivery per mailbox: the same address again, in another case or in To and Bcc,
@@ -441,7 +441,7 @@ def _too_many(count: int) -> str:
 
 # RFC 5321 section 4.1.2: a Mailbox is a Local-part (a Dot-string or a Quoted-string) "@" a
 # Domain of letter-digit-hyphen labels (RFC 1035 2.3.1). Address literals are no Direct
-# addresses (see _refusal).
+# addresses (see recipient_refusal).
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _LOCAL_PART = re.compile(
     rf'(?:{_ATOM}(?:\.{_ATOM})*|"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*")\Z'
@@ -453,8 +453,11 @@ MAX_LOCAL_PART = 64
 MAX_DOMAIN = 253
 
 
-def _refusal(rcpt: str) -> str:
-    """Why ``rcpt`` cannot be a recipient, or "" when it can."""
+def recipient_refusal(rcpt: str) -> str:
+    """Why ``rcpt`` cannot be a recipient, or "" when it can: one rule for the webmail, the
+    submission port and ``manage.py send``. Looser than identity's rule for the addresses we
+    host: another HISP's address with a 64-character local part or a quoted one can still
+    be reached through its domain-bound certificate."""
     if mailtext.has_control_character(rcpt):
         # No path holds one (RFC 5321 4.1.2): it would be sent in RCPT as it is.
         return "not a Direct address (it holds a control character)"
@@ -465,9 +468,9 @@ def _refusal(rcpt: str) -> str:
         # domain name has an ASCII form (RFC 5890), which is worth saying.
         hint = ""
         if local.isascii():
-            try:
-                hint = f"; write the domain in its ASCII form: {local}@{domain.encode('idna').decode()}"
-            except UnicodeError:
+            try:  # IDNA 2008 as identity stores hosted names (IDNA 2003 wrote faß as fass)
+                hint = f"; write the domain in its ASCII form: {local}@{identity.normalise_domain(domain)}"
+            except identity.IdentityError:
                 pass
         return f"not a Direct address (must be plain ASCII{hint}): {rcpt}"
     # A Direct address names a DNS domain (its certificate is found in DNS or LDAP by that

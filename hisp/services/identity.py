@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import encodings.idna as idna_codec
 import logging
 import re
 
+import idna
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.contrib.auth.password_validation import validate_password
@@ -55,15 +55,12 @@ def normalise_domain(name: str) -> str:
     value = name.strip()
     if value.endswith("."):
         value = value[:-1]  # one final dot is the absolute form of the same name
-    value = value.lower()
     if len(value) > _LONGEST_DOMAIN * 4:
         # Longer than any name that could be valid even before IDNA: not worth encoding.
         raise IdentityError(f"not a valid domain name: {_echo(name)} (longer than "
                             f"{_LONGEST_DOMAIN} characters)")
-    try:
-        value = value.encode("idna").decode("ascii")
-    except UnicodeError:
-        raise IdentityError(f"not a valid domain name: {_echo(name)}") from None
+    # ASCII is lowered, not mapped: the same stored name and refusals as before IDNA 2008.
+    value = value.lower() if value.isascii() else _a_labels(name, value)
     labels = value.split(".")
     if not all(_LABEL.match(label) for label in labels):
         raise IdentityError(f"not a valid domain name: {_echo(name)}")
@@ -85,17 +82,59 @@ def normalise_domain(name: str) -> str:
     return value
 
 
+def _a_labels(name: str, value: str) -> str:
+    """``value`` (not ASCII) with each label as its A-label, by UTS 46 nontransitional
+    mapping and IDNA 2008 (RFC 5891), as registries, browsers and dnspython (``agent/``) spell
+    the name today. Python's own ``idna`` codec is IDNA 2003, which turns ``faß`` into
+    ``fass`` (another domain, perhaps someone else's) and lets symbols IDNA 2008 disallows
+    through; the names it gives are not the ones DNS holds."""
+    try:
+        # Case folding and width mapping as UTS 46 does them (str.lower() has its own rules for
+        # final sigma and dotted capital I, which a browser would not follow).
+        mapped = idna.uts46_remap(value, std3_rules=False)
+    except idna.IDNAError:
+        raise IdentityError(f"not a valid domain name: {_echo(name)} (it holds a character "
+                            "that domain names cannot hold)") from None
+    if mapped.endswith("."):
+        mapped = mapped[:-1]  # the final dot was an ideographic one (U+3002)
+    encoded = []
+    for label in mapped.split("."):
+        if label.isascii():
+            encoded.append(label)  # judged below like any ASCII name
+            continue
+        try:
+            encoded.append(idna.alabel(label).decode("ascii"))
+        except idna.IDNAError as exc:
+            raise IdentityError(f"not a valid domain name: {_echo(name)} (the label "
+                                f"{_echo(label)} {_idna_refusal(exc)})") from None
+    return ".".join(encoded)
+
+
+def _idna_refusal(exc: idna.IDNAError) -> str:
+    """Why IDNA 2008 refuses a label, in the words of the rule (its own message quotes the
+    label again and names code points by position)."""
+    if isinstance(exc, idna.IDNABidiError):
+        return "mixes right-to-left and left-to-right text as IDNA does not allow (RFC 5893)"
+    if isinstance(exc, idna.InvalidCodepointContext):
+        return "holds a joiner or mark where IDNA does not allow it (RFC 5892 appendix A)"
+    if isinstance(exc, idna.InvalidCodepoint):
+        return "holds a character IDNA 2008 does not allow in domain names (RFC 5892)"
+    if "too long" in str(exc):
+        return "is longer than 63 characters in its ASCII (xn--) form"
+    return "is not a valid internationalised label"
+
+
 def _valid_idna_label(label: str) -> bool:
     """RFC 5890 section 2.3.1: a label with hyphens in its third and fourth places is reserved
-    for IDNA; only an ``xn--`` A-label that decodes to Unicode and encodes back to itself is
-    one (``xn--zz`` is not)."""
+    for IDNA; only an ``xn--`` A-label that decodes to an IDNA 2008 U-label and encodes back
+    to itself is one (``xn--zz`` is not, nor IDNA 2003's ``xn--n3h`` for a snowman)."""
     if label[2:4] != "--":
         return True
     if not label.startswith("xn--"):
         return False
     try:
-        return bool(idna_codec.ToASCII(idna_codec.ToUnicode(label)) == label.encode("ascii"))
-    except UnicodeError:
+        return bool(idna.alabel(idna.ulabel(label)) == label.encode("ascii"))
+    except UnicodeError:  # idna.IDNAError and the punycode codec's own errors
         return False
 
 

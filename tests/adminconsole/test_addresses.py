@@ -322,7 +322,7 @@ def test_address_without_owner_redirects_to_its_page(staff_client: Client, domai
     "address,message",
     [
         ("someone@elsewhere.example.net", "not hosted here"),
-        ("<script>@direct.example.org", "valid email"),
+        ("<script>@direct.example.org", "not a valid Direct address"),
         ("a" * 400 + "@direct.example.org", "at most 320"),
         ("alice@direct.example.org", "exists already"),
     ],

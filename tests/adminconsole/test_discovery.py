@@ -99,3 +99,22 @@ def test_flush_rejects_bad_entries(staff_client: Client, entry: str) -> None:
     assert response.status_code == 400
     assert response.context["flush_form"].errors
     assert not AuditEvent.objects.filter(action="discovery.flush").exists()
+
+
+@pytest.mark.parametrize("address", ["a..b@partner.example.net", "d" * 65 + "@partner.example.net"])
+def test_lookup_holds_an_address_to_the_rule_mail_to_it_meets(
+    staff_client: Client, address: str
+) -> None:
+    # The console's lookup takes what compose sends to, no more (one rule for a recipient).
+    response = staff_client.get(reverse(LOOKUP), {"address": address})
+    assert "not a Direct address" in " ".join(response.context["form"].errors["address"])
+    assert not AuditEvent.objects.filter(action="discovery.lookup").exists()
+
+
+def test_flush_of_an_idn_address_uses_the_ascii_form_identity_stores(
+    staff_client: Client, sam: Any
+) -> None:
+    response = staff_client.post(reverse("adminconsole:discovery-flush"),
+                                 {"entry": "doc@Faß.example"})
+    assert response.status_code == 302
+    assert AuditEvent.objects.get(action="discovery.flush").object_id == "doc@xn--fa-hia.example"

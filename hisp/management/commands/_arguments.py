@@ -10,11 +10,10 @@ from __future__ import annotations
 import re
 from email.utils import getaddresses
 
-from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
-from django.core.validators import validate_email
 
 from hisp.management.cli import LONGEST_ECHOED_WORD
+from hisp.services import compose
 
 _NOT_TEXT = re.compile("[\x00\ud800-\udfff]")
 _LONGEST_SHOWN = LONGEST_ECHOED_WORD  # an echoed argument of 100 KB would bury the error line
@@ -35,18 +34,18 @@ def path(value: str, *, name: str) -> str:
 
 
 def recipient(value: str, *, name: str) -> str:
-    """A recipient as the webmail's compose form takes it: ``a@x.org`` or ``Dr A <a@x.org>``,
-    one or more separated by commas, each a valid address. The email package's header parser
-    fails on some malformed ones (``a@`` ends in an IndexError)."""
+    """A recipient as the webmail's compose form and the submission port take it: ``a@x.org``
+    or ``Dr A <a@x.org>``, one or more separated by commas, each passing the same rule
+    (``compose.recipient_refusal``; Django's ``validate_email`` let through an address literal
+    such as ``a@[127.0.0.1]``). The email package's header parser fails on some malformed ones
+    (``a@`` ends in an IndexError)."""
     text(value, name=name)
     found = [address.strip() for _name, address in getaddresses([value])]
     if not found or not all(found):
         raise CommandError(f"{name}: not a Direct address: {_shown(value)}")
     for address in found:
-        try:
-            validate_email(address)
-        except ValidationError:
-            raise CommandError(f"{name}: not a Direct address: {_shown(address)}") from None
+        if compose.recipient_refusal(address):
+            raise CommandError(f"{name}: not a Direct address: {_shown(address)}")
     return value
 
 
