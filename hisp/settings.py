@@ -7,6 +7,7 @@ Every variable is documented in README.md and docker/.env.example.
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -39,6 +40,17 @@ def _duration(name: str, text: str, *, positive: bool = True) -> timedelta:
         raise ImproperlyConfigured(f"{name}: {error}") from None
     if positive and not value:
         raise ImproperlyConfigured(f"{name} must be longer than 0 seconds: {text!r}")
+    return value
+
+
+def _rate(name: str, text: str) -> float:
+    """A positive, finite number (a rate) from the environment, or a start-up error."""
+    try:
+        value = float(text.strip())
+    except ValueError:
+        value = 0.0
+    if not (value > 0.0 and math.isfinite(value)):
+        raise ImproperlyConfigured(f"{name} must be a number above 0: {text!r}")
     return value
 
 
@@ -146,6 +158,11 @@ HISP_SMTP_REFUSED_RECIPIENT_LIMIT = _whole(
     "HISP_SMTP_REFUSED_RECIPIENT_LIMIT",
     env.str("HISP_SMTP_REFUSED_RECIPIENT_LIMIT", default="100"),
 )
+# AUTH commands one session may send (each one a password guess; the per-account limits of
+# hisp/smtp/credentials.py count across sessions); one more gets 421 and the session is closed.
+HISP_SMTP_AUTH_COMMAND_LIMIT = _whole(
+    "HISP_SMTP_AUTH_COMMAND_LIMIT", env.str("HISP_SMTP_AUTH_COMMAND_LIMIT", default="5")
+)
 HISP_TLS_CERT_FILE = env.str("HISP_TLS_CERT_FILE", default=str(DATA_DIR / "tls" / "cert.pem"))
 HISP_TLS_KEY_FILE = env.str("HISP_TLS_KEY_FILE", default=str(DATA_DIR / "tls" / "key.pem"))
 # Outer Subject replaced by this text when set (the real Subject travels inside the encryption).
@@ -204,6 +221,20 @@ HISP_DNS_SERVERS = env.list("HISP_DNS_SERVERS", default=[])
 HISP_EGRESS_INTERNAL_MX = env.bool("HISP_EGRESS_INTERNAL_MX", default=False)
 HISP_DNS_PORT = env.int("HISP_DNS_PORT", default=5353)
 HISP_DNS_BIND = env.str("HISP_DNS_BIND", default="127.0.0.1")
+# Response-rate limiting of UDP answers (hisp/dns/ratelimit.py says why; the defaults are its
+# own): answers per second and burst per client network (/24, /56), every Nth answer over the
+# limit sent empty and truncated so a real resolver retries over TCP (0: drop them all), and
+# the client networks tracked at once. There is no "off": a rate of 0 is refused at start.
+HISP_DNS_RATE_LIMIT = _rate("HISP_DNS_RATE_LIMIT", env.str("HISP_DNS_RATE_LIMIT", default="100"))
+HISP_DNS_RATE_BURST = _whole(
+    "HISP_DNS_RATE_BURST", env.str("HISP_DNS_RATE_BURST", default="200")
+)
+HISP_DNS_RATE_SLIP = _whole(
+    "HISP_DNS_RATE_SLIP", env.str("HISP_DNS_RATE_SLIP", default="2"), minimum=0
+)
+HISP_DNS_RATE_NETWORKS = _whole(
+    "HISP_DNS_RATE_NETWORKS", env.str("HISP_DNS_RATE_NETWORKS", default="16384")
+)
 # Time limit for one discovery level (DNS CERT with its IPKIX fetch, or LDAP), and how long LDAP
 # results are kept (LDAP carries no TTL; DNS answers are kept for their own TTL).
 HISP_DISCOVERY_TIMEOUT = parse_duration(env.str("HISP_DISCOVERY_TIMEOUT", default="10s"))
@@ -449,6 +480,9 @@ CELERY_BEAT_SCHEDULE.update({
     "pki-renew-certificates": {"task": "hisp.pki.renew_certificates", "schedule": 6 * 3600.0},
     "pki-regenerate-crls": {"task": "hisp.pki.regenerate_crls", "schedule": 3600.0},
     "pki-refresh-bundles": {"task": "hisp.pki.refresh_bundles", "schedule": 300.0},
+    # Outside CAs' certificates we host: asked hourly, each one every 6 hours (revoked: unpublished).
+    "pki-check-outside-revocation": {"task": "hisp.pki.check_outside_revocation",
+                                     "schedule": 3600.0},
     # Mail flow: lost claims and due retries back to the queue; missing MDNs turned to failures.
     "mail-sweep": {"task": "hisp.mail.sweep",
                    "schedule": HISP_SWEEP_INTERVAL.total_seconds()},

@@ -12,13 +12,16 @@ amplification): a real resolver behind a busy network then retries over TCP, whi
 does not touch because its handshake proves the address.
 
 The defaults are far above what resolvers send an authoritative server for a few hosted
-zones (they cache our answers for RECORD_TTL), so only floods are limited.
+zones (they cache our answers for RECORD_TTL), so only floods are limited. They are the
+defaults of the HISP_DNS_RATE_... settings, which ``hisp.dns.server.configured_rate_limiter``
+reads (README, Configuration).
 """
 
 from __future__ import annotations
 
 import enum
 import ipaddress
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -29,6 +32,8 @@ IPV6_PREFIX = 56
 DEFAULT_RATE = 100.0  # answers per second per network
 DEFAULT_BURST = 200  # answers a network may get at once before the rate applies
 DEFAULT_SLIP = 2  # every second dropped answer goes out truncated (BIND's default)
+log = logging.getLogger(__name__)
+
 # Forged sources can name any number of networks: the table is bounded, least recently seen
 # first out. A victim under attack stays in it, since its network is the one being queried for.
 MAX_NETWORKS = 16_384
@@ -45,6 +50,10 @@ class _Bucket:
     tokens: float
     updated: float
     dropped: int = 0
+    # Over the limit since the last time the bucket was full: one warning when an episode
+    # begins and one line when it ends, so an operator sees limiting without a line per query.
+    limited: bool = False
+    truncated: int = 0
 
 
 class ResponseRateLimiter:
@@ -59,8 +68,10 @@ class ResponseRateLimiter:
         max_networks: int = MAX_NETWORKS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if rate <= 0 or burst < 1 or slip < 0 or max_networks < 1:
-            raise ValueError("rate and burst must be positive, slip and max_networks not negative")
+        if not rate > 0 or burst < 1 or slip < 0 or max_networks < 1:
+            raise ValueError(
+                "rate, burst and max_networks must be positive, slip not negative"
+            )
         self.rate = rate
         self.burst = burst
         self.slip = slip  # 0: drop every answer over the limit, never truncate
@@ -84,14 +95,29 @@ class ResponseRateLimiter:
             bucket.tokens = min(float(self.burst), bucket.tokens + elapsed * self.rate)
             bucket.updated = now
         if bucket.tokens >= 1.0:
+            if bucket.limited and bucket.tokens >= self.burst:
+                self._ended(network, bucket)
             bucket.tokens -= 1.0
             return Verdict.ANSWER
+        if not bucket.limited:
+            bucket.limited = True
+            log.warning("DNS answers to %s limited: over %g a second (burst %d); the rest are "
+                        "dropped or sent truncated until it slows down", network, self.rate,
+                        self.burst)
         bucket.dropped += 1
         if self.slip and bucket.dropped % self.slip == 0:
             self.truncated += 1
+            bucket.truncated += 1
             return Verdict.TRUNCATE
         self.dropped += 1
         return Verdict.DROP
+
+    @staticmethod
+    def _ended(network: str, bucket: _Bucket) -> None:
+        log.info("DNS answers to %s no longer limited: %d over the limit (%d sent truncated)",
+                 network, bucket.dropped, bucket.truncated)
+        bucket.limited = False
+        bucket.dropped = bucket.truncated = 0
 
 
 def client_network(address: str) -> str:

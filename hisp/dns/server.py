@@ -15,6 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import cast
 
+from django.conf import settings
 from django.db import close_old_connections, connections
 from django.utils import timezone
 
@@ -33,6 +34,17 @@ MAX_TCP_CONNECTIONS = 256
 MAX_TCP_PER_CLIENT = 32
 MAX_UDP_IN_FLIGHT = 1024  # beyond this, datagrams are dropped (clients retry)
 MAX_SNAPSHOT_AGE = 60.0  # rebuild at least this often, whatever the version says
+
+
+def configured_rate_limiter() -> ResponseRateLimiter:
+    """The UDP response-rate limiter the HISP_DNS_RATE_... settings describe (checked when the
+    settings are read, so a bad value stops the start naming its variable)."""
+    return ResponseRateLimiter(
+        rate=settings.HISP_DNS_RATE_LIMIT,
+        burst=settings.HISP_DNS_RATE_BURST,
+        slip=settings.HISP_DNS_RATE_SLIP,
+        max_networks=settings.HISP_DNS_RATE_NETWORKS,
+    )
 
 
 class ZoneSource:
@@ -158,7 +170,7 @@ class DnsServer:
         self.port = port
         self.source = source or ZoneSource()
         # UDP answers only: TCP needs a handshake, so it cannot be aimed at someone else.
-        self.rate_limiter = rate_limiter or ResponseRateLimiter()
+        self.rate_limiter = rate_limiter or configured_rate_limiter()
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
         self._connections = 0

@@ -31,6 +31,9 @@ does not wash it for the others.
 What a client cannot be told apart by is its password: five devices with stale app passwords
 at one address use up that address's guesses at their own account just as a guesser would.
 
+An attempt that could not be checked (the database away) is taken back as well: it guessed
+nothing, and counting it locked out every mail client that retried through an outage.
+
 Each AUTH costs exactly two password hashes, whatever the login and whichever credential
 matches (see :func:`_verify`), so its time says nothing about the account.
 """
@@ -126,7 +129,15 @@ def check(login: str, password: str, *, client: str) -> Outcome:
         return Outcome(None, throttled=True)
     if _count(keys.account) > FAILURE_LIMIT and not known:
         return Outcome(None, throttled=True)
-    user = _verify(login, password)
+    try:
+        user = _verify(login, password)
+    except Exception:
+        # Our failure (the database away), not a guess: the client is told so (454) and
+        # retries, and its attempts must not count, or every mail client retrying through an
+        # outage would be locked out for FAILURE_WINDOW after it (FAILURE_LIMIT retries).
+        _take_back(keys.attempts)
+        _take_back(keys.account)
+        raise
     if user is None:
         if cache.add(keys.tried, True, FAILURE_WINDOW):  # an account not yet failed from here
             _count(keys.client)

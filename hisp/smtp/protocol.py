@@ -25,7 +25,10 @@ for commands out of sequence and ``552`` over the size limit. On top of that:
   full listener closes idle sessions after :data:`STRESS_TIMEOUT`, and the messages its
   sessions hold in memory at once are bounded (``452 4.3.1`` past it, see :class:`DataBudget`);
 - refused recipients are answered ever more slowly, and past a limit the session is closed
-  (see :data:`REFUSED_RECIPIENT_LIMIT`), so addresses cannot be guessed at full speed;
+  (see :data:`REFUSED_RECIPIENT_LIMIT`), so addresses cannot be guessed at full speed; every
+  refused RCPT counts, the listener's own ``553 5.6.7`` included (see
+  :meth:`HispSMTP._recipient_reply`);
+- a session sends at most :data:`AUTH_COMMAND_LIMIT` AUTH commands (``421`` past it);
 - a ``421`` reply from the error handler ends the session, as a ``421`` must (RFC 5321 3.8);
 - STARTTLS inside TLS is ``503`` (aiosmtpd began a second handshake inside the first, which
   failed with tracebacks), and a failed handshake is one warning line, not a traceback;
@@ -78,6 +81,10 @@ NOT_UTF8_RECIPIENT = (
 )
 NON_ASCII_PARAMETER = "501 5.5.4 Invalid parameters: non-ASCII characters"
 SESSION_COMMAND_LIMIT = 20_000
+# AUTH commands in one session (each a guess at a password); one more is 421 and the session
+# is closed (aiosmtpd's command_call_limit). The guessing limits that span sessions and
+# listeners are hisp.smtp.credentials'; this one makes a guesser reconnect.
+AUTH_COMMAND_LIMIT = 5
 # Sessions one client address may hold at once: a partner HISP's MTA opens a handful in parallel
 # (Postfix at most 20 per destination), while a client holding hundreds (each kept alive by a
 # NOOP or a byte of DATA within the idle timeout) would use up the listener's file descriptors.
@@ -125,6 +132,12 @@ NO_MECHANISM = "504 5.5.4 Unrecognized authentication type"  # aiosmtpd's wordin
 AUTH_CANCELLED = "501 5.7.0 Authentication cancelled"  # RFC 4954 section 4: a "*" response
 AUTH_UNDECODABLE = "501 5.5.2 Cannot decode the response"
 AUTH_LINE_TOO_LONG = "500 5.5.6 Authentication Exchange line is too long"  # RFC 4954 section 4
+# The longest answer to an AUTH challenge we read, CRLF included. RFC 4954 section 4: a server
+# MUST handle the largest response its mechanisms generate, whatever its other line limits; for
+# PLAIN that is RFC 4616's authzid, authcid and passwd of 255 octets each (which a server MUST
+# accept), 767 octets and 1,024 in base64. The reader's own limit, the 1,001 octets of a text
+# line, refused those as too long; past this one the line is drained and refused with 500 5.5.6.
+AUTH_LINE_LIMIT = 2048
 
 # aiosmtpd's own wording, kept so clients see the same replies as before.
 DATA_LINE_TOO_LONG = "500 Line too long (see RFC5321 4.5.3.1.6)"
@@ -646,17 +659,28 @@ class HispSMTP(SMTP):
 
     async def _call_handler_hook(self, command: str, *args: Any) -> Any:
         status = await super()._call_handler_hook(command, *args)
-        if command == "RCPT" and isinstance(status, str) and status.startswith("5"):
-            self._refused_recipients += 1
-            if self._refused_recipients > self._refused_limit:
-                assert self.session is not None
-                log.warning("%r had too many recipients refused", self.session.peer)
-                if self.transport is not None:
-                    # Closed once the reply is written (push() writes before it yields).
-                    self.loop.call_soon(self.transport.close)
-                return TOO_MANY_REFUSED
-            if self._refused_recipients > self._fast_refusals:
-                await asyncio.sleep(self._refused_delay)
+        if command == "RCPT" and isinstance(status, str):
+            return await self._recipient_reply(status)
+        return status
+
+    async def _recipient_reply(self, status: str) -> str:
+        """``status``, the reply to a RCPT, after counting it if it refuses the recipient
+        (5xx): slowed past :data:`FAST_REFUSALS`, and past the session's limit replaced by
+        :data:`TOO_MANY_REFUSED` with the session closed. Every refusal counts, whoever
+        refused it (the handler, or the listener for a non-ASCII path), or a client could
+        guess addresses without limit through the refusal that does not count."""
+        if not status.startswith("5"):
+            return status
+        self._refused_recipients += 1
+        if self._refused_recipients > self._refused_limit:
+            assert self.session is not None
+            log.warning("%r had too many recipients refused", self.session.peer)
+            if self.transport is not None:
+                # Closed once the reply is written (push() writes before it yields).
+                self.loop.call_soon(self.transport.close)
+            return TOO_MANY_REFUSED
+        if self._refused_recipients > self._fast_refusals:
+            await asyncio.sleep(self._refused_delay)
         return status
 
     # The overridden commands keep aiosmtpd's @syntax: HELP lists only the methods that carry
@@ -692,7 +716,7 @@ class HispSMTP(SMTP):
         if self.envelope is None or not self.envelope.mail_from:
             await self.push("503 Error: need MAIL command")  # aiosmtpd's order and wording
             return
-        await self.push(refusal)
+        await self.push(await self._recipient_reply(refusal))
 
     @property
     def _tls_offered(self) -> bool:
@@ -749,11 +773,17 @@ class HispSMTP(SMTP):
             return MISSING
 
     async def _read_auth_line(self) -> bytes | None:
-        """The next line, or None (and the line drained) when it is longer than the limit."""
-        try:
-            return await self._reader.readuntil(b"\n")
-        except asyncio.LimitOverrunError as error:
-            await self._reader.read(error.consumed)
+        """The next line, or None (and the line drained) when it is longer than
+        :data:`AUTH_LINE_LIMIT`. Read in pieces of at most the reader's limit, so no more than
+        that limit and :data:`AUTH_LINE_LIMIT` is ever held."""
+        line = b""
+        while len(line) <= AUTH_LINE_LIMIT:
+            try:
+                line += await self._reader.readuntil(b"\n")
+            except asyncio.LimitOverrunError as error:
+                line += await self._reader.read(error.consumed)
+                continue
+            return line if len(line) <= AUTH_LINE_LIMIT else None
         while True:
             try:
                 await self._reader.readuntil(b"\n")
@@ -1076,7 +1106,7 @@ def smtp_options(**overrides: Any) -> dict[str, Any]:
         "command_call_limit": {
             "*": settings.HISP_SMTP_SESSION_COMMAND_LIMIT,
             "RCPT": settings.HISP_SMTP_SESSION_COMMAND_LIMIT,
-            "AUTH": 5,
+            "AUTH": settings.HISP_SMTP_AUTH_COMMAND_LIMIT,
         },
         # Taken by HispController, for all of the listener's sessions together.
         "max_sessions": settings.HISP_SMTP_MAX_SESSIONS,

@@ -2,9 +2,10 @@
 
 STARTTLS comes first (``530`` otherwise, RFC 3207 section 4), then AUTH PLAIN or LOGIN
 (RFC 4616, RFC 4954) with the webmail credentials or an app password; failures answer ``535`` and
-are rate-limited. The envelope sender must be an address the user may send from
-(``550 5.7.1``). Accepted plain messages enter the outbound pipeline, where the HISP signs and
-encrypts them (the full-service model).
+are rate-limited, and credentials that cannot be checked (the database or the cache away) answer
+``454 4.7.0`` (RFC 4954 section 6) with the session kept. The envelope sender must be an
+address the user may send from (``550 5.7.1``). Accepted plain messages enter the outbound
+pipeline, where the HISP signs and encrypts them (the full-service model).
 
 A message that would exceed HISP_MAX_MESSAGE_BYTES once protected is refused with ``552 5.3.4``
 (RFC 3463: too big for the system), and EHLO advertises as SIZE (RFC 1870) the largest plain
@@ -38,6 +39,8 @@ AUTH_OK = "235 2.7.0 Authentication successful"
 AUTH_INVALID = "535 5.7.8 Authentication credentials invalid"
 AUTH_NOT_AUTHORIZED = "535 5.7.8 Authentication credentials invalid: may not act as another user"
 AUTH_THROTTLED = "454 4.7.0 Too many failed authentication attempts; try again later"
+# RFC 4954 section 6: the credentials could not be checked (the database or the cache away).
+AUTH_TEMPORARY = "454 4.7.0 Temporary authentication failure; try again later"
 NOT_YOURS = "550 5.7.1 You may not send from this address"
 
 
@@ -144,7 +147,15 @@ class SubmissionHandler:
         from hisp.smtp import credentials
 
         client = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
-        outcome = await in_thread(credentials.check, login_text, password_text, client=client)
+        try:
+            outcome = await in_thread(credentials.check, login_text, password_text, client=client)
+        except Exception:
+            # Our failure, not the client's: 454 is the reply a mail client retries (RFC 4954
+            # section 6), where the session error's 421 dropped the connection and 535 would
+            # tell the user the password is wrong. The trace carries no credential: they are
+            # compared in Python, never put in a query or an error message.
+            log.exception("submission AUTH from %s could not be checked", client)
+            return AUTH_TEMPORARY
         if outcome.throttled:
             log.warning("submission AUTH throttled for %s", client)
             return AUTH_THROTTLED
@@ -155,6 +166,9 @@ class SubmissionHandler:
         # Never keep the password around. (aiosmtpd annotates auth_data as None.)
         session.auth_data = LoginPassword(login, b"")  # type: ignore[assignment]
         session.hisp_user = outcome.user  # type: ignore[attr-defined]
+        # Who signed in from where, for the operator's audit (the account by its id, as the
+        # mail flow logs messages; never the password or the login as typed).
+        log.info("submission AUTH succeeded for user %s from %s", outcome.user.pk, client)
         return AUTH_OK
 
     async def handle_MAIL(

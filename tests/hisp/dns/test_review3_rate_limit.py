@@ -4,6 +4,7 @@ goes out empty with TC set, so a real resolver there retries over TCP and still 
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 
@@ -130,3 +131,21 @@ def test_nonsense_limits_are_refused() -> None:
         ResponseRateLimiter(rate=0)
     with pytest.raises(ValueError):
         ResponseRateLimiter(burst=0)
+
+
+def test_an_episode_of_limiting_is_logged_once_when_it_begins_and_once_when_it_ends(caplog):
+    # An operator sees that limiting started (and for whom) without a line per dropped query.
+    now = [0.0]
+    limiter = ResponseRateLimiter(rate=10, burst=5, slip=2, clock=lambda: now[0])
+    with caplog.at_level(logging.INFO, logger="hisp.dns.ratelimit"):
+        verdicts = [limiter.check("192.0.2.7") for _ in range(25)]
+        assert verdicts.count(Verdict.ANSWER) == 5
+        begun = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(begun) == 1 and "192.0.2.0/24" in begun[0].getMessage()
+        assert not [r for r in caplog.records if "no longer limited" in r.getMessage()]
+        now[0] += 1.0  # the bucket is full again: the episode is over
+        assert limiter.check("192.0.2.8") is Verdict.ANSWER
+    ended = [r.getMessage() for r in caplog.records if "no longer limited" in r.getMessage()]
+    assert ended == ["DNS answers to 192.0.2.0/24 no longer limited: 20 over the limit "
+                     "(10 sent truncated)"]
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
