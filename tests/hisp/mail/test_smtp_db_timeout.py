@@ -18,16 +18,21 @@ from tests.hisp.mail.conftest import _start
 from tests.hisp.mail.test_ingress import MESSAGE
 
 
-@pytest.fixture
-def listener(transactional_db: None, settings) -> Iterator[object]:
+def listening_with_a_short_db_timeout(settings, make) -> Iterator[object]:
+    """The listener ``make`` builds, its database statements limited to one second."""
     if connection.vendor != "postgresql":
         pytest.skip("statement_timeout is PostgreSQL's")
     settings.HISP_SMTP_DB_TIMEOUT = timedelta(seconds=1)
     threads.shutdown()  # new threads, new connections: they take the setting above
     try:
-        yield from _start(server.backbone)
+        yield from _start(make)
     finally:
         threads.shutdown()  # later tests get connections with the default again
+
+
+@pytest.fixture
+def listener(transactional_db: None, settings) -> Iterator[object]:
+    yield from listening_with_a_short_db_timeout(settings, server.backbone)
 
 
 def _lock_messages() -> psycopg.Connection:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from datetime import timedelta
 
 import psycopg
 import pytest
@@ -16,9 +15,9 @@ from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import connection
 
-from hisp.smtp import server, threads
+from hisp.smtp import server
 from hisp.smtp.credentials import FAILURE_LIMIT
-from tests.hisp.mail.conftest import _start
+from tests.hisp.mail.test_smtp_db_timeout import listening_with_a_short_db_timeout
 from tests.hisp.mail.test_smtp_hostile_clients import (  # noqa: F401 (redis_cache: a fixture)
     _plain,
     _say,
@@ -33,15 +32,8 @@ AUTH_TEMPORARY = b"454 4.7.0 Temporary authentication failure"  # RFC 4954 secti
 
 @pytest.fixture
 def listener(transactional_db: None, settings) -> Iterator[object]:
-    if connection.vendor != "postgresql":
-        pytest.skip("statement_timeout is PostgreSQL's")
-    settings.HISP_SMTP_DB_TIMEOUT = timedelta(seconds=1)
-    threads.shutdown()  # new threads, new connections: they take the setting above
     cache.clear()  # the AUTH failure counters live in the cache
-    try:
-        yield from _start(server.submission)
-    finally:
-        threads.shutdown()  # later tests get connections with the default again
+    yield from listening_with_a_short_db_timeout(settings, server.submission)
 
 
 def _lock(table: str) -> psycopg.Connection:
