@@ -30,6 +30,7 @@ RFC 9654 section 2.1 says to refuse rather than echo.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ from cryptography.x509 import ocsp
 from django.core.cache import cache
 from django.utils import timezone
 
-from hisp.ca.crl import REASON_FLAGS, our_cas
+from hisp.ca.crl import REASON_FLAGS
 from hisp.certificates import load
 from hisp.keystore import unwrap_private_key
 from hisp.models import Certificate, PrivateKey
@@ -107,19 +108,35 @@ def _digest(algorithm: hashes.HashAlgorithm, data: bytes) -> bytes:
 
 
 def _find_issuer(request: ocsp.OCSPRequest) -> tuple[Certificate, x509.Certificate] | None:
-    """Our CA whose name and key hashes match the request's CertID (RFC 6960 section 4.1.1)."""
-    algorithm = request.hash_algorithm
-    for row in our_cas():
-        cert = load(row)
-        key_bits = cert.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.PKCS1
-        )
-        if _digest(algorithm, key_bits) != request.issuer_key_hash:
-            continue
-        if _digest(algorithm, cert.subject.public_bytes()) != request.issuer_name_hash:
-            continue
-        return row, cert
+    """Our CA whose name and key hashes match the request's CertID (RFC 6960 section 4.1.1).
+
+    Every request names an issuer, ours or made up, so the CAs' hashes are worked out once per
+    CA certificate and hash algorithm (``_issuer_hashes``), not per request: with a CA per
+    domain, parsing and hashing each on every request made a made-up issuer cost as many
+    certificate parses as we have domains."""
+    algorithm = type(request.hash_algorithm).__name__.lower()
+    wanted = (request.issuer_name_hash, request.issuer_key_hash)
+    ours = Certificate.objects.filter(
+        binding=Certificate.Binding.CA, source=Certificate.Source.HOSTED,
+        private_key__isnull=False,
+    ).values_list("pk", "fingerprint_sha256")
+    for pk, fingerprint in ours:
+        if _issuer_hashes(fingerprint, algorithm) == wanted:
+            row = Certificate.objects.get(pk=pk)
+            return row, load(row)
     return None
+
+
+@functools.lru_cache(maxsize=8192)
+def _issuer_hashes(fingerprint: str, algorithm: str) -> tuple[bytes, bytes]:
+    """(name hash, key hash) of the CA certificate with ``fingerprint`` under ``algorithm``. A
+    fingerprint names one certificate's bytes for ever, so the answer never goes stale."""
+    cert = load(Certificate.objects.only("der").get(fingerprint_sha256=fingerprint))
+    key_bits = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.PKCS1
+    )
+    digest = _HASHES[algorithm]()
+    return _digest(digest, cert.subject.public_bytes()), _digest(digest, key_bits)
 
 
 def _status_row(ca_row: Certificate, serial_number: int) -> Certificate | None:

@@ -252,3 +252,38 @@ def test_openssl_verifies_cached_and_budget_limited_answers(
     assert "Response verify OK" in result.stderr + result.stdout
     assert "no nonce in response" in result.stderr + result.stdout
     assert len(signatures) == 1
+
+
+def test_a_made_up_issuer_costs_no_certificate_parse_once_the_cas_are_known(
+    alice: Address, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every request names an issuer; with a CA per domain, parsing and hashing every CA for each
+    # one made a made-up issuer cost as many certificate parses as there are domains.
+    from hisp.services import identity
+
+    for n in range(3):
+        identity.add_domain(f"clinic{n}.example.org")
+    parses: list[int] = []
+    real = responder.load
+
+    def counting(row: Any) -> Any:
+        parses.append(row.pk)
+        return real(row)
+
+    monkeypatch.setattr(responder, "load", counting)
+    responder._issuer_hashes.cache_clear()
+    made_up = ocsp.OCSPRequestBuilder().add_certificate_by_hash(
+        b"\x01" * 20, b"\x02" * 20, 7, hashes.SHA1()).build().public_bytes(
+        serialization.Encoding.DER)
+    first = ocsp.load_der_ocsp_response(_post(made_up))
+    assert first.response_status is ocsp.OCSPResponseStatus.UNAUTHORIZED
+    assert len(parses) >= 4  # each CA once: the hosted domain's and the three new ones
+    parses.clear()
+    for _ in range(3):
+        again = ocsp.load_der_ocsp_response(_post(made_up))
+        assert again.response_status is ocsp.OCSPResponseStatus.UNAUTHORIZED
+    assert parses == []
+    # Our own CA is still found, and parsed only to sign with.
+    good = ocsp.load_der_ocsp_response(_post(_request(_leaf(alice))))
+    assert good.certificate_status is ocsp.OCSPCertStatus.GOOD
+    assert len(parses) == 1
