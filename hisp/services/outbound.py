@@ -836,26 +836,34 @@ def release_pending(*, domain: str | None = None) -> int:
 RECHECK_AFTER_IMPORT = 2 * PKI_VERSION_CHECK
 
 
-def recheck_held_soon(*, certificate_pk: int | None = None) -> None:
+def recheck_held_soon(
+    *, certificate_pk: int | None = None, sender_domain: str | None = None
+) -> None:
     """Have the workers re-check, once the current transaction commits, the held deliveries
     that a certificate (``certificate_pk``: a partner's, imported by staff) or a new trust
-    anchor (None: any held delivery may now be trusted) may release, instead of at their next
-    periodic re-check (up to HISP_PENDING_CERTIFICATE_RECHECK later). Only an id goes through
-    the broker; finding the deliveries and the discovery each re-check does are the worker's,
-    never the staff request's. Published robustly: with the broker down the import stands,
-    and the periodic re-check still comes."""
+    anchor of ``sender_domain`` (only its senders' deliveries check recipients against that
+    domain's anchors) may release, instead of at their next periodic re-check (up to
+    HISP_PENDING_CERTIFICATE_RECHECK later). Only ids and names go through the broker;
+    finding the deliveries and the discovery each re-check does are the worker's, never the
+    staff request's. Published robustly: with the broker down the import stands, and the
+    periodic re-check still comes."""
     from hisp.tasks.mail import recheck_held
 
     transaction.on_commit(
-        lambda: recheck_held.apply_async((certificate_pk,), countdown=RECHECK_AFTER_IMPORT),
+        lambda: recheck_held.apply_async(
+            (certificate_pk, sender_domain), countdown=RECHECK_AFTER_IMPORT
+        ),
         robust=True,
     )
 
 
-def queue_held_rechecks(*, certificate_pk: int | None = None) -> int:
+def queue_held_rechecks(
+    *, certificate_pk: int | None = None, sender_domain: str | None = None
+) -> int:
     """Queue a re-check (a ``deliver`` task each, claimed as usual) of every held delivery the
-    certificate ``certificate_pk`` is bound to (its address, or any address of its domain), or
-    of every held delivery when None; returns how many were queued."""
+    certificate ``certificate_pk`` is bound to (its address, or any address of its domain),
+    or of every held delivery sent from ``sender_domain`` (an anchor it imported), or of every
+    held delivery when neither is given; returns how many were queued."""
     held = _held()
     if certificate_pk is not None:
         bound = (
@@ -870,6 +878,8 @@ def queue_held_rechecks(*, certificate_pk: int | None = None) -> int:
             held = _held(address=name)
         else:
             held = _held(domain=name)
+    elif sender_domain:
+        held = held.filter(message__envelope_from__iendswith="@" + sender_domain.lower())
     pks = list(held.values_list("pk", flat=True))
     for pk in pks:
         enqueue("deliver", pk)

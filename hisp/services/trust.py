@@ -164,7 +164,8 @@ def import_anchors(
                          incoming=row.incoming, outgoing=row.outgoing)
             rows.append(row)
         if outgoing:
-            recheck_held_soon()  # a recipient's certificate it vouches for is trusted now
+            # A recipient's certificate it vouches for is trusted now, for this domain's senders.
+            recheck_held_soon(sender_domain=target.name)
     return rows
 
 
@@ -537,7 +538,7 @@ def refresh_bundle(
             removed=removed, error=skipped,
         )
         if added and bundle.outgoing:
-            recheck_held_soon()  # as for an anchor imported by hand
+            recheck_held_soon(sender_domain=bundle.domain.name)  # as for an anchor by hand
     bundle.refresh_from_db()
     return RefreshOutcome(
         bundle, TrustBundle.Result.OK, added, removed, error=skipped, skipped=contents.skipped

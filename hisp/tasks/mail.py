@@ -40,10 +40,10 @@ def deliver(delivery_pk: int) -> str:
 
 
 @shared_task(name="hisp.mail.recheck_held")
-def recheck_held(certificate_pk: int | None = None) -> int:
+def recheck_held(certificate_pk: int | None = None, sender_domain: str | None = None) -> int:
     """Queue a re-check of the held deliveries that a certificate or trust anchor staff just
     imported may release (outbound.recheck_held_soon)."""
-    return outbound.queue_held_rechecks(certificate_pk=certificate_pk)
+    return outbound.queue_held_rechecks(certificate_pk=certificate_pk, sender_domain=sender_domain)
 
 
 @shared_task(name="hisp.mail.sweep")

@@ -105,7 +105,7 @@ def test_importing_the_partners_certificate_rechecks_its_held_deliveries_at_once
     for callback in on_commit:
         callback()
     # One task, carrying the certificate's id only, and nothing done in the staff request.
-    assert _published(before) == [("hisp.mail.recheck_held", [row.pk])]
+    assert _published(before) == [("hisp.mail.recheck_held", [row.pk, None])]
     assert Delivery.objects.get(pk=nurse.pk).state == Delivery.State.PENDING_CERTIFICATE
     # The worker re-checks the delivery to the certificate's address (in any case), only.
     results = _run_as_the_worker(_published(before), django_capture_on_commit_callbacks)
@@ -161,7 +161,7 @@ def test_a_hold_for_an_untrusted_certificate_says_so_and_an_anchor_releases_it(
     with django_capture_on_commit_callbacks(execute=True):
         trust.import_anchors(nurse.ca_file.read_bytes(), domain=HOSTED)
     published = _published(before)
-    assert published == [("hisp.mail.recheck_held", [None])]
+    assert published == [("hisp.mail.recheck_held", [None, HOSTED])]
     assert _run_as_the_worker(published, django_capture_on_commit_callbacks)[:2] == [1, "released"]
     drain()
     assert [r.rcpt_tos for r in world.sink.handler.messages] == [[NURSE]]
@@ -180,6 +180,25 @@ def test_an_anchor_for_incoming_mail_only_rechecks_nothing(
     assert _published(before) == []
 
 
+def test_an_anchor_of_another_hosted_domain_rechecks_none_of_this_domains_deliveries(
+    world, tmp_path, django_capture_on_commit_callbacks
+):
+    # Outbound trust is the sender's domain's: an anchor another of our domains imports can
+    # release none of alice's held deliveries, so none is re-checked (and discovered again).
+    from hisp.services import identity
+
+    nurse = _untrusted_nurse(world, tmp_path)
+    [held] = _hold(world, NURSE)
+    other = identity.add_domain("other-clinic.example.org").name
+    before = _queue()
+    with django_capture_on_commit_callbacks(execute=True):
+        trust.import_anchors(nurse.ca_file.read_bytes(), domain=other)
+    published = _published(before)
+    assert published == [("hisp.mail.recheck_held", [None, other])]
+    assert _run_as_the_worker(published, django_capture_on_commit_callbacks) == [0]
+    assert Delivery.objects.get(pk=held.pk).state == Delivery.State.PENDING_CERTIFICATE
+
+
 def test_a_bundle_that_adds_an_anchor_rechecks_held_deliveries(
     world, tmp_path, django_capture_on_commit_callbacks
 ):
@@ -190,7 +209,7 @@ def test_a_bundle_that_adds_an_anchor_rechecks_held_deliveries(
     with django_capture_on_commit_callbacks(execute=True):
         trust.add_bundle(bundle, domain=HOSTED, name="nurses")
     published = _published(before)
-    assert published == [("hisp.mail.recheck_held", [None])]
+    assert published == [("hisp.mail.recheck_held", [None, HOSTED])]
     assert _run_as_the_worker(published, django_capture_on_commit_callbacks)[:2] == [1, "released"]
 
 
