@@ -245,6 +245,7 @@ def certificate_import(request: HttpRequest) -> HttpResponse:
             form.add_error(None, str(exc))
         else:
             messages.success(request, f"Imported the certificate for {row.bound_name}.")
+            _warn_unconfirmed(request, row)
             return redirect("adminconsole:certificate-detail", pk=row.pk)
     return render(
         request,
@@ -252,3 +253,14 @@ def certificate_import(request: HttpRequest) -> HttpResponse:
         {"form": form},
         status=400 if request.method == "POST" else 200,
     )
+
+
+def _warn_unconfirmed(request: HttpRequest, row: Certificate) -> None:
+    """An outside CA that could not be asked at import is not a refusal, but a bare "Imported"
+    read as all clear: say so next to it, as the CLI does on stderr."""
+    if not outside_revocation.applies(row):
+        return
+    checked = outside_revocation.check_state(row)
+    if checked is not None and checked.result is not outside_revocation.Result.GOOD:
+        messages.warning(request, f"Revocation not confirmed: {checked.problem}. The certificate "
+                                  "is in use; its issuer is asked again every few hours.")

@@ -10,6 +10,12 @@ Once it has, partners refuse our signatures and senders encrypt to a dead key, s
   certificate found revoked gets ``revoked_at`` on its row, which is what publication
   (``hisp.dns.records.published_certificates``), signer selection (``hisp.agent_env``) and
   ``current_certificates`` filter on, plus a ``certificate.revoked_by_issuer`` audit event;
+- a certificate hold (RFC 5280 certificateHold) is a suspension, not a revocation: the row gets
+  ``revoked_at`` (reason ``certificate_hold``) like a revocation, so it is neither published nor
+  used to sign, but it stays a candidate, and a later check that finds it no longer listed (the
+  entry gone or removeFromCRL, or OCSP good) clears ``revoked_at`` again
+  (``certificate.hold_released``). Only a hold is ever undone; a hold the CA turns into another
+  reason becomes that (final) revocation;
 - an issuer that cannot be asked (source unreachable, stale or unverifiable answer, issuer
   certificate not found) is NOT a revocation: the certificate stays, the failure is recorded
   (``certificate.revocation_check`` audit event) and after ``WARN_AFTER_FAILURES`` failed checks
@@ -35,8 +41,9 @@ from cryptography import x509
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import CharField, OuterRef, Q, QuerySet, Subquery
-from django.db.models.functions import Cast
+from django.db.models import CharField, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
 from agent.trust import HttpIssuerFetcher, HttpRevocationChecker
@@ -61,6 +68,9 @@ LOCK_SECONDS = 300
 
 CHECKED = "certificate.revocation_check"
 REVOKED_BY_ISSUER = "certificate.revoked_by_issuer"
+HOLD_RELEASED = "certificate.hold_released"
+# The one reason that is a suspension (RFC 5280 5.3.1): undone when the CA releases it.
+HOLD = Certificate.RevocationReason.CERTIFICATE_HOLD
 _OBJECT_TYPE = Certificate._meta.label_lower
 
 
@@ -96,7 +106,8 @@ class Finding:
         if self.result is Result.REVOKED:
             when = (f" on {self.issuer_revoked_at:%Y-%m-%d %H:%M} UTC"
                     if self.issuer_revoked_at else "")
-            return f"revoked by its issuer{when} ({self.source} {self.url}, reason {self.reason})"
+            what = "put on hold" if self.reason == HOLD else "revoked"
+            return f"{what} by its issuer{when} ({self.source} {self.url}, reason {self.reason})"
         if self.result is Result.GOOD:
             return f"not revoked ({self.source})"
         return self.problem
@@ -224,7 +235,8 @@ def _events(pk: object) -> QuerySet[AuditEvent]:
 
 def candidates(*, at: datetime | None = None) -> QuerySet[Certificate]:
     """Current hosted certificates not issued by our CAs, whose last check is older than
-    ``CHECK_INTERVAL`` (or which were never checked)."""
+    ``CHECK_INTERVAL`` (or which were never checked). Held ones too: their CA is asked whether
+    it released the hold."""
     now = at or timezone.now()
     last = AuditEvent.objects.filter(
         object_type=_OBJECT_TYPE,
@@ -236,10 +248,10 @@ def candidates(*, at: datetime | None = None) -> QuerySet[Certificate]:
             binding__in=[Certificate.Binding.ADDRESS, Certificate.Binding.DOMAIN],
             issued_by__isnull=True,
             private_key__isnull=False,
-            revoked_at__isnull=True,
             superseded_by__isnull=True,
             not_after__gt=now,
         )
+        .filter(Q(revoked_at__isnull=True) | Q(revocation_reason=HOLD))
         .annotate(last_checked=Subquery(last))
         .filter(Q(last_checked__isnull=True) | Q(last_checked__lte=now - CHECK_INTERVAL))
         .order_by("pk")
@@ -262,14 +274,22 @@ def check_state(row: Certificate) -> CheckState | None:
 
 def record(row: Certificate, finding: Finding, *, at_import: bool = False,
            at: datetime | None = None) -> None:
-    """Write down one check of ``row``: mark it revoked if its issuer revoked it, otherwise
-    keep it and note the result (and how many checks in a row failed)."""
+    """Write down one check of ``row``: mark it revoked (or held) if its issuer revoked (or
+    suspended) it, restore it if its CA released a hold, otherwise keep it as it is and note
+    the result (and how many checks in a row failed)."""
     now = at or timezone.now()
     if finding.issuer is not None:
         remember_issuer(finding.issuer)
     if finding.result is Result.REVOKED:
-        _mark_revoked(row, finding, now)
+        if not _mark_revoked(row, finding, now) and finding.reason == HOLD:
+            # Still on hold: noted like any check, so the schedule moves on and the page says
+            # when the CA was last asked.
+            audit.record(action=CHECKED, obj=row, fingerprint=row.fingerprint_sha256,
+                         result=Result.REVOKED.value, failures=0, at_import=at_import,
+                         source=finding.source, url=finding.url, reason=finding.reason)
         return
+    if finding.result is Result.GOOD:
+        _release_hold(row, finding)
     previous = check_state(row)
     failures = 0
     if finding.result in _FAILURES:
@@ -282,11 +302,12 @@ def record(row: Certificate, finding: Finding, *, at_import: bool = False,
         detail.update(problem=finding.problem)
     audit.record(action=CHECKED, obj=row, fingerprint=row.fingerprint_sha256, **detail)
     if failures >= WARN_AFTER_FAILURES:
-        log.warning("certificate %s: revocation check failed %d times in a row (%s); kept in "
-                    "use", row.pk, failures, finding.result.value)
+        log.warning("certificate %s: revocation check failed %d times in a row (%s); kept %s",
+                    row.pk, failures, finding.result.value,
+                    "on hold" if _held(row) else "in use")
     elif failures:
-        log.info("certificate %s: revocation check failed (%s); kept in use",
-                 row.pk, finding.result.value)
+        log.info("certificate %s: revocation check failed (%s); kept %s", row.pk,
+                 finding.result.value, "on hold" if _held(row) else "in use")
 
 
 def remember_issuer(issuer: x509.Certificate) -> Certificate:
@@ -302,16 +323,28 @@ def remember_issuer(issuer: x509.Certificate) -> Certificate:
     return row
 
 
-def _mark_revoked(row: Certificate, finding: Finding, now: datetime) -> None:
+def _held(row: Certificate) -> bool:
+    return Certificate.objects.filter(pk=row.pk, revoked_at__isnull=False,
+                                      revocation_reason=HOLD).exists()
+
+
+def _mark_revoked(row: Certificate, finding: Finding, now: datetime) -> bool:
+    """Mark ``row`` revoked (or held); False if it already was (nothing written)."""
     reason = (finding.reason if finding.reason in Certificate.RevocationReason.values
               else Certificate.RevocationReason.UNSPECIFIED)
+    # A hold may become a final revocation (RFC 5280 5.3.1), never the other way round.
+    replaceable = Q(revoked_at__isnull=True)
+    if reason != HOLD:
+        replaceable |= Q(revocation_reason=HOLD)
     with transaction.atomic():
         # Conditional: a second worker, or staff acting meanwhile, must not record it twice.
-        changed = Certificate.objects.filter(pk=row.pk, revoked_at__isnull=True).update(
-            revoked_at=now.replace(microsecond=0), revocation_reason=reason
+        # A held row keeps the date it stopped being used.
+        changed = Certificate.objects.filter(replaceable, pk=row.pk).update(
+            revoked_at=Coalesce("revoked_at", Value(now.replace(microsecond=0))),
+            revocation_reason=reason,
         )
         if not changed:
-            return
+            return False
         bump_pki_version()  # workers stop signing with it within the bound in docs/pki.md
         audit.record(
             action=REVOKED_BY_ISSUER, obj=row, fingerprint=row.fingerprint_sha256,
@@ -320,8 +353,27 @@ def _mark_revoked(row: Certificate, finding: Finding, now: datetime) -> None:
             issuer_revoked_at=(finding.issuer_revoked_at.isoformat()
                                if finding.issuer_revoked_at else None),
         )
-    log.warning("certificate %s revoked by its issuer (%s, reason %s): no longer published or "
-                "used to sign", row.pk, finding.source, finding.reason)
+    log.warning("certificate %s %s by its issuer (%s, reason %s): no longer published or "
+                "used to sign", row.pk, "put on hold" if reason == HOLD else "revoked",
+                finding.source, finding.reason)
+    return True
+
+
+def _release_hold(row: Certificate, finding: Finding) -> None:
+    """Restore ``row`` if it is on hold: its CA answered that it is not (or no longer) listed.
+    Only a hold: every other reason is final, whatever a later answer says."""
+    with transaction.atomic():
+        # Conditional, as _mark_revoked: a final revocation recorded meanwhile stays.
+        changed = Certificate.objects.filter(
+            pk=row.pk, revoked_at__isnull=False, revocation_reason=HOLD
+        ).update(revoked_at=None, revocation_reason="")
+        if not changed:
+            return
+        bump_pki_version()  # workers take it back into use within the bound in docs/pki.md
+        audit.record(action=HOLD_RELEASED, obj=row, fingerprint=row.fingerprint_sha256,
+                     result=finding.result.value, source=finding.source, url=finding.url)
+    log.warning("certificate %s: its issuer released the hold (%s); published and used to sign "
+                "again", row.pk, finding.source)
 
 
 def check_one(row: Certificate, *, at: datetime | None = None) -> Finding | None:
@@ -357,13 +409,24 @@ def needing_attention(*, at: datetime | None = None, limit: int = 10) -> list[Ce
     ).values_list("object_id", flat=True)
     found = list(outside.filter(pk__in=[int(pk) for pk in revoked_ids if pk.isdigit()],
                                 revoked_at__isnull=False).order_by("-revoked_at")[:limit])
-    for row in outside.filter(revoked_at__isnull=True, not_after__gt=now).order_by("pk"):
-        if len(found) >= limit:
-            break
-        state = check_state(row)
-        if state is not None and state.warn:
-            found.append(row)
-    return found
+    if len(found) >= limit:
+        return found
+    # The failure count of each certificate's last check, in the one query (the dashboard must
+    # not ask once per certificate a HISP imported).
+    failures = AuditEvent.objects.filter(
+        object_type=_OBJECT_TYPE,
+        object_id=Cast(OuterRef("pk"), output_field=CharField()),
+        action__in=[CHECKED, REVOKED_BY_ISSUER],
+    ).order_by("-at", "-id").annotate(
+        failures=Cast(KeyTextTransform("failures", "detail"), output_field=IntegerField())
+    ).values("failures")[:1]
+    warned = (
+        outside.filter(revoked_at__isnull=True, not_after__gt=now)
+        .annotate(last_failures=Subquery(failures))
+        .filter(last_failures__gte=WARN_AFTER_FAILURES)
+        .order_by("pk")
+    )
+    return found + list(warned[: limit - len(found)])
 
 
 def check_due(*, at: datetime | None = None) -> dict[str, int]:
@@ -378,6 +441,8 @@ def check_due(*, at: datetime | None = None) -> dict[str, int]:
 
 __all__ = [
     "CHECK_INTERVAL",
+    "HOLD",
+    "HOLD_RELEASED",
     "WARN_AFTER_FAILURES",
     "CheckState",
     "Finding",

@@ -72,8 +72,9 @@ PKCS12_CPU_SECONDS = 10
 PKCS12_WALL_SECONDS = 30
 _NOT_OPENED = "not a certificate (PEM/DER) or a PKCS#12 file this password opens"
 # Run as `python -I -c _OPEN_PKCS12 CPU_SECONDS`: the file and password come on stdin and the
-# key (PKCS#8 DER) and certificate (DER) go back on stdout, length-prefixed: pipes only, so the
-# key is never written to a file, an argument list or the environment. Exit 3: cannot open.
+# key (PKCS#8 DER), certificate (DER) and the file's other certificates (DER each: its CA chain)
+# go back on stdout, length-prefixed: pipes only, so the key is never written to a file, an
+# argument list or the environment. Exit 3: cannot open.
 _OPEN_PKCS12 = r'''
 import resource, struct, sys
 resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -88,15 +89,16 @@ raw = sys.stdin.buffer.read()
 size = struct.unpack(">i", raw[:4])[0]
 password = None if size < 0 else raw[4:4 + size]
 try:
-    key, cert, _extra = pkcs12.load_key_and_certificates(raw[4 + max(size, 0):], password)
+    key, cert, extra = pkcs12.load_key_and_certificates(raw[4 + max(size, 0):], password)
     key_der = b"" if key is None else key.private_bytes(
         serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption())
     cert_der = b"" if cert is None else cert.public_bytes(serialization.Encoding.DER)
+    extra_der = [c.public_bytes(serialization.Encoding.DER) for c in extra]
 except Exception:
     sys.exit(3)
 out = sys.stdout.buffer
-for part in (key_der, cert_der):
+for part in (key_der, cert_der, *extra_der):
     out.write(struct.pack(">I", len(part)) + part)
 out.flush()
 '''
@@ -440,11 +442,18 @@ def _check_pkcs12_work(data: bytes) -> None:
         raise PkiError(_TOO_MUCH_WORK)
 
 
+# The other certificates of a PKCS#12 file kept (its CA chain, for finding the issuer to ask
+# about revocation); a real chain has a handful, more is not a chain.
+MAX_PKCS12_EXTRA_CERTIFICATES = 20
+
+
 @sensitive_variables()
 def _open_pkcs12(
     data: bytes, password: bytes | None
-) -> tuple[rsa.RSAPrivateKey | None, x509.Certificate | None]:
-    """The key and certificate of a PKCS#12 file, opened under the CPU and time bounds above.
+) -> tuple[rsa.RSAPrivateKey | None, x509.Certificate | None, list[x509.Certificate]]:
+    """The key, certificate and other certificates (its CA chain: never trusted or anchored
+    here, only a way to find the issuer to ask about revocation) of a PKCS#12 file, opened
+    under the CPU and time bounds above.
 
     The interpreter is exec'd at once (no Python runs in a forked copy of this threaded
     process) and holds nothing of ours: no settings, no KEK (empty environment), no database
@@ -476,13 +485,17 @@ def _open_pkcs12(
     rest = child.stdout
     del child
     try:
-        for _ in range(2):
+        while rest or len(parts) < 2:
             (size,) = struct.unpack(">I", rest[:4])
+            if len(rest) < 4 + size:
+                raise ValueError("truncated")
             parts.append(rest[4 : 4 + size])
             rest = rest[4 + size :]
-        key_der, cert_der = parts
+        key_der, cert_der, *extra_der = parts
         key = serialization.load_der_private_key(key_der, password=None) if key_der else None
         cert = x509.load_der_x509_certificate(cert_der) if cert_der else None
+        extra = [x509.load_der_x509_certificate(der)
+                 for der in extra_der[:MAX_PKCS12_EXTRA_CERTIFICATES]]
     except (ValueError, struct.error):
         raise PkiError(_NOT_OPENED) from None
     finally:
@@ -490,7 +503,7 @@ def _open_pkcs12(
     del key_der
     if key is not None and not isinstance(key, rsa.RSAPrivateKey):
         raise PkiError("only RSA keys are supported")
-    return key, cert
+    return key, cert, extra
 
 
 _ENCRYPTED_PEM_KEY = re.compile(
@@ -567,26 +580,30 @@ def _parse_import(
     """The certificate to import, its key if one came, and every certificate in the file (a
     chain may hold the outside CA that import_certificate asks about revocation)."""
     certificates: list[x509.Certificate] = []
+    chain: list[x509.Certificate] = []
     key: rsa.RSAPrivateKey | None = None
     try:
         certificates = load_certificates(data)
     except CertificateFormatError:
         _check_pkcs12_work(data)
-        p12_key, p12_cert = _open_pkcs12(data, password)
+        p12_key, p12_cert, chain = _open_pkcs12(data, password)
         if p12_cert is None:
             raise PkiError("the PKCS#12 file holds no certificate")
+        # The file's CA certificates were dropped here, and an issuer neither stored nor named
+        # by a caIssuers URL left the revocation check "issuer-unknown". They are only for that
+        # lookup (issued_by checks the signature), never the certificate imported.
         certificates, key = [p12_cert], p12_key
     if key_data is not None:
         key = _load_key(key_data, password)
     elif key is None and b"PRIVATE KEY-----" in data:
         key = _load_key(data, password)
     if key is None:
-        return _end_entity(certificates), None, certificates
+        return _end_entity(certificates), None, certificates + chain
     public = key.public_key().public_numbers()
     for cert in certificates:
         cert_key = cert.public_key()
         if isinstance(cert_key, rsa.RSAPublicKey) and cert_key.public_numbers() == public:
-            return cert, key, certificates
+            return cert, key, certificates + chain
     raise PkiError("the private key does not belong to the certificate")
 
 

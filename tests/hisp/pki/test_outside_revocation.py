@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -503,3 +504,83 @@ def test_the_dashboard_says_nothing_of_certificates_that_need_nothing(
     assert outside.needing_attention() == []
     page = staff_client().get(reverse("adminconsole:dashboard"))  # type: ignore[attr-defined]
     assert "Certificates from other CAs" not in page.content.decode()
+
+
+# --- Follow-ups: PKCS#12 chains, the console's import message -----------------------------------
+
+
+def test_a_pkcs12_import_asks_the_ca_certificate_that_came_in_the_file(
+    bob: Address, outside_ca: Authority, leaf_key: rsa.RSAPrivateKey, server: Server
+) -> None:
+    # No AIA caIssuers URL and the CA not stored here: the file's own CA certificate is the
+    # only way to ask. It is remembered as an untrusted imported CA, not anchored.
+    url = server.url("/p12/good.crl")
+    cert = bobs_certificate(outside_ca, leaf_key, crl_url=url)
+    server.serve("/p12/good.crl", crl_listing(outside_ca, []))
+    p12 = pkcs12.serialize_key_and_certificates(
+        b"bob", leaf_key, cert, [outside_ca.certificate],
+        serialization.BestAvailableEncryption(b"a long passphrase"),
+    )
+    row = pki.import_certificate(p12, password="a long passphrase")
+    state = outside.check_state(row)
+    assert state is not None and state.result is outside.Result.GOOD, state
+    ca_row = Certificate.objects.get(fingerprint_sha256=fingerprint(outside_ca.certificate))
+    assert (ca_row.binding, ca_row.source) == (Certificate.Binding.CA,
+                                               Certificate.Source.IMPORTED)
+    assert not ca_row.anchorings.exists()
+
+
+def test_a_pkcs12_whose_own_ca_lists_it_revoked_is_refused(
+    bob: Address, outside_ca: Authority, leaf_key: rsa.RSAPrivateKey, server: Server
+) -> None:
+    cert = bobs_certificate(outside_ca, leaf_key, crl_url=server.url("/p12/revoked.crl"))
+    server.serve("/p12/revoked.crl", crl_listing(outside_ca, [cert]))
+    p12 = pkcs12.serialize_key_and_certificates(
+        b"bob", leaf_key, cert, [outside_ca.certificate],
+        serialization.BestAvailableEncryption(b"a long passphrase"),
+    )
+    with pytest.raises(pki.PkiError, match="revoked by its issuer"):
+        pki.import_certificate(p12, password="a long passphrase")
+    assert not Certificate.objects.filter(fingerprint_sha256=fingerprint(cert)).exists()
+
+
+def test_console_import_with_an_unreachable_issuer_says_revocation_not_confirmed(
+    bob: Address, outside_ca: Authority, leaf_key: rsa.RSAPrivateKey
+) -> None:
+    dead = closed_port_url("/ui/dead.crl")
+    cert = bobs_certificate(outside_ca, leaf_key, crl_url=dead)
+    page = staff_client().post(reverse("adminconsole:certificate-import"), {  # type: ignore[attr-defined]
+        "certificate": SimpleUploadedFile("bob.pem", pem_file(cert, outside_ca)),
+        "key": SimpleUploadedFile("bob.key", key_pem(leaf_key)),
+    }, follow=True)
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "Imported the certificate for" in text
+    assert '<li class="msg-warning"><span role="status">Revocation not confirmed' in text
+    assert dead in text and "PRIVATE KEY" not in text
+
+
+def test_console_import_of_a_good_certificate_adds_no_warning(
+    bob: Address, outside_ca: Authority, leaf_key: rsa.RSAPrivateKey, server: Server
+) -> None:
+    cert = bobs_certificate(outside_ca, leaf_key, crl_url=server.url("/ui/good.crl"))
+    server.serve("/ui/good.crl", crl_listing(outside_ca, []))
+    page = staff_client().post(reverse("adminconsole:certificate-import"), {  # type: ignore[attr-defined]
+        "certificate": SimpleUploadedFile("bob.pem", pem_file(cert, outside_ca)),
+        "key": SimpleUploadedFile("bob.key", key_pem(leaf_key)),
+    }, follow=True)
+    text = page.content.decode()
+    assert "Imported the certificate for" in text and "Revocation not confirmed" not in text
+
+
+def test_the_dashboard_asks_the_database_a_fixed_number_of_times(
+    bob: Address, outside_ca: Authority, leaf_key: rsa.RSAPrivateKey,
+    django_assert_max_num_queries: Any,
+) -> None:
+    # Once per certificate would make the dashboard of a HISP with thousands of imported
+    # certificates slow; the last check of each is read in the same query.
+    for n in range(6):
+        legacy_row(bobs_certificate(outside_ca, leaf_key, crl_url=f"http://192.0.2.1/{n}.crl"),
+                   leaf_key, outside_ca)
+    with django_assert_max_num_queries(3):
+        assert outside.needing_attention() == []
