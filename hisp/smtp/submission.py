@@ -4,7 +4,8 @@ STARTTLS comes first (``530`` otherwise, RFC 3207 section 4), then AUTH PLAIN or
 (RFC 4616, RFC 4954) with the webmail credentials or an app password; failures answer ``535`` and
 are rate-limited, and credentials that cannot be checked (the database or the cache away) answer
 ``454 4.7.0`` (RFC 4954 section 6) with the session kept. The envelope sender must be an
-address the user may send from (``550 5.7.1``). Accepted plain messages enter the outbound
+address the user may send from (``550 5.7.1``; ``451 4.3.0`` with the session kept when that
+cannot be checked). Accepted plain messages enter the outbound
 pipeline, where the HISP signs and encrypts them (the full-service model).
 
 A message that would exceed HISP_MAX_MESSAGE_BYTES once protected is refused with ``552 5.3.4``
@@ -179,7 +180,17 @@ class SubmissionHandler:
         if len(address) > MAX_PATH:
             return PATH_TOO_LONG
         user = getattr(session, "hisp_user", None)
-        if user is None or not await in_thread(credentials.may_send_from, user, address):
+        if user is None:
+            return NOT_YOURS
+        try:
+            allowed = await in_thread(credentials.may_send_from, user, address)
+        except Exception:
+            # Our failure (the database away or hanging): 451 is retried and keeps the session,
+            # as the backbone answers a failed RCPT lookup, where the session error's 421
+            # closed it. The query and its error hold no credential, so neither does the trace.
+            log.exception("submission MAIL from %s could not check the sender", peer_label(session))
+            return TEMPORARY_FAILURE
+        if not allowed:
             return NOT_YOURS
         declared = next((o[5:] for o in options if o.upper().startswith("SIZE=")), "")
         if declared.isdigit() and int(declared) > (allowance := _allowance()):

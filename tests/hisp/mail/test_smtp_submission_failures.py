@@ -2,7 +2,8 @@
 away), over real sockets: the client gets RFC 4954's ``454 4.7.0`` and keeps its session, and
 the log says what failed without any credential. It ended in the session error handler's
 ``421 4.3.0 Local error; closing connection`` instead. Such an attempt no longer counts towards
-the guessing limits, and a successful AUTH is logged."""
+the guessing limits, and a successful AUTH is logged. MAIL's sender check, failing the same
+way, is a ``451 4.3.0`` (as the backbone's RCPT lookup) with the session kept."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import connection
 
+from hisp.models import AddressGrant
 from hisp.smtp import server
 from hisp.smtp.credentials import FAILURE_LIMIT
 from tests.hisp.mail.test_smtp_db_timeout import listening_with_a_short_db_timeout
@@ -118,3 +120,28 @@ def test_a_successful_auth_is_logged_by_user_id_without_the_password(listener, a
     user = get_user_model().objects.get(username=alice.address)
     assert f"submission AUTH succeeded for user {user.pk} from 127.0.0.1" in caplog.text
     assert PASSWORD not in caplog.text
+
+
+def test_mail_while_the_database_hangs_is_451_and_the_session_goes_on(listener, alice, caplog):
+    """MAIL FROM checks the sender against the user's address grants; when that check itself
+    failed the session error handler answered ``421`` and closed a signed-in session. A
+    ``451 4.3.0`` is what a client retries, as the backbone answers a failed RCPT lookup."""
+    caplog.set_level(logging.INFO)
+    mail = f"MAIL FROM:<{alice.address}>\r\n".encode()
+    sock = _session(listener)
+    try:
+        assert _auth(sock, alice.address).startswith(b"235")
+        holder = _lock(AddressGrant._meta.db_table)
+        try:
+            assert _say(sock, mail).startswith(b"451 4.3.0 ")
+        finally:
+            holder.rollback()
+            holder.close()
+        assert _say(sock, mail).startswith(b"250 ")  # same session, database back
+    finally:
+        sock.close()
+    [record] = [r for r in caplog.records if "could not check the sender" in r.getMessage()]
+    assert record.exc_info is not None  # the operator sees what failed
+    assert "SMTP session error" not in caplog.text
+    assert PASSWORD not in caplog.text
+    assert _plain(alice.address, PASSWORD).decode() not in caplog.text
