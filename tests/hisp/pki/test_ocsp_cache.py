@@ -29,18 +29,23 @@ PARTNER = "192.0.2.10"
 STRANGER = "198.51.100.7"
 
 
-@pytest.fixture
-def signatures(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """One entry per CA key the responder unwraps, which it does for every signature it makes."""
+def _count_calls(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
+    """The row ids the responder's ``name`` is called with, recorded as it runs unchanged."""
     calls: list[int] = []
-    real = responder.unwrap_private_key
+    real = getattr(responder, name)
 
     def counting(row: Any) -> Any:
         calls.append(row.pk)
         return real(row)
 
-    monkeypatch.setattr(responder, "unwrap_private_key", counting)
+    monkeypatch.setattr(responder, name, counting)
     return calls
+
+
+@pytest.fixture
+def signatures(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per CA key the responder unwraps, which it does for every signature it makes."""
+    return _count_calls(monkeypatch, "unwrap_private_key")
 
 
 def _leaf(address: Address) -> Certificate:
@@ -263,14 +268,7 @@ def test_a_made_up_issuer_costs_no_certificate_parse_once_the_cas_are_known(
 
     for n in range(3):
         identity.add_domain(f"clinic{n}.example.org")
-    parses: list[int] = []
-    real = responder.load
-
-    def counting(row: Any) -> Any:
-        parses.append(row.pk)
-        return real(row)
-
-    monkeypatch.setattr(responder, "load", counting)
+    parses = _count_calls(monkeypatch, "load")
     responder._issuer_hashes.cache_clear()
     made_up = ocsp.OCSPRequestBuilder().add_certificate_by_hash(
         b"\x01" * 20, b"\x02" * 20, 7, hashes.SHA1()).build().public_bytes(

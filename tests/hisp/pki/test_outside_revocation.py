@@ -105,6 +105,14 @@ def pem_file(cert: x509.Certificate, ca: Authority) -> bytes:
             + ca.certificate.public_bytes(serialization.Encoding.PEM))
 
 
+def bobs_pkcs12(cert: x509.Certificate, key: rsa.RSAPrivateKey, ca: Authority) -> bytes:
+    """As an organisation exports it: the key, the certificate and its CA, under a password."""
+    return pkcs12.serialize_key_and_certificates(
+        b"bob", key, cert, [ca.certificate],
+        serialization.BestAvailableEncryption(b"a long passphrase"),
+    )
+
+
 def key_pem(key: rsa.RSAPrivateKey) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
@@ -163,10 +171,7 @@ def test_import_of_a_pkcs12_finds_the_issuer_by_aia_and_refuses_when_ocsp_says_r
     cert = bobs_certificate(outside_ca, leaf_key, ocsp_url=server.url("/imp/ocsp"),
                             ca_issuers_url=ca_url)
     responder.revoked.add(cert.serial_number)
-    p12 = pkcs12.serialize_key_and_certificates(
-        b"bob", leaf_key, cert, [outside_ca.certificate],
-        serialization.BestAvailableEncryption(b"a long passphrase"),
-    )
+    p12 = bobs_pkcs12(cert, leaf_key, outside_ca)
     with pytest.raises(pki.PkiError, match="revoked by its issuer .*OCSP"):
         pki.import_certificate(p12, password="a long passphrase")
     assert not Certificate.objects.filter(fingerprint_sha256=fingerprint(cert)).exists()
@@ -517,10 +522,7 @@ def test_a_pkcs12_import_asks_the_ca_certificate_that_came_in_the_file(
     url = server.url("/p12/good.crl")
     cert = bobs_certificate(outside_ca, leaf_key, crl_url=url)
     server.serve("/p12/good.crl", crl_listing(outside_ca, []))
-    p12 = pkcs12.serialize_key_and_certificates(
-        b"bob", leaf_key, cert, [outside_ca.certificate],
-        serialization.BestAvailableEncryption(b"a long passphrase"),
-    )
+    p12 = bobs_pkcs12(cert, leaf_key, outside_ca)
     row = pki.import_certificate(p12, password="a long passphrase")
     state = outside.check_state(row)
     assert state is not None and state.result is outside.Result.GOOD, state
@@ -535,10 +537,7 @@ def test_a_pkcs12_whose_own_ca_lists_it_revoked_is_refused(
 ) -> None:
     cert = bobs_certificate(outside_ca, leaf_key, crl_url=server.url("/p12/revoked.crl"))
     server.serve("/p12/revoked.crl", crl_listing(outside_ca, [cert]))
-    p12 = pkcs12.serialize_key_and_certificates(
-        b"bob", leaf_key, cert, [outside_ca.certificate],
-        serialization.BestAvailableEncryption(b"a long passphrase"),
-    )
+    p12 = bobs_pkcs12(cert, leaf_key, outside_ca)
     with pytest.raises(pki.PkiError, match="revoked by its issuer"):
         pki.import_certificate(p12, password="a long passphrase")
     assert not Certificate.objects.filter(fingerprint_sha256=fingerprint(cert)).exists()
