@@ -113,6 +113,20 @@ def bobs_pkcs12(cert: x509.Certificate, key: rsa.RSAPrivateKey, ca: Authority) -
     )
 
 
+def serve_ocsp(server: Server, path: str, ca: Authority) -> Responder:
+    """An OCSP responder for ``ca`` at ``path`` on the loopback server; tests set its answers."""
+    responder = Responder(ca)
+    server.routes[path] = lambda body: (200, responder.answer(body))
+    return responder
+
+
+def refuse_pkcs12_import(p12: bytes, cert: x509.Certificate, match: str) -> None:
+    """The PKCS#12 import is refused with ``match`` and stores nothing."""
+    with pytest.raises(pki.PkiError, match=match):
+        pki.import_certificate(p12, password="a long passphrase")
+    assert not Certificate.objects.filter(fingerprint_sha256=fingerprint(cert)).exists()
+
+
 def key_pem(key: rsa.RSAPrivateKey) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
@@ -164,17 +178,14 @@ def test_import_of_a_pkcs12_finds_the_issuer_by_aia_and_refuses_when_ocsp_says_r
 ) -> None:
     # PKCS#12 as an organisation exports it; the outside CA is neither stored here nor (after
     # opening) kept from the file, so it is fetched from the caIssuers URL as path validation does.
-    responder = Responder(outside_ca)
-    server.routes["/imp/ocsp"] = lambda body: (200, responder.answer(body))
+    responder = serve_ocsp(server, "/imp/ocsp", outside_ca)
     ca_url = server.serve("/imp/ca.der",
                           outside_ca.certificate.public_bytes(serialization.Encoding.DER))
     cert = bobs_certificate(outside_ca, leaf_key, ocsp_url=server.url("/imp/ocsp"),
                             ca_issuers_url=ca_url)
     responder.revoked.add(cert.serial_number)
     p12 = bobs_pkcs12(cert, leaf_key, outside_ca)
-    with pytest.raises(pki.PkiError, match="revoked by its issuer .*OCSP"):
-        pki.import_certificate(p12, password="a long passphrase")
-    assert not Certificate.objects.filter(fingerprint_sha256=fingerprint(cert)).exists()
+    refuse_pkcs12_import(p12, cert, "revoked by its issuer .*OCSP")
 
 
 def test_import_when_the_crl_is_unreachable_imports_and_records_the_failure(
@@ -254,8 +265,7 @@ def test_periodic_check_marks_a_revoked_certificate_and_stops_publishing_and_sig
 def test_periodic_check_reads_ocsp_and_names_it(
     bob: Address, outside_ca: Authority, leaf_key: rsa.RSAPrivateKey, server: Server
 ) -> None:
-    responder = Responder(outside_ca)
-    server.routes["/per/ocsp"] = lambda body: (200, responder.answer(body))
+    responder = serve_ocsp(server, "/per/ocsp", outside_ca)
     cert = bobs_certificate(outside_ca, leaf_key, ocsp_url=server.url("/per/ocsp"))
     row = import_pem(cert, outside_ca, leaf_key)
     responder.revoked.add(cert.serial_number)
@@ -538,9 +548,7 @@ def test_a_pkcs12_whose_own_ca_lists_it_revoked_is_refused(
     cert = bobs_certificate(outside_ca, leaf_key, crl_url=server.url("/p12/revoked.crl"))
     server.serve("/p12/revoked.crl", crl_listing(outside_ca, [cert]))
     p12 = bobs_pkcs12(cert, leaf_key, outside_ca)
-    with pytest.raises(pki.PkiError, match="revoked by its issuer"):
-        pki.import_certificate(p12, password="a long passphrase")
-    assert not Certificate.objects.filter(fingerprint_sha256=fingerprint(cert)).exists()
+    refuse_pkcs12_import(p12, cert, "revoked by its issuer")
 
 
 def test_console_import_with_an_unreachable_issuer_says_revocation_not_confirmed(

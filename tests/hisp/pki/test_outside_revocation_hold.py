@@ -19,7 +19,7 @@ from hisp.dns.records import published_certificates
 from hisp.models import Address, AuditEvent, Certificate
 from hisp.services import outside_revocation as outside
 from hisp.services import pki
-from tests.agent.trust.pki import Authority, Responder, Server, closed_port_url
+from tests.agent.trust.pki import Authority, Server, closed_port_url
 from tests.hisp.pki import test_outside_revocation as base
 from tests.hisp.pki.test_outside_revocation import (
     BOB,
@@ -29,6 +29,7 @@ from tests.hisp.pki.test_outside_revocation import (
     fingerprints,
     import_pem,
     legacy_row,
+    serve_ocsp,
     staff_client,
 )
 
@@ -105,8 +106,7 @@ def test_remove_from_crl_releases_a_hold(
 def test_an_ocsp_good_answer_releases_a_hold(
     bob: Address, outside_ca: Authority, leaf_key: rsa.RSAPrivateKey, server: Server
 ) -> None:
-    responder = Responder(outside_ca)
-    server.routes["/hold/ocsp"] = lambda body: (200, responder.answer(body))
+    responder = serve_ocsp(server, "/hold/ocsp", outside_ca)
     cert = bobs_certificate(outside_ca, leaf_key, ocsp_url=server.url("/hold/ocsp"))
     row = import_pem(cert, outside_ca, leaf_key)
     responder.revoked.add(cert.serial_number)
