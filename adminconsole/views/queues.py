@@ -118,7 +118,10 @@ def message_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "adminconsole/message_detail.html",
         {"message": message, "deliveries": deliveries,
          "signer_fingerprint": display_fingerprint(message.signer_fingerprint)
-         if message.signer_fingerprint else ""},
+         if message.signer_fingerprint else "",
+         # The Received stamp a line per clause, as folded (who sent it over which TLS).
+         "trace_lines": message.trace.removeprefix("Received: ").split("\r\n\t")
+         if message.trace else []},
     )
 
 

@@ -37,6 +37,11 @@ class Message(models.Model):
     subject = models.CharField(max_length=998, blank=True)
     # The bytes as received on the wire (inbound) or as submitted (outbound), stored once.
     raw = models.BinaryField()
+    # The Received field our SMTP listener stamped when it accepted the message (RFC 5321
+    # section 4.4; hisp.smtp.trace), CRLF-terminated; empty for mail from webmail, the CLI and
+    # ourselves. Kept beside ``raw``, which stays as received: it reads as raw's first field,
+    # and outbound it is signed and encrypted with the message.
+    trace = models.TextField(blank=True, default="")
     # Inbound: the verified inner message; outbound: the protected message sent on the wire.
     content = models.BinaryField(null=True, blank=True)
     signer = models.CharField(max_length=320, blank=True)  # signer's bound address or domain

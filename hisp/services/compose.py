@@ -239,11 +239,14 @@ def submit(
     peer: str,
     recipients: Sequence[str] | None = None,
     client: str | None = None,
+    trace: str = "",
 ) -> Message:
     """Store an outgoing message as the hosted ``address`` and queue its protection.
 
     ``recipients`` is the SMTP envelope on the submission port; otherwise To, Cc and Bcc.
     ``client`` is the submitting network address (browser or mail client), for the audit log.
+    ``trace`` is the submission port's Received stamp, signed and encrypted as the message's
+    first field (``Message.trace``).
     The From header must be the sending address: the recipient's agent binds it to our
     signature (Applicability Statement 4.0), so anything else would be rejected there anyway.
     """
@@ -338,7 +341,9 @@ def submit(
     # The agent signs the message with CRLF line ends (RFC 8551 3.1.1): each bare LF (possible
     # only from webmail or the CLI; the port refuses them) gains a CR.
     check_protected_size(
-        size=_crlf_length(raw), recipients=rcpts, headers=_crlf_length(mailtext.head_of(raw))
+        size=len(trace) + _crlf_length(raw),
+        recipients=rcpts,
+        headers=_crlf_length(mailtext.head_of(raw)),
     )
     summary = mailtext.summarise(raw)
     now = timezone.now()
@@ -370,6 +375,7 @@ def submit(
                 header_to=list(summary.to + summary.cc),
                 subject=summary.subject[:MAX_HEADER_CHARS],
                 peer=peer[:255],
+                trace=trace,
             )
             for rcpt in rcpts:
                 delivery = Delivery.objects.create(

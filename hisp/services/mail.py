@@ -188,12 +188,13 @@ RECEIVED = "message.received"  # the audit action for every message the backbone
 
 
 def accept_incoming(
-    *, raw: bytes, mail_from: str, rcpt_tos: Sequence[str], peer: str
+    *, raw: bytes, mail_from: str, rcpt_tos: Sequence[str], peer: str, trace: str = ""
 ) -> Message:
     """Store a message received on the backbone and queue its processing.
 
     Called from the SMTP DATA handler (in a worker thread): the bytes are stored exactly as
-    received, in one transaction with the envelope, and nothing is parsed here.
+    received, in one transaction with the envelope and the listener's ``Received`` stamp
+    (``trace``), and nothing is parsed here.
     """
     message = Message(
         direction=Message.Direction.INBOUND,
@@ -202,6 +203,7 @@ def accept_incoming(
         envelope_from=mail_from,
         envelope_to=list(rcpt_tos),
         peer=peer,
+        trace=trace,
     )
     actor, client = f"smtp:{peer}", _ip(peer)
     detail = {"size": len(raw), "recipients": len(rcpt_tos)}

@@ -234,9 +234,18 @@ def _retry_later(message: Message, *, delay: timedelta | None = None) -> bool:
     return True
 
 
+def signed_content(message: Message) -> bytes:
+    """What the agent signs for an outbound message: the submission port's Received stamp, then
+    the message as submitted. The stamp travels encrypted, so only the recipients learn the
+    client's address (RFC 5321 sections 4.4 and 7.6)."""
+    if not message.trace:
+        return bytes(message.raw)
+    return message.trace.encode("ascii") + bytes(message.raw)
+
+
 def _process(message: Message) -> str:
     now = timezone.now()
-    raw = bytes(message.raw)
+    raw = signed_content(message)
     deliveries = list(message.deliveries.filter(state=Delivery.State.QUEUED, wire__isnull=True))
     named = _named_recipients(raw, deliveries)
     groups: dict[str, list[Delivery]] = defaultdict(list)
@@ -737,7 +746,9 @@ def _record_sent(
 
 def _recheck_pending(delivery: Delivery, now: datetime) -> str:
     message = delivery.message
-    wire, rejected = _protect(bytes(message.raw), message.envelope_from, [delivery.recipient], now)
+    wire, rejected = _protect(
+        signed_content(message), message.envelope_from, [delivery.recipient], now
+    )
     first = delivery.first_attempt_at or now
     with transaction.atomic():
         if wire is not None:

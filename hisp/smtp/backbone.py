@@ -8,9 +8,11 @@ Database work runs on a thread pool so the event loop keeps serving other sessio
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from hisp.smtp import trace
 from hisp.smtp.protocol import (
     BARE_LINE_ENDING,
     MAX_PATH,
@@ -106,6 +108,13 @@ class BackboneHandler:
         raw = envelope.original_content or b""
         if bare_line_ending(raw):
             return BARE_LINE_ENDING
+        received = trace.stamp_for(
+            session,
+            by=server.hostname,
+            authenticated=False,
+            recipients=envelope.rcpt_tos,
+            at=datetime.now(UTC),
+        )
         try:
             message = await in_thread(
                 accept_incoming,
@@ -113,6 +122,7 @@ class BackboneHandler:
                 mail_from=reverse_path(envelope.mail_from),
                 rcpt_tos=list(envelope.rcpt_tos),
                 peer=peer_label(session),
+                trace=received,
             )
         except Exception:
             # Nothing was committed: a 4xx makes the sending HISP retry (RFC 5321 4.2.5).

@@ -18,10 +18,12 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+from datetime import UTC, datetime
 
 from aiosmtpd.smtp import SMTP, Envelope, LoginPassword, Session
 
 from hisp.mailtext import printable
+from hisp.smtp import trace
 from hisp.smtp.backbone import TEMPORARY_FAILURE, peer_label
 from hisp.smtp.protocol import (
     AUTH_UNDECODABLE,
@@ -78,7 +80,8 @@ def _allowance() -> int:
     """The largest plain message to one recipient that fits once protected."""
     from hisp.services.compose import CERTIFICATES_PER_RECIPIENT, largest_plaintext
 
-    return largest_plaintext(certificates=CERTIFICATES_PER_RECIPIENT)
+    # Less our Received stamp, which is signed and encrypted with the message.
+    return max(largest_plaintext(certificates=CERTIFICATES_PER_RECIPIENT) - trace.MAX_BYTES, 0)
 
 
 def _too_big(allowance: int) -> str:
@@ -219,6 +222,13 @@ class SubmissionHandler:
         raw = envelope.original_content or b""
         if bare_line_ending(raw):
             return BARE_LINE_ENDING
+        received = trace.stamp_for(
+            session,
+            by=server.hostname,
+            authenticated=session.authenticated,
+            recipients=envelope.rcpt_tos,
+            at=datetime.now(UTC),
+        )
         try:
             message = await in_thread(
                 submit,
@@ -228,6 +238,7 @@ class SubmissionHandler:
                 peer=peer_label(session),
                 recipients=list(envelope.rcpt_tos),
                 client=session.peer[0] if isinstance(session.peer, tuple) else None,
+                trace=received,
             )
         except MessageTooLarge as exc:
             return f"552 5.3.4 {_reply_text(exc)}"
