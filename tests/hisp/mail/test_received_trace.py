@@ -6,7 +6,6 @@ the client's address reaches only the recipients (section 7.6)."""
 from __future__ import annotations
 
 import smtplib
-import ssl
 from datetime import UTC, datetime
 from email import message_from_bytes
 from email.utils import parsedate_to_datetime
@@ -20,7 +19,7 @@ from hisp.services import compose
 from hisp.smtp import trace
 from tests.hisp.mail.drive import drain
 from tests.hisp.mail.partner import PARTNER
-from tests.hisp.mail.test_submission import PASSWORD
+from tests.hisp.mail.test_submission import PASSWORD, _tls
 
 AT = datetime(2026, 11, 25, 13, 5, 9, tzinfo=UTC)
 MESSAGE = (
@@ -111,13 +110,6 @@ def test_the_largest_stamp_fits_the_room_left_for_it():
 
 
 # --- the listeners, over real sockets --------------------------------------------------------
-
-
-def _tls() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 def test_the_backbone_stores_its_stamp_beside_the_bytes_as_received(backbone, bob):
