@@ -17,6 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from hisp.bootstrap import generated_secret, new_kek, new_secret_key
 from hisp.durations import parse_duration
+from hisp.proxies import Network, parse_networks
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.FileAwareEnv()  # NAME_FILE variants for every secret
@@ -64,6 +65,13 @@ def _share(name: str, text: str) -> float:
     return value
 
 
+def _networks(name: str, text: str) -> tuple[Network, ...]:
+    try:
+        return parse_networks(text)
+    except ValueError as error:
+        raise ImproperlyConfigured(f"{name}: {error}") from None
+
+
 # --- Data folder and secrets -----------------------------------------------------------------
 DATA_DIR = Path(env.str("HISP_DATA_DIR", default=str(BASE_DIR / "var"))).resolve()
 # Private: it holds the generated SECRET_KEY and key-encryption key, and the SQLite database.
@@ -83,6 +91,12 @@ HISP_KEY_ENCRYPTION_KEY = env.str("HISP_KEY_ENCRYPTION_KEY", default="") or gene
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Reverse proxies in front of the web role (addresses and CIDR networks): only a request from
+# one of these has its client address taken from X-Forwarded-For and is secure by its
+# X-Forwarded-Proto (hisp/proxies.py). Empty: nobody's headers are believed.
+HISP_TRUSTED_PROXIES = _networks(
+    "HISP_TRUSTED_PROXIES", env.str("HISP_TRUSTED_PROXIES", default="")
+)
 
 # --- Identity of this HISP -------------------------------------------------------------------
 HISP_HOSTNAME = env.str("HISP_HOSTNAME", default="localhost")
@@ -284,6 +298,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: everything after it, axes and the audit log included, sees the client's address.
+    "hisp.proxies.TrustedProxyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "csp.middleware.CSPMiddleware",
