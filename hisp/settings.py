@@ -177,6 +177,31 @@ HISP_SMTP_REFUSED_RECIPIENT_LIMIT = _whole(
 HISP_SMTP_AUTH_COMMAND_LIMIT = _whole(
     "HISP_SMTP_AUTH_COMMAND_LIMIT", env.str("HISP_SMTP_AUTH_COMMAND_LIMIT", default="5")
 )
+# POP3 retrieval over implicit TLS (hisp/pop3/), started by runsmtp beside the SMTP listeners
+# on HISP_SMTP_BIND; 0 leaves it closed. Its idle timeout is RFC 1939's auto-logout timer,
+# which must be at least 10 minutes; sessions are bounded like the SMTP listeners' (the stress
+# share and timeout above apply to connections that have not logged in).
+HISP_POP3_PORT = _whole("HISP_POP3_PORT", env.str("HISP_POP3_PORT", default="0"), minimum=0)
+if HISP_POP3_PORT > 65535:
+    raise ImproperlyConfigured(f"HISP_POP3_PORT must be between 0 and 65535: {HISP_POP3_PORT}")
+HISP_POP3_IDLE_TIMEOUT = _duration(
+    "HISP_POP3_IDLE_TIMEOUT", env.str("HISP_POP3_IDLE_TIMEOUT", default="10m")
+)
+if HISP_POP3_IDLE_TIMEOUT < timedelta(minutes=10):
+    raise ImproperlyConfigured(
+        "HISP_POP3_IDLE_TIMEOUT must be at least 10 minutes (RFC 1939 section 3)"
+    )
+HISP_POP3_MAX_SESSIONS = _whole(
+    "HISP_POP3_MAX_SESSIONS", env.str("HISP_POP3_MAX_SESSIONS", default="200")
+)
+HISP_POP3_MAX_SESSIONS_PER_ADDRESS = _whole(
+    "HISP_POP3_MAX_SESSIONS_PER_ADDRESS",
+    env.str("HISP_POP3_MAX_SESSIONS_PER_ADDRESS", default="20"),
+)
+HISP_POP3_SESSION_COMMAND_LIMIT = _whole(
+    "HISP_POP3_SESSION_COMMAND_LIMIT",
+    env.str("HISP_POP3_SESSION_COMMAND_LIMIT", default="20000"),
+)
 HISP_TLS_CERT_FILE = env.str("HISP_TLS_CERT_FILE", default=str(DATA_DIR / "tls" / "cert.pem"))
 HISP_TLS_KEY_FILE = env.str("HISP_TLS_KEY_FILE", default=str(DATA_DIR / "tls" / "key.pem"))
 # Outer Subject replaced by this text when set (the real Subject travels inside the encryption).

@@ -17,6 +17,9 @@ from email.parser import BytesParser
 from hisp.mailtext import header_text, printable
 from hisp.models import Message
 
+# The one rule for which bytes a user reads, shared with POP3 retrieval (hisp/pop3/render.py).
+from hisp.pop3.render import message_bytes
+
 _UNSAFE_FILENAME = re.compile(r"[^\w.\- ()]+")
 _XML_TYPES = frozenset({"text/xml", "application/xml", "application/hl7-v3+xml",
                         "application/cda+xml", "text/x-cda-r2+xml"})
@@ -52,12 +55,6 @@ class OpenedMessage:
     text: str
     html: str
     attachments: tuple[Attachment, ...]
-
-
-def message_bytes(message: Message) -> bytes:
-    if message.direction == Message.Direction.INBOUND and message.content:
-        return bytes(message.content)
-    return bytes(message.raw)
 
 
 def safe_filename(name: str | None, *, index: int, content_type: str = "") -> str:

@@ -1,4 +1,5 @@
-"""Starting the two listeners: backbone ingress and submission, each on its own thread."""
+"""Starting the listeners: backbone ingress, submission and POP3S retrieval (hisp/pop3), each on
+its own thread."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import resource
 from dataclasses import dataclass, field
 from typing import Any
 
+from hisp.pop3 import server as pop3
 from hisp.smtp.backbone import BackboneHandler
 from hisp.smtp.protocol import HispController, smtp_options
 from hisp.smtp.submission import SubmissionHandler
@@ -17,8 +19,12 @@ from hisp.tls import server_context
 @dataclass
 class Listeners:
     controllers: list[HispController] = field(default_factory=list)
+    pop3: list[pop3.Pop3Listener] = field(default_factory=list)
 
     def stop(self) -> None:
+        for listener in self.pop3:
+            listener.stop()  # one that never started has nothing to stop
+        self.pop3.clear()
         for controller in self.controllers:
             controller.stop(no_assert=True)  # one that never started has nothing to stop
         self.controllers.clear()
@@ -81,8 +87,11 @@ def ensure_descriptors(sessions: int) -> None:
     )
 
 
-def start(*, bind: str, port: int, submission_port: int, **overrides: Any) -> Listeners:
-    """Start the listeners whose port is not 0 (0 leaves that listener closed)."""
+def start(
+    *, bind: str, port: int, submission_port: int, pop3_port: int = 0, **overrides: Any
+) -> Listeners:
+    """Start the listeners whose port is not 0 (0 leaves that listener closed). ``overrides``
+    are the SMTP listeners'; the POP3 listener takes its limits from the settings."""
     # aiosmtpd logs every envelope address at INFO; our own logs carry message ids instead.
     logging.getLogger("mail.log").setLevel(logging.WARNING)
     listeners = Listeners()
@@ -93,9 +102,16 @@ def start(*, bind: str, port: int, submission_port: int, **overrides: Any) -> Li
             listeners.controllers.append(
                 submission(bind=bind, port=submission_port, **overrides)
             )
-        ensure_descriptors(sum(c.connections.total for c in listeners.controllers))
+        if pop3_port:
+            listeners.pop3.append(pop3.listener(bind=bind, port=pop3_port))
+        ensure_descriptors(
+            sum(c.connections.total for c in listeners.controllers)
+            + sum(p.connections.total for p in listeners.pop3)
+        )
         for controller in listeners.controllers:
             controller.start()
+        for listener in listeners.pop3:
+            listener.start()
     except BaseException:
         listeners.stop()
         raise

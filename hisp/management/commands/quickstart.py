@@ -1,10 +1,11 @@
 """Run the whole HISP on one machine with embedded defaults, until Ctrl-C.
 
 Migrates, creates a demo domain and users (unless --no-demo), then runs web, SMTP ingress and
-submission, the DNS responder, a Celery worker and the scheduler as one process group. A port
-given as 0 leaves that service closed. Without --bind and the SMTP and DNS port options, those
-listeners follow HISP_SMTP_BIND, HISP_SMTP_PORT, HISP_SUBMISSION_PORT, HISP_DNS_BIND and
-HISP_DNS_PORT, as runsmtp and rundns do. A service that stops by itself stops the others and
+submission, POP3S retrieval (when --pop3-port or HISP_POP3_PORT opens it), the DNS responder, a
+Celery worker and the scheduler as one process group. A port given as 0 leaves that service
+closed. Without --bind and the SMTP and DNS port options, those listeners follow HISP_SMTP_BIND,
+HISP_SMTP_PORT, HISP_SUBMISSION_PORT, HISP_POP3_PORT, HISP_DNS_BIND and HISP_DNS_PORT, as
+runsmtp and rundns do. A service that stops by itself stops the others and
 the command fails.
 """
 
@@ -37,7 +38,7 @@ DEMO_USERS = (("alice", "Alice Adams, MD"), ("bob", "Bob Brown, RN"))
 
 
 class Command(BaseCommand):
-    help = "Run web, SMTP, submission, DNS, worker and scheduler with embedded defaults."
+    help = "Run web, SMTP, submission, POP3S, DNS, worker and scheduler with embedded defaults."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -54,6 +55,12 @@ class Command(BaseCommand):
             "--submission-port", type=int, default=None, help="default HISP_SUBMISSION_PORT (2587)"
         )
         parser.add_argument(
+            "--pop3-port",
+            type=int,
+            default=None,
+            help="POP3S, implicit TLS (default HISP_POP3_PORT: 0, closed)",
+        )
+        parser.add_argument(
             "--dns-port", type=int, default=None, help="default HISP_DNS_PORT (5353)"
         )
         parser.add_argument("--no-demo", action="store_true", help="create no demo domain/users")
@@ -64,7 +71,7 @@ class Command(BaseCommand):
             # wait for their listeners with one more.
             _arguments.text(opts["bind"], name="--bind")
         _listeners_from_settings(opts)
-        for name in ("web_port", "smtp_port", "submission_port", "dns_port"):
+        for name in ("web_port", "smtp_port", "submission_port", "pop3_port", "dns_port"):
             if not 0 <= opts[name] <= 65535:
                 raise CommandError(f"--{name.replace('_', '-')} must be between 0 and 65535")
         self._web_url(opts)
@@ -144,7 +151,7 @@ class Command(BaseCommand):
                     ],
                 )
             )
-        if opts["smtp_port"] or opts["submission_port"]:
+        if opts["smtp_port"] or opts["submission_port"] or opts["pop3_port"]:
             plan.append(
                 (
                     "smtp",
@@ -157,6 +164,8 @@ class Command(BaseCommand):
                         str(opts["smtp_port"]),
                         "--submission-port",
                         str(opts["submission_port"]),
+                        "--pop3-port",
+                        str(opts["pop3_port"]),
                     ],
                 )
             )
@@ -196,6 +205,8 @@ class Command(BaseCommand):
             lines.append(f"  SMTP (backbone, STARTTLS): {smtp_bind}:{opts['smtp_port']}")
         if opts["submission_port"]:
             lines.append(f"  Submission (STARTTLS+AUTH): {smtp_bind}:{opts['submission_port']}")
+        if opts["pop3_port"]:
+            lines.append(f"  POP3S (implicit TLS):      {smtp_bind}:{opts['pop3_port']}")
         if opts["dns_port"]:
             lines.append(
                 f"  DNS (CERT records):        {dns_bind}:{opts['dns_port']} (UDP and TCP)"
@@ -292,6 +303,7 @@ def _listeners_from_settings(opts: dict[str, Any]) -> None:
     for option, setting in (
         ("smtp_port", "HISP_SMTP_PORT"),
         ("submission_port", "HISP_SUBMISSION_PORT"),
+        ("pop3_port", "HISP_POP3_PORT"),
         ("dns_port", "HISP_DNS_PORT"),
     ):
         if opts[option] is None:
@@ -314,6 +326,7 @@ def _wait_until_listening(
             ("web_bind", "web_port"),
             ("smtp_bind", "smtp_port"),
             ("smtp_bind", "submission_port"),
+            ("smtp_bind", "pop3_port"),
             ("dns_bind", "dns_port"),
         )
         if opts[port]

@@ -1,4 +1,4 @@
-"""Run backbone SMTP ingress and the submission port until interrupted."""
+"""Run backbone SMTP ingress, the submission port and POP3S retrieval until interrupted."""
 
 from __future__ import annotations
 
@@ -13,13 +13,22 @@ from hisp.management.commands import _arguments
 
 
 class Command(BaseCommand):
-    help = "Run the backbone SMTP listener (STARTTLS offered) and the submission port."
+    help = (
+        "Run the backbone SMTP listener (STARTTLS offered), the submission port and, when its "
+        "port is set, POP3 retrieval over implicit TLS."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--bind", default=None, help="address to listen on")
         parser.add_argument("--port", type=int, default=None, help="backbone port (0: closed)")
         parser.add_argument(
             "--submission-port", type=int, default=None, help="submission port (0: closed)"
+        )
+        parser.add_argument(
+            "--pop3-port",
+            type=int,
+            default=None,
+            help="POP3S port, implicit TLS (default HISP_POP3_PORT; 0: closed)",
         )
 
     def handle(self, *args: Any, **opts: Any) -> None:
@@ -33,10 +42,15 @@ class Command(BaseCommand):
             if opts["submission_port"] is None
             else opts["submission_port"]
         )
-        for name, value in (("--port", port), ("--submission-port", submission)):
+        pop3 = settings.HISP_POP3_PORT if opts["pop3_port"] is None else opts["pop3_port"]
+        for name, value in (
+            ("--port", port),
+            ("--submission-port", submission),
+            ("--pop3-port", pop3),
+        ):
             if not 0 <= value <= 65535:
                 raise CommandError(f"{name} must be between 0 and 65535")
-        if not port and not submission:
+        if not port and not submission and not pop3:
             raise CommandError("both ports are 0: nothing to run")
         if settings.HISP_INGRESS_BATCH < 1 or settings.HISP_INGRESS_LINGER_MS < 0:
             raise CommandError("HISP_INGRESS_BATCH must be at least 1 and "
@@ -46,7 +60,9 @@ class Command(BaseCommand):
                 size=settings.HISP_INGRESS_BATCH, linger=settings.HISP_INGRESS_LINGER_MS / 1000
             )
         try:
-            listeners = server.start(bind=bind, port=port, submission_port=submission)
+            listeners = server.start(
+                bind=bind, port=port, submission_port=submission, pop3_port=pop3
+            )
         except (OSError, RuntimeError) as exc:
             mail.stop_incoming_batches()
             raise CommandError(f"cannot start SMTP listeners: {exc}") from None
@@ -57,6 +73,8 @@ class Command(BaseCommand):
             self.stdout.write(f"SMTP backbone listening on {bind}:{port}")
         if submission:
             self.stdout.write(f"SMTP submission listening on {bind}:{submission}")
+        if pop3:
+            self.stdout.write(f"POP3S (implicit TLS) listening on {bind}:{pop3}")
         self.stdout.flush()
         try:
             while not stop.wait(1.0):
