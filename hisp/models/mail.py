@@ -41,7 +41,9 @@ class Message(models.Model):
     # section 4.4; hisp.smtp.trace), CRLF-terminated; empty for mail from webmail, the CLI and
     # ourselves. Kept beside ``raw``, which stays as received: it reads as raw's first field,
     # and outbound it is signed and encrypted with the message.
-    trace = models.TextField(blank=True, default="")
+    # The database's default too: a row inserted without the column (a listener of the release
+    # before, still running during an upgrade; raw SQL) gets "" rather than failing.
+    trace = models.TextField(blank=True, default="", db_default="")
     # Inbound: the verified inner message; outbound: the protected message sent on the wire.
     content = models.BinaryField(null=True, blank=True)
     signer = models.CharField(max_length=320, blank=True)  # signer's bound address or domain

@@ -206,3 +206,19 @@ def test_the_console_shows_the_stamp_on_the_message_page(world, django_user_mode
         '<dt>Received</dt><dd><code class="trace">from mx.partner.example.net ([203.0.113.5])<br>'
         "(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256 bits))<br>"
     ) in page
+
+
+def test_a_row_written_without_the_column_gets_an_empty_stamp(db):
+    """A listener of the release before, still running during an upgrade, inserts no trace."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO hisp_message (direction, kind, state, reason, message_id, envelope_from,"
+            " envelope_to, header_from, header_to, subject, raw, signer, signer_organisation,"
+            " signer_fingerprint, peer, attempts, abandoned, created_at, updated_at)"
+            " VALUES ('in', 'regular', 'received', '', '', '', '[]', '', '[]', '', %s, '', '',"
+            " '', 'old', 0, 0, %s, %s)",
+            [MESSAGE, AT, AT],
+        )
+    assert Message.objects.get(peer="old").trace == ""
