@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import poplib
+import re
 import signal
 import smtplib
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -39,7 +42,7 @@ def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen[str])
 
 @pytest.mark.slow
 def test_quickstart_serves_login_page_smtp_and_demo_logins(tmp_path: Path) -> None:
-    web, smtp, dns_port = free_port(), free_port(), free_port()
+    web, smtp, dns_port, pop3 = free_port(), free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items()
            if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE",
                         "SECRET_KEY", "HISP_KEY_ENCRYPTION_KEY", "HISP_WEB_URL"}}
@@ -47,7 +50,8 @@ def test_quickstart_serves_login_page_smtp_and_demo_logins(tmp_path: Path) -> No
     log = (tmp_path / "quickstart.log").open("w+")
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "quickstart", "--web-port", str(web),
-         "--smtp-port", str(smtp), "--submission-port", "0", "--dns-port", str(dns_port)],
+         "--smtp-port", str(smtp), "--submission-port", "0", "--dns-port", str(dns_port),
+         "--pop3-port", str(pop3)],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
     )
@@ -55,7 +59,7 @@ def test_quickstart_serves_login_page_smtp_and_demo_logins(tmp_path: Path) -> No
         _wait_for(lambda: "Demo login" in (tmp_path / "quickstart.log").read_text(), 120,
                   "the banner with demo logins", proc)
         # The banner says where to connect once every listener answers, not before.
-        assert all(port_open("127.0.0.1", port) for port in (web, smtp, dns_port))
+        assert all(port_open("127.0.0.1", port) for port in (web, smtp, dns_port, pop3))
         banner = (tmp_path / "quickstart.log").read_text()
         # The web address follows --web-port (HISP_WEB_URL unset), named localhost: the
         # origin security keys are bound to, and where certificates send relying parties.
@@ -105,6 +109,17 @@ def test_quickstart_serves_login_page_smtp_and_demo_logins(tmp_path: Path) -> No
         assert [m["subject"] for m in inbox] == ["Referral"]
         assert inbox[0]["trusted"] is True and inbox[0]["signer"]
         assert "attached referral" in inbox[0]["body_text"]
+        # Bob's mail client reads it over POP3S: the message the HISP verified, saying so.
+        assert f"POP3S (implicit TLS):      127.0.0.1:{pop3}" in banner
+        bob_password = re.search(r"Demo login:\s+bob@direct\.demo\.test\s+password: (\S+)",
+                                 banner).group(1)
+        client = poplib.POP3_SSL("127.0.0.1", pop3, context=_no_verify(), timeout=10)
+        client.user("bob@direct.demo.test")
+        client.pass_(bob_password)
+        retrieved = b"\r\n".join(client.retr(1)[1])
+        client.quit()
+        assert b"Authentication-Results: localhost;\r\n\tsmime=pass" in retrieved
+        assert b"attached referral" in retrieved
         # The demo certificates' CRL distribution point is served by this very quick start.
         exported = subprocess.run([*manage, "cert", "export", "bob@direct.demo.test"], cwd=ROOT,
                                   env=env, capture_output=True, timeout=60)
@@ -125,6 +140,13 @@ def test_quickstart_serves_login_page_smtp_and_demo_logins(tmp_path: Path) -> No
             os.killpg(proc.pid, signal.SIGKILL)
             raise AssertionError("quickstart did not stop on Ctrl-C")
     assert not port_open("127.0.0.1", web)
+
+
+def _no_verify() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False  # the quick start's STARTTLS certificate is self-signed
+    context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def _quickstart(tmp_path: Path, *args: str, **env_vars: str) -> tuple[subprocess.Popen[str], Path]:
