@@ -1,44 +1,35 @@
-"""Running POP3S: its settings are checked at start-up, runsmtp --pop3-port opens it, and the
-quick start runs it and says where it is."""
+"""Running POP3S: its settings are checked at start-up and runsmtp refuses a bad --pop3-port
+(the quick start test, tests/hisp/test_quickstart.py, reads mail through it)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-import pytest
+from tests.hisp.mail.test_smtp_review3_limits import _READ_EACH, ROOT
 
-ROOT = Path(__file__).resolve().parents[3]
+BAD_VALUES = [
+    ("HISP_POP3_IDLE_TIMEOUT", "9m", "HISP_POP3_IDLE_TIMEOUT must be at least 10 minutes"),
+    ("HISP_POP3_PORT", "70000", "HISP_POP3_PORT must be between 0 and 65535"),
+    ("HISP_POP3_PORT", "-1", "HISP_POP3_PORT must be a whole number of at least 0"),
+    ("HISP_POP3_MAX_SESSIONS", "0", "HISP_POP3_MAX_SESSIONS must be a whole number"),
+    ("HISP_POP3_SESSION_COMMAND_LIMIT", "x", "HISP_POP3_SESSION_COMMAND_LIMIT must be"),
+]
 
 
-def _settings_error(**variables: str) -> str:
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "hisp.settings", **variables}
-    result = subprocess.run(
-        [sys.executable, "-c", "import django; django.setup()"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+def test_bad_pop3_settings_stop_the_start_naming_the_variable(tmp_path):
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HISP_POP3_")}
+    env["HISP_DATA_DIR"] = str(tmp_path)
+    cases = [f"{name}={value}" for name, value, _ in BAD_VALUES]
+    ran = subprocess.run(
+        [sys.executable, "-c", _READ_EACH, *cases],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True,
     )
-    assert result.returncode != 0
-    return result.stderr
-
-
-@pytest.mark.parametrize(
-    ("variables", "complaint"),
-    [
-        ({"HISP_POP3_IDLE_TIMEOUT": "9m"}, "HISP_POP3_IDLE_TIMEOUT must be at least 10 minutes"),
-        ({"HISP_POP3_PORT": "70000"}, "HISP_POP3_PORT must be between 0 and 65535"),
-        ({"HISP_POP3_PORT": "-1"}, "HISP_POP3_PORT must be a whole number of at least 0"),
-        ({"HISP_POP3_MAX_SESSIONS": "0"}, "HISP_POP3_MAX_SESSIONS must be a whole number"),
-        ({"HISP_POP3_SESSION_COMMAND_LIMIT": "x"}, "HISP_POP3_SESSION_COMMAND_LIMIT must be"),
-    ],
-)
-def test_bad_pop3_settings_stop_the_start_naming_the_variable(tmp_path, variables, complaint):
-    assert complaint in _settings_error(HISP_DATA_DIR=str(tmp_path), **variables)
+    outcomes = ran.stdout.splitlines()
+    assert len(outcomes) == len(BAD_VALUES), ran.stderr
+    for (name, _, complaint), outcome in zip(BAD_VALUES, outcomes, strict=True):
+        assert outcome.startswith("ImproperlyConfigured: ") and complaint in outcome, name
 
 
 def test_runsmtp_refuses_a_pop3_port_out_of_range(tmp_path):
