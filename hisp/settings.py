@@ -8,6 +8,7 @@ Every variable is documented in README.md and docker/.env.example.
 from __future__ import annotations
 
 import math
+import re
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -65,6 +66,24 @@ def _share(name: str, text: str) -> float:
     return value
 
 
+# RFC 1123 host name in ASCII (an internationalised name in its xn-- form): what SMTP's EHLO,
+# Message-IDs and the Received stamp (hisp/smtp/trace.py) carry.
+_HOST_NAME = re.compile(
+    r"(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+)
+
+
+def _host_name(name: str, text: str) -> str:
+    value = text.strip().rstrip(".")
+    if not _HOST_NAME.fullmatch(value):
+        raise ImproperlyConfigured(
+            f"{name} must be a host name in ASCII letters, digits, hyphens and dots (an "
+            f"internationalised name in its xn-- form): {text!r}"
+        )
+    return value
+
+
 def _networks(name: str, text: str) -> tuple[Network, ...]:
     try:
         return parse_networks(text)
@@ -99,7 +118,7 @@ HISP_TRUSTED_PROXIES = _networks(
 )
 
 # --- Identity of this HISP -------------------------------------------------------------------
-HISP_HOSTNAME = env.str("HISP_HOSTNAME", default="localhost")
+HISP_HOSTNAME = _host_name("HISP_HOSTNAME", env.str("HISP_HOSTNAME", default="localhost"))
 # Base URL of the web service: CRL distribution points, AIA and OCSP URLs are built on it.
 HISP_WEB_URL = env.str("HISP_WEB_URL", default="http://localhost:8000").rstrip("/")
 # Partners fetch our CRLs, CA certificates and OCSP answers at HISP_WEB_URL: always answer it.

@@ -194,7 +194,9 @@ def file_dsn(
         to=mailbox.address,
         message_id=new_message_id(),
         original_message_id=original.message_id,
-        original_headers=mailtext.head_of(bytes(original.raw)),
+        # With the submission port's Received stamp, as an MTA returns the header it
+        # received (the stamp is the message's first field, hisp/smtp/trace.py).
+        original_headers=original.trace.encode("ascii") + mailtext.head_of(bytes(original.raw)),
         arrived=original.created_at,
         recipients=[
             dsn.RecipientStatus(

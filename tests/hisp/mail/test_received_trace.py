@@ -222,3 +222,41 @@ def test_a_row_written_without_the_column_gets_an_empty_stamp(db):
             [MESSAGE, AT, AT],
         )
     assert Message.objects.get(peer="old").trace == ""
+
+
+def test_a_host_name_our_stamps_could_not_carry_stops_the_start(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.hisp.mail.test_smtp_review3_limits import _READ_EACH, ROOT
+
+    env = {key: value for key, value in os.environ.items() if key != "HISP_HOSTNAME"}
+    env["HISP_DATA_DIR"] = str(tmp_path)
+    bad = ["hôpital.example", "mail example.org", "a..b.example", "-mail.example", ""]
+    cases = [f"HISP_HOSTNAME={value}" for value in bad] + ["HISP_HOSTNAME=mail.example.org."]
+    ran = subprocess.run(
+        [sys.executable, "-c", _READ_EACH, *cases],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True,
+    )
+    *refused, accepted = ran.stdout.splitlines()
+    assert len(refused) == len(bad), ran.stderr
+    for value, outcome in zip(bad, refused, strict=True):
+        assert outcome.startswith("ImproperlyConfigured: HISP_HOSTNAME must be a host name"), value
+    assert accepted == "started"
+
+
+def test_a_dsn_returns_the_header_with_its_received_stamp(world):
+    stamp = _stamp(
+        helo="laptop.clinic.example", address="198.51.100.77", by=django_settings.HISP_HOSTNAME,
+        authenticated=True, recipients=["nocert@elsewhere.example.com"],
+    )
+    raw = compose.build_message(
+        sender=world.alice.address, to=["nocert@elsewhere.example.com"], subject="Referral",
+        body_text="Please see the patient.",
+    )
+    compose.submit(address=world.alice.address, raw=raw, actor="test", peer="x", trace=stamp)
+    drain()
+    [notice] = Message.objects.filter(kind=Message.Kind.DSN)
+    returned = bytes(notice.raw).split(b"Content-Type: text/rfc822-headers\r\n\r\n", 1)[1]
+    assert returned.startswith(stamp.encode("ascii") + b"From: ")
