@@ -8,7 +8,6 @@ Every variable is documented in README.md and docker/.env.example.
 from __future__ import annotations
 
 import math
-import re
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -19,6 +18,7 @@ from django.core.exceptions import ImproperlyConfigured
 from hisp.bootstrap import generated_secret, new_kek, new_secret_key
 from hisp.durations import parse_duration
 from hisp.proxies import Network, parse_networks
+from hisp.smtp.trace import is_host_name
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.FileAwareEnv()  # NAME_FILE variants for every secret
@@ -66,17 +66,10 @@ def _share(name: str, text: str) -> float:
     return value
 
 
-# RFC 1123 host name in ASCII (an internationalised name in its xn-- form): what SMTP's EHLO,
-# Message-IDs and the Received stamp (hisp/smtp/trace.py) carry.
-_HOST_NAME = re.compile(
-    r"(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
-    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-)
-
-
 def _host_name(name: str, text: str) -> str:
     value = text.strip().rstrip(".")
-    if not _HOST_NAME.fullmatch(value):
+    # What SMTP's EHLO, Message-IDs and every Received stamp carry (hisp/smtp/trace.py).
+    if not is_host_name(value):
         raise ImproperlyConfigured(
             f"{name} must be a host name in ASCII letters, digits, hyphens and dots (an "
             f"internationalised name in its xn-- form): {text!r}"

@@ -32,6 +32,7 @@ import re
 from django.conf import settings
 
 from hisp.models import Message
+from hisp.smtp.trace import is_plain_path
 
 # Any line ending (CRLF, a bare CR or a bare LF) as one CRLF.
 _LINE_END = re.compile(rb"\r\n|\r|\n")
@@ -42,8 +43,6 @@ _AUTHSERV = re.compile(rb'\s*(?:"((?:[^"\\]|\\.)*)"|([^\s;()"]+))')
 # RFC 8601 section 2.2: a pvalue may be an addr-spec or a domain-name; anything else is
 # written as a quoted-string.
 _PLAIN_VALUE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.@-]{1,320}")
-# A path as the listeners accept it: printable ASCII without spaces (hisp/smtp/trace.py).
-_PATH = re.compile(r"[!-~]{0,320}")
 
 
 def message_bytes(message: Message) -> bytes:
@@ -80,7 +79,7 @@ def authentication_results(message: Message) -> bytes:
 
 def _return_path(message: Message) -> bytes:
     sender = message.envelope_from or ""
-    if not _PATH.fullmatch(sender) or "<" in sender or ">" in sender:
+    if sender and not is_plain_path(sender):
         sender = ""  # never written by our listeners; not let through to break the field
     return f"Return-Path: <{sender}>\r\n".encode("ascii")
 

@@ -28,14 +28,28 @@ from typing import Any
 # so a submitted message's allowance (what fits once protected) can leave room for it.
 MAX_BYTES = 1536
 
-# RFC 5321 section 4.1.2: Domain = sub-domain *("." sub-domain), sub-domain = Let-dig [Ldh-str].
+# RFC 5321 section 4.1.2: Domain = sub-domain *("." sub-domain), sub-domain = Let-dig [Ldh-str],
+# at most 253 characters (RFC 1123 host names; an internationalised one in its xn-- form).
 _DOMAIN = re.compile(
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 )
-_MAX_DOMAIN = 255
 # A path as accepted by the listeners is printable ASCII without spaces; anything else (or a
-# path longer than RFC 5321 allows) is left out of the stamp rather than escaped into it.
-_PATH = re.compile(r"[!-~]{1,320}")
+# path longer than RFC 5321 allows) is left out of a field rather than escaped into it.
+_PATH = re.compile(r"[!-;=?-~]{1,320}")  # no "<" or ">": it is written between them
+
+
+def is_host_name(text: str) -> bool:
+    """Whether ``text`` is a domain as SMTP writes one (the settings check HISP_HOSTNAME by
+    it, since it becomes the ``by`` of every stamp)."""
+    return bool(_DOMAIN.fullmatch(text))
+
+
+def is_plain_path(text: str) -> bool:
+    """Whether ``text`` may stand between angle brackets in a header field as it is."""
+    return bool(_PATH.fullmatch(text))
+
+
 # The TLS facts come from OpenSSL, not the client; still only tokens are written.
 _TOKEN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
@@ -78,7 +92,7 @@ def stamp(
     if authenticated and esmtp:
         protocol += "A"
     by_line = f"by {by} with {protocol}"
-    if len(recipients) == 1 and _PATH.fullmatch(recipients[0]) and ">" not in recipients[0]:
+    if len(recipients) == 1 and is_plain_path(recipients[0]):
         by_line += f" for <{recipients[0]}>"
     lines.append(by_line + ";")
     lines.append(format_datetime(at))
@@ -119,11 +133,11 @@ def _tls_of(extra: dict[str, Any] | None) -> Tls | None:
 def _client_name(helo: str | None) -> str | None:
     """The EHLO argument when it is a domain or an address literal, as RFC 5321 asks for;
     anything else is the client's word only, and is left out."""
-    if not helo or len(helo) > _MAX_DOMAIN:
+    if not helo:
         return None
     if helo.startswith("[") and helo.endswith("]"):
         return _address_literal(helo[1:].removeprefix("IPv6:").removeprefix("ipv6:")[:-1])
-    return helo if _DOMAIN.fullmatch(helo) else None
+    return helo if is_host_name(helo) else None
 
 
 def _address_literal(address: str | None) -> str | None:

@@ -9,7 +9,6 @@ import re
 import signal
 import smtplib
 import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ import dns.rdatatype
 import pytest
 from cryptography import x509
 
-from tests.support.services import free_port, port_open
+from tests.support.services import free_port, port_open, unverified_tls
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -113,7 +112,7 @@ def test_quickstart_serves_login_page_smtp_and_demo_logins(tmp_path: Path) -> No
         assert f"POP3S (implicit TLS):      127.0.0.1:{pop3}" in banner
         bob_password = re.search(r"Demo login:\s+bob@direct\.demo\.test\s+password: (\S+)",
                                  banner).group(1)
-        client = poplib.POP3_SSL("127.0.0.1", pop3, context=_no_verify(), timeout=10)
+        client = poplib.POP3_SSL("127.0.0.1", pop3, context=unverified_tls(), timeout=10)
         client.user("bob@direct.demo.test")
         client.pass_(bob_password)
         retrieved = b"\r\n".join(client.retr(1)[1])
@@ -140,13 +139,6 @@ def test_quickstart_serves_login_page_smtp_and_demo_logins(tmp_path: Path) -> No
             os.killpg(proc.pid, signal.SIGKILL)
             raise AssertionError("quickstart did not stop on Ctrl-C")
     assert not port_open("127.0.0.1", web)
-
-
-def _no_verify() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False  # the quick start's STARTTLS certificate is self-signed
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 def _quickstart(tmp_path: Path, *args: str, **env_vars: str) -> tuple[subprocess.Popen[str], Path]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import ssl
 
 import pytest
 
@@ -35,6 +36,14 @@ def require_binary(name: str, path: str | None = None) -> str:
         missing(f"the {name} binary")
     assert found is not None
     return found
+
+
+def unverified_tls() -> ssl.SSLContext:
+    """A client TLS context for our own listeners, whose certificate is self-signed in tests."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def free_port() -> int:

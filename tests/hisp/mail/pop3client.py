@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import poplib
 import socket
-import ssl
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -14,15 +13,9 @@ from django.core.cache import cache
 
 from hisp.models import Address, MailboxEntry, Message
 from hisp.pop3 import server
+from tests.support.services import unverified_tls as tls
 
 PASSWORD = "correct horse battery"
-
-
-def tls() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 def start(**overrides) -> server.Pop3Listener:

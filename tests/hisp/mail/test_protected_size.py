@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import smtplib
-import ssl
 from collections.abc import Iterator
 
 import pytest
@@ -26,6 +25,7 @@ from hisp.smtp import server, trace
 from hisp.smtp.protocol import HispController
 from tests.hisp.mail.conftest import HOSTED
 from tests.support.services import free_port
+from tests.support.services import unverified_tls as _tls
 
 PASSWORD = "correct horse battery"
 LIMIT = 2 * 1024 * 1024  # small enough to keep the SMTP tests fast
@@ -208,13 +208,6 @@ def _allowance(raw_for_size) -> int:
     return compose.largest_plaintext(
         certificates=compose.certificates_for(["carol@partner.example.net"]), headers=len(head)
     )
-
-
-def _tls() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import base64
 import logging
 import smtplib
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -31,15 +30,9 @@ from tests.hisp.mail.conftest import HOSTED, _start
 from tests.hisp.mail.test_smtp_ingress_rules import SMUGGLED, SMUGGLING
 from tests.hisp.mail.test_submission import PASSWORD, _message
 from tests.support.services import redis_url
+from tests.support.services import unverified_tls as _context
 
 CAROL = "carol@partner.example.net"
-
-
-def _context() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 def _connect(controller, source: str = "127.0.0.1") -> socket.socket:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import smtplib
-import ssl
 
 import pytest
 from django.contrib.auth.hashers import make_password
@@ -11,15 +10,9 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from hisp.models import AppPassword, Delivery, MailboxEntry, Message
 from tests.hisp.mail.conftest import HOSTED
+from tests.support.services import unverified_tls as _tls
 
 PASSWORD = "correct horse battery"
-
-
-def _tls() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 def _client(controller, *, tls: bool = True) -> smtplib.SMTP:
