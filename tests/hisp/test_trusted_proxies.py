@@ -6,9 +6,6 @@ without the middleware."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -21,7 +18,7 @@ from adminconsole.roles import Role, role_groups
 from hisp.models import AuditEvent
 from hisp.proxies import parse_networks
 from tests.adminconsole.sessions import verified_client
-from tests.hisp.mail.test_smtp_review3_limits import _READ_EACH, ROOT
+from tests.hisp.mail.test_smtp_review3_limits import start_outcomes
 from tests.webmail.otp import current_code
 from tests.webmail.personas import PASSWORD, Persona, make_persona
 
@@ -256,21 +253,9 @@ BAD = [
 
 
 def test_a_bad_entry_stops_the_start_naming_the_setting(tmp_path: Any) -> None:
-    env = {key: value for key, value in os.environ.items() if key != "HISP_TRUSTED_PROXIES"}
-    env["HISP_DATA_DIR"] = str(tmp_path)
     cases = [f"HISP_TRUSTED_PROXIES={value}" for value, _ in BAD]
     cases.append("HISP_TRUSTED_PROXIES=10.0.0.2, 172.16.0.0/12 ,fd00:1::/64,")
-    ran = subprocess.run(
-        [sys.executable, "-c", _READ_EACH, *cases],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    outcomes = ran.stdout.splitlines()
-    assert len(outcomes) == len(cases), ran.stderr
+    outcomes = start_outcomes(tmp_path, cases, unset="HISP_TRUSTED_PROXIES")
     for (value, words), outcome in zip(BAD, outcomes, strict=False):
         assert outcome.startswith("ImproperlyConfigured: HISP_TRUSTED_PROXIES: "), value
         assert words in outcome, (value, outcome)

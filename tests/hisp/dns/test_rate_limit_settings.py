@@ -5,10 +5,6 @@ burst of 0 is no way to turn the limit off: it stops the start naming the variab
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 from django.conf import settings as django_settings
 
@@ -16,7 +12,7 @@ from hisp.dns import ratelimit
 from hisp.models import Address
 from tests.hisp.dns.conftest import running_responder
 from tests.hisp.dns.test_review3_rate_limit import ask_udp, flood, outcome
-from tests.hisp.mail.test_smtp_review3_limits import _READ_EACH, ROOT
+from tests.hisp.mail.test_smtp_review3_limits import start_outcomes
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -87,16 +83,9 @@ BAD = [
 
 
 def test_a_bad_rate_limit_stops_the_start_naming_the_variable(tmp_path):
-    env = {key: value for key, value in os.environ.items() if not key.startswith("HISP_DNS_")}
-    env["HISP_DATA_DIR"] = str(tmp_path)
     cases = [f"{name}={value}" for name, value, _ in BAD]
     good = ["HISP_DNS_RATE_SLIP=0", "HISP_DNS_RATE_LIMIT=2.5"]
-    ran = subprocess.run(
-        [sys.executable, "-c", _READ_EACH, *cases, *good],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True,
-    )
-    outcomes = ran.stdout.splitlines()
-    assert len(outcomes) == len(cases) + len(good), ran.stderr
+    outcomes = start_outcomes(tmp_path, [*cases, *good], unset="HISP_DNS_")
     for (name, value, message), said in zip(BAD, outcomes, strict=False):
         assert said.startswith("ImproperlyConfigured: ") and message in said, (name, value, said)
     assert outcomes[len(cases):] == ["started"] * len(good)

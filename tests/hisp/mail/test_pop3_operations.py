@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from tests.hisp.mail.test_smtp_review3_limits import _READ_EACH, ROOT
+from tests.hisp.mail.test_smtp_review3_limits import ROOT, start_outcomes
 
 BAD_VALUES = [
     ("HISP_POP3_IDLE_TIMEOUT", "9m", "HISP_POP3_IDLE_TIMEOUT must be at least 10 minutes"),
@@ -19,15 +19,8 @@ BAD_VALUES = [
 
 
 def test_bad_pop3_settings_stop_the_start_naming_the_variable(tmp_path):
-    env = {key: value for key, value in os.environ.items() if not key.startswith("HISP_POP3_")}
-    env["HISP_DATA_DIR"] = str(tmp_path)
     cases = [f"{name}={value}" for name, value, _ in BAD_VALUES]
-    ran = subprocess.run(
-        [sys.executable, "-c", _READ_EACH, *cases],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True,
-    )
-    outcomes = ran.stdout.splitlines()
-    assert len(outcomes) == len(BAD_VALUES), ran.stderr
+    outcomes = start_outcomes(tmp_path, cases, unset="HISP_POP3_")
     for (name, _, complaint), outcome in zip(BAD_VALUES, outcomes, strict=True):
         assert outcome.startswith("ImproperlyConfigured: ") and complaint in outcome, name
 

@@ -225,22 +225,11 @@ def test_a_row_written_without_the_column_gets_an_empty_stamp(db):
 
 
 def test_a_host_name_our_stamps_could_not_carry_stops_the_start(tmp_path):
-    import os
-    import subprocess
-    import sys
+    from tests.hisp.mail.test_smtp_review3_limits import start_outcomes
 
-    from tests.hisp.mail.test_smtp_review3_limits import _READ_EACH, ROOT
-
-    env = {key: value for key, value in os.environ.items() if key != "HISP_HOSTNAME"}
-    env["HISP_DATA_DIR"] = str(tmp_path)
     bad = ["hôpital.example", "mail example.org", "a..b.example", "-mail.example", ""]
     cases = [f"HISP_HOSTNAME={value}" for value in bad] + ["HISP_HOSTNAME=mail.example.org."]
-    ran = subprocess.run(
-        [sys.executable, "-c", _READ_EACH, *cases],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True,
-    )
-    *refused, accepted = ran.stdout.splitlines()
-    assert len(refused) == len(bad), ran.stderr
+    *refused, accepted = start_outcomes(tmp_path, cases, unset="HISP_HOSTNAME")
     for value, outcome in zip(bad, refused, strict=True):
         assert outcome.startswith("ImproperlyConfigured: HISP_HOSTNAME must be a host name"), value
     assert accepted == "started"

@@ -5,17 +5,13 @@ on the submission listener."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 from django.conf import settings as django_settings
 from django.core.cache import cache
 
 from hisp.smtp import protocol, server
 from tests.hisp.mail.conftest import _start
 from tests.hisp.mail.test_smtp_hostile_clients import _plain, _reply, _say, _session
-from tests.hisp.mail.test_smtp_review3_limits import _READ_EACH, ROOT
+from tests.hisp.mail.test_smtp_review3_limits import start_outcomes
 
 OVER_LIMIT = b"421 4.7.0 AUTH sent too many times"
 
@@ -61,17 +57,10 @@ BAD = [("0", "at least 1"), ("-1", "at least 1"), ("five", "whole number")]
 
 
 def test_a_bad_auth_limit_stops_the_start_naming_the_variable(tmp_path):
-    env = {key: value for key, value in os.environ.items() if not key.startswith("HISP_SMTP_")}
-    env["HISP_DATA_DIR"] = str(tmp_path)
     cases = [f"HISP_SMTP_AUTH_COMMAND_LIMIT={value}" for value, _ in BAD] + [
         "HISP_SMTP_AUTH_COMMAND_LIMIT=12"
     ]
-    ran = subprocess.run(
-        [sys.executable, "-c", _READ_EACH, *cases],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True,
-    )
-    outcomes = ran.stdout.splitlines()
-    assert len(outcomes) == len(cases), ran.stderr
+    outcomes = start_outcomes(tmp_path, cases, unset="HISP_SMTP_")
     for (value, words), outcome in zip(BAD, outcomes, strict=False):
         assert outcome.startswith("ImproperlyConfigured: HISP_SMTP_AUTH_COMMAND_LIMIT"), value
         assert words in outcome, (value, outcome)

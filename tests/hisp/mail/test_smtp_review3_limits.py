@@ -90,16 +90,24 @@ for case in sys.argv[1:]:
 """
 
 
-def test_a_bad_limit_stops_the_start_naming_the_variable(tmp_path):
-    env = {key: value for key, value in os.environ.items() if not key.startswith("HISP_SMTP_")}
+def start_outcomes(tmp_path, cases: list[str], *, unset: str) -> list[str]:
+    """What reading the settings says for each ``NAME=value`` of ``cases`` in turn, in one new
+    process (``started``, or the error that stops the start), with every variable whose name
+    starts with ``unset`` taken out of the environment first."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(unset)}
     env["HISP_DATA_DIR"] = str(tmp_path)
-    cases = [f"{name}={value}" for name, value, _ in BAD_VALUES]
-    started = subprocess.run(
+    ran = subprocess.run(
         [sys.executable, "-c", _READ_EACH, *cases],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True,
     )
-    outcomes = started.stdout.splitlines()
-    assert len(outcomes) == len(BAD_VALUES), started.stderr
+    outcomes = ran.stdout.splitlines()
+    assert len(outcomes) == len(cases), ran.stderr
+    return outcomes
+
+
+def test_a_bad_limit_stops_the_start_naming_the_variable(tmp_path):
+    cases = [f"{name}={value}" for name, value, _ in BAD_VALUES]
+    outcomes = start_outcomes(tmp_path, cases, unset="HISP_SMTP_")
     for (name, _, message), outcome in zip(BAD_VALUES, outcomes, strict=True):
         assert outcome.startswith("ImproperlyConfigured: ") and message in outcome, (name, outcome)
 
