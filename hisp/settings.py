@@ -544,6 +544,9 @@ CELERY_BEAT_SCHEDULE.update({
     # Webmail: Trash past HISP_TRASH_RETENTION purged; "a message is waiting" notices (no PHI).
     "webmail-purge-trash": {"task": "webmail.purge_trash", "schedule": 3600.0},
     "webmail-waiting-notices": {"task": "webmail.send_waiting_notices", "schedule": 60.0},
+    # Mail API: Idempotency-Keys older than webmail.api.submissions.KEY_LIFETIME forgotten.
+    "webmail-forget-idempotency-keys": {"task": "webmail.forget_idempotency_keys",
+                                        "schedule": 3600.0},
 })
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 

@@ -1,5 +1,5 @@
 """Root URL configuration: webmail under /mail/, the admin console under /console/, PKI
-publication (CRL, CA certificates, OCSP) under /pki/."""
+publication (CRL, CA certificates, OCSP) under /pki/, the mail API under /api/v1/."""
 
 from __future__ import annotations
 
@@ -13,4 +13,5 @@ urlpatterns = [
     path("mail/", include("webmail.urls")),
     path("console/", include("adminconsole.urls")),
     path("pki/", include("hisp.pki_urls")),
+    path("api/v1/", include("webmail.api.urls")),
 ]

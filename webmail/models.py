@@ -81,3 +81,28 @@ class WebAuthnDevice(TimestampMixin, Device):
     class Meta(Device.Meta):
         verbose_name = "security key"
         ordering = ["created_at", "id"]
+
+
+class ApiSubmission(models.Model):
+    """An ``Idempotency-Key`` a program sent a message with (webmail.api.submissions): the same
+    request again is answered as the first was, and the message goes out once.
+
+    The row is inserted in the transaction that submits the message, so a second request with
+    the same key waits on the unique index until the first commits (then finds this row) or
+    rolls back (then submits itself). ``message`` is empty only inside that transaction."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_submissions"
+    )
+    key = models.CharField(max_length=200)
+    # SHA-256 (hex) of the body's media type and bytes: what "the same request" means.
+    digest = models.CharField(max_length=64)
+    message = models.ForeignKey(
+        "hisp.Message", null=True, on_delete=models.CASCADE, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "key"], name="one_submission_per_key")
+        ]

@@ -7,7 +7,8 @@ for the form fields) is parsed or stored:
 
 - ``UploadLimitMiddleware`` looks at the declared length before anything reads the body and
   answers 413: the compose page again, with the last autosaved draft, for a message being
-  written (its text must not be lost with the files), a plain page for anything else.
+  written (its text must not be lost with the files), the mail API's JSON error under /api/,
+  a plain page for anything else.
 - ``BoundedUploadHandler`` stays as the backstop should a body reach the multipart parser
   without the middleware (it raises; Django answers 400).
 """
@@ -26,6 +27,7 @@ from django.urls import Resolver404, resolve
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from hisp.services import compose
+from webmail.api.responses import error
 
 # A refused body is still read and thrown away, up to this many times the cap: a server that
 # answers and closes while the browser is still sending makes it show "connection reset"
@@ -85,6 +87,10 @@ class UploadLimitMiddleware:
             from webmail.views.compose import compose_too_large
 
             return compose_too_large(request)
+        if request.path_info.startswith("/api/"):
+            # A program reads the error's code, not a page (webmail/api/responses.py).
+            return error(413, "too-large", f"the request body is larger than the "
+                         f"{compose.size_text(max_request_bytes())} this server reads")
         return too_large_page(request)
 
 

@@ -178,6 +178,15 @@ def app_password_hash(clear: str) -> str:
     return make_password(clear, salt=_selectors(clear)[0])
 
 
+def app_password_selected(user: AbstractBaseUser, password: str) -> AppPassword | None:
+    """The user's app password row that ``password`` selects, found without hashing: only for
+    a password :func:`check` has just accepted (its selector names one row, or none when it was
+    the account password)."""
+    selector = _selectors(password)[0]
+    rows = AppPassword.objects.filter(user=user).only("pk", "user_id", "password_hash")
+    return next((row for row in rows if _selector_of(row.password_hash) == selector), None)
+
+
 def _selector_of(encoded: str) -> str | None:
     # Every Django hash reads algorithm$...$hash, the salt somewhere between.
     return next(

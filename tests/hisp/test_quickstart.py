@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import poplib
@@ -14,6 +15,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import dns.flags
 import dns.message
@@ -119,6 +121,22 @@ def test_quickstart_serves_login_page_smtp_and_demo_logins(tmp_path: Path) -> No
         client.quit()
         assert b"Authentication-Results: localhost;\r\n\tsmime=pass" in retrieved
         assert b"attached referral" in retrieved
+        # An EHR system reads the same mailbox through the mail API, over the real web server.
+        basic = base64.b64encode(f"bob@direct.demo.test:{bob_password}".encode()).decode()
+
+        def _api(path: str) -> dict[str, Any]:
+            request = urllib.request.Request(f"http://127.0.0.1:{web}/api/v1/{path}",
+                                             headers={"Authorization": f"Basic {basic}"})
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                assert answer.headers["Content-Type"] == "application/json"
+                assert answer.headers.get("Set-Cookie") is None
+                return json.loads(answer.read())
+
+        [mailbox] = _api("mailboxes")["mailboxes"]
+        assert mailbox["address"] == "bob@direct.demo.test"
+        listed = _api(f"mailboxes/{mailbox['id']}/messages")["messages"]
+        assert [m["subject"] for m in listed] == ["Referral"]
+        assert "attached referral" in _api(f"entries/{listed[0]['id']}")["text"]
         # The demo certificates' CRL distribution point is served by this very quick start.
         exported = subprocess.run([*manage, "cert", "export", "bob@direct.demo.test"], cwd=ROOT,
                                   env=env, capture_output=True, timeout=60)

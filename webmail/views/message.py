@@ -25,8 +25,9 @@ from hisp.models import (
 from hisp.services.audit import record
 from webmail import access, services
 from webmail.cda import DocumentError, parse_cda
-from webmail.content import Attachment, attachment, open_message, safe_filename
+from webmail.content import open_message, safe_filename
 from webmail.decorators import mail_login_required
+from webmail.downloads import attachment_or_404, download
 from webmail.forms import MoveForm, move_refused
 from webmail.navigation import move_targets, sidebar
 from webmail.reasons import sentence
@@ -35,10 +36,6 @@ from webmail.trustinfo import banner
 from webmail.xdm import ArchiveError, documents, read_document
 
 Box = MailboxEntry.SystemFolder
-_SIMPLE_TYPE = re.compile(r"^[a-z0-9][a-z0-9.+-]*/[a-z0-9][a-z0-9.+-]*$")
-# Types a browser would render or run in our origin are always served as a plain download.
-_ACTIVE_TYPES = {"text/html", "application/xhtml+xml", "image/svg+xml", "text/xml",
-                 "application/xml", "application/javascript", "text/javascript"}
 _SECTION = re.compile(r"[0-9]{1,4}")
 
 
@@ -117,23 +114,6 @@ def message_detail(request: HttpRequest, entry_id: int) -> HttpResponse:
     })
 
 
-def _attachment_or_404(entry: MailboxEntry, index: int) -> Attachment:
-    found = attachment(entry.message, index)
-    if found is None:
-        raise Http404("no such attachment")
-    return found
-
-
-def _download(data: bytes, *, filename: str, content_type: str) -> HttpResponse:
-    if not _SIMPLE_TYPE.match(content_type) or content_type in _ACTIVE_TYPES:
-        content_type = "application/octet-stream"
-    response = HttpResponse(data, content_type=content_type)
-    response["Content-Disposition"] = content_disposition_header(True, filename)
-    response["X-Content-Type-Options"] = "nosniff"
-    response["Cache-Control"] = "private, no-store"
-    return response
-
-
 @mail_login_required
 @require_GET
 def text_download(request: HttpRequest, entry_id: int) -> HttpResponse:
@@ -151,9 +131,9 @@ def text_download(request: HttpRequest, entry_id: int) -> HttpResponse:
 @require_GET
 def attachment_download(request: HttpRequest, entry_id: int, index: int) -> HttpResponse:
     entry = access.entry_for(request.user, entry_id)
-    found = _attachment_or_404(entry, index)
+    found = attachment_or_404(entry, index)
     record(action="attachment.download", obj=entry.message, request=request, part=index)
-    return _download(found.data, filename=found.filename, content_type=found.content_type)
+    return download(found.data, filename=found.filename, content_type=found.content_type)
 
 
 def _section_asked(request: HttpRequest) -> int | None:
@@ -187,7 +167,7 @@ def attachment_view(request: HttpRequest, entry_id: int, index: int) -> HttpResp
     """A C-CDA rendered readably (or one of its sections: ?section=), or the document list of
     an IHE XDM package."""
     entry = access.entry_for(request.user, entry_id)
-    found = _attachment_or_404(entry, index)
+    found = attachment_or_404(entry, index)
     section = None if found.looks_like_xdm else _section_asked(request)
     record(action="attachment.view", obj=entry.message, request=request, part=index,
            **_section_detail(section))
@@ -209,7 +189,7 @@ def attachment_view(request: HttpRequest, entry_id: int, index: int) -> HttpResp
 @require_GET
 def xdm_document(request: HttpRequest, entry_id: int, index: int, member: int) -> HttpResponse:
     entry = access.entry_for(request.user, entry_id)
-    found = _attachment_or_404(entry, index)
+    found = attachment_or_404(entry, index)
     if not found.looks_like_xdm:
         raise Http404("not an XDM package")
     downloading = bool(request.GET.get("download"))
@@ -227,7 +207,7 @@ def xdm_document(request: HttpRequest, entry_id: int, index: int, member: int) -
            **_section_detail(section))
     filename = safe_filename(document.name, index=member, content_type=document.content_type)
     if downloading or not document.is_xml:
-        return _download(data, filename=filename, content_type=document.content_type)
+        return download(data, filename=filename, content_type=document.content_type)
     context: dict[str, object] = {
         **sidebar(user=request.user, address=entry.address, current=entry.folder),
         "entry": entry, "attachment": found, "member": document, "document_path": request.path,
