@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from webmail.api.views import mailboxes, reading, sending
+from webmail.api.views import description, mailboxes, reading, sending
 
 app_name = "api"
 
@@ -16,4 +16,5 @@ urlpatterns = [
     path("entries/<int:entry_id>/attachments/<int:index>", reading.attachment, name="attachment"),
     path("messages", sending.send, name="send"),
     path("messages/<int:message_id>", sending.status, name="status"),
+    path("openapi.json", description.openapi, name="openapi"),
 ]
