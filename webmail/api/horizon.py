@@ -9,8 +9,10 @@ moment when no transaction that inserted entries is still open.
 That moment is made with ``LOCK TABLE ... IN SHARE MODE``: it waits for every transaction
 holding the table's ROW EXCLUSIVE lock (which an INSERT takes before it draws an id, and keeps
 until commit) and lets no new one start until the highest id is read. Deliveries wait for it a
-moment, about a millisecond; a long writer (a trash purge) makes the list wait at most
-LOCK_WAIT, then answers 503 with Retry-After rather than an unsafe page.
+moment, about a millisecond. While the list waits for a long writer (a trash purge), new writers
+queue behind it, deliveries too: so it waits at most LOCK_WAIT, a quarter of a second, then
+answers 503 with Retry-After rather than an unsafe page, and a program's poll never holds up
+received mail longer than that.
 
 SQLite (the quick start) allows one writer at a time, whose ids are committed in order: no
 horizon is needed there.
@@ -22,7 +24,7 @@ from django.db import OperationalError, connections, transaction
 
 from hisp.models import MailboxEntry
 
-LOCK_WAIT = "3s"
+LOCK_WAIT = "250ms"
 
 
 class Busy(Exception):  # noqa: N818 - an outcome the view answers with 503

@@ -64,20 +64,21 @@ def test_an_id_committed_late_is_not_skipped_by_a_poll_after_a_higher_one(alice)
     held = HeldDelivery(alice)  # draws the lower id ...
     early = _entry(alice, "early")  # ... this one the higher, and commits first
     assert early.pk > held.pk
-    timer = threading.Timer(0.5, held.commit)
+    timer = threading.Timer(0.05, held.commit)
     timer.start()
     try:
-        # The list waits for the held delivery: it sees both, lower id first, or neither.
-        subjects, _ = _subjects(program, url)
+        # The list waits for the held delivery (or, on a machine too busy to commit it within
+        # LOCK_WAIT, answers busy): the first page it gives has both, lower id first.
+        for _ in range(50):
+            response = program.get(url)
+            if response.status_code != 503:
+                break
     finally:
         timer.join(10)
-    assert subjects == ["late", "early"]
+    assert [m["subject"] for m in response.json()["messages"]] == ["late", "early"]
 
 
-def test_a_poll_never_returns_a_higher_id_while_a_lower_one_is_uncommitted(alice, monkeypatch):
-    from webmail.api import horizon
-
-    monkeypatch.setattr(horizon, "LOCK_WAIT", "300ms")
+def test_a_poll_never_returns_a_higher_id_while_a_lower_one_is_uncommitted(alice):
     program = api_client(alice)
     url = f"/api/v1/mailboxes/{alice.address.pk}/messages"
     seen = _entry(alice, "seen")
