@@ -121,6 +121,14 @@ if _web_host and _web_host not in ALLOWED_HOSTS:
 
 # --- Mail flow -------------------------------------------------------------------------------
 HISP_MAX_MESSAGE_BYTES = env.int("HISP_MAX_MESSAGE_BYTES", default=25 * 1024 * 1024)
+# Recipients one hosted address may be given in any hour through the webmail, the submission
+# port and the mail API (0: no limit). A stolen password then sends that much at most before
+# staff notice; the operator's `manage.py send` is not counted.
+HISP_SEND_RECIPIENTS_PER_HOUR = _whole(
+    "HISP_SEND_RECIPIENTS_PER_HOUR",
+    env.str("HISP_SEND_RECIPIENTS_PER_HOUR", default="1000"),
+    minimum=0,
+)
 HISP_MDN_PROCESSED_TIMEOUT = parse_duration(env.str("HISP_MDN_PROCESSED_TIMEOUT", default="1h"))
 HISP_MDN_DISPATCHED_TIMEOUT = parse_duration(
     env.str("HISP_MDN_DISPATCHED_TIMEOUT", default="24h")

@@ -28,14 +28,10 @@ Box = MailboxEntry.SystemFolder
 
 
 # --- Reading -----------------------------------------------------------------------------------
-def open_entry(
-    *, entry: MailboxEntry, request: HttpRequest, mark_read: bool = True, via: str | None = None
-) -> None:
-    """Opening a message is audited every time (who, which message, from where). ``via``
-    names a way in other than the webmail's page (the mail API), so the log tells them apart;
-    the webmail's own events keep their detail as it was."""
+def open_entry(*, entry: MailboxEntry, request: HttpRequest, mark_read: bool = True) -> None:
+    """Opening a message is audited every time (who, which message, from where)."""
     record(action="message.open", obj=entry.message, request=request, entry=entry.pk,
-           mailbox=entry.address_id, **({"via": via} if via else {}))
+           mailbox=entry.address_id)
     if mark_read and not entry.read:
         MailboxEntry.objects.filter(pk=entry.pk, read=False).update(read=True)
         entry.read = True

@@ -13,6 +13,10 @@ from django.utils import timezone
 from hisp.models import AuditEvent
 
 SYSTEM = "system"
+# A request that came another way than the web pages (the mail API sets "api") names it here:
+# every event recorded for that request then carries ``via``, whichever service writes it, so
+# the log tells a program's reads and changes from a person's.
+VIA_ATTRIBUTE = "hisp_audit_via"
 
 
 def client_address(request: HttpRequest | None) -> str | None:
@@ -59,6 +63,9 @@ def record(
     """
     if request is not None and actor is None:
         actor = request.user
+    via = getattr(request, VIA_ATTRIBUTE, None)
+    if via and "via" not in detail:
+        detail["via"] = via
     user = actor if isinstance(actor, AbstractBaseUser) else None
     if user is not None:
         label = user.get_username()

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 import secrets
 from collections import Counter
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from email.headerregistry import Address as HeaderAddress
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -49,6 +51,15 @@ class SubmissionError(ValueError):
     """The message cannot be sent as submitted; the text says why (safe to show the user)."""
 
 
+class SendingLimited(SubmissionError):
+    """The sending address was given HISP_SEND_RECIPIENTS_PER_HOUR recipients in the last hour
+    (temporary: the submission port answers ``451 4.7.1``, the mail API 429)."""
+
+    def __init__(self, text: str, *, retry_after: int) -> None:
+        super().__init__(text)
+        self.retry_after = retry_after  # seconds until this message would be taken
+
+
 class MessageTooLarge(SubmissionError):
     """Once signed and encrypted the message would exceed HISP_MAX_MESSAGE_BYTES (the submission
     port answers ``552 5.3.4``, RFC 3463: too big for the system)."""
@@ -80,6 +91,57 @@ ENVELOPE_BYTES = 2 * 1024
 # recipients and subject: From, Date, Message-ID, MIME and notification fields.
 HEADER_BYTES = 2 * 1024
 MB = 1024 * 1024
+
+
+SEND_WINDOW = timedelta(hours=1)
+
+
+def recent_recipients(address: str, *, now: datetime) -> list[tuple[datetime, int]]:
+    """When and to how many recipients ``address`` submitted mail within SEND_WINDOW, oldest
+    first (the partial index message_sent_by_recently)."""
+    rows = Message.objects.filter(
+        direction=Message.Direction.OUTBOUND,
+        kind=Message.Kind.REGULAR,
+        envelope_from=address,
+        created_at__gt=now - SEND_WINDOW,
+    ).order_by("created_at", "id").values_list("created_at", "envelope_to")
+    return [(created, len(recipients)) for created, recipients in rows]
+
+
+def check_sending_limit(address: str, recipients: int, *, now: datetime) -> None:
+    """Raise SendingLimited when ``recipients`` more would take ``address`` past
+    HISP_SEND_RECIPIENTS_PER_HOUR in the hour up to ``now``."""
+    limit = int(settings.HISP_SEND_RECIPIENTS_PER_HOUR)
+    if not limit:
+        return
+    sent = recent_recipients(address, now=now)
+    total = sum(count for _at, count in sent)
+    if total + recipients <= limit:
+        return
+    # The moment enough of the hour's recipients have aged out for this message to fit: never,
+    # while the message alone is over the limit.
+    excess, free_at = total + recipients - limit, None
+    for created, count in sent:
+        excess -= count
+        if excess <= 0:
+            free_at = created + SEND_WINDOW
+            break
+    if free_at is None:
+        raise SubmissionError(
+            f"{address} may send to at most {limit} recipients in an hour, and this message has "
+            f"{recipients}"
+        )
+    wait = max(1, math.ceil((free_at - now).total_seconds()))
+    raise SendingLimited(
+        f"{address} has sent to {total} recipients in the last hour, and this HISP allows "
+        f"{limit}; this message can be sent in {_minutes(wait)}",
+        retry_after=wait,
+    )
+
+
+def _minutes(seconds: int) -> str:
+    minutes = math.ceil(seconds / 60)
+    return "1 minute" if minutes == 1 else f"{minutes} minutes"
 
 
 def _base64_lines(size: int) -> int:
@@ -362,7 +424,9 @@ def submit(
         with transaction.atomic():
             earlier = retry_of()
             if earlier is not None:
-                return earlier
+                return earlier  # a client's retry of a message already taken: not counted again
+            if isinstance(actor, AbstractBaseUser):  # a person or their program, not the operator
+                check_sending_limit(sender.address, len(rcpts), now=now)
             message = Message.objects.create(
                 direction=Message.Direction.OUTBOUND,
                 kind=Message.Kind.REGULAR,

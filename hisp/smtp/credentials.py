@@ -80,11 +80,13 @@ class _Keys:
 
 
 def _keys(login: str, client: str) -> _Keys:
-    # The login is normalised exactly as _verify looks the user up (stripped,
-    # case-insensitive): " Alice" and "alice" are one account, so they share one counter.
+    # The login is normalised as _verify looks the user up (stripped, case-insensitive):
+    # " Alice" and "alice" are one account, so they share one counter. Upper case, as the
+    # database compares (iexact is UPPER(a) = UPPER(b)): lower case would leave "alıce" (dotless
+    # i) and "ſ" (long s), which find the same account, each FAILURE_LIMIT guesses of their own.
     # Hashed: the name is whatever the client sent (spaces, control characters, any length),
     # which a cache key must not carry.
-    name = hashlib.sha256(login.strip().lower().encode("utf-8", "surrogatepass")).hexdigest()
+    name = hashlib.sha256(login.strip().upper().encode("utf-8", "surrogatepass")).hexdigest()
     group = address_group(client)
     return _Keys(
         account=f"hisp:smtp-auth:login:{name}",

@@ -217,7 +217,12 @@ class SubmissionHandler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        from hisp.services.compose import MessageTooLarge, SubmissionError, submit
+        from hisp.services.compose import (
+            MessageTooLarge,
+            SendingLimited,
+            SubmissionError,
+            submit,
+        )
 
         raw = envelope.original_content or b""
         if bare_line_ending(raw):
@@ -242,6 +247,10 @@ class SubmissionHandler:
             )
         except MessageTooLarge as exc:
             return f"552 5.3.4 {_reply_text(exc)}"
+        except SendingLimited as exc:
+            # Temporary (RFC 3463 X.7.1, delivery not authorized for now): the client keeps the
+            # message in its outbox and tries again, and it leaves once the hour allows it.
+            return f"451 4.7.1 {_reply_text(exc)}"
         except SubmissionError as exc:
             return f"550 5.7.1 {_reply_text(exc)}"
         except Exception:

@@ -13,10 +13,11 @@ A password hash costs about a third of a second, and every check hashes twice (t
 answer in the same time whatever the login): a program reading fifty messages would spend half a
 minute of CPU on it. So an *app password* that was accepted is remembered for REMEMBER_FOR under
 a keyed HMAC of login and password, with a digest of its stored hash: while the row is unchanged
-and its user active, the next request is answered without hashing, and deleting the app password
-or deactivating the user ends it at once. Account passwords are never remembered: they are
-chosen by people, and an HMAC is no slow hash should the cache and SECRET_KEY both leak, whereas
-an app password is 96 random bits (webmail.services.create_app_password).
+and its user active and so named, the next request is answered without hashing, and deleting
+the app password or renaming or deactivating the user ends it at once. Account passwords are
+never remembered: they are chosen by people, and an HMAC is no slow hash should the cache and
+SECRET_KEY both leak, whereas an app password is 96 random bits
+(webmail.services.create_app_password).
 """
 
 from __future__ import annotations
@@ -26,14 +27,15 @@ import binascii
 import hashlib
 import json
 import logging
+import traceback
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import Any, NoReturn
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.db import DatabaseError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.utils.cache import add_never_cache_headers
@@ -41,6 +43,7 @@ from django.utils.crypto import salted_hmac
 from django.views.decorators.csrf import csrf_exempt
 
 from hisp.models import AppPassword
+from hisp.services import audit
 from hisp.smtp import credentials
 from webmail.api.responses import ApiError, error
 
@@ -48,6 +51,7 @@ log = logging.getLogger(__name__)
 
 View = Callable[..., HttpResponse]
 REALM = 'Basic realm="HISP mail API", charset="UTF-8"'
+VIA = "api"
 JSON = "application/json"
 RFC822 = "message/rfc822"
 _WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
@@ -98,10 +102,17 @@ def _remembered(login: str, password: str) -> AbstractBaseUser | None:
         AppPassword.objects.filter(pk=row_pk, user_id=user_pk, user__is_active=True)
         .select_related("user").first()
     )
-    if row is None or _digest(row) != digest:
+    # The login must still name the account: a user renamed (or a name given to someone else)
+    # is refused at once, not after REMEMBER_FOR. A case folding that Python and PostgreSQL
+    # disagree on only costs the slow check.
+    if row is None or _digest(row) != digest or not _names(row.user, login):
         cache.delete(key)
         return None
     return row.user
+
+
+def _names(user: AbstractBaseUser, login: str) -> bool:
+    return user.get_username().lower() == login.strip().lower()
 
 
 def _remember(login: str, password: str, user: AbstractBaseUser) -> None:
@@ -122,8 +133,8 @@ def _authenticate(request: HttpRequest, login: str, password: str) -> HttpRespon
         return None
     try:
         outcome = credentials.check(login, password, client=request.META.get("REMOTE_ADDR") or "")
-    except Exception:
-        log.exception("mail API: credentials could not be checked")
+    except Exception as exc:
+        _log_failure("credentials could not be checked", exc)
         return error(503, "unavailable", "sign-in cannot be checked now; try again shortly",
                      Retry_After="30")
     if outcome.throttled:
@@ -140,18 +151,61 @@ def media_type(request: HttpRequest) -> str:
     return request.META.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
 
 
+class _Ambiguous(ValueError):
+    """JSON that parsers read differently: a repeated key (RFC 8259 section 4 leaves which one
+    counts open), or NaN and Infinity, which are not JSON at all."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # A proxy or audit tool that keeps the first of {"read": true, "read": false} and Python
+    # that keeps the last would disagree about what was asked: such a body is refused.
+    body: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in body:
+            raise _Ambiguous(f"the key {json.dumps(key)} is given more than once")
+        body[key] = value
+    return body
+
+
+def _not_json(constant: str) -> NoReturn:
+    raise _Ambiguous(f"{constant} is not a JSON value")
+
+
+def _holds_nul(value: Any) -> bool:
+    """Whether any key or string holds a NUL: no mail field may, and PostgreSQL stores none
+    (a NUL reaching a query was a 503, which a program retries for ever). A loop, not
+    recursion: the parser accepted the nesting, the walk must too."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
 def json_body(request: HttpRequest, *, limit: int = MAX_JSON_BYTES) -> dict[str, Any]:
     """The request's JSON object, or a 400 that says what is wrong with it."""
     if len(request.body) > limit:
         raise ApiError(413, "too-large", f"the JSON body is larger than {limit} bytes")
     try:
-        body = json.loads(request.body)
+        # Decoded here: json.loads would guess UTF-16 or UTF-32 from bytes, and RFC 8259
+        # section 8.1 allows UTF-8 only.
+        body = json.loads(request.body.decode("utf-8"), object_pairs_hook=_unique_keys,
+                          parse_constant=_not_json)
     except (UnicodeDecodeError, ValueError) as exc:
         raise ApiError(400, "bad-json", f"the body is not JSON: {exc}") from None
     except RecursionError:  # nested deeper than the parser's stack: no request needs that
         raise ApiError(400, "bad-json", "the body is nested too deeply") from None
     if not isinstance(body, dict):
         raise ApiError(400, "bad-json", "the body must be a JSON object")
+    if _holds_nul(body):
+        raise ApiError(400, "bad-json", "a string in the body holds a NUL character (\\u0000)")
     return body
 
 
@@ -167,6 +221,7 @@ def api_view(*methods: str, body_types: tuple[str, ...] = (JSON,)) -> Callable[[
         @csrf_exempt
         @wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            setattr(request, audit.VIA_ATTRIBUTE, VIA)  # every event of this request: via=api
             response = _answer(request, view, methods, allowed, body_types, *args, **kwargs)
             add_never_cache_headers(response)  # PHI: no proxy or browser cache keeps it
             return response
@@ -174,6 +229,15 @@ def api_view(*methods: str, body_types: tuple[str, ...] = (JSON,)) -> Callable[[
         return wrapper
 
     return decorate
+
+
+def _log_failure(what: str, exc: Exception) -> None:
+    """Where it failed, the exception's type and PostgreSQL's SQLSTATE, but not its message: a
+    constraint's message quotes the row ("Failing row contains (...)": a subject, an address,
+    a login), and logs are no place for PHI."""
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    log.error("mail API: %s: %s (SQLSTATE %s)\n%s", what, type(exc).__name__,
+              getattr(exc.__cause__, "sqlstate", None) or "none", frames)
 
 
 def _answer(
@@ -197,12 +261,20 @@ def _answer(
         if refused is not None:
             return refused
         return view(request, *args, **kwargs)
-    except DatabaseError:
+    except DatabaseError as exc:
         # The database away or failing: the program is told to retry (a send is one
         # transaction: a failed one took nothing, and its Idempotency-Key stays free).
-        log.exception("mail API: database error")
+        _log_failure("database error", exc)
         return error(503, "unavailable", "the mail store cannot be reached now; try again shortly",
                      Retry_After="30")
+    except RequestDataTooBig:
+        # Past DATA_UPLOAD_MAX_MEMORY_SIZE Django refuses to read the body: its answer would be
+        # an HTML 400 page, and the body's size is what is wrong.
+        return error(413, "too-large", "the request body is larger than this server accepts")
+    except SuspiciousOperation:
+        # Django's other refusals of a request (more query fields than
+        # DATA_UPLOAD_MAX_NUMBER_FIELDS): a JSON 400, not its HTML page.
+        return error(400, "bad-request", "the request is malformed or exceeds this server's limits")
     except ApiError as exc:
         return error(exc.status, exc.code, exc.message, **exc.headers)
     except Http404:

@@ -184,6 +184,9 @@ def _earlier(user: AbstractBaseUser, key: str, request_digest: str) -> Message |
         raise ApiError(422, "idempotency-key-reused",
                        "this Idempotency-Key was used for a different request")
     assert row.message is not None  # set in the transaction that inserted the row
+    # The first answer names the message (its ids, its recipients): only for a caller who may
+    # still send as its address, as the first request had to.
+    sending_address(user, row.message.envelope_from)
     return row.message
 
 

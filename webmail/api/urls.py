@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import path, re_path
 
 from webmail.api.views import description, mailboxes, reading, sending
 
@@ -17,4 +17,6 @@ urlpatterns = [
     path("messages", sending.send, name="send"),
     path("messages/<int:message_id>", sending.status, name="status"),
     path("openapi.json", description.openapi, name="openapi"),
+    # Last: any other path (a trailing slash, a negative index) is the API's JSON 404.
+    re_path(r"^(?P<rest>.*)$", description.not_found),
 ]

@@ -181,3 +181,14 @@ def test_an_app_password_keyed_before_a_secret_key_rotation_still_works(db, coun
     assert _hashes("rotated", "rotated-app-0") == 2
     settings.SECRET_KEY_FALLBACKS = []
     assert check("rotated", "rotated-app-0", client=HOME).user == user
+
+
+@pytest.mark.django_db
+def test_spellings_the_database_takes_for_one_login_share_its_guesses():
+    # PostgreSQL's iexact (UPPER = UPPER) finds "alice" by "alıce" (dotless i) and "ſ" by "s":
+    # the mail ports' and the API's guess counts must see one account, not three.
+    _user("alice.s")
+    for login in ("alice.s", "alıce.s", "alice.ſ"):
+        for _ in range(FAILURE_LIMIT // 3 + 1):
+            check(login, "wrong", client="192.0.2.10")
+    assert check("alice.s", "wrong", client="192.0.2.10").throttled

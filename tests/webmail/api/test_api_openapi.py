@@ -108,7 +108,9 @@ def _error_code(response: HttpResponse, path: str, method: str, status: int) -> 
 
 # --- The routes -------------------------------------------------------------------------------
 def _routes() -> Iterator[tuple[str, URLPattern]]:
-    for pattern in urls.urlpatterns:
+    """The API's routes, without the last, unnamed one: every other path's JSON 404."""
+    assert urls.urlpatterns[-1].name is None
+    for pattern in urls.urlpatterns[:-1]:
         assert isinstance(pattern, URLPattern)
         yield "/" + re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", str(pattern.pattern)), pattern
 

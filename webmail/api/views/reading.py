@@ -30,7 +30,6 @@ from webmail.downloads import attachment_or_404, download
 from webmail.forms import MoveForm
 
 Box = MailboxEntry.SystemFolder
-VIA = "api"
 DEFAULT_LIMIT, MAX_LIMIT = 50, 200
 _QUERY = frozenset({"folder", "unread", "after", "limit"})
 _PATCHABLE = frozenset({"read", "flagged", "folder"})
@@ -134,6 +133,11 @@ def _selected(request: HttpRequest, grant: AddressGrant) -> QuerySet[MailboxEntr
     unknown = set(request.GET) - _QUERY
     if unknown:
         raise _bad(sorted(unknown)[0], f"unknown parameter; use {', '.join(sorted(_QUERY))}")
+    # ?folder=inbox&folder=trash: Django reads the last, a proxy or log filter may check the
+    # first; one request must not mean two things.
+    repeated = sorted(name for name, values in request.GET.lists() if len(values) > 1)
+    if repeated:
+        raise _bad(repeated[0], "given more than once")
     entries = _in_folder(MailboxEntry.objects.filter(address_id=grant.address_id), request, grant)
     unread = request.GET.get("unread")
     if unread is not None:
@@ -207,14 +211,28 @@ def _move_target(entry: MailboxEntry, value: Any) -> MoveForm:
     return form
 
 
-def _move(request: HttpRequest, entry: MailboxEntry, form: MoveForm) -> None:
+def _move(request: HttpRequest, entry: MailboxEntry, form: MoveForm) -> MailboxEntry:
+    """The entry where it now is: the one moved, or the copy it merged into."""
     target, user_folder = form.cleaned_data["target"]
     if (target, user_folder) == (entry.folder, entry.user_folder):
-        return
+        return entry
     try:
         services.move_entry(entry=entry, folder=target, user_folder=user_folder, request=request)
     except services.FolderGone:
         raise ApiError(409, "folder-gone", "the folder was deleted meanwhile; nothing was moved")
+    return _remaining(entry)
+
+
+def _remaining(moved: MailboxEntry) -> MailboxEntry:
+    # A message sent to oneself is in Sent and in the Inbox: moving one copy onto the other
+    # merges them and deletes the moved row, whose id the program must not be given.
+    if MailboxEntry.objects.filter(pk=moved.pk).exists():
+        return moved
+    kept = MailboxEntry.objects.filter(
+        address_id=moved.address_id, message_id=moved.message_id, folder=moved.folder,
+        user_folder=moved.user_folder,
+    ).select_related("message").first()
+    return kept or moved
 
 
 def _patch(request: HttpRequest, entry_id: int) -> HttpResponse:
@@ -227,7 +245,7 @@ def _patch(request: HttpRequest, entry_id: int) -> HttpResponse:
     if "flagged" in changes and changes["flagged"] != entry.flagged:
         services.set_flag(entry=entry, flagged=changes["flagged"], request=request)
     if form is not None:
-        _move(request, entry, form)
+        entry = _move(request, entry, form)
     # The row, not the message: answering with its text would be an open nobody audited.
     return ok(_item(entry, entry.message.message_id))
 
@@ -237,7 +255,7 @@ def entry(request: HttpRequest, entry_id: int) -> HttpResponse:
     if request.method == "PATCH":
         return _patch(request, entry_id)
     found = access.entry_for(request.user, entry_id)
-    services.open_entry(entry=found, request=request, mark_read=False, via=VIA)
+    services.open_entry(entry=found, request=request, mark_read=False)
     return ok(_message(request, found))
 
 
@@ -246,7 +264,7 @@ def entry_rfc822(request: HttpRequest, entry_id: int) -> HttpResponse:
     """The message as POP3 retrieves it: Return-Path, Received, our Authentication-Results and
     the verified inner message (hisp/pop3/render.py)."""
     found = access.entry_for(request.user, entry_id)
-    services.open_entry(entry=found, request=request, mark_read=False, via=VIA)
+    services.open_entry(entry=found, request=request, mark_read=False)
     response = HttpResponse(rendered(found.message), content_type=RFC822)
     response["Content-Disposition"] = content_disposition_header(True, f"message-{found.pk}.eml")
     response["X-Content-Type-Options"] = "nosniff"
@@ -257,6 +275,6 @@ def entry_rfc822(request: HttpRequest, entry_id: int) -> HttpResponse:
 def attachment(request: HttpRequest, entry_id: int, index: int) -> HttpResponse:
     found = access.entry_for(request.user, entry_id)
     part = attachment_or_404(found, index)
-    record(action="attachment.download", obj=found.message, request=request, part=index, via=VIA)
+    record(action="attachment.download", obj=found.message, request=request, part=index)
     return download(part.data, filename=part.filename, content_type=part.content_type)
 

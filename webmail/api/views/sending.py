@@ -13,7 +13,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import reverse
 
 from hisp.models import Delivery, Message
-from hisp.services.compose import MessageTooLarge, SubmissionError, submit
+from hisp.services.compose import MessageTooLarge, SendingLimited, SubmissionError, submit
 from webmail import access
 from webmail.api import submissions
 from webmail.api.auth import JSON, RFC822, api_view, json_body, media_type
@@ -45,6 +45,8 @@ def _submission(request: HttpRequest) -> Message:
                       recipients=recipients, client=client)
     except MessageTooLarge as exc:
         raise ApiError(413, "too-large", str(exc)) from None
+    except SendingLimited as exc:
+        raise ApiError(429, "sending-limit", str(exc), Retry_After=str(exc.retry_after)) from None
     except SubmissionError as exc:
         raise ApiError(422, "refused", str(exc)) from None
 
