@@ -36,7 +36,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
-from django.db import DatabaseError
+from django.db import DatabaseError, DataError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.utils.cache import add_never_cache_headers
 from django.utils.crypto import salted_hmac
@@ -46,6 +46,7 @@ from hisp.models import AppPassword
 from hisp.services import audit
 from hisp.smtp import credentials
 from webmail.api.responses import ApiError, error
+from webmail.uploads import declared_length
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +192,8 @@ def _holds_nul(value: Any) -> bool:
 
 def json_body(request: HttpRequest, *, limit: int = MAX_JSON_BYTES) -> dict[str, Any]:
     """The request's JSON object, or a 400 that says what is wrong with it."""
-    if len(request.body) > limit:
+    # The declared length first: a body is not read into memory only to be refused.
+    if declared_length(request) > limit or len(request.body) > limit:
         raise ApiError(413, "too-large", f"the JSON body is larger than {limit} bytes")
     try:
         # Decoded here: json.loads would guess UTF-16 or UTF-32 from bytes, and RFC 8259
@@ -261,6 +263,11 @@ def _answer(
         if refused is not None:
             return refused
         return view(request, *args, **kwargs)
+    except DataError as exc:
+        # A value the database cannot store (too long, out of range, a NUL): the request's
+        # fault, and the same request again would fail again, so not a 503 to retry.
+        _log_failure("a value the database refused", exc)
+        return error(400, "bad-request", "a value in the request cannot be stored as given")
     except DatabaseError as exc:
         # The database away or failing: the program is told to retry (a send is one
         # transaction: a failed one took nothing, and its Idempotency-Key stays free).
@@ -281,3 +288,8 @@ def _answer(
         return error(404, "not-found", "there is no such object, or it is not yours to see")
     except PermissionDenied as exc:
         return error(403, "forbidden", str(exc) or "you may not do this")
+    except Exception as exc:
+        # Our bug: a program gets JSON it can read, and the log the place, not the message
+        # (which may quote PHI).
+        _log_failure("unexpected error", exc)
+        return error(500, "internal-error", "the server failed; the request may be retried")

@@ -3,6 +3,8 @@ guessing limits, no session cookie, no form bodies, JSON errors throughout."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.core.cache import cache
 from django.test import Client
@@ -219,3 +221,59 @@ def test_a_database_that_refuses_writes_is_503_and_nothing_is_sent(alice, alice_
     assert response.status_code == 503 and _error(response) == "unavailable"
     assert response["Retry-After"] == "30"
     assert not Message.objects.exists()
+
+
+def _wrapped(body):
+    """A view behind api_view, as every API view is, doing ``body()``."""
+    from webmail.api.auth import api_view
+
+    @api_view("GET")
+    def view(request):
+        return body()
+
+    return view
+
+
+PATIENT = "Jones, J. (MRN " + "1234" * 2 + ")"  # built, so no source line in a log holds it
+
+
+def test_a_value_the_database_refuses_is_400_not_a_503_to_retry(alice, alice_api, caplog):
+    from django.db import connection
+    from django.test import RequestFactory
+
+    def refused():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT %s::integer", [PATIENT])
+
+    request = RequestFactory().get(URL, HTTP_AUTHORIZATION=alice_api.defaults["HTTP_AUTHORIZATION"])
+    response = _wrapped(refused)(request)
+    assert response.status_code == 400
+    assert json.loads(response.content)["error"]["code"] == "bad-request"
+    assert "12341234" not in caplog.text  # the database's message quotes the value: not logged
+    assert "DataError" in caplog.text
+
+
+def test_a_bug_is_a_json_500_and_the_log_names_the_place_not_the_message(alice_api, caplog):
+    from django.test import RequestFactory
+
+    def broken():
+        raise ValueError(PATIENT)
+
+    request = RequestFactory().get(URL, HTTP_AUTHORIZATION=alice_api.defaults["HTTP_AUTHORIZATION"])
+    response = _wrapped(broken)(request)
+    assert response.status_code == 500
+    assert json.loads(response.content)["error"]["code"] == "internal-error"
+    assert "no-store" in response["Cache-Control"]
+    assert "12341234" not in caplog.text
+    assert "ValueError" in caplog.text and "broken" in caplog.text
+
+
+def test_a_declared_length_over_the_json_limit_is_413_before_the_body_is_read(alice, alice_api):
+    from tests.factories import MailboxEntryFactory
+    from webmail.api.auth import MAX_JSON_BYTES
+
+    entry = MailboxEntryFactory(address=alice.address)
+    response = alice_api.patch(f"/api/v1/entries/{entry.pk}", data=b"{}",
+                               content_type="application/json",
+                               CONTENT_LENGTH=str(MAX_JSON_BYTES + 1))
+    assert response.status_code == 413 and _error(response) == "too-large"

@@ -36,7 +36,9 @@ _PATCHABLE = frozenset({"read", "flagged", "folder"})
 _BOOLEAN = {"true": True, "false": False}
 _NUMBER = re.compile(r"[0-9]{1,18}")  # ASCII digits only, and within a bigint
 # Folders a message can be listed in by name; a user folder is named by its id instead.
-_LISTED = frozenset(Box.values) - {Box.USER}
+# Drafts live apart (webmail.Draft, one per author), never as mailbox entries: listing "drafts"
+# would always answer an empty page, as if a program's drafts had gone.
+_LISTED = frozenset(Box.values) - {Box.USER, Box.DRAFTS}
 
 
 def _bad(field: str, message: str) -> ApiError:
