@@ -239,3 +239,11 @@ def test_it_backs_off_after_a_wrong_code(alice):
     response = client.post("/mail/login/code/", {"token": current_code(alice.device)})
     assert response.status_code == 302
     assert client.get(f"/mail/a/{alice.address.pk}/inbox/").status_code == 200
+
+
+def test_the_app_passwords_page_says_what_to_give_an_ehr_system(alice, alice_client, settings):
+    settings.HISP_WEB_URL = "https://hisp.clinic.example"
+    page = alice_client.get("/mail/account/app-passwords/").content.decode()
+    assert "<code>https://hisp.clinic.example/api/v1/</code>" in page
+    assert "<code>https://hisp.clinic.example/api/v1/openapi.json</code>" in page
+    assert f"<code>{alice.user.username}</code>" in page

@@ -8,6 +8,7 @@ from base64 import b32encode
 from urllib.parse import urlencode
 
 import segno
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
@@ -219,6 +220,9 @@ def app_passwords(request: HttpRequest) -> HttpResponse:
     return render(request, "webmail/app_passwords.html", {
         "form": form,
         "app_passwords": rows,
+        # What to give an EHR vendor: HISP_WEB_URL is the address the HISP is reached at.
+        "api_url": f"{settings.HISP_WEB_URL}/api/v1/",
+        "api_description_url": f"{settings.HISP_WEB_URL}/api/v1/openapi.json",
         "created": created[0] if created else None,
         "created_password": created[1] if created else None,
     })
