@@ -469,6 +469,21 @@ def submit(
                 via=peer[:40],
             )
             enqueue("process_outgoing", message.pk)
+    except SendingLimited as exc:
+        # Written after the rollback, so it stays: an address at its limit may be a stolen
+        # password at work, and staff find it in the audit log (console: Audit).
+        audit.record(
+            action="message.send-limited",
+            obj=sender,
+            actor=actor,
+            client=client,
+            sender=sender.address,
+            recipients=len(rcpts),
+            limit=int(settings.HISP_SEND_RECIPIENTS_PER_HOUR),
+            retry_after=exc.retry_after,
+            via=peer[:40],
+        )
+        raise
     except IntegrityError as exc:
         # The same Message-ID committed meanwhile: the client's own retry running alongside?
         earlier = retry_of()

@@ -13,7 +13,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from django.utils import timezone
 
-from hisp.models import AppPassword, Message
+from hisp.models import AppPassword, AuditEvent, Message
 from hisp.services import compose
 from hisp.smtp.credentials import app_password_hash
 from tests.hisp.mail.conftest import HOSTED
@@ -53,6 +53,11 @@ def test_recipients_past_the_hours_limit_are_refused_with_the_time_to_wait(alice
     assert "allows 5" in str(refused.value) and "60 minutes" in str(refused.value)
     assert 3500 < refused.value.retry_after <= 3600
     assert Message.objects.count() == 2  # the refused one left nothing behind
+    # ... but the refusal itself is in the audit log, for staff to see a stolen password at work.
+    [event] = AuditEvent.objects.filter(action="message.send-limited")
+    assert event.actor == _user() and event.object_id == str(alice.pk)
+    assert event.detail["recipients"] == 2 and event.detail["limit"] == 5
+    assert event.detail["sender"] == alice.address and event.detail["via"] == "test"
     _submit(alice, _partners("e"))  # one more fits exactly
     assert Message.objects.count() == 3
 
