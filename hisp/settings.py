@@ -121,6 +121,13 @@ if _web_host and _web_host not in ALLOWED_HOSTS:
 
 # --- Mail flow -------------------------------------------------------------------------------
 HISP_MAX_MESSAGE_BYTES = env.int("HISP_MAX_MESSAGE_BYTES", default=25 * 1024 * 1024)
+# Requests one user's programs may make to the mail API in a minute (0: no limit): a program
+# in a tight loop, or a stolen app password, then cannot crowd out the others.
+HISP_API_REQUESTS_PER_MINUTE = _whole(
+    "HISP_API_REQUESTS_PER_MINUTE",
+    env.str("HISP_API_REQUESTS_PER_MINUTE", default="600"),
+    minimum=0,
+)
 # Recipients one hosted address may be given in any hour through the webmail, the submission
 # port and the mail API (0: no limit). A stolen password then sends that much at most before
 # staff notice; the operator's `manage.py send` is not counted.

@@ -27,6 +27,8 @@ import binascii
 import hashlib
 import json
 import logging
+import math
+import time
 import traceback
 from collections.abc import Callable
 from functools import wraps
@@ -242,6 +244,32 @@ def _log_failure(what: str, exc: Exception) -> None:
               getattr(exc.__cause__, "sqlstate", None) or "none", frames)
 
 
+def _rate_limited(user: AbstractBaseUser) -> int | None:
+    """Seconds until ``user`` may ask again when over HISP_API_REQUESTS_PER_MINUTE, else None.
+
+    A count per user and clock minute in the shared cache: every program of one user, through
+    every web process, shares it. Should the cache be away, requests are not counted."""
+    limit = int(settings.HISP_API_REQUESTS_PER_MINUTE)
+    if not limit:
+        return None
+    now = time.time()
+    minute = int(now // 60)
+    key = f"hisp:api:requests:{user.pk}:{minute}"
+    try:
+        cache.add(key, 0, 120)
+        try:
+            count = int(cache.incr(key))
+        except ValueError:  # expired between add and incr
+            cache.set(key, 1, 120)
+            count = 1
+    except Exception:
+        log.warning("mail API: the cache is unreachable; requests are not counted", exc_info=True)
+        return None
+    if count <= limit:
+        return None
+    return max(1, math.ceil((minute + 1) * 60 - now))
+
+
 def _answer(
     request: HttpRequest, view: View, methods: tuple[str, ...], allowed: str,
     body_types: tuple[str, ...], *args: Any, **kwargs: Any,
@@ -262,6 +290,11 @@ def _answer(
         refused = _authenticate(request, *given)
         if refused is not None:
             return refused
+        wait = _rate_limited(request.user)
+        if wait is not None:
+            return error(429, "rate-limited",
+                         f"more than {settings.HISP_API_REQUESTS_PER_MINUTE} requests in a minute; "
+                         "slow down", Retry_After=str(wait))
         return view(request, *args, **kwargs)
     except DataError as exc:
         # A value the database cannot store (too long, out of range, a NUL): the request's

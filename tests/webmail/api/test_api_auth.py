@@ -277,3 +277,22 @@ def test_a_declared_length_over_the_json_limit_is_413_before_the_body_is_read(al
                                content_type="application/json",
                                CONTENT_LENGTH=str(MAX_JSON_BYTES + 1))
     assert response.status_code == 413 and _error(response) == "too-large"
+
+
+def test_more_requests_in_a_minute_than_allowed_are_429_for_that_user_only(
+    alice, bob, alice_api, bob_api, settings
+):
+    import time
+
+    settings.HISP_API_REQUESTS_PER_MINUTE = 3
+    left = 60 - time.time() % 60
+    if left < 5:  # the count is per clock minute: not across its turn
+        time.sleep(left + 0.1)
+    codes = [alice_api.get(URL).status_code for _ in range(3)]
+    last = alice_api.get(URL)
+    assert codes == [200, 200, 200]
+    assert last.status_code == 429 and _error(last) == "rate-limited"
+    assert 1 <= int(last["Retry-After"]) <= 60
+    assert bob_api.get(URL).status_code == 200  # another user's programs have their own count
+    settings.HISP_API_REQUESTS_PER_MINUTE = 0
+    assert alice_api.get(URL).status_code == 200
