@@ -14,6 +14,10 @@ queue behind it, deliveries too: so it waits at most LOCK_WAIT, a quarter of a s
 answers 503 with Retry-After rather than an unsafe page, and a program's poll never holds up
 received mail longer than that.
 
+It relies on ids being drawn one at a time from the table's sequence, as Django's identity
+column does (sequence CACHE 1): a sequence that handed each session a block of ids would let a
+later transaction hold a lower block.
+
 SQLite (the quick start) allows one writer at a time, whose ids are committed in order: no
 horizon is needed there.
 """
