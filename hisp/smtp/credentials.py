@@ -103,14 +103,15 @@ def _has_second_factor(user: AbstractBaseUser) -> bool:
     return any(True for _ in devices_for_user(user, confirmed=True))
 
 
-def _count(key: str) -> int:
-    """Add one to the counter at ``key`` (started for FAILURE_WINDOW); the new value."""
+def count(key: str, window: int = FAILURE_WINDOW) -> int:
+    """Add one to the counter at ``key`` (started for ``window`` seconds); the new value. Also
+    the mail API's request count (webmail/api/auth.py)."""
     with _counting:
-        cache.add(key, 0, FAILURE_WINDOW)
+        cache.add(key, 0, window)
         try:
             return int(cache.incr(key))
         except ValueError:  # expired between add and incr
-            cache.set(key, 1, FAILURE_WINDOW)
+            cache.set(key, 1, window)
             return 1
 
 
@@ -127,9 +128,9 @@ def check(login: str, password: str, *, client: str) -> Outcome:
     known = bool(cache.get(keys.known))
     if not known and (cache.get(keys.client) or 0) >= FAILURE_LIMIT:
         return Outcome(None, throttled=True)
-    if _count(keys.attempts) > FAILURE_LIMIT:
+    if count(keys.attempts) > FAILURE_LIMIT:
         return Outcome(None, throttled=True)
-    if _count(keys.account) > FAILURE_LIMIT and not known:
+    if count(keys.account) > FAILURE_LIMIT and not known:
         return Outcome(None, throttled=True)
     try:
         user = _verify(login, password)
@@ -142,7 +143,7 @@ def check(login: str, password: str, *, client: str) -> Outcome:
         raise
     if user is None:
         if cache.add(keys.tried, True, FAILURE_WINDOW):  # an account not yet failed from here
-            _count(keys.client)
+            count(keys.client)
         return Outcome(None)
     _take_back(keys.attempts)
     _take_back(keys.account)

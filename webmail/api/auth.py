@@ -256,12 +256,7 @@ def _rate_limited(user: AbstractBaseUser) -> int | None:
     minute = int(now // 60)
     key = f"hisp:api:requests:{user.pk}:{minute}"
     try:
-        cache.add(key, 0, 120)
-        try:
-            count = int(cache.incr(key))
-        except ValueError:  # expired between add and incr
-            cache.set(key, 1, 120)
-            count = 1
+        count = credentials.count(key, window=120)
     except Exception:
         log.warning("mail API: the cache is unreachable; requests are not counted", exc_info=True)
         return None

@@ -222,7 +222,6 @@ def app_passwords(request: HttpRequest) -> HttpResponse:
         "app_passwords": rows,
         # What to give an EHR vendor: HISP_WEB_URL is the address the HISP is reached at.
         "api_url": f"{settings.HISP_WEB_URL}/api/v1/",
-        "api_description_url": f"{settings.HISP_WEB_URL}/api/v1/openapi.json",
         "created": created[0] if created else None,
         "created_password": created[1] if created else None,
     })

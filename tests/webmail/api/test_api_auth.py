@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from django.core.cache import cache
 from django.test import Client
 
 from hisp.models import AddressGrant
@@ -17,13 +16,6 @@ from tests.webmail.personas import PASSWORD, Persona, signed_in
 
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/mailboxes"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_counters():
-    cache.clear()
-    yield
-    cache.clear()
 
 
 def _error(response) -> str:

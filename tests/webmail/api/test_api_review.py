@@ -8,7 +8,6 @@ import logging
 import threading
 
 import pytest
-from django.core.cache import cache
 from django.test import Client
 
 from hisp.models import AppPassword, AuditEvent, MailboxEntry, Message
@@ -19,13 +18,6 @@ from tests.webmail.personas import Persona
 pytestmark = pytest.mark.django_db
 Box = MailboxEntry.SystemFolder
 PDF = b"%PDF-1.4 lab results" * 50
-
-
-@pytest.fixture(autouse=True)
-def _fresh_counters():
-    cache.clear()
-    yield
-    cache.clear()
 
 
 def _list(persona: Persona) -> str:
